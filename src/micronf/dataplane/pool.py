@@ -1,0 +1,270 @@
+"""The shared packet pool: fixed-size slots in shared memory, addressed by uint32 handles.
+
+A handle is a slot index, not a pointer, so every process may map the pool at any address and
+ASLR stays on (the paper's prototype had to disable it, §VI-B).
+
+Slot layout (``slot_size`` bytes, default 2 KiB):
+
+====================  =====================================================================
+bytes 0..63           metadata, as uint32 words ``M_*`` (and int64 word ``Q_RX_TIME``)
+bytes 64..191         headroom, so encapsulation (e.g. NSH) can prepend without a copy
+bytes 192..           the frame; ``M_DATA_OFF`` says where it starts, ``M_LEN`` how long it is
+====================  =====================================================================
+
+Allocation has one owner at a time (the Rx service of a graph, or a test's source): it pops
+handles from a free stack in shared memory. Any other process frees through its own SPSC
+*return ring* (``client`` number assigned by whoever builds the graph); the owner drains the
+return rings into its stack when the stack runs short. Every ring holds at least ``n_slots``
+handles, so a free can never fail for lack of room, and no process ever takes a lock: a process
+killed at any point cannot wedge the pool. Exhaustion returns fewer handles than asked and is
+counted (``alloc_failures``); it never blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from micronf.dataplane.ring import RingTable, next_pow2, ring_count, ring_dequeue, ring_enqueue
+from micronf.dataplane.segment import Segment, SegmentError
+
+DEFAULT_SLOT_SIZE = 2048
+META_SIZE = 64
+HEADROOM = 128
+DATA_OFF = META_SIZE + HEADROOM
+
+# Metadata: uint32 word indices into ``words[h]``.
+M_LEN = 0  # frame length in bytes
+M_PORT = 1  # input port (Rx interface number)
+M_HASH = 2  # flow hash (0 = not computed)
+M_VERDICT = 3  # last verdict / egress label
+M_SYNC = 4  # parallel-sync counter (atomic, §V-B)
+M_SFC = 5  # SFC tag: service path id << 8 | service index (NSH, RFC 8300)
+M_DATA_OFF = 6  # offset of the frame's first byte within the slot
+M_FLAGS = 7
+# int64 word index into ``qwords[h]``: bytes 32..39.
+Q_RX_TIME = 4  # Rx timestamp (CPU cycles)
+
+# Pool control block (int64 words): geometry, then the owner's counters on their own line.
+_MAGIC_VALUE = 0x4D4E465F504F4F4C  # "MNF_POOL"
+C_MAGIC = 0
+C_NSLOTS = 1
+C_SLOT_SIZE = 2
+C_NCLIENTS = 3
+C_FREE_TOP = 16
+C_ALLOCATED = 17
+C_ALLOC_FAIL = 18
+C_FREE_ERRORS = 19
+CTRL_WORDS = 64
+
+
+class PoolArrays(NamedTuple):
+    """The pool as numba sees it: zero-copy views of one shared region."""
+
+    data: npt.NDArray[np.uint8]  # [n_slots, slot_size]
+    words: npt.NDArray[np.uint32]  # [n_slots, slot_size // 4]
+    qwords: npt.NDArray[np.int64]  # [n_slots, slot_size // 8]
+    ctrl: npt.NDArray[np.int64]  # [CTRL_WORDS]
+    free: npt.NDArray[np.uint32]  # [n_slots] free stack, owner only
+    ret_ctrl: npt.NDArray[np.int64]  # [n_clients, ring.CTRL_WORDS]
+    ret_slots: npt.NDArray[np.uint32]  # [n_clients, ret capacity]
+
+
+Handles = npt.NDArray[np.uint32]
+
+
+@njit(cache=True, nogil=True)
+def _reclaim(p: PoolArrays, top: int) -> int:
+    """Owner: move everything waiting in the return rings onto the free stack; returns the new top."""
+    n_slots = p.free.shape[0]
+    for r in range(p.ret_ctrl.shape[0]):
+        if top >= n_slots:
+            break
+        top += ring_dequeue(p.ret_ctrl[r], p.ret_slots[r], p.free[top:], n_slots - top)
+    return top
+
+
+@njit(cache=True, nogil=True)
+def pool_alloc(p: PoolArrays, out: Handles, n: int) -> int:
+    """Owner: allocate up to ``n`` handles into ``out``; returns how many (short = exhaustion, counted).
+
+    Each allocated slot gets an empty frame at the default data offset and cleared metadata.
+    """
+    top = p.ctrl[C_FREE_TOP]
+    if top < n:
+        top = _reclaim(p, top)
+    k: int = min(n, top)
+    for i in range(k):
+        h = p.free[top - 1 - i]
+        out[i] = h
+        w = p.words[h]
+        w[M_LEN] = 0
+        w[M_PORT] = 0
+        w[M_HASH] = 0
+        w[M_VERDICT] = 0
+        w[M_SYNC] = 0
+        w[M_SFC] = 0
+        w[M_DATA_OFF] = DATA_OFF
+        w[M_FLAGS] = 0
+    p.ctrl[C_FREE_TOP] = top - k
+    p.ctrl[C_ALLOCATED] += k
+    if k < n:
+        p.ctrl[C_ALLOC_FAIL] += n - k
+    return k
+
+
+@njit(cache=True, nogil=True)
+def pool_free_owner(p: PoolArrays, handles: Handles, n: int) -> int:
+    """Owner: push ``n`` handles back on the free stack. More than fit means a double free: counted."""
+    top = p.ctrl[C_FREE_TOP]
+    room = p.free.shape[0] - top
+    k: int = min(n, room)
+    for i in range(k):
+        p.free[top + i] = handles[i]
+    p.ctrl[C_FREE_TOP] = top + k
+    if k < n:
+        p.ctrl[C_FREE_ERRORS] += n - k
+    return k
+
+
+@njit(cache=True, nogil=True)
+def pool_free(p: PoolArrays, client: int, handles: Handles, n: int) -> int:
+    """Any process: return ``n`` handles through return ring ``client`` (never blocks, never fails
+    unless a handle is freed twice)."""
+    sent: int = ring_enqueue(p.ret_ctrl[client], p.ret_slots[client], handles, n)
+    return sent
+
+
+@njit(cache=True, nogil=True)
+def pkt_frame(p: PoolArrays, h: int) -> npt.NDArray[np.uint8]:
+    """The frame of packet ``h`` as a writable uint8 view (exactly ``M_LEN`` bytes)."""
+    w = p.words[h]
+    off = np.int64(w[M_DATA_OFF])
+    return p.data[h, off : off + np.int64(w[M_LEN])]
+
+
+@njit(cache=True, nogil=True)
+def pkt_set_len(p: PoolArrays, h: int, length: int) -> None:
+    """Set the frame length of ``h`` (caller keeps it within ``slot_size - data offset``)."""
+    p.words[h, M_LEN] = length
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of pool accounting, readable from any process."""
+
+    capacity: int
+    free: int
+    in_use: int
+    allocated: int
+    alloc_failures: int
+    free_errors: int
+
+
+class PacketPool:
+    """The packet pool of one segment (regions ``<prefix>.ctrl``, ``.free``, ``.slots``, ``.ret.*``)."""
+
+    def __init__(self, arrays: PoolArrays) -> None:
+        self.arrays = arrays
+        self.n_slots = int(arrays.free.shape[0])
+        self.slot_size = int(arrays.data.shape[1])
+        self.n_clients = int(arrays.ret_ctrl.shape[0])
+        self.max_frame = self.slot_size - DATA_OFF
+
+    @staticmethod
+    def regions(prefix: str, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 8) -> dict[str, int]:
+        """Region sizes to pass to :meth:`Segment.create` for a pool of this geometry."""
+        if n_slots < 1 or n_slots >= 2**31:
+            raise ValueError(f"n_slots must be in 1..2**31-1, got {n_slots}")
+        if slot_size % 64 or slot_size < DATA_OFF + 64:
+            raise ValueError(f"slot_size must be a multiple of 64 and >= {DATA_OFF + 64}, got {slot_size}")
+        if n_clients < 1:
+            raise ValueError(f"n_clients must be >= 1, got {n_clients}")
+        return {
+            f"{prefix}.ctrl": CTRL_WORDS * 8,
+            f"{prefix}.free": n_slots * 4,
+            **RingTable.regions(f"{prefix}.ret", n_clients, next_pow2(n_slots)),
+            f"{prefix}.slots": n_slots * slot_size,
+        }
+
+    @classmethod
+    def format(
+        cls, seg: Segment, prefix: str, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 8
+    ) -> PacketPool:
+        """Initialise a pool in a freshly created segment: every slot free, every ring empty."""
+        ctrl = seg.view(f"{prefix}.ctrl", np.int64)
+        ctrl[:] = 0
+        ctrl[C_NSLOTS] = n_slots
+        ctrl[C_SLOT_SIZE] = slot_size
+        ctrl[C_NCLIENTS] = n_clients
+        RingTable.format(seg, f"{prefix}.ret", n_clients, next_pow2(n_slots))
+        free = seg.view(f"{prefix}.free", np.uint32)
+        free[:] = np.arange(n_slots - 1, -1, -1, dtype=np.uint32)  # handle 0 on top
+        ctrl[C_FREE_TOP] = n_slots
+        ctrl[C_MAGIC] = _MAGIC_VALUE
+        return cls.attach(seg, prefix)
+
+    @classmethod
+    def attach(cls, seg: Segment, prefix: str) -> PacketPool:
+        """Open the pool of an existing segment."""
+        ctrl = seg.view(f"{prefix}.ctrl", np.int64)
+        if int(ctrl[C_MAGIC]) != _MAGIC_VALUE:
+            raise SegmentError(f"segment {seg.name!r}: region {prefix!r} holds no formatted packet pool")
+        n_slots, slot_size = int(ctrl[C_NSLOTS]), int(ctrl[C_SLOT_SIZE])
+        rings = RingTable.attach(seg, f"{prefix}.ret")
+        slots = seg.view(f"{prefix}.slots", np.uint8, (n_slots, slot_size))
+        return cls(
+            PoolArrays(
+                data=slots,
+                words=slots.view(np.uint32),
+                qwords=slots.view(np.int64),
+                ctrl=ctrl,
+                free=seg.view(f"{prefix}.free", np.uint32),
+                ret_ctrl=rings.ctrl,
+                ret_slots=rings.slots,
+            )
+        )
+
+    # -- control-plane helpers (tests, tools); the data path calls the kernels above --------
+    def alloc(self, n: int) -> Handles:
+        """Owner: allocate up to ``n`` handles (fewer when exhausted)."""
+        out = np.empty(n, dtype=np.uint32)
+        return out[: int(pool_alloc(self.arrays, out, n))]
+
+    def free(self, handles: npt.ArrayLike, client: int | None = None) -> int:
+        """Free ``handles``: on the owner's stack (``client=None``) or through a return ring."""
+        hs = np.ascontiguousarray(handles, dtype=np.uint32)
+        if client is None:
+            return int(pool_free_owner(self.arrays, hs, hs.shape[0]))
+        if not 0 <= client < self.n_clients:
+            raise ValueError(f"client {client} out of range 0..{self.n_clients - 1}")
+        return int(pool_free(self.arrays, client, hs, hs.shape[0]))
+
+    def write_frame(self, h: int, frame: bytes) -> None:
+        """Copy ``frame`` into slot ``h`` at its data offset and set its length."""
+        if len(frame) > self.max_frame:
+            raise ValueError(f"frame of {len(frame)} bytes exceeds the slot's {self.max_frame}")
+        off = int(self.arrays.words[h, M_DATA_OFF])
+        self.arrays.data[h, off : off + len(frame)] = np.frombuffer(frame, dtype=np.uint8)
+        self.arrays.words[h, M_LEN] = len(frame)
+
+    def read_frame(self, h: int) -> bytes:
+        """A copy of the frame in slot ``h``."""
+        return bytes(pkt_frame(self.arrays, h))
+
+    def stats(self) -> PoolStats:
+        ctrl = self.arrays.ctrl
+        waiting = sum(int(ring_count(self.arrays.ret_ctrl[r])) for r in range(self.n_clients))
+        free = int(ctrl[C_FREE_TOP]) + waiting
+        return PoolStats(
+            capacity=self.n_slots,
+            free=free,
+            in_use=self.n_slots - free,
+            allocated=int(ctrl[C_ALLOCATED]),
+            alloc_failures=int(ctrl[C_ALLOC_FAIL]),
+            free_errors=int(ctrl[C_FREE_ERRORS]),
+        )

@@ -1,0 +1,1 @@
+"""micronf test suite."""

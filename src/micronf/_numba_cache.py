@@ -18,11 +18,17 @@ from pathlib import Path
 
 
 def source_digest(package_dir: Path) -> str:
-    """A short digest of every ``.py`` file under ``package_dir`` (path and content)."""
+    """A short digest of the ``.py`` files under ``package_dir`` that hold compiled code (mention numba).
+
+    Only those can end up inside a kernel (a constant a kernel uses must live in such a module
+    too), so editing the CLI or the orchestrator keeps the compiled kernels.
+    """
     h = hashlib.blake2b(digest_size=8)
     for path in sorted(package_dir.rglob("*.py")):
-        h.update(str(path.relative_to(package_dir)).encode())
-        h.update(path.read_bytes())
+        data = path.read_bytes()
+        if b"numba" in data:
+            h.update(str(path.relative_to(package_dir)).encode())
+            h.update(data)
     return h.hexdigest()
 
 

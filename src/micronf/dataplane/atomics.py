@@ -19,7 +19,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -161,3 +161,25 @@ fence_seq_cst = cast(Callable[[], None], _fence_seq_cst)
 prefetch = cast(Callable[[npt.NDArray[Any], int], None], _prefetch)
 cycles = cast(Callable[[], int], _cycles)
 sched_yield = cast(Callable[[], None], _sched_yield)
+
+
+# Control-plane (plain Python) callers cannot call intrinsics directly: these compiled wrappers can.
+@njit(cache=True)
+def _py_load_acquire(ary: IntArray, idx: int) -> int:
+    value: int = load_acquire(ary, idx)
+    return value
+
+
+@njit(cache=True)
+def _py_store_release(ary: IntArray, idx: int, val: int) -> None:
+    store_release(ary, idx, val)
+
+
+def py_load_acquire(ary: IntArray, idx: int) -> int:
+    """``load_acquire`` for Python code (e.g. a control plane reading a version word)."""
+    return int(_py_load_acquire(ary, idx))
+
+
+def py_store_release(ary: IntArray, idx: int, val: int) -> None:
+    """``store_release`` for Python code (e.g. publishing a rewritten port table)."""
+    _py_store_release(ary, idx, val)

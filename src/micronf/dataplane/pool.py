@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.dataplane.ring import RingTable, next_pow2, ring_count, ring_dequeue, ring_enqueue
+from micronf.dataplane.ring import RingTable, next_pow2, ring_count, ring_dequeue, ring_enqueue, ring_init
 from micronf.dataplane.segment import Segment, SegmentError
 
 DEFAULT_SLOT_SIZE = 2048
@@ -226,6 +226,35 @@ class PacketPool:
                 free=seg.view(f"{prefix}.free", np.uint32),
                 ret_ctrl=rings.ctrl,
                 ret_slots=rings.slots,
+            )
+        )
+
+    @classmethod
+    def local(cls, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 1) -> PacketPool:
+        """A pool in this process's private memory (unit tests, run-to-completion runs): same layout
+        and kernels as a shared one, no segment."""
+        sizes = cls.regions("pool", n_slots, slot_size, n_clients)
+        seg_like = {name: np.zeros(size, dtype=np.uint8) for name, size in sizes.items()}
+        ctrl = seg_like["pool.ctrl"].view(np.int64)
+        ctrl[C_NSLOTS], ctrl[C_SLOT_SIZE], ctrl[C_NCLIENTS] = n_slots, slot_size, n_clients
+        ret_cap = next_pow2(n_slots)
+        ret_ctrl = seg_like["pool.ret.ctrl"].view(np.int64).reshape(n_clients, -1)
+        for r in range(n_clients):
+            ring_init(ret_ctrl[r], ret_cap)
+        free = seg_like["pool.free"].view(np.uint32)
+        free[:] = np.arange(n_slots - 1, -1, -1, dtype=np.uint32)
+        ctrl[C_FREE_TOP] = n_slots
+        ctrl[C_MAGIC] = _MAGIC_VALUE
+        slots = seg_like["pool.slots"].reshape(n_slots, slot_size)
+        return cls(
+            PoolArrays(
+                data=slots,
+                words=slots.view(np.uint32),
+                qwords=slots.view(np.int64),
+                ctrl=ctrl,
+                free=free,
+                ret_ctrl=ret_ctrl,
+                ret_slots=seg_like["pool.ret.slots"].view(np.uint32).reshape(n_clients, ret_cap),
             )
         )
 

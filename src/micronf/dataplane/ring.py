@@ -84,6 +84,34 @@ def ring_dequeue(ctrl: Ctrl, slots: Slots, dst: Handles, max_n: int) -> int:
 
 
 @njit(cache=True, nogil=True)
+def ring_free_space(ctrl: Ctrl) -> int:
+    """Producer: how many handles an enqueue could take right now (refreshes the cached tail)."""
+    tail = load_acquire(ctrl, TAIL)
+    ctrl[HEAD_SEEN_TAIL] = tail
+    room: int = ctrl[CAP] - (ctrl[HEAD] - tail)
+    return room
+
+
+@njit(cache=True, nogil=True)
+def ring_peek(ctrl: Ctrl, slots: Slots, dst: Handles, max_n: int) -> int:
+    """Consumer: copy up to ``max_n`` handles from the front into ``dst`` without consuming them."""
+    tail = ctrl[TAIL]
+    head = load_acquire(ctrl, HEAD)
+    ctrl[TAIL_SEEN_HEAD] = head
+    k: int = min(max_n, head - tail)
+    mask = ctrl[MASK]
+    for i in range(k):
+        dst[i] = slots[(tail + i) & mask]
+    return max(k, 0)
+
+
+@njit(cache=True, nogil=True)
+def ring_consume(ctrl: Ctrl, k: int) -> None:
+    """Consumer: drop the first ``k`` handles (after :func:`ring_peek` saw at least ``k``)."""
+    store_release(ctrl, TAIL, ctrl[TAIL] + k)
+
+
+@njit(cache=True, nogil=True)
 def ring_count(ctrl: Ctrl) -> int:
     """Handles in the ring as seen from any process (exact when both sides are quiet)."""
     tail = load_acquire(ctrl, TAIL)

@@ -1,0 +1,1 @@
+"""The µNF library: one file per µNF; importing a module registers its µNF."""

@@ -1,0 +1,421 @@
+"""Processing graphs: what to run (``GraphSpec``) and how it is wired (``GraphLayout``).
+
+A ``GraphSpec`` names µNF nodes (type + config + scheduling) and labelled edges: packets that
+node ``src`` labels ``label`` go to node ``dst``. ``plan()`` validates it and decides the wiring:
+
+- one SPSC ring per (src, dst) pair; an ingress port per upstream node; the ingress→egress
+  mapping table (route) per node, so a node shared by several paths (``from_node`` on an edge)
+  still sends each packet along its own branch (§IV-C3);
+- several edges from the same (src, label) are a *parallel group* (§V-B): a Branch egress at
+  ``src``, a Marker egress on the primary branch and mark-only on the others, and a Sync ingress
+  at the node where the branches join. Branch µNFs must not drop;
+- every (node, label) with no edge is an *exit*; with ``capture_drops`` every drop reason is an
+  exit too (the offline runner writes each exit to its own pcap: nothing disappears);
+- nodes with the same ``cluster`` run fused in one process, in order (run to completion): they
+  must form a chain whose interior links are the only input of the next node.
+
+The layout is plain data (pydantic), stored as JSON inside the graph's segment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import defaultdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from micronf.ports.base import (
+    EG_BRANCH,
+    EG_LOCAL,
+    EG_MARK_ONLY,
+    EG_MARKER,
+    EG_PP,
+    FULL_DROP,
+    FULL_WAIT,
+    IN_PP,
+    IN_SYNC,
+    MAX_EG,
+    MAX_FANOUT,
+    MAX_IN,
+    ROUTE_FREE,
+    ROUTE_UNCONNECTED,
+)
+from micronf.runtime.nf import MicroNF, NFConfigError, nf_class
+
+Policy = Literal["other", "fifo", "rr"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+class GraphError(ValueError):
+    """A graph spec that cannot be wired; the message names the node or edge and the fix."""
+
+
+class NodeSpec(BaseModel):
+    """One µNF instance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    type: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    cpu: int | None = Field(None, ge=0, description="CPU to pin the process to (None: any)")
+    policy: Policy = "other"
+    priority: int = Field(1, ge=1, le=99, description="real-time priority for fifo/rr")
+    cluster: str | None = Field(None, description="nodes sharing a cluster run fused in one process")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"node name {v!r} must start with a letter or _ and use [A-Za-z0-9_.-]")
+        return v
+
+
+class EdgeSpec(BaseModel):
+    """Packets that ``src`` labels ``label`` (and that entered ``src`` from ``from_node``) go to ``dst``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    src: str
+    label: str = "out"
+    dst: str
+    from_node: str | None = Field(None, description="only packets that reached src from this node (consolidation)")
+
+
+class GraphSpec(BaseModel):
+    """A processing graph to deploy on one machine."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "graph"
+    nodes: list[NodeSpec]
+    edges: list[EdgeSpec] = Field(default_factory=list)
+    entry: str = Field(description="the node that receives the graph's input traffic")
+    burst: int = Field(32, ge=1, le=1024)
+    yield_idle: bool = True
+    yield_every: int = Field(0, ge=0, description="also yield after this many busy batches (0: never)")
+    prefetch: int = Field(0, ge=0, le=1024, description="prefetch the first N packets of each batch (§V-A)")
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> GraphSpec:
+        seen: set[str] = set()
+        for node in self.nodes:
+            if node.name in seen:
+                raise ValueError(f"two nodes are named {node.name!r}")
+            seen.add(node.name)
+        return self
+
+
+# -- the wiring -------------------------------------------------------------------------------
+class IngressPlan(BaseModel):
+    kind: int
+    ring: int
+    need: int = 0
+    src: str  # the upstream node ("@source" for the graph's input)
+
+
+class EgressPlan(BaseModel):
+    kind: int
+    rings: list[int]
+    on_full: int
+    dst: str  # downstream node, exit name, or "" for mark-only
+
+
+class NodePlan(BaseModel):
+    name: str
+    type: str
+    config: dict[str, Any]
+    index: int
+    process: int
+    labels: list[str]
+    drop_reasons: list[str]
+    counters: list[str]
+    ingress: list[IngressPlan]
+    egress: list[EgressPlan]
+    routes: list[tuple[int, int, int]]  # (ingress row, verdict column, egress or ROUTE_*)
+
+
+class ProcessPlan(BaseModel):
+    nodes: list[int]  # node indices, in fused order
+    client: int  # pool return ring
+    cpu: int | None
+    policy: Policy
+    priority: int
+
+
+class ExitPlan(BaseModel):
+    name: str  # e.g. "out", "IPTtlDecrementer.expired", "CheckIPHeader.bad_checksum"
+    node: str
+    verdict: str  # a label or a drop reason
+    is_drop: bool
+    ring: int
+
+
+class GraphLayout(BaseModel):
+    """Everything a process needs to attach to the graph: stored as JSON in the segment."""
+
+    name: str
+    nodes: list[NodePlan]
+    processes: list[ProcessPlan]
+    exits: list[ExitPlan]
+    entry_ring: int
+    n_rings: int
+    spare_rings: list[int]
+    burst: int
+    yield_idle: bool
+    yield_every: int
+    prefetch: int
+    capture_drops: bool
+
+    def node(self, name: str) -> NodePlan:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+def _nf(node: NodeSpec) -> MicroNF:
+    try:
+        cls = nf_class(node.type)
+    except KeyError as exc:
+        raise GraphError(f"node {node.name!r}: {exc.args[0]}") from None
+    try:
+        return cls(node.config)
+    except NFConfigError as exc:
+        raise GraphError(f"node {node.name!r}: {exc}") from None
+
+
+def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop", "wait"] = "drop",
+         spare_rings: int = 8) -> GraphLayout:
+    """Validate ``spec`` and wire it (see the module docstring)."""
+    nodes = {n.name: n for n in spec.nodes}
+    nfs = {n.name: _nf(n) for n in spec.nodes}
+    if spec.entry not in nodes:
+        raise GraphError(f"entry {spec.entry!r} is not a node (nodes: {', '.join(nodes)})")
+    full = FULL_WAIT if on_full == "wait" else FULL_DROP
+    for e in spec.edges:
+        for end in (e.src, e.dst):
+            if end not in nodes:
+                raise GraphError(f"edge {e.src} -[{e.label}]-> {e.dst}: no node named {end!r}")
+        if e.label not in type(nfs[e.src]).labels:
+            raise GraphError(f"edge {e.src} -[{e.label}]-> {e.dst}: {nodes[e.src].type} has no label {e.label!r} "
+                             f"(labels: {', '.join(type(nfs[e.src]).labels)})")
+        if e.from_node is not None and e.from_node not in nodes:
+            raise GraphError(f"edge {e.src} -[{e.label}]-> {e.dst}: from_node {e.from_node!r} is not a node")
+    _check_acyclic(spec)
+
+    # group edges by (src, label, from_node): more than one destination = a parallel group
+    groups: dict[tuple[str, str, str | None], list[str]] = defaultdict(list)
+    for e in spec.edges:
+        dsts = groups[(e.src, e.label, e.from_node)]
+        if e.dst in dsts:
+            raise GraphError(f"edge {e.src} -[{e.label}]-> {e.dst} is given twice")
+        dsts.append(e.dst)
+
+    # processes (fused clusters) first: links inside a cluster are local, not rings
+    processes, proc_of = _clusters(spec)
+    ring_count = 1  # ring 0: the graph's input, to the entry node
+    ingress: dict[str, list[IngressPlan]] = {n: [] for n in nodes}
+    egress: dict[str, list[EgressPlan]] = {n: [] for n in nodes}
+    routes: dict[str, list[tuple[str | None, str, int]]] = {n: [] for n in nodes}  # (from_node, verdict, egress)
+    ingress[spec.entry].append(IngressPlan(kind=IN_PP, ring=0, src="@source"))
+    ring_of_link: dict[tuple[str, str], int] = {}
+
+    def link(src: str, dst: str) -> int:
+        """The egress of ``src`` towards ``dst`` (creating ring + ingress on first use)."""
+        nonlocal ring_count
+        for i, eg in enumerate(egress[src]):
+            if eg.dst == dst and eg.kind in (EG_PP, EG_LOCAL):
+                return i
+        if _is_local(src, dst):
+            egress[src].append(EgressPlan(kind=EG_LOCAL, rings=[], on_full=full, dst=dst))
+            ingress[dst].append(IngressPlan(kind=IN_PP, ring=-1, src=src))
+            return len(egress[src]) - 1
+        ring = ring_count
+        ring_count += 1
+        ring_of_link[(src, dst)] = ring
+        egress[src].append(EgressPlan(kind=EG_PP, rings=[ring], on_full=full, dst=dst))
+        ingress[dst].append(IngressPlan(kind=IN_PP, ring=ring, src=src))
+        return len(egress[src]) - 1
+
+    def _is_local(src: str, dst: str) -> bool:
+        p = processes[proc_of[src]]
+        order = [spec.nodes[i].name for i in p]
+        return proc_of[src] == proc_of[dst] and order.index(dst) == order.index(src) + 1
+
+    for (src, label, from_node), dsts in groups.items():
+        if len(dsts) == 1:
+            routes[src].append((from_node, label, link(src, dsts[0])))
+            continue
+        if len(dsts) > MAX_FANOUT:
+            raise GraphError(f"{src} -[{label}]-> has {len(dsts)} parallel branches, at most {MAX_FANOUT}")
+        join = _join_of(spec, src, label, dsts, nfs)
+        branch_rings = []
+        for d in dsts:
+            if proc_of[d] == proc_of[src]:
+                raise GraphError(f"parallel branch {d!r} cannot be fused with {src!r}: branches need their own process")
+            ring = ring_count
+            ring_count += 1
+            branch_rings.append(ring)
+            ingress[d].append(IngressPlan(kind=IN_PP, ring=ring, src=src))
+        egress[src].append(EgressPlan(kind=EG_BRANCH, rings=branch_rings, on_full=full, dst="|".join(dsts)))
+        routes[src].append((from_node, label, len(egress[src]) - 1))
+        sync_ring = ring_count
+        ring_count += 1
+        ingress[join].append(IngressPlan(kind=IN_SYNC, ring=sync_ring, need=len(dsts), src=dsts[0]))
+        for k, d in enumerate(dsts):
+            kind, rings = (EG_MARKER, [sync_ring]) if k == 0 else (EG_MARK_ONLY, [])
+            egress[d].append(EgressPlan(kind=kind, rings=rings, on_full=FULL_WAIT, dst=join if k == 0 else ""))
+            for lab in type(nfs[d]).labels:
+                routes[d].append((None, lab, len(egress[d]) - 1))
+
+    # exits: labels with no route, and drop reasons when captured
+    exits: list[ExitPlan] = []
+    last = _last_node(spec)
+    for name, nf in nfs.items():
+        cls = type(nf)
+        routed = {verdict for (_f, verdict, _e) in routes[name]}
+        for lab in cls.labels:
+            if lab not in routed:
+                exit_name = lab if name == last else f"{name}.{lab}"
+                exits.append(ExitPlan(name=exit_name, node=name, verdict=lab, is_drop=False, ring=ring_count))
+                egress[name].append(EgressPlan(kind=EG_PP, rings=[ring_count], on_full=full, dst=f"@exit:{exit_name}"))
+                routes[name].append((None, lab, len(egress[name]) - 1))
+                ring_count += 1
+        if capture_drops and cls.drop_reasons:
+            ring = ring_count
+            ring_count += 1
+            egress[name].append(EgressPlan(kind=EG_PP, rings=[ring], on_full=full, dst=f"@drops:{name}"))
+            for reason in cls.drop_reasons:
+                exits.append(ExitPlan(name=f"{name}.{reason}", node=name, verdict=reason, is_drop=True, ring=ring))
+                routes[name].append((None, f"drop:{reason}", len(egress[name]) - 1))
+
+    plans = []
+    for idx, node in enumerate(spec.nodes):
+        cls = type(nfs[node.name])
+        verdicts = list(cls.verdict_names())
+        ins, egs = ingress[node.name], egress[node.name]
+        if len(ins) > MAX_IN or len(egs) > MAX_EG:
+            raise GraphError(f"node {node.name!r} has {len(ins)} ingress / {len(egs)} egress ports "
+                             f"(limits {MAX_IN} / {MAX_EG})")
+        if not ins:
+            raise GraphError(f"node {node.name!r} is not reachable from the entry {spec.entry!r}")
+        rows = max(len(ins), 1)
+        table: dict[tuple[int, int], int] = {}
+        for col, v in enumerate(verdicts):
+            for r in range(rows):
+                table[(r, col)] = ROUTE_FREE if v.startswith("drop:") else ROUTE_UNCONNECTED
+        for from_node, verdict, eg_index in routes[node.name]:
+            col = verdicts.index(verdict)
+            for r, ing in enumerate(ins):
+                if from_node is None or ing.src == from_node:
+                    table[(r, col)] = eg_index
+        plans.append(NodePlan(
+            name=node.name, type=node.type, config=nfs[node.name].config.model_dump(mode="json"), index=idx,
+            process=proc_of[node.name], labels=list(cls.labels), drop_reasons=list(cls.drop_reasons),
+            counters=list(nfs[node.name].counter_names()), ingress=ins, egress=egs,
+            routes=[(r, c, v) for (r, c), v in sorted(table.items())],
+        ))
+    proc_plans = []
+    for k, members in enumerate(processes):
+        head = spec.nodes[members[0]]
+        proc_plans.append(ProcessPlan(nodes=members, client=k, cpu=head.cpu, policy=head.policy,
+                                      priority=head.priority))
+    spares = list(range(ring_count, ring_count + spare_rings))
+    return GraphLayout(
+        name=spec.name, nodes=plans, processes=proc_plans, exits=exits, entry_ring=0,
+        n_rings=ring_count + spare_rings, spare_rings=spares, burst=spec.burst, yield_idle=spec.yield_idle,
+        yield_every=spec.yield_every, prefetch=spec.prefetch, capture_drops=capture_drops,
+    )
+
+
+def _check_acyclic(spec: GraphSpec) -> None:
+    succ: dict[str, set[str]] = defaultdict(set)
+    for e in spec.edges:
+        succ[e.src].add(e.dst)
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        state[n] = 1
+        for m in sorted(succ[n]):
+            if state.get(m) == 1:
+                raise GraphError(f"the graph has a cycle: {' -> '.join([*path, n, m])}")
+            if m not in state:
+                visit(m, [*path, n])
+        state[n] = 2
+
+    for node in spec.nodes:
+        if node.name not in state:
+            visit(node.name, [])
+
+
+def _clusters(spec: GraphSpec) -> tuple[list[list[int]], dict[str, int]]:
+    """Group nodes into processes: one per node, except ``cluster`` members fused in spec order."""
+    processes: list[list[int]] = []
+    proc_of: dict[str, int] = {}
+    by_cluster: dict[str, int] = {}
+    upstream: dict[str, set[str]] = defaultdict(set)
+    for e in spec.edges:
+        upstream[e.dst].add(e.src)
+    for idx, node in enumerate(spec.nodes):
+        if node.cluster is None:
+            proc_of[node.name] = len(processes)
+            processes.append([idx])
+            continue
+        if node.cluster not in by_cluster:
+            by_cluster[node.cluster] = len(processes)
+            processes.append([])
+        k = by_cluster[node.cluster]
+        if processes[k]:
+            prev = spec.nodes[processes[k][-1]].name
+            if upstream[node.name] != {prev} or node.name == spec.entry:
+                raise GraphError(f"cluster {node.cluster!r}: {node.name!r} must be fed only by {prev!r} to be fused "
+                                 f"after it (fused µNFs run as a chain)")
+        processes[k].append(idx)
+        proc_of[node.name] = k
+    return processes, proc_of
+
+
+def _join_of(spec: GraphSpec, src: str, label: str, dsts: list[str], nfs: dict[str, MicroNF]) -> str:
+    """The node where parallel branches ``dsts`` meet again (every branch leads only there)."""
+    joins = set()
+    for d in dsts:
+        if type(nfs[d]).descriptor.may_drop:
+            raise GraphError(f"{src} -[{label}]-> {d}: {nfs[d].__class__.__name__} may drop packets, so it cannot run "
+                             f"in parallel (§V-B); chain it instead")
+        outs = {e.dst for e in spec.edges if e.src == d}
+        ups = {e.src for e in spec.edges if e.dst == d}
+        if ups != {src} or len(outs) != 1:
+            raise GraphError(f"parallel branch {d!r} must have {src!r} as its only input and exactly one next node")
+        joins |= outs
+    if len(joins) != 1:
+        raise GraphError(f"the parallel branches of {src} -[{label}]-> ({', '.join(dsts)}) must all lead to one node")
+    return joins.pop()
+
+
+def _last_node(spec: GraphSpec) -> str:
+    """The node whose unlinked labels are the graph's main outputs (named just by label)."""
+    has_out = {e.src for e in spec.edges}
+    sinks = [n.name for n in spec.nodes if n.name not in has_out]
+    return sinks[-1] if sinks else spec.nodes[-1].name
+
+
+def chain_spec(types: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> GraphSpec:
+    """A linear chain ``A -> B -> C`` (each node's first label feeds the next); names are the types,
+    suffixed ``#k`` when a type repeats."""
+    names: list[str] = []
+    counts: dict[str, int] = defaultdict(int)
+    for t, _ in types:
+        counts[t] += 1
+    seen: dict[str, int] = defaultdict(int)
+    for t, _ in types:
+        names.append(t if counts[t] == 1 else f"{t}{seen[t]}")
+        seen[t] += 1
+    nodes = [NodeSpec(name=n, type=t, config=c) for n, (t, c) in zip(names, types, strict=True)]
+    edges = []
+    for a, b in itertools.pairwise(nodes):
+        first_label = nf_class(a.type).labels[0]
+        edges.append(EdgeSpec(src=a.name, label=first_label, dst=b.name))
+    return GraphSpec(nodes=nodes, edges=edges, entry=nodes[0].name, **kwargs)

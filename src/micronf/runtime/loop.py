@@ -1,0 +1,136 @@
+"""The compiled pieces of the µNF hot loop that do not depend on the µNF: routing and accounting.
+
+The loop itself is generated per process (``micronf.runtime.codegen``) so it can call each µNF's
+kernel as a compile-time constant (numba caches it then); everything generic lives here:
+
+- :func:`route_batch` turns one verdict per packet into egress bursts through the ingress→egress
+  mapping table (§IV-C3), applies each egress's full policy, returns dropped buffers to the pool
+  and counts everything, so that at every return to Python
+  ``rx == tx + dropped + unconnected + full + bad_verdict`` holds for the stage.
+- :func:`prefetch_batch` is the §V-A cache prefetch of the first packets of a batch.
+
+Runtime counters (int64, in shared memory, one block per µNF, written only by its process) are
+laid out by the ``RC_*`` constants.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from micronf.dataplane.atomics import load_acquire, prefetch, sched_yield
+from micronf.dataplane.pool import DATA_OFF, PoolArrays, pool_free
+from micronf.ports.base import EG_KIND, EG_LOCAL, EG_ON_FULL, FULL_WAIT, MAX_EG, MAX_VERDICTS, ROUTE_UNCONNECTED
+from micronf.ports.dispatch import egress_prepare, egress_tx
+from micronf.ports.pp import RingCtrl, RingSlots
+
+RC_RX = 0  # packets received
+RC_TX = 1  # packets handed to an egress (or to the next fused µNF)
+RC_DROPPED = 2  # drop verdicts whose buffer was freed
+RC_UNCONNECTED = 3  # labels with no link
+RC_FULL = 4  # packets an egress could not take (drop policy, or stop while waiting)
+RC_BATCHES = 5
+RC_IDLE = 6  # polls that found every ingress empty
+RC_BAD_VERDICT = 7  # a kernel wrote a verdict outside its labels/drop reasons
+RC_CYCLES = 8  # CPU cycles in kernel + routing
+RC_YIELDS = 9
+RC_VERDICT0 = 16  # + verdict column: packets per label / drop reason
+RC_EG_SENT0 = RC_VERDICT0 + MAX_VERDICTS  # + egress: packets sent
+RC_EG_FULL0 = RC_EG_SENT0 + MAX_EG  # + egress: packets that did not fit
+RC_WORDS = RC_EG_FULL0 + MAX_EG
+RC_NAMES = {"rx": RC_RX, "tx": RC_TX, "dropped": RC_DROPPED, "unconnected": RC_UNCONNECTED, "full": RC_FULL,
+            "batches": RC_BATCHES, "idle_polls": RC_IDLE, "bad_verdict": RC_BAD_VERDICT, "cycles": RC_CYCLES,
+            "yields": RC_YIELDS}
+
+Handles = npt.NDArray[np.uint32]
+I64 = npt.NDArray[np.int64]
+
+
+class StageArrays(NamedTuple):
+    """Everything the hot loop needs for one µNF of a process (built by ``micronf.runtime.stage``)."""
+
+    in_tab: I64  # [n_in, IN_COLS]
+    eg_tab: I64  # [n_eg, EG_COLS]
+    route: I64  # [max(n_in, 1), n_verdicts]
+    n_labels: int
+    cursor: I64  # [MAX_EG] load-balancer positions
+    rc: I64  # runtime counters (shared memory)
+    handles: Handles  # [burst] this stage's input batch
+    verdicts: npt.NDArray[np.int32]  # [burst]
+    staging: npt.NDArray[np.uint32]  # [MAX_EG, burst] per-egress bursts
+    counts: I64  # [MAX_EG]
+    scratch: npt.NDArray[np.uint32]  # [MAX_FANOUT, burst] load-balancer buckets
+    freebuf: Handles  # [burst]
+    state: tuple[npt.NDArray[Any], ...]  # the µNF's own arrays
+    nfc: I64  # the µNF's own counters (shared memory)
+
+
+@njit(cache=True, nogil=True)
+def prefetch_batch(p: PoolArrays, handles: Handles, n: int, k: int) -> None:
+    """Prefetch the first cache line of the first ``k`` frames of the batch (§V-A)."""
+    for i in range(min(k, n)):
+        prefetch(p.data[handles[i]], DATA_OFF)
+
+
+@njit(cache=True, nogil=True)
+def route_batch(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, s: StageArrays, n: int, ingress: int,
+                local_out: Handles, client: int, ctl: I64, stop_word: int) -> int:
+    """Route ``s.handles[0:n]`` by ``s.verdicts``; returns how many went to ``local_out`` (fused next µNF)."""
+    rc = s.rc
+    n_cols = s.route.shape[1]
+    nfree = 0
+    nlocal = 0
+    for i in range(n):
+        h = s.handles[i]
+        v = np.int64(s.verdicts[i])
+        col = v if v >= 0 else s.n_labels - 1 - v
+        if col < 0 or col >= n_cols:
+            rc[RC_BAD_VERDICT] += 1
+            s.freebuf[nfree] = h
+            nfree += 1
+            continue
+        rc[RC_VERDICT0 + col] += 1
+        e = s.route[ingress, col]
+        if e >= 0:
+            if s.eg_tab[e, EG_KIND] == EG_LOCAL:
+                local_out[nlocal] = h
+                nlocal += 1
+                rc[RC_EG_SENT0 + e] += 1
+            else:
+                s.staging[e, s.counts[e]] = h
+                s.counts[e] += 1
+        else:
+            s.freebuf[nfree] = h
+            nfree += 1
+            if e == ROUTE_UNCONNECTED:
+                rc[RC_UNCONNECTED] += 1
+            else:
+                rc[RC_DROPPED] += 1
+    rc[RC_TX] += nlocal
+    for e in range(s.eg_tab.shape[0]):
+        c = s.counts[e]
+        if c == 0:
+            continue
+        s.counts[e] = 0
+        row = s.eg_tab[e]
+        burst = s.staging[e]
+        egress_prepare(p, row, burst, c)
+        left = egress_tx(p, rctrl, rslots, row, s.cursor, e, burst, c, s.scratch)
+        if left > 0 and row[EG_ON_FULL] == FULL_WAIT:
+            while left > 0 and load_acquire(ctl, stop_word) == 0:
+                sched_yield()
+                rc[RC_YIELDS] += 1
+                left = egress_tx(p, rctrl, rslots, row, s.cursor, e, burst, left, s.scratch)
+        for j in range(left):
+            s.freebuf[nfree] = burst[j]
+            nfree += 1
+        rc[RC_FULL] += left
+        rc[RC_EG_FULL0 + e] += left
+        rc[RC_EG_SENT0 + e] += c - left
+        rc[RC_TX] += c - left
+    if nfree > 0:
+        pool_free(p, client, s.freebuf, nfree)
+    return nlocal

@@ -1,0 +1,92 @@
+"""The µNF process: one entry point for every µNF (and every fused cluster of µNFs).
+
+``python -m micronf.runtime.process SEGMENT PROCESS`` attaches to the graph's segment, reads the
+layout stored there, applies its CPU/scheduling choices, loads the generated hot loop, reports
+ready in the segment's control line, then runs the compiled loop in slices of ``--iters``
+iterations, returning to Python in between only to: notice SIGTERM/SIGINT or a stop request,
+pick up a rewritten port table (e.g. PP → load-balanced after a scale-out), and bump its
+heartbeat. Counters live in shared memory all along. Exit status 0 after a clean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from micronf.runtime.codegen import load_hot_loop
+from micronf.runtime.loop import StageArrays
+from micronf.runtime.scheduling import SchedulingError, apply_scheduling
+from micronf.runtime.stage import (
+    P_CALLS,
+    P_PID,
+    P_READY,
+    P_STARTS,
+    P_STOP,
+    GraphMemory,
+    build_stage,
+    ctl_line,
+    instantiate,
+)
+
+ITERS_PER_CALL = 4096
+
+
+def run(segment: str, process: int, iters: int = ITERS_PER_CALL) -> int:
+    mem = GraphMemory.attach(segment)
+    layout = mem.layout
+    if not 0 <= process < len(layout.processes):
+        print(f"micronf-unf: graph {layout.name!r} has no process {process}", file=sys.stderr)
+        return 2
+    plan = layout.processes[process]
+    line = ctl_line(process)
+    try:
+        apply_scheduling(0, plan.cpu, plan.policy, plan.priority)
+    except SchedulingError as exc:
+        print(f"micronf-unf[{process}]: {exc}", file=sys.stderr)
+        return 3
+    nodes = [layout.nodes[i] for i in plan.nodes]
+    nfs = [instantiate(n) for n in nodes]
+    tables = [mem.port_table(n) for n in nodes]
+    hot = load_hot_loop([type(nf) for nf in nfs])
+
+    def stages() -> list[StageArrays]:
+        return [build_stage(mem, n, nf, layout.burst) for n, nf in zip(nodes, nfs, strict=True)]
+
+    current = stages()
+    versions = [t.version() for t in tables]
+    args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, line + P_STOP, plan.client)
+    hot(*args, 0, layout.yield_idle, layout.yield_every, layout.prefetch, *current)  # compile or load now
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        mem.ctl[line + P_STOP] = 1
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    mem.ctl[line + P_PID] = os.getpid()
+    mem.ctl[line + P_STARTS] += 1
+    mem.ctl[line + P_READY] = 1
+    while mem.ctl[line + P_STOP] == 0 and mem.ctl[P_STOP] == 0:
+        hot(*args, iters, layout.yield_idle, layout.yield_every, layout.prefetch, *current)
+        mem.ctl[line + P_CALLS] += 1
+        now = [t.version() for t in tables]
+        if now != versions:  # a port table was rewritten: every handle of the last call is already sent
+            current, versions = stages(), now
+    mem.ctl[line + P_READY] = 0
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="micronf-unf", description="Run one µNF process of a deployed graph.")
+    ap.add_argument("segment", help="the graph's shared-memory segment name")
+    ap.add_argument("process", type=int, help="index of this process in the graph layout")
+    ap.add_argument("--iters", type=int, default=ITERS_PER_CALL, help="loop iterations between control checks")
+    args = ap.parse_args(argv)
+    sys.exit(run(args.segment, args.process, args.iters))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Attach to a graph segment and assemble what a µNF process's hot loop needs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from micronf.dataplane.pool import PacketPool
+from micronf.dataplane.ring import RingTable
+from micronf.dataplane.segment import Segment
+from micronf.ports.base import MAX_EG, MAX_FANOUT, TABLE_WORDS
+from micronf.ports.table import PortTable
+from micronf.runtime.graph import GraphLayout, NodePlan
+from micronf.runtime.loop import RC_WORDS, StageArrays
+from micronf.runtime.nf import MicroNF, nf_class
+
+# control region: line 0 is the graph's, then one 16-word line per process slot
+CTL_LINE = 16
+P_STOP, P_READY, P_PID, P_CALLS, P_STARTS = 0, 1, 2, 3, 4
+
+
+def ctl_line(process: int) -> int:
+    """First word of process ``process``'s control line."""
+    return (process + 1) * CTL_LINE
+
+
+def node_regions(layout: GraphLayout) -> dict[str, int]:
+    """Per-node regions: port table, runtime counters, the µNF's own counters."""
+    regions: dict[str, int] = {}
+    for n in layout.nodes:
+        regions[f"nf{n.index}.ports"] = TABLE_WORDS * 8
+        regions[f"nf{n.index}.rc"] = RC_WORDS * 8
+        regions[f"nf{n.index}.nc"] = max(1, len(n.counters)) * 8
+    return regions
+
+
+def write_layout(seg: Segment, layout: GraphLayout) -> None:
+    raw = layout.model_dump_json().encode()
+    buf = seg.view("layout")
+    buf[:8] = np.frombuffer(len(raw).to_bytes(8, "little"), dtype=np.uint8)
+    buf[8 : 8 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+
+
+def read_layout(seg: Segment) -> GraphLayout:
+    buf = seg.view("layout")
+    size = int.from_bytes(bytes(buf[:8]), "little")
+    return GraphLayout.model_validate(json.loads(bytes(buf[8 : 8 + size])))
+
+
+@dataclass
+class GraphMemory:
+    """The views of one graph segment every process uses."""
+
+    seg: Segment
+    layout: GraphLayout
+    pool: PacketPool
+    rings: RingTable
+    ctl: np.ndarray
+
+    @classmethod
+    def attach(cls, name: str) -> GraphMemory:
+        seg = Segment.attach(name)
+        return cls.of(seg)
+
+    @classmethod
+    def of(cls, seg: Segment) -> GraphMemory:
+        return cls(seg, read_layout(seg), PacketPool.attach(seg, "pool"), RingTable.attach(seg, "rings"),
+                   seg.view("ctl", np.int64))
+
+    def port_table(self, node: NodePlan) -> PortTable:
+        return PortTable(self.seg.view(f"nf{node.index}.ports", np.int64))
+
+    def runtime_counters(self, node: NodePlan) -> np.ndarray:
+        return self.seg.view(f"nf{node.index}.rc", np.int64)
+
+    def nf_counters(self, node: NodePlan) -> np.ndarray:
+        return self.seg.view(f"nf{node.index}.nc", np.int64)
+
+
+def build_stage(mem: GraphMemory, node: NodePlan, nf: MicroNF, burst: int) -> StageArrays:
+    """The hot loop's arrays for ``node`` from the current port table."""
+    snap = mem.port_table(node).snapshot()
+    return StageArrays(
+        in_tab=snap.in_tab,
+        eg_tab=snap.eg_tab,
+        route=snap.route,
+        n_labels=len(type(nf).labels),
+        cursor=np.zeros(MAX_EG, dtype=np.int64),
+        rc=mem.runtime_counters(node),
+        handles=np.empty(burst, dtype=np.uint32),
+        verdicts=np.empty(burst, dtype=np.int32),
+        staging=np.empty((MAX_EG, burst), dtype=np.uint32),
+        counts=np.zeros(MAX_EG, dtype=np.int64),
+        scratch=np.empty((MAX_FANOUT, burst), dtype=np.uint32),
+        freebuf=np.empty(burst, dtype=np.uint32),
+        state=nf.state(),
+        nfc=mem.nf_counters(node),
+    )
+
+
+def instantiate(node: NodePlan) -> MicroNF:
+    """The µNF object of a node (config already validated when the layout was planned)."""
+    return nf_class(node.type)(node.config)

@@ -1,0 +1,1 @@
+"""Tests of the µNF library: scapy packets in, expected packets out per label."""

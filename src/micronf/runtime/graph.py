@@ -9,8 +9,9 @@ node ``src`` labels ``label`` go to node ``dst``. ``plan()`` validates it and de
 - several edges from the same (src, label) are a *parallel group* (§V-B): a Branch egress at
   ``src``, a Marker egress on the primary branch and mark-only on the others, and a Sync ingress
   at the node where the branches join. Branch µNFs must not drop;
-- every (node, label) with no edge is an *exit*; with ``capture_drops`` every drop reason is an
-  exit too (the offline runner writes each exit to its own pcap: nothing disappears);
+- every (node, label) with no edge is an *exit*, with its own ring; with ``capture_drops`` every
+  (node, drop reason) is an exit too (the offline runner writes each exit to its own pcap:
+  nothing disappears);
 - nodes with the same ``cluster`` run fused in one process, in order (run to completion): they
   must form a chain whose interior links are the only input of the next node.
 
@@ -245,7 +246,10 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
         order = [spec.nodes[i].name for i in p]
         return proc_of[src] == proc_of[dst] and order.index(dst) == order.index(src) + 1
 
+    in_parallel = {d for dsts in groups.values() if len(dsts) > 1 for d in dsts}
     for (src, label, from_node), dsts in groups.items():
+        if src in in_parallel:
+            continue  # a branch's way to its join is wired with its parallel group (marker -> sync)
         if len(dsts) == 1:
             routes[src].append((from_node, label, link(src, dsts[0])))
             continue
@@ -284,13 +288,12 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
                 egress[name].append(EgressPlan(kind=EG_PP, rings=[ring_count], on_full=full, dst=f"@exit:{exit_name}"))
                 routes[name].append((None, lab, len(egress[name]) - 1))
                 ring_count += 1
-        if capture_drops and cls.drop_reasons:
-            ring = ring_count
+        for reason in cls.drop_reasons if capture_drops else ():
+            exit_name = f"{name}.{reason}"
+            exits.append(ExitPlan(name=exit_name, node=name, verdict=reason, is_drop=True, ring=ring_count))
+            egress[name].append(EgressPlan(kind=EG_PP, rings=[ring_count], on_full=full, dst=f"@exit:{exit_name}"))
+            routes[name].append((None, f"drop:{reason}", len(egress[name]) - 1))
             ring_count += 1
-            egress[name].append(EgressPlan(kind=EG_PP, rings=[ring], on_full=full, dst=f"@drops:{name}"))
-            for reason in cls.drop_reasons:
-                exits.append(ExitPlan(name=f"{name}.{reason}", node=name, verdict=reason, is_drop=True, ring=ring))
-                routes[name].append((None, f"drop:{reason}", len(egress[name]) - 1))
 
     plans = []
     for idx, node in enumerate(spec.nodes):

@@ -151,12 +151,23 @@ def nf_class(name: str) -> type[MicroNF]:
         raise KeyError(f"unknown µNF type {name!r} (known: {known})") from None
 
 
+PLUGINS_ENV = "MICRONF_NF_MODULES"
+
+
 def load_library() -> None:
-    """Import every module of ``micronf.nfs`` so all µNFs are registered."""
+    """Import every module of ``micronf.nfs``, and the modules named (comma-separated) in
+    ``$MICRONF_NF_MODULES``, so all µNFs are registered. µNF processes inherit the variable, so
+    third-party µNFs work everywhere the library's do."""
     import importlib
+    import os
     import pkgutil
 
     import micronf.nfs as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ImportError(f"cannot import µNF module {name!r} named in ${PLUGINS_ENV}: {exc}") from exc

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -61,6 +63,102 @@ def run(
     table.add_row("wall time", f"{time.monotonic() - t0:.1f} s")
     console.print(table)
     if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def nfs(
+    name: str | None = typer.Argument(None, help="Show only this µNF."),
+    as_json: bool = typer.Option(False, "--json", help="Print the catalog as JSON."),
+) -> None:
+    """List the µNF catalog: descriptor, config fields, labels, drop reasons, counters."""
+    from micronf.runtime.catalog import catalog
+
+    entries = [e for e in catalog() if name is None or e.name == name]
+    if name is not None and not entries:
+        console.print(f"[red]no µNF named {name!r}[/] (try `micronf nfs`)")
+        raise typer.Exit(2)
+    if as_json:
+        print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
+    for e in entries:
+        d = e.descriptor
+        access = " ".join(f"{r}={d[r]}" for r in ("l2", "l3", "l4", "payload"))
+        console.rule(f"[bold]{e.name}[/]")
+        console.print(e.summary)
+        console.print(f"[dim]descriptor:[/] stateful={d['stateful']} {access} may_drop={d['may_drop']}")
+        drops = ", ".join(e.drop_reasons) or "-"
+        console.print(f"[dim]labels:[/] {', '.join(e.labels)}   [dim]drop reasons:[/] {drops}")
+        if e.config:
+            table = Table("config", "type", "default", "description", box=None, pad_edge=False)
+            for f in e.config:
+                table.add_row(f.name, f.type, "(required)" if f.required else repr(f.default), f.description)
+            console.print(table)
+        if e.counters and e.counters != "(none)":
+            console.print(f"[dim]counters:[/] {e.counters}")
+        if e.notes:
+            console.print(f"[dim]notes:[/] {e.notes}")
+
+
+@app.command()
+def chain(
+    expr: str = typer.Argument(..., help="The chain, e.g. 'CheckIPHeader -> IPTtlDecrementer -> MacSwapper'; "
+                               "configs inline: 'L3L4Filter(default=\"allow\")'."),
+    pcap: Path = typer.Option(..., "--pcap", exists=True, dir_okay=False, help="Input capture (pcap or pcapng)."),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Directory for one pcap per exit."),
+    config: Path | None = typer.Option(None, "--config", exists=True, dir_okay=False,
+                                       help="YAML/JSON file: node name or µNF type -> config."),
+    loop: int = typer.Option(1, min=1, help="Replay the capture this many times."),
+    burst: int = typer.Option(32, min=1, max=1024, help="Packets per burst."),
+    fused: bool = typer.Option(False, help="Run every µNF in one process (run-to-completion) instead of one each."),
+) -> None:
+    """Run a chain of µNFs (real processes) over a capture; write every exit to its own pcap.
+
+    Exits are the last µNF's labels (DIR/out.pcap, ...), every label nobody links
+    (DIR/<node>.<label>.pcap) and every drop reason (DIR/<node>.<reason>.pcap): nothing disappears.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from micronf.io.pcap import PcapError, read_pcap
+    from micronf.runtime.chainexpr import ChainSyntaxError, load_config_file, merge_configs, parse_chain
+    from micronf.runtime.graph import GraphError, chain_names, chain_spec, plan
+    from micronf.runtime.offline import GraphStalledError, run_offline
+
+    try:
+        elements = parse_chain(expr)
+        names = chain_names([t for t, _ in elements])
+        if config is not None:
+            elements = merge_configs(elements, names, load_config_file(config))
+        layout = plan(chain_spec(elements, burst=burst, cluster="all" if fused else None),
+                      capture_drops=True, on_full="wait")
+        trace = read_pcap(pcap)
+    except (ChainSyntaxError, GraphError, PcapError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if trace.truncated:
+        console.print(f"[yellow]warning:[/] {pcap} ends in a truncated record; using the {len(trace)} complete ones")
+    console.print(f"{len(trace):,} packets from {pcap} -> {' -> '.join(names)} "
+                  f"({'1 fused process' if fused else f'{len(names)} processes'})")
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("packets", total=len(trace) * loop)
+        try:
+            res = run_offline(layout, trace, out, loops=loop,
+                              progress=lambda done, _t: bar.update(task, completed=done))
+        except GraphStalledError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from exc
+    table = Table("exit", "packets", "file")
+    for name_, count in res.per_exit.items():
+        table.add_row(name_, f"{count:,}", str(res.files[name_]))
+    if res.freed_inside:
+        table.add_row("(freed inside the graph)", f"{res.freed_inside:,}", "-")
+    console.print(table)
+    rate = res.fed / res.seconds / 1e6 if res.seconds > 0 else 0.0
+    verdict = "[green]ok[/]" if res.balanced else "[red]VIOLATED[/]"
+    console.print(f"{res.fed:,} in, {res.written:,} written, {res.freed_inside:,} freed inside: conservation {verdict}"
+                  f" ({res.seconds:.2f} s, {rate:.2f} Mpps including start-up of the pipeline)")
+    if not res.balanced:
         raise typer.Exit(1)
 
 

@@ -405,20 +405,25 @@ def _last_node(spec: GraphSpec) -> str:
     return sinks[-1] if sinks else spec.nodes[-1].name
 
 
-def chain_spec(types: list[tuple[str, dict[str, Any]]], **kwargs: Any) -> GraphSpec:
-    """A linear chain ``A -> B -> C`` (each node's first label feeds the next); names are the types,
-    suffixed ``#k`` when a type repeats."""
-    names: list[str] = []
-    counts: dict[str, int] = defaultdict(int)
-    for t, _ in types:
-        counts[t] += 1
+def chain_names(types: list[str]) -> list[str]:
+    """Node names for a chain: the µNF type, numbered from 0 when a type appears more than once."""
+    counts = {t: types.count(t) for t in types}
     seen: dict[str, int] = defaultdict(int)
-    for t, _ in types:
+    names = []
+    for t in types:
         names.append(t if counts[t] == 1 else f"{t}{seen[t]}")
         seen[t] += 1
-    nodes = [NodeSpec(name=n, type=t, config=c) for n, (t, c) in zip(names, types, strict=True)]
-    edges = []
-    for a, b in itertools.pairwise(nodes):
-        first_label = nf_class(a.type).labels[0]
-        edges.append(EdgeSpec(src=a.name, label=first_label, dst=b.name))
+    return names
+
+
+def chain_spec(types: list[tuple[str, dict[str, Any]]], *, cluster: str | None = None, cpus: list[int] | None = None,
+               policy: Policy = "other", **kwargs: Any) -> GraphSpec:
+    """A linear chain ``A -> B -> C`` (each node's first label feeds the next; its other labels are
+    exits). ``cluster`` fuses every node into one process (run-to-completion); ``cpus`` pins node k
+    to ``cpus[k % len(cpus)]``."""
+    names = chain_names([t for t, _ in types])
+    nodes = [NodeSpec(name=n, type=t, config=c, cluster=cluster, policy=policy,
+                      cpu=cpus[k % len(cpus)] if cpus else None)
+             for k, (n, (t, c)) in enumerate(zip(names, types, strict=True))]
+    edges = [EdgeSpec(src=a.name, label=nf_class(a.type).labels[0], dst=b.name) for a, b in itertools.pairwise(nodes)]
     return GraphSpec(nodes=nodes, edges=edges, entry=nodes[0].name, **kwargs)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from micronf.runtime.launch import GraphRuntime
 
 
 def pump(g: GraphRuntime, frames: Sequence[bytes], *, burst: int = 32, timeout: float = 60.0,
-         settle: float = 0.0) -> dict[str, list[bytes]]:
+         settle: float = 0.0, on_progress: Callable[[int], None] | None = None) -> dict[str, list[bytes]]:
     """Feed ``frames`` into the graph's input ring while draining every exit ring (the test process is
     the pool owner and the sink), until everything fed came out, was dropped inside, or ``timeout``.
+    ``on_progress(fed)`` is called after every burst fed (e.g. to reconfigure the graph mid-stream).
     Returns the frames per exit."""
     mem = g._memory()
     entry = mem.rings[g.layout.entry_ring]
@@ -26,6 +27,8 @@ def pump(g: GraphRuntime, frames: Sequence[bytes], *, burst: int = 32, timeout: 
             for h, f in zip(pending, chunk, strict=False):
                 mem.pool.write_frame(int(h), f)
             fed += len(pending)
+            if on_progress is not None:
+                on_progress(fed)
         if len(pending):
             pending = pending[entry.enqueue(pending) :]
         got = 0

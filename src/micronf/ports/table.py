@@ -1,12 +1,15 @@
 """Read and write a µNF's port table (layout in ``micronf.ports.base``).
 
-Writers (the graph builder, the agent when it scales out) change rows and then ``publish()``,
-which bumps the version with a release store; the µNF process compares versions between two
-compiled calls and reloads its local copy (``snapshot()``) when it changed.
+The version word is a seqlock: a writer (the graph builder, the agent when it scales out) calls
+``begin()`` (version becomes odd), changes rows, then ``publish()`` (even again), both release
+stores. The µNF process compares versions between two compiled calls and, when it changed, takes
+a ``snapshot()``: a private copy read only while the version is even and unchanged across the
+read, so it never sees a half-written table.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,7 +69,8 @@ class PortTable:
         return cls(np.zeros(TABLE_WORDS, dtype=np.int64))
 
     def init(self, n_in: int, n_eg: int, n_verdicts: int) -> None:
-        """Reset: ``n_in`` ingress and ``n_eg`` egress ports, every verdict unconnected."""
+        """Reset: ``n_in`` ingress and ``n_eg`` egress ports, every verdict unconnected (call within
+        ``begin()``/``publish()`` when the µNF may be running)."""
         if not 0 <= n_in <= MAX_IN or not 0 <= n_eg <= MAX_EG or not 1 <= n_verdicts <= MAX_VERDICTS:
             raise ValueError(f"port table limits: {MAX_IN} ingress, {MAX_EG} egress, {MAX_VERDICTS} verdicts "
                              f"(asked {n_in}, {n_eg}, {n_verdicts})")
@@ -100,7 +104,7 @@ class PortTable:
             raise ValueError(f"an egress fans out to at most {MAX_FANOUT} rings, got {len(rings)}")
         if kind == EG_MARKER:
             on_full = FULL_WAIT  # a marked packet may still be read by other branches: never drop it
-        if kind not in (EG_MARK_ONLY,) and not rings:
+        if kind not in (EG_MARK_ONLY, EG_LOCAL) and not rings:
             raise ValueError(f"egress {e} of kind {kind} needs at least one ring")
         base = EG_BASE + e * EG_COLS
         row = self.words[base : base + EG_COLS]
@@ -121,9 +125,16 @@ class PortTable:
             raise ValueError(f"route to egress {value}, but only {self.n_eg} egress ports")
         self.words[ROUTE_BASE + ingress * MAX_VERDICTS + column] = value
 
+    def begin(self) -> None:
+        """Start a change: readers wait (or keep their old copy) until :meth:`publish`."""
+        version = int(self.words[V_VERSION])
+        if version % 2 == 0:
+            py_store_release(self.words, V_VERSION, version + 1)
+
     def publish(self) -> int:
-        """Make the changes visible to the µNF: bump the version (release). Returns the new version."""
-        version = int(self.words[V_VERSION]) + 1
+        """Make the changes visible to the µNF (version even again, release). Returns the new version."""
+        version = int(self.words[V_VERSION])
+        version += 1 if version % 2 else 2
         py_store_release(self.words, V_VERSION, version)
         return version
 
@@ -134,6 +145,9 @@ class PortTable:
         """A consistent private copy (retried if a writer published meanwhile)."""
         while True:
             version = self.version()
+            if version % 2:  # a writer is in the middle of a change
+                time.sleep(0.0001)
+                continue
             n_in, n_eg, nv = self.n_in, self.n_eg, self.n_verdicts
             in_tab = self.words[IN_BASE : IN_BASE + n_in * IN_COLS].reshape(n_in, IN_COLS).copy()
             eg_tab = self.words[EG_BASE : EG_BASE + n_eg * EG_COLS].reshape(n_eg, EG_COLS).copy()

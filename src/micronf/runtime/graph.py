@@ -136,6 +136,7 @@ class NodePlan(BaseModel):
     ingress: list[IngressPlan]
     egress: list[EgressPlan]
     routes: list[tuple[int, int, int]]  # (ingress row, verdict column, egress or ROUTE_*)
+    instance_of: str | None = None  # set on instances added by scale-out: the node they replicate
 
 
 class ProcessPlan(BaseModel):

@@ -22,8 +22,9 @@ import numpy as np
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable
 from micronf.dataplane.segment import Segment
+from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
 from micronf.runtime.codegen import load_hot_loop
-from micronf.runtime.graph import GraphLayout, NodePlan
+from micronf.runtime.graph import EgressPlan, GraphLayout, IngressPlan, NodePlan, ProcessPlan
 from micronf.runtime.loop import RC_NAMES, RC_VERDICT0
 from micronf.runtime.stage import (
     CTL_LINE,
@@ -41,6 +42,17 @@ from micronf.runtime.stage import (
 
 class LaunchError(RuntimeError):
     """A µNF process failed to start; the graph was torn down."""
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    """One scaling decision carried out."""
+
+    at: float
+    node: str
+    instance: str
+    action: str  # "out"
+    policy: str
 
 
 @dataclass(frozen=True)
@@ -62,9 +74,11 @@ class GraphRuntime:
         self.segment_name = segment or f"{layout.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         self.ring_capacity = ring_capacity
         self.pool_slots = pool_slots or max(4096, 2 * layout.n_rings * ring_capacity // 2)
-        self.n_clients = len(layout.processes) + io_clients + spare_processes
-        self.io_client_base = len(layout.processes)
         self.max_processes = len(layout.processes) + spare_processes
+        self.spare_nodes = spare_processes
+        self.io_client_base = self.max_processes  # process k frees through client k; I/O after them
+        self.n_clients = self.max_processes + io_clients
+        self.events: list[ScaleEvent] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.seg: Segment | None = None
         self.mem: GraphMemory | None = None
@@ -72,13 +86,13 @@ class GraphRuntime:
     # -- lifecycle ---------------------------------------------------------------------------
     def create(self) -> GraphMemory:
         """Create and format the segment (no processes yet)."""
-        layout_bytes = len(self.layout.model_dump_json()) + 8
+        layout_bytes = 4 * len(self.layout.model_dump_json()) + 65536  # room for scale-out instances
         regions = {
             **PacketPool.regions("pool", self.pool_slots, n_clients=self.n_clients),
             **RingTable.regions("rings", self.layout.n_rings, self.ring_capacity),
             "ctl": (self.max_processes + 1) * CTL_LINE * 8,
             "layout": layout_bytes,
-            **node_regions(self.layout),
+            **node_regions(self.layout, self.spare_nodes),
         }
         seg = Segment.create(self.segment_name, regions)
         self.seg = seg
@@ -98,6 +112,7 @@ class GraphRuntime:
     @staticmethod
     def _write_ports(mem: GraphMemory, node: NodePlan) -> None:
         table = mem.port_table(node)
+        table.begin()
         table.init(len(node.ingress), len(node.egress), len(node.labels) + len(node.drop_reasons))
         for i, ing in enumerate(node.ingress):
             table.set_ingress(i, ing.kind, ing.ring, ing.need)
@@ -120,17 +135,27 @@ class GraphRuntime:
 
     def start(self, timeout: float = 120.0) -> None:
         """Create (if needed), warm, start every process and wait until all report ready."""
-        mem = self.mem or self.create()
+        self.mem or self.create()
         self.warm()
         for k in range(len(self.layout.processes)):
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "micronf.runtime.process",
-                                                self.segment_name, str(k)]))
+            self._spawn(k)
+        try:
+            self._wait_ready(range(len(self.procs)), timeout)
+        except LaunchError:
+            self.stop()
+            self.close()
+            raise
+
+    def _spawn(self, k: int) -> None:
+        cmd = [sys.executable, "-m", "micronf.runtime.process", self.segment_name, str(k)]
+        self.procs.append(subprocess.Popen(cmd))
+
+    def _wait_ready(self, processes: range, timeout: float) -> None:
+        mem = self._memory()
         deadline = time.monotonic() + timeout
-        while not all(mem.ctl[ctl_line(k) + P_READY] for k in range(len(self.procs))):
-            dead = [k for k, p in enumerate(self.procs) if p.poll() is not None]
+        while not all(mem.ctl[ctl_line(k) + P_READY] for k in processes):
+            dead = [k for k in processes if self.procs[k].poll() is not None]
             if dead or time.monotonic() > deadline:
-                self.stop()
-                self.close()
                 why = f"process {dead[0]} exited with {self.procs[dead[0]].returncode}" if dead else "timeout"
                 raise LaunchError(f"graph {self.layout.name!r} failed to start: {why}")
             time.sleep(0.01)
@@ -161,6 +186,103 @@ class GraphRuntime:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.close()
+
+    # -- scaling -----------------------------------------------------------------------------
+    def scale_out(self, name: str, *, by_flow: bool = True, timeout: float = 60.0) -> str:
+        """Start one more instance of node ``name`` and load-balance its input over all instances.
+
+        Order makes it lossless: the new instance gets fresh rings, downstream nodes get a new
+        ingress for it, its process starts and reports ready, and only then is each upstream
+        egress rewritten from point-to-point (or an existing load balancer) to a load balancer that
+        includes the new ring. Packets already queued for the old instance stay there and are
+        processed by it. Returns the new instance's name.
+        """
+        mem = self._memory()
+        layout = self.layout
+        orig = layout.node(name)
+        instances = [n for n in layout.nodes if n.name == name or n.instance_of == name]
+        proc_index = len(layout.processes)
+        node_index = len(layout.nodes)
+        if proc_index >= self.max_processes or node_index >= len(layout.nodes) - len(instances) + 1 + self.spare_nodes:
+            raise LaunchError(f"cannot scale {name!r}: no spare process slot left")
+        if len(layout.processes[orig.process].nodes) != 1:
+            raise LaunchError(f"cannot scale {name!r}: it is fused with other µNFs in one process")
+        if any(i.kind != IN_PP or i.src == "@source" for i in orig.ingress):
+            raise LaunchError(f"cannot scale {name!r}: only µNFs fed point-to-point by other µNFs can be scaled "
+                              f"(not the entry node or a Sync join)")
+        if any(e.kind not in (EG_PP,) for e in orig.egress):
+            raise LaunchError(f"cannot scale {name!r}: its egress ports must all be point-to-point")
+        rings = iter(self._take_spare_rings(len(orig.ingress) + len(orig.egress)))
+        new_name = f"{name}@{len(instances)}"
+        ingress = [IngressPlan(kind=IN_PP, ring=next(rings), src=i.src) for i in orig.ingress]
+        egress = []
+        for e in orig.egress:
+            ring = next(rings)
+            egress.append(EgressPlan(kind=EG_PP, rings=[ring], on_full=e.on_full, dst=e.dst))
+            self._add_downstream_ingress(mem, e.rings[0], ring, new_name)
+        node = orig.model_copy(update={"name": new_name, "index": node_index, "process": proc_index,
+                                       "ingress": ingress, "egress": egress, "instance_of": name})
+        layout.nodes.append(node)
+        layout.processes.append(ProcessPlan(nodes=[node_index], client=proc_index, cpu=None,
+                                            policy=layout.processes[orig.process].policy,
+                                            priority=layout.processes[orig.process].priority))
+        self._write_ports(mem, node)
+        write_layout(self._segment(), layout)
+        self._spawn(proc_index)
+        self._wait_ready(range(proc_index, proc_index + 1), timeout)
+        kind = EG_LB_FLOW if by_flow else EG_LB_RR
+        for up_ing, new_ing in zip(orig.ingress, ingress, strict=True):
+            self._extend_upstream(mem, up_ing.src, up_ing.ring, new_ing.ring, kind)
+        write_layout(self._segment(), layout)
+        self.events.append(ScaleEvent(time.time(), name, new_name, "out", "flow" if by_flow else "round-robin"))
+        return new_name
+
+    def _take_spare_rings(self, n: int) -> list[int]:
+        if len(self.layout.spare_rings) < n:
+            raise LaunchError(f"not enough spare rings to scale out (need {n}, have {len(self.layout.spare_rings)})")
+        taken, self.layout.spare_rings = self.layout.spare_rings[:n], self.layout.spare_rings[n:]
+        return taken
+
+    def _add_downstream_ingress(self, mem: GraphMemory, old_ring: int, new_ring: int, src: str) -> None:
+        """The node (or exit) fed by ``old_ring`` is also fed by ``new_ring`` from now on."""
+        for node in self.layout.nodes:
+            for row, ing in enumerate(node.ingress):
+                if ing.ring != old_ring:
+                    continue
+                node.ingress.append(IngressPlan(kind=IN_PP, ring=new_ring, src=src))
+                new_row = len(node.ingress) - 1
+                node.routes += [(new_row, col, value) for (r, col, value) in node.routes if r == row]
+                self._write_ports(mem, node)
+                return
+        for ex in list(self.layout.exits):
+            if ex.ring == old_ring:
+                self.layout.exits.append(ex.model_copy(update={"ring": new_ring}))
+                return
+        raise LaunchError(f"nothing reads ring {old_ring}")
+
+    def _extend_upstream(self, mem: GraphMemory, src: str, old_ring: int, new_ring: int, kind: int) -> None:
+        """Rewrite ``src``'s egress that feeds ``old_ring`` into a load balancer that also feeds ``new_ring``."""
+        for node in self.layout.nodes:
+            if node.name != src:
+                continue
+            for e, eg in enumerate(node.egress):
+                if old_ring in eg.rings:
+                    if eg.kind not in (EG_PP, EG_LB_FLOW, EG_LB_RR):
+                        raise LaunchError(f"cannot load-balance {src}'s egress of kind {eg.kind}")
+                    if len(eg.rings) >= MAX_FANOUT:
+                        raise LaunchError(f"{src} already balances over {MAX_FANOUT} instances")
+                    node.egress[e] = eg.model_copy(update={"kind": kind, "rings": [*eg.rings, new_ring]})
+                    table = mem.port_table(node)
+                    table.begin()
+                    table.set_egress(e, kind, node.egress[e].rings, eg.on_full)
+                    table.publish()
+                    return
+        raise LaunchError(f"no egress of {src!r} feeds ring {old_ring}")
+
+    def _segment(self) -> Segment:
+        if self.seg is None:
+            raise RuntimeError("the graph has no segment")
+        return self.seg
 
     # -- observation -------------------------------------------------------------------------
     def _memory(self) -> GraphMemory:

@@ -26,13 +26,18 @@ def ctl_line(process: int) -> int:
     return (process + 1) * CTL_LINE
 
 
-def node_regions(layout: GraphLayout) -> dict[str, int]:
-    """Per-node regions: port table, runtime counters, the µNF's own counters."""
+SPARE_NC_WORDS = 256  # µNF counters a scaled-out instance may have
+
+
+def node_regions(layout: GraphLayout, spare_nodes: int) -> dict[str, int]:
+    """Per-node regions (port table, runtime counters, the µNF's own counters), plus ``spare_nodes``
+    empty slots for instances added by scale-out while the graph runs."""
     regions: dict[str, int] = {}
-    for n in layout.nodes:
-        regions[f"nf{n.index}.ports"] = TABLE_WORDS * 8
-        regions[f"nf{n.index}.rc"] = RC_WORDS * 8
-        regions[f"nf{n.index}.nc"] = max(1, len(n.counters)) * 8
+    sizes = [max(1, len(n.counters)) for n in layout.nodes] + [SPARE_NC_WORDS] * spare_nodes
+    for index, nc in enumerate(sizes):
+        regions[f"nf{index}.ports"] = TABLE_WORDS * 8
+        regions[f"nf{index}.rc"] = RC_WORDS * 8
+        regions[f"nf{index}.nc"] = nc * 8
     return regions
 
 

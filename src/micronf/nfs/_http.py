@@ -1,0 +1,84 @@
+"""HTTP/1.x start-line parsing shared by the HTTP µNFs, callable from numba code.
+
+Only the first line of a TCP segment's payload is looked at: a request line
+``METHOD SP request-target SP HTTP-version`` or a status line starting with ``HTTP/1.``. Like the
+header helpers in :mod:`micronf.dataplane.headers`, every function checks its bounds against the
+real frame length and reports failure with ``-1``/``False``; nothing here reassembles TCP streams,
+so a start line split over two segments is only seen in its first segment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from micronf.dataplane.dfa import HTTP_METHODS, http_request_url
+from micronf.dataplane.headers import IPPROTO_TCP, ipv4_offset, ipv4_proto, l4_offset, l4_ports, tcp_header_len
+
+Frame = npt.NDArray[np.uint8]
+
+_METHOD_WINDOW = max(len(m) for m in HTTP_METHODS) + 1  # the longest "METHOD SP"
+_STATUS_PREFIX = np.frombuffer(b"HTTP/1.", dtype=np.uint8).copy()
+
+
+@njit(cache=True, nogil=True)
+def tcp_segment(frame: Frame) -> tuple[int, int, int]:
+    """``(payload offset, src port, dst port)`` of an IPv4 TCP segment, or ``(-1, -1, -1)``.
+
+    ``(-1, -1, -1)`` for non-IPv4, non-TCP, a non-first fragment (it has no TCP header) or a
+    truncated IP/TCP header. The payload offset may equal the frame length (empty payload).
+    """
+    l4 = l4_offset(frame)
+    if l4 < 0 or ipv4_proto(frame, ipv4_offset(frame)) != IPPROTO_TCP:
+        return (-1, -1, -1)
+    thl = tcp_header_len(frame, l4)
+    if thl < 0:
+        return (-1, -1, -1)
+    sport, dport = l4_ports(frame, l4)
+    return (l4 + thl, sport, dport)
+
+
+@njit(cache=True, nogil=True)
+def bytes_at(frame: Frame, off: int, pattern: Frame, start: int, end: int) -> bool:
+    """True when ``frame[off:]`` begins with ``pattern[start:end]`` (False if it does not fit)."""
+    if off < 0 or off + (end - start) > frame.shape[0]:
+        return False
+    k = 0
+    while k < end - start and frame[off + k] == pattern[start + k]:
+        k += 1
+    return k == end - start
+
+
+@njit(cache=True, nogil=True)
+def is_request_line(frame: Frame, payload: int) -> bool:
+    """True when the payload at ``payload`` starts with a request method and a space (``"GET "``).
+
+    Only the method window is read, not the request-target; False for ``payload < 0``.
+    """
+    if payload < 0:
+        return False
+    target, _ = http_request_url(frame, payload, payload + _METHOD_WINDOW)
+    return target >= 0
+
+
+@njit(cache=True, nogil=True)
+def is_status_line(frame: Frame, payload: int) -> bool:
+    """True when the payload at ``payload`` starts with ``HTTP/1.`` (a response); False if not."""
+    return bytes_at(frame, payload, _STATUS_PREFIX, 0, _STATUS_PREFIX.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def request_url(frame: Frame) -> tuple[int, int]:
+    """``(start, end)`` of the request-target of an HTTP request starting a TCP segment's payload.
+
+    :func:`micronf.dataplane.dfa.http_request_url` on the TCP payload: the target runs from after
+    ``METHOD SP`` to the next space, CR or LF, or to the end of the frame when the line is cut off
+    there (it is empty, ``start == end``, after a second space). ``(-1, -1)`` when the frame is
+    not a TCP segment whose payload starts with a request method and a space.
+    """
+    payload, _, _ = tcp_segment(frame)
+    if payload < 0:
+        return (-1, -1)
+    start, end = http_request_url(frame, payload, frame.shape[0])
+    return (start, end)

@@ -1,0 +1,90 @@
+"""HttpClassifier: tell HTTP packets from the rest by their payload (paper §II, §VII-A3)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+from pydantic import Field
+
+from micronf.dataplane.pool import PoolArrays, pkt_frame
+from micronf.nfs._http import is_request_line, is_status_line, tcp_segment
+from micronf.runtime.descriptor import Access, Descriptor
+from micronf.runtime.nf import KernelState, MicroNF, NFConfig
+
+_HTTP = 0
+_OTHER = 1
+_REQUESTS = 0  # counter indices
+_RESPONSES = 1
+
+
+@njit(cache=True, nogil=True)
+def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
+           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+    port_ok = state[0]
+    responses = state[1][0] != 0
+    requests = 0
+    replies = 0
+    for i in range(n):
+        f = pkt_frame(p, handles[i])
+        verdicts[i] = _OTHER
+        payload, sport, dport = tcp_segment(f)
+        if payload < 0 or (port_ok[sport] == 0 and port_ok[dport] == 0):
+            continue
+        if is_request_line(f, payload):
+            requests += 1
+            verdicts[i] = _HTTP
+        elif responses and is_status_line(f, payload):
+            replies += 1
+            verdicts[i] = _HTTP
+    counters[_REQUESTS] += requests
+    counters[_RESPONSES] += replies
+
+
+class HttpClassifier(MicroNF):
+    """Classify TCP segments whose payload starts an HTTP/1.x request or response as ``http``.
+
+    Config:
+        responses: also classify status lines (``HTTP/1.``) as HTTP (default true).
+        ports: TCP ports of interest, matched against source or destination port (default: any).
+    Ports:
+        http: TCP segments whose payload starts with a request method and a space (GET, POST,
+            PUT, DELETE, HEAD, OPTIONS, PATCH, CONNECT, TRACE), or with ``HTTP/1.`` when
+            ``responses`` is on.
+        other: everything else (non-TCP, non-IPv4, non-first fragments, truncated headers,
+            continuation segments, other ports).
+    Counters:
+        requests: packets classified as HTTP requests.
+        responses: packets classified as HTTP responses.
+    Notes:
+        Looks only at the first bytes of each segment's payload, with no TCP reassembly: only the
+        segment carrying the start line of a message is ``http``, the rest of its body is
+        ``other``. Methods are case-sensitive, as RFC 9110 says. IPv4 only, behind at most one
+        802.1Q tag. Never modifies or drops a packet. Cost: a few byte compares per TCP packet.
+    """
+
+    class Config(NFConfig):
+        """Config of HttpClassifier."""
+
+        responses: bool = Field(default=True, description="Also classify HTTP/1.x status lines as HTTP.")
+        ports: list[Annotated[int, Field(ge=0, le=65535)]] = Field(
+            default=[],
+            description="Only TCP segments with one of these source or destination ports can be HTTP; "
+            "empty = any port.",
+        )
+
+    descriptor = Descriptor(l2=Access.READ, l3=Access.READ, l4=Access.READ, payload=Access.READ)
+    labels = ("http", "other")
+    config: Config
+    kernel = kernel
+
+    def state(self) -> KernelState:
+        port_ok = np.zeros(65536, dtype=np.uint8)
+        port_ok[self.config.ports if self.config.ports else slice(None)] = 1
+        return (port_ok, np.array([int(self.config.responses)], dtype=np.int64))
+
+    def counter_names(self) -> tuple[str, ...]:
+        return ("requests", "responses")
+

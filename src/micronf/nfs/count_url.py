@@ -101,7 +101,7 @@ class CountUrl(MicroNF):
             description="prefix: the request-target starts with the URL; contains: it contains the URL.",
         )
 
-    descriptor = Descriptor(l2=Access.READ, l3=Access.READ, l4=Access.READ, payload=Access.READ)
+    descriptor = Descriptor(l3=Access.READ, l4=Access.READ, payload=Access.READ)
     config: Config
     kernel = kernel
 

@@ -75,7 +75,7 @@ class HttpClassifier(MicroNF):
             "empty = any port.",
         )
 
-    descriptor = Descriptor(l2=Access.READ, l3=Access.READ, l4=Access.READ, payload=Access.READ)
+    descriptor = Descriptor(l3=Access.READ, l4=Access.READ, payload=Access.READ)
     labels = ("http", "other")
     config: Config
     kernel = kernel

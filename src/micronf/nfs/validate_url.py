@@ -83,7 +83,7 @@ class ValidateUrl(MicroNF):
             compile_patterns(v, ignore_case=True)  # ValueError names the offending signature
             return v
 
-    descriptor = Descriptor(l2=Access.READ, l3=Access.READ, l4=Access.READ, payload=Access.READ, may_drop=True)
+    descriptor = Descriptor(l3=Access.READ, l4=Access.READ, payload=Access.READ, may_drop=True)
     drop_reasons = ("sqli",)
     config: Config
     kernel = kernel

@@ -3,6 +3,9 @@
 The orchestrator reads descriptors to decide which µNFs may run in parallel (§V-B: read-only or
 disjoint header regions, and no drops) and which are redundant. The descriptor lives on the µNF
 class, so it can never drift from the code.
+
+Convention: locating the L3 header (reading the EtherType and a VLAN tag) is not an L2 access;
+a µNF that adds or removes tags (moving every header) declares L2 and L3 ReadWrite.
 """
 
 from __future__ import annotations

@@ -602,12 +602,24 @@ def flow_hash_symmetric(src: int, dst: int, proto: int, sport: int, dport: int) 
 
 
 @_njit
+def _hash_tuple(frame: Frame) -> tuple[bool, int, int, int, int, int]:
+    """The 5-tuple to hash: ports zeroed for every fragment, the first one included, so all pieces
+    of a datagram hash alike (only the first carries the ports)."""
+    ok, src, dst, proto, sport, dport = five_tuple_values(frame)
+    fragment = ipv4_is_fragment(frame, l3_offset(frame))  # every frame read before any branch: no refcounts
+    if fragment:
+        sport = 0
+        dport = 0
+    return ok, src, dst, proto, sport, dport
+
+
+@_njit
 def frame_flow_hash(frame: Frame) -> int:
-    """``flow_hash`` of the frame's 5-tuple (see ``five_tuple``); 0 when ``five_tuple`` fails.
+    """``flow_hash`` of the frame's 5-tuple, with ports 0 for any fragment; 0 for non-IPv4.
 
     0 is also a (rare, 2**-32) legitimate hash; it only serves as a stable bucket for non-IPv4.
     """
-    ok, src, dst, proto, sport, dport = five_tuple_values(frame)
+    ok, src, dst, proto, sport, dport = _hash_tuple(frame)
     if not ok:
         return 0
     return flow_hash(src, dst, proto, sport, dport)
@@ -615,8 +627,8 @@ def frame_flow_hash(frame: Frame) -> int:
 
 @_njit
 def frame_flow_hash_symmetric(frame: Frame) -> int:
-    """``flow_hash_symmetric`` of the frame's 5-tuple; 0 when ``five_tuple`` fails."""
-    ok, src, dst, proto, sport, dport = five_tuple_values(frame)
+    """``flow_hash_symmetric`` of the frame's 5-tuple (ports 0 for any fragment); 0 for non-IPv4."""
+    ok, src, dst, proto, sport, dport = _hash_tuple(frame)
     if not ok:
         return 0
     return flow_hash_symmetric(src, dst, proto, sport, dport)

@@ -116,3 +116,15 @@ def test_consolidated_node_routes_by_ingress() -> None:
     dsts = [e.dst for e in shared.egress]
     route = {r: v for (r, c, v) in shared.routes if c == 0}
     assert dsts[route[srcs.index("p1")]] == "after1" and dsts[route[srcs.index("p2")]] == "after2"
+
+
+def test_real_time_unfs_sharing_a_core_also_yield_after_each_batch() -> None:
+    types = [("MacSwapper", {}), ("MacSwapper", {}), ("MacSwapper", {})]
+    shared = plan(chain_spec(types, cpus=[0], policy="fifo"))
+    assert [p.yield_every for p in shared.processes] == [1, 1, 1]
+    apart = plan(chain_spec(types, cpus=[0, 1, 2], policy="fifo"))
+    assert [p.yield_every for p in apart.processes] == [0, 0, 0]
+    cfs = plan(chain_spec(types, cpus=[0], policy="other"))
+    assert [p.yield_every for p in cfs.processes] == [0, 0, 0]
+    explicit = plan(chain_spec(types, cpus=[0], policy="fifo", yield_every=8))
+    assert [p.yield_every for p in explicit.processes] == [8, 8, 8]

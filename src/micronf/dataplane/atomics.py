@@ -151,6 +151,21 @@ def _sched_yield(typingctx: Any) -> Any:
     return types.void(), codegen
 
 
+@intrinsic
+def _usleep(typingctx: Any, us: Any) -> Any:
+    """Call libc ``usleep(us)``: park an idle loop without returning to Python."""
+    if not isinstance(us, types.Integer):
+        raise TypeError(f"usleep expects an integer, got {us}")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "usleep")  # type: ignore[no-untyped-call]
+        builder.call(fn, [builder.trunc(args[0], ir.IntType(32)) if args[0].type.width > 32 else args[0]])
+        return context.get_dummy_value()
+
+    return types.void(us), codegen
+
+
 # Public, typed names (numba calls the intrinsic objects; mypy sees what user code passes).
 IntArray = npt.NDArray[np.integer[Any]]
 load_acquire = cast(Callable[[IntArray, int], int], _load_acquire)
@@ -161,6 +176,7 @@ fence_seq_cst = cast(Callable[[], None], _fence_seq_cst)
 prefetch = cast(Callable[[npt.NDArray[Any], int], None], _prefetch)
 cycles = cast(Callable[[], int], _cycles)
 sched_yield = cast(Callable[[], None], _sched_yield)
+usleep = cast(Callable[[int], None], _usleep)
 
 
 # Control-plane (plain Python) callers cannot call intrinsics directly: these compiled wrappers can.

@@ -96,8 +96,12 @@ class GraphSpec(BaseModel):
     entry: str = Field(description="the node that receives the graph's input traffic")
     burst: int = Field(32, ge=1, le=1024)
     yield_idle: bool = True
-    yield_every: int = Field(0, ge=0, description="also yield after this many busy batches (0: never)")
+    yield_every: int | None = Field(None, ge=0, description="also yield after this many busy batches (0: never; "
+                                    "default: 1 for fifo/rr µNFs that share a CPU, else 0)")
     prefetch: int = Field(0, ge=0, le=1024, description="prefetch the first N packets of each batch (§V-A)")
+    idle_polls: int = Field(4096, ge=1, description="empty polls in a row before an idle µNF starts sleeping")
+    idle_sleep_us: int = Field(50, ge=0, le=100_000, description="sleep per poll once idle (0: never sleep, "
+                               "always yield/spin: lowest latency, one busy core per µNF)")
 
     @model_validator(mode="after")
     def _names_unique(self) -> GraphSpec:
@@ -145,6 +149,7 @@ class ProcessPlan(BaseModel):
     cpu: int | None
     policy: Policy
     priority: int
+    yield_every: int = 0
 
 
 class ExitPlan(BaseModel):
@@ -167,8 +172,9 @@ class GraphLayout(BaseModel):
     spare_rings: list[int]
     burst: int
     yield_idle: bool
-    yield_every: int
     prefetch: int
+    idle_polls: int = 4096
+    idle_sleep_us: int = 50
     capture_drops: bool
 
     def node(self, name: str) -> NodePlan:
@@ -323,15 +329,24 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
             routes=[(r, c, v) for (r, c), v in sorted(table.items())],
         ))
     proc_plans = []
-    for k, members in enumerate(processes):
-        head = spec.nodes[members[0]]
+    heads = [spec.nodes[members[0]] for members in processes]
+    rt_on_cpu: dict[int, int] = defaultdict(int)
+    for head in heads:
+        if head.cpu is not None and head.policy != "other":
+            rt_on_cpu[head.cpu] += 1
+    for k, (members, head) in enumerate(zip(processes, heads, strict=True)):
+        # A real-time µNF yields only when idle by default; sharing a core with another one, it would
+        # never let its neighbour run while it has input (§VI-E: also yield after k batches).
+        shared_rt = head.cpu is not None and rt_on_cpu[head.cpu] > 1
+        every = spec.yield_every if spec.yield_every is not None else (1 if shared_rt else 0)
         proc_plans.append(ProcessPlan(nodes=members, client=k, cpu=head.cpu, policy=head.policy,
-                                      priority=head.priority))
+                                      priority=head.priority, yield_every=every))
     spares = list(range(ring_count, ring_count + spare_rings))
     return GraphLayout(
         name=spec.name, nodes=plans, processes=proc_plans, exits=exits, entry_ring=0,
         n_rings=ring_count + spare_rings, spare_rings=spares, burst=spec.burst, yield_idle=spec.yield_idle,
-        yield_every=spec.yield_every, prefetch=spec.prefetch, capture_drops=capture_drops,
+        prefetch=spec.prefetch, idle_polls=spec.idle_polls,
+        idle_sleep_us=spec.idle_sleep_us, capture_drops=capture_drops,
     )
 
 

@@ -131,7 +131,8 @@ class GraphRuntime:
             hot = load_hot_loop([type(nf) for nf in nfs])
             stages = [build_stage(mem, n, nf, self.layout.burst) for n, nf in zip(nodes, nfs, strict=True)]
             hot(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, 0, plan.client, 0,
-                self.layout.yield_idle, self.layout.yield_every, self.layout.prefetch, *stages)
+                self.layout.yield_idle, plan.yield_every, self.layout.prefetch, self.layout.idle_polls,
+                self.layout.idle_sleep_us, *stages)
 
     def start(self, timeout: float = 120.0) -> None:
         """Create (if needed), warm, start every process and wait until all report ready."""

@@ -37,6 +37,7 @@ RC_IDLE = 6  # polls that found every ingress empty
 RC_BAD_VERDICT = 7  # a kernel wrote a verdict outside its labels/drop reasons
 RC_CYCLES = 8  # CPU cycles in kernel + routing
 RC_YIELDS = 9
+RC_IDLE_RUN = 10  # empty polls in a row right now (the loop's idle backoff state, kept across calls)
 RC_VERDICT0 = 16  # + verdict column: packets per label / drop reason
 RC_EG_SENT0 = RC_VERDICT0 + MAX_VERDICTS  # + egress: packets sent
 RC_EG_FULL0 = RC_EG_SENT0 + MAX_EG  # + egress: packets that did not fit

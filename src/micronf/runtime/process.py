@@ -59,7 +59,8 @@ def run(segment: str, process: int, iters: int = ITERS_PER_CALL) -> int:
     current = stages()
     versions = [t.version() for t in tables]
     args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, line + P_STOP, plan.client)
-    hot(*args, 0, layout.yield_idle, layout.yield_every, layout.prefetch, *current)  # compile or load now
+    hot(*args, 0, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
+            layout.idle_sleep_us, *current)  # compile or load now
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         mem.ctl[line + P_STOP] = 1
@@ -70,7 +71,8 @@ def run(segment: str, process: int, iters: int = ITERS_PER_CALL) -> int:
     mem.ctl[line + P_STARTS] += 1
     mem.ctl[line + P_READY] = 1
     while mem.ctl[line + P_STOP] == 0 and mem.ctl[P_STOP] == 0:
-        hot(*args, iters, layout.yield_idle, layout.yield_every, layout.prefetch, *current)
+        hot(*args, iters, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
+            layout.idle_sleep_us, *current)
         mem.ctl[line + P_CALLS] += 1
         now = [t.version() for t in tables]
         if now != versions and not any(v % 2 for v in now):

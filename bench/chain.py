@@ -1,0 +1,929 @@
+"""Benchmark: µNF chains through the real runtime (paper §VI-E Fig. 5, §VII-C1 Fig. 10, per-µNF costs).
+
+Every measurement deploys a graph with :class:`micronf.runtime.launch.GraphRuntime` (one OS process
+per µNF or per fused cluster, SPSC rings in one shared segment) and drives it from this process:
+one compiled loop (:func:`drive`, modelled on ``micronf.runtime.offline.pump``) is at once the pool
+owner, the traffic source (``pool_alloc`` + ``fill_pool_from_trace`` of an in-memory trace of
+64-byte UDP/IPv4 frames, or 200-byte HTTP GETs, into the entry ring, as fast as the ring takes
+them) and the sink (drains every exit ring, ``pool_free_owner``). The driver is pinned to the last
+CPU, the µNFs to the first (and, for the two-core configurations, also the last) CPU, so the
+driver occupies a core too: every row says how many distinct cores it used, driver included.
+
+Throughput = packets reaching the sink per second over ``--seconds`` after ``--warmup``. Each run
+is then drained and checked: ``fed == sunk + freed inside the graph + left in rings`` and the pool
+holds exactly the handles in rings (+ the driver's pending burst). ``full`` = packets a µNF dropped
+because the next ring was full (``--on-full drop``, the default, like a DPDK app freeing what
+``rte_ring_enqueue_burst`` refused); with ``--on-full wait`` the µNFs back-pressure instead.
+``cyc/pkt`` = the runtime's ``cycles`` counter over ``rx`` (TSC ticks inside the µNF's kernel and
+routing per packet, summed over the chain): unlike Mpps it hardly depends on what else shares the
+core, so it is the robust figure on a noisy machine.
+
+Sections (``--only``):
+
+``fig10``  K x IPTtlDecrementer, K = 1, 2, 4, 8: (a) pipelined, one process per µNF, all on one
+           core; (b) pipelined on two cores (first ceil(K/2) µNFs on core 0, the rest on core 1);
+           (c) two fused clusters, one per core; (d) run-to-completion, all K fused on one core.
+``sched``  K x MacSwapper sharing one core, K = 1..8 (a variant stops when it collapses), for
+           CFS / FIFO / RR with voluntary yield (when idle, and also every 8 busy batches), CFS
+           without yield, and RR without yield (time-sliced, K <= 4, short runs). Reports the
+           longest chain at >= 14.88 Mpps per variant.
+``nfs``    every µNF of the library alone on core 0: Mpps, ns/packet, cycles/packet.
+
+A ``ceiling`` row (the driver alone, its entry ring wired straight to its sink, no µNF) is
+measured in every repeat round: it is the most the driver can feed on its core, and every Mpps is
+also given as a ratio to it (same run, same noise).
+
+SCHED_FIFO/RR: µNF loops yield when their input is empty (``yield_idle``); real-time policies are
+never combined with ``yield_idle=False`` except RR (time-sliced by the kernel) in short runs. When
+a real-time µNF shares the driver's core, the driver takes the same policy (it yields when idle),
+otherwise the driver stays on CFS. Real-time policies are skipped when the kernel's RT throttling
+is off or the policy cannot be set.
+
+Usage::
+
+    python bench/chain.py [--seconds S] [--repeat R] [--json] [--quick] [--only fig10|sched|nfs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from micronf.dataplane.atomics import cycles, sched_yield
+from micronf.dataplane.pool import PacketPool, PoolArrays, pool_alloc, pool_free_owner
+from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_dequeue, ring_enqueue, ring_init
+from micronf.io.pcap import Trace, fill_pool_from_trace
+from micronf.ports.base import keep_unsent
+from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec, Policy, chain_names, plan
+from micronf.runtime.launch import GraphRuntime, LaunchError
+from micronf.runtime.nf import nf_class
+
+QUICK_NFS = ["MacSwapper", "L3L4Filter", "FlowLoadBalancer", "ValidateUrl"]  # --quick: one per code path
+LINE_RATE_MPPS = 14.88  # 10 GbE, 64-byte frames
+RT_RUNTIME = Path("/proc/sys/kernel/sched_rt_runtime_us")
+DRIVE_ITERS = 2048  # driver iterations per call into compiled code (a few ms)
+DRAIN_SECONDS = 3.0  # at most this long to drain a graph after the measurement window
+DRIVER_YIELD_EVERY = 1  # busy driver rounds between yields when the driver shares its core with µNFs
+COLLAPSE_MPPS = 0.05  # a scheduling variant stops growing K below this rate
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+U8 = npt.NDArray[np.uint8]
+U32 = npt.NDArray[np.uint32]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+
+
+def _njit(fn: _F) -> _F:
+    """``njit(cache=True, nogil=True)(fn)``, typed so mypy keeps ``fn``'s signature."""
+    return cast(_F, njit(cache=True, nogil=True)(fn))
+
+
+# -- the driver: source + sink in one compiled loop ------------------------------------------
+# st[] words of the driver state
+ST_FED, ST_SUNK, ST_NPEND, ST_CURSOR, ST_IDLE = 0, 1, 2, 3, 4
+ST_WORDS = 8
+
+
+@_njit
+def drive(p: PoolArrays, rctrl: I64, rslots: U32, entry: int, tdata: U8, toff: I64, tlen: I32, tts: I64,
+          st: I64, pend: U32, exit_rings: I64, buf: U32, burst: int, max_iters: int, feed: bool,
+          yield_every: int) -> int:
+    """``max_iters`` rounds of: allocate + fill a burst from the trace and push it into ring
+    ``entry`` (if ``feed``; what the ring refuses is retried next round, never dropped); drain
+    every exit ring and free to the pool's stack. Yields the CPU in a round with nothing to do.
+    With ``yield_every`` > 0 it also yields after that many busy rounds: a driver sharing its core
+    with real-time µNFs must, or they never run while it has work (FIFO preempts nobody of equal
+    priority). Counts in ``st`` (fed = enqueued, sunk = drained); returns packets moved."""
+    moved = 0
+    busy = 0
+    m = toff.shape[0]
+    for _ in range(max_iters):
+        work = 0
+        if feed:
+            if st[ST_NPEND] == 0:
+                k = pool_alloc(p, pend, burst)
+                if k > 0:
+                    fill_pool_from_trace(p, tdata, toff, tlen, tts, st[ST_CURSOR], pend, k)
+                    st[ST_CURSOR] = (st[ST_CURSOR] + k) % m
+                    st[ST_NPEND] = k
+            if st[ST_NPEND] > 0:
+                sent = ring_enqueue(rctrl[entry], rslots[entry], pend, st[ST_NPEND])
+                st[ST_NPEND] = keep_unsent(pend, sent, st[ST_NPEND])
+                st[ST_FED] += sent
+                work += sent
+        for e in range(exit_rings.shape[0]):
+            r = exit_rings[e]
+            k = ring_dequeue(rctrl[r], rslots[r], buf, buf.shape[0])
+            if k > 0:
+                pool_free_owner(p, buf, k)
+                st[ST_SUNK] += k
+                work += k
+        moved += work
+        if work == 0:
+            st[ST_IDLE] += 1
+            sched_yield()
+        elif yield_every > 0:
+            busy += 1
+            if busy >= yield_every:
+                busy = 0
+                sched_yield()
+    return moved
+
+
+@_njit
+def _tsc() -> int:
+    t: int = cycles()
+    return t
+
+
+def tsc_hz() -> float:
+    """Ticks per second of the cycle counter the runtime's ``cycles`` counters use."""
+    best = []
+    for _ in range(3):
+        t0, c0 = time.perf_counter_ns(), _tsc()
+        time.sleep(0.05)
+        t1, c1 = time.perf_counter_ns(), _tsc()
+        best.append((c1 - c0) * 1e9 / (t1 - t0))
+    return statistics.median(best)
+
+
+# -- traffic ---------------------------------------------------------------------------------
+def _pad(frame: bytes, size: int) -> bytes:
+    return frame + bytes(max(0, size - len(frame)))
+
+
+def udp_trace(n_flows: int = 1024, size: int = 64) -> Trace:
+    """``n_flows`` 64-byte UDP/IPv4 frames (distinct 5-tuples, TTL 64, valid checksums);
+    sizes exclude the FCS like a pcap: 60 bytes on the wire + 4 FCS = the 64-byte frame."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    frames = []
+    for i in range(n_flows):
+        pkt = (Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+               / IP(src=f"10.0.{(i >> 8) & 0xFF}.{i & 0xFF}", dst=f"192.168.{i % 4}.10", ttl=64)
+               / UDP(sport=1024 + i, dport=1000 + i % 1000))
+        frames.append(_pad(bytes(pkt), size - 4))
+    return Trace.from_frames(frames)
+
+
+SQLI_URLS = (
+    "/login.php?user=admin'--",
+    "/item.php?id=1%20OR%201=1",
+    "/search?q=x'%20UNION%20SELECT%20password%20FROM%20users",
+    "/news?id=5;%20DROP%20TABLE%20users;%20",
+    "/page?id=1%27",
+)
+CLEAN_URLS = (
+    "/index.html",
+    "/api/v1/orders?page=2",
+    "/static/css/site.css",
+    "/images/logo.png",
+    "/login.php",
+    "/products/42/reviews",
+    "/search?q=network+functions",
+    "/api/v1/users/17",
+)
+COUNT_URLS = ["/api/v1/", "/login.php", "/index.html"]
+
+
+def http_trace(n: int = 1000, size: int = 200, sqli_fraction: float = 0.2) -> Trace:
+    """``n`` 200-byte TCP/IPv4 segments each starting with an HTTP GET request line; every
+    1/``sqli_fraction``-th URL carries an SQL injection."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    every = max(1, round(1 / sqli_fraction)) if sqli_fraction > 0 else 0
+    frames = []
+    for i in range(n):
+        bad = every > 0 and i % every == 0
+        url = SQLI_URLS[i % len(SQLI_URLS)] if bad else CLEAN_URLS[i % len(CLEAN_URLS)]
+        head = (Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                / IP(src=f"10.1.{(i >> 8) & 0xFF}.{i & 0xFF}", dst="192.168.0.80", ttl=64)
+                / TCP(sport=20000 + i, dport=80, flags="PA", seq=1000 + i))
+        room = size - 4 - len(bytes(head))
+        payload = f"GET {url} HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+        payload = (payload + "X" * room)[:room] if len(payload) < room else payload
+        frames.append(bytes(head / Raw(payload.encode())))
+    return Trace.from_frames(frames)
+
+
+# -- machine ---------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _rt_runtime_us() -> int | None:
+    try:
+        return int(RT_RUNTIME.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def rt_allowed() -> tuple[bool, str]:
+    """Can this process use SCHED_FIFO/RR safely (throttling on) and at all (privileges)?"""
+    rt = _rt_runtime_us()
+    if rt is None or rt < 0:
+        return False, f"RT throttling is off ({RT_RUNTIME} = {rt})"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError as exc:
+        return False, f"cannot set SCHED_FIFO: {exc}"
+    return True, ""
+
+
+def machine_facts(hz: float) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    return {
+        "cpu": _cpu_model(),
+        "nproc": len(cpus),
+        "cpus": cpus,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numba": str(numba.__version__),
+        "numpy": np.__version__,
+        "tsc_ghz": round(hz / 1e9, 3),
+        "sched_rt_runtime_us": _rt_runtime_us(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+@contextmanager
+def driver_scheduling(cpu: int, policy: Policy) -> Iterator[None]:
+    """Pin this process (the driver) to ``cpu`` with ``policy`` for the block, then undo it
+    (children started later must not inherit either)."""
+    old_aff = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    pol = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}[policy]
+    try:
+        if policy != "other":
+            os.sched_setscheduler(0, pol, os.sched_param(1))
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.sched_setaffinity(0, old_aff)
+
+
+# -- one run ---------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    seconds: float
+    warmup: float
+    burst: int
+    ring_capacity: int
+    on_full: str
+    core0: int
+    core1: int  # the driver's core (== core0 on a one-CPU machine)
+
+
+@dataclass
+class NodeWindow:
+    """One µNF's runtime counters over the measurement window."""
+
+    name: str
+    rx: int
+    full: int
+    dropped: int
+    cycles: int
+    yields: int
+    idle_polls: int
+
+    @property
+    def cycles_per_packet(self) -> float:
+        return self.cycles / self.rx if self.rx else float("nan")
+
+
+@dataclass
+class Run:
+    """One measured run of one graph (or of the bare driver)."""
+
+    mpps: float  # packets reaching the sink per second
+    rx_mpps: float  # packets entering the first µNF per second
+    seconds: float
+    sunk: int
+    nodes: list[NodeWindow]
+    fed_total: int
+    sunk_total: int
+    freed_inside_total: int
+    in_rings_after: int
+    conserved: bool
+    driver_idle_rounds: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def full(self) -> int:
+        return sum(n.full for n in self.nodes)
+
+    @property
+    def cycles_per_packet(self) -> float:
+        """Sum over the chain of each µNF's cycles / its own rx."""
+        vals = [n.cycles_per_packet for n in self.nodes if n.rx]
+        return sum(vals) if vals else float("nan")
+
+
+def _snapshot(g: GraphRuntime, names: Sequence[str]) -> dict[str, dict[str, int]]:
+    return {n: g.node_stats(n).runtime for n in names}
+
+
+def _freed_inside(g: GraphRuntime, names: Sequence[str]) -> int:
+    total = 0
+    for n in names:
+        rt = g.node_stats(n).runtime
+        total += rt["dropped"] + rt["unconnected"] + rt["full"] + rt["bad_verdict"]
+    return total
+
+
+class Driver:
+    """Buffers and the trace for :func:`drive`, for one pool."""
+
+    def __init__(self, trace: Trace, burst: int, yield_every: int = 0) -> None:
+        self.trace = trace
+        self.burst = burst
+        self.yield_every = yield_every
+        self.st = np.zeros(ST_WORDS, dtype=np.int64)
+        self.pend = np.empty(burst, dtype=np.uint32)
+        self.buf = np.empty(max(burst, 256), dtype=np.uint32)
+
+    def pump(self, p: PoolArrays, rctrl: I64, rslots: U32, entry: int, exits: I64, seconds: float,
+             feed: bool = True, until: Callable[[], bool] | None = None) -> None:
+        t = self.trace
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            drive(p, rctrl, rslots, entry, t.data, t.offsets, t.lengths, t.ts_ns, self.st, self.pend, exits,
+                  self.buf, self.burst, DRIVE_ITERS, feed, self.yield_every)
+            if until is not None and until():
+                return
+
+
+def run_ceiling(trace: Trace, s: Settings, driver_policy: Policy) -> Run:
+    """The driver alone: a private pool and one ring that is both entry and exit (no µNF)."""
+    pool = PacketPool.local(8192, n_clients=1)
+    ctrl = np.zeros((1, CTRL_WORDS), dtype=np.int64)
+    ring_init(ctrl[0], s.ring_capacity)
+    rings = RingTable(ctrl, np.zeros((1, s.ring_capacity), dtype=np.uint32))
+    d = Driver(trace, s.burst)
+    exits = np.zeros(1, dtype=np.int64)
+    with driver_scheduling(s.core1, driver_policy):
+        d.pump(pool.arrays, rings.ctrl, rings.slots, 0, exits, s.warmup)
+        s0, t0 = int(d.st[ST_SUNK]), time.perf_counter()
+        d.pump(pool.arrays, rings.ctrl, rings.slots, 0, exits, s.seconds)
+        s1, t1 = int(d.st[ST_SUNK]), time.perf_counter()
+        d.pump(pool.arrays, rings.ctrl, rings.slots, 0, exits, 0.05, feed=False)
+    left = len(rings[0])
+    fed, sunk = int(d.st[ST_FED]), int(d.st[ST_SUNK])
+    rate = (s1 - s0) / (t1 - t0) / 1e6
+    run = Run(rate, rate, t1 - t0, s1 - s0, [], fed, sunk, 0, left, fed == sunk + left, int(d.st[ST_IDLE]))
+    if not run.conserved:
+        run.problems.append(f"ceiling: fed {fed} != sunk {sunk} + in ring {left}")
+    return run
+
+
+def run_graph(spec: GraphSpec, trace: Trace, s: Settings, driver_policy: Policy, tag: str) -> Run:
+    """Deploy ``spec``, drive it for warm-up + window, drain, stop, check conservation."""
+    layout = plan(spec, on_full="wait" if s.on_full == "wait" else "drop")
+    names = [n.name for n in layout.nodes]
+    g = GraphRuntime(layout, ring_capacity=s.ring_capacity)
+    shares_core = any(proc.cpu in (s.core1, None) for proc in layout.processes)
+    d = Driver(trace, s.burst, DRIVER_YIELD_EVERY if shares_core else 0)
+    exits = np.array([e.ring for e in layout.exits], dtype=np.int64)
+    problems: list[str] = []
+    try:
+        g.start()
+        mem = g._memory()
+        p, rctrl, rslots, entry = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, layout.entry_ring
+        with driver_scheduling(s.core1, driver_policy):
+            d.pump(p, rctrl, rslots, entry, exits, s.warmup)
+            snap0, s0, t0 = _snapshot(g, names), int(d.st[ST_SUNK]), time.perf_counter()
+            d.pump(p, rctrl, rslots, entry, exits, s.seconds)
+            snap1, s1, t1 = _snapshot(g, names), int(d.st[ST_SUNK]), time.perf_counter()
+
+            def drained() -> bool:
+                return int(d.st[ST_FED]) == int(d.st[ST_SUNK]) + _freed_inside(g, names)
+
+            d.pump(p, rctrl, rslots, entry, exits, DRAIN_SECONDS, feed=False, until=drained)
+            if not drained():
+                problems.append(f"{tag}: not drained after {DRAIN_SECONDS:g} s")
+    finally:
+        g.stop()
+    try:
+        freed = _freed_inside(g, names)
+        in_rings = int(g.ring_occupancy().sum())
+        fed, sunk, npend = int(d.st[ST_FED]), int(d.st[ST_SUNK]), int(d.st[ST_NPEND])
+        pool = g._memory().pool.stats()
+        conserved = fed == sunk + freed + in_rings
+        if not conserved:
+            problems.append(f"{tag}: conservation violated: fed {fed} != sunk {sunk} + freed inside {freed} "
+                            f"+ in rings {in_rings}")
+        if pool.in_use != in_rings + npend:
+            problems.append(f"{tag}: pool has {pool.in_use} slots in use, expected {in_rings} in rings + "
+                            f"{npend} pending")
+        if pool.free_errors:
+            problems.append(f"{tag}: {pool.free_errors} pool free errors (double frees)")
+        nodes = []
+        for n in names:
+            a, b = snap0[n], snap1[n]
+            nodes.append(NodeWindow(n, *(b[k] - a[k] for k in ("rx", "full", "dropped", "cycles", "yields",
+                                                                 "idle_polls"))))
+            if b["bad_verdict"]:
+                problems.append(f"{tag}: {n} had {b['bad_verdict']} bad verdicts")
+    finally:
+        g.close()
+    dt = t1 - t0
+    if s1 - s0 <= 0:
+        problems.append(f"{tag}: no packet reached the sink in the window")
+    return Run((s1 - s0) / dt / 1e6, nodes[0].rx / dt / 1e6, dt, s1 - s0, nodes, fed, sunk, freed, in_rings,
+               conserved, int(d.st[ST_IDLE]), problems)
+
+
+# -- graphs ----------------------------------------------------------------------------------
+def chain(types: Sequence[tuple[str, dict[str, Any]]], cpus: Sequence[int], clusters: Sequence[str | None],
+          policy: Policy, **kwargs: Any) -> GraphSpec:
+    """A linear chain with node k pinned to ``cpus[k]`` and fused into ``clusters[k]`` (None: own process)."""
+    names = chain_names([t for t, _ in types])
+    nodes = [NodeSpec(name=n, type=t, config=c, cpu=cpu, cluster=cl, policy=policy)
+             for n, (t, c), cpu, cl in zip(names, types, cpus, clusters, strict=True)]
+    edges = [EdgeSpec(src=a.name, label=nf_class(a.type).labels[0], dst=b.name)
+             for a, b in pairwise(nodes)]
+    return GraphSpec(name="bench", nodes=nodes, edges=edges, entry=nodes[0].name, **kwargs)
+
+
+@dataclass
+class Cell:
+    """One configuration to measure, with its runs."""
+
+    section: str
+    name: str  # row label, e.g. "(a) 1C pipelined" or "FIFO+yield"
+    k: int
+    spec: GraphSpec | None  # None: the driver ceiling
+    trace: str  # "udp" or "http"
+    driver_policy: Policy
+    cores: str  # human description of the CPU placement
+    n_cores: int  # distinct cores used, driver included
+    n_procs: int  # µNF processes (+1 for the driver)
+    extra: dict[str, Any] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+    error: str = ""
+
+    def median(self, f: Callable[[Run], float]) -> float:
+        vals = [f(r) for r in self.runs if not np.isnan(f(r))]
+        return statistics.median(vals) if vals else float("nan")
+
+    @property
+    def mpps(self) -> float:
+        return self.median(lambda r: r.mpps)
+
+    @property
+    def spread(self) -> float:
+        vals = [r.mpps for r in self.runs]
+        med = self.mpps
+        return 100.0 * (max(vals) - min(vals)) / med if vals and med > 0 else float("nan")
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for r in self.runs for p in r.problems] + ([self.error] if self.error else [])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "section": self.section, "name": self.name, "k": self.k, "cores": self.cores,
+            "n_cores": self.n_cores, "processes": self.n_procs, "driver_policy": self.driver_policy,
+            "mpps": self.mpps, "spread_pct": self.spread, "rx_mpps": self.median(lambda r: r.rx_mpps),
+            "cycles_per_packet": self.median(lambda r: r.cycles_per_packet),
+            "full_per_run": [r.full for r in self.runs], **self.extra, "problems": self.problems,
+            "error": self.error, "runs": [{**asdict(r), "full": r.full} for r in self.runs],
+        }
+
+
+def _placement(cpus: Sequence[int], core1: int) -> tuple[str, int]:
+    used = sorted(set(cpus))
+    shared = " (shared with the µNFs)" if core1 in used else ""
+    desc = " ".join(f"cpu{c}x{list(cpus).count(c)}" for c in used) + f" + driver cpu{core1}{shared}"
+    return desc, len(set(used) | {core1})
+
+
+def fig10_cells(ks: Sequence[int], policy: Policy, s: Settings, gkw: dict[str, Any],
+                driver_policy: Policy) -> list[Cell]:
+    cells = []
+    c0, c1 = s.core0, s.core1
+    for k in ks:
+        types: list[tuple[str, dict[str, Any]]] = [("IPTtlDecrementer", {})] * k
+        half = (k + 1) // 2
+        split = [c0] * half + [c1] * (k - half)
+        configs: list[tuple[str, list[int], list[str | None]]] = [
+            ("(a) pipelined 1C", [c0] * k, [None] * k),
+            ("(b) pipelined 2C", split, [None] * k),
+            ("(c) 2 fused clusters 2C", split, [*(["c0"] * half), *(["c1"] * (k - half))]),
+            ("(d) run-to-completion 1C", [c0] * k, ["all"] * k),
+        ]
+        for name, cpus, clusters in configs:
+            if k == 1 and name.startswith(("(b)", "(c)")):
+                continue  # identical to (a) / (d) with a single µNF
+            spec = chain(types, cpus, clusters, policy, **gkw)
+            desc, n_cores = _placement(cpus, c1)
+            drv: Policy = policy if c1 in cpus else driver_policy
+            n_procs = len({cl if cl is not None else f"#{i}" for i, cl in enumerate(clusters)})
+            cells.append(Cell("fig10", name, k, spec, "udp", drv, desc, n_cores,
+                              n_procs + 1, {"policy": policy}))
+    return cells
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    policy: Policy
+    yield_idle: bool
+    yield_every: int
+    max_k: int = 64
+
+
+def sched_variants(rt_ok: bool) -> list[Variant]:
+    out = [Variant("CFS+yield", "other", True, 0), Variant("CFS+yield/8", "other", True, 8)]
+    if rt_ok:
+        out += [Variant("FIFO+yield", "fifo", True, 0), Variant("FIFO+yield/8", "fifo", True, 8),
+                Variant("RR+yield", "rr", True, 0), Variant("RR+yield/8", "rr", True, 8)]
+    out.append(Variant("CFS no yield", "other", False, 0))
+    if rt_ok:
+        out.append(Variant("RR no yield", "rr", False, 0, max_k=4))  # time-sliced; short runs only
+    return out
+
+
+def sched_cell(v: Variant, k: int, s: Settings, gkw: dict[str, Any], driver_policy: Policy) -> Cell:
+    kw = {**gkw, "yield_idle": v.yield_idle, "yield_every": v.yield_every}
+    spec = chain([("MacSwapper", {})] * k, [s.core0] * k, [None] * k, v.policy, **kw)
+    desc, n_cores = _placement([s.core0] * k, s.core1)
+    return Cell("sched", v.name, k, spec, "udp", driver_policy, desc, n_cores, k + 1,
+                {"policy": v.policy, "yield_idle": v.yield_idle, "yield_every": v.yield_every})
+
+
+NF_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
+    ("MacSwapper", {}, "udp"),
+    ("IPTtlDecrementer", {}, "udp"),
+    ("CheckIPHeader", {"bad_src": ["0.0.0.0", "255.255.255.255", "10.0.255.255"]}, "udp"),
+    ("L3L4Filter", {"rules": [
+        {"action": "deny", "proto": "tcp", "dport": "23"},
+        {"action": "deny", "src": "172.16.0.0/12"},
+        {"action": "deny", "proto": "udp", "dport": "53"},
+        {"action": "allow", "proto": "tcp", "dport": "80"},
+        {"action": "allow", "src": "10.0.0.0/8", "proto": "udp", "dport": "1000-1999"},
+    ], "default": "deny"}, "udp"),
+    ("FlowLoadBalancer", {"backends": [
+        {"ip": "192.168.10.1", "mac": "02:00:00:00:10:01"},
+        {"ip": "192.168.10.2", "mac": "02:00:00:00:10:02"},
+        {"ip": "192.168.10.3", "mac": "02:00:00:00:10:03"},
+        {"ip": "192.168.10.4", "mac": "02:00:00:00:10:04"},
+    ]}, "udp"),
+    ("PacketSizeCounter", {}, "udp"),
+    ("BusyLoop", {"cycles": 100}, "udp"),
+    ("HttpClassifier", {"ports": [80, 8080]}, "http"),
+    ("ValidateUrl", {}, "http"),
+    ("CountUrl", {"urls": COUNT_URLS}, "http"),
+]
+
+
+def nf_cells(s: Settings, gkw: dict[str, Any], only: Sequence[str] | None, driver_policy: Policy) -> list[Cell]:
+    cells = []
+    for t, cfg, trace in NF_CONFIGS:
+        if only and t not in only:
+            continue
+        spec = chain([(t, cfg)], [s.core0], [None], "other", **gkw)
+        desc, n_cores = _placement([s.core0], s.core1)
+        cells.append(Cell("nfs", t, 1, spec, trace, driver_policy, desc, n_cores, 2, {"config": cfg}))
+    return cells
+
+
+def ceiling_cell(s: Settings, trace: str, driver_policy: Policy) -> Cell:
+    return Cell("ceiling", f"driver alone ({trace})", 0, None, trace, driver_policy, f"driver cpu{s.core1}", 1, 1)
+
+
+# -- running cells ---------------------------------------------------------------------------
+def run_cell(cell: Cell, traces: dict[str, Trace], s: Settings) -> None:
+    tag = f"{cell.section} {cell.name} K={cell.k}"
+    try:
+        if cell.spec is None:
+            cell.runs.append(run_ceiling(traces[cell.trace], s, cell.driver_policy))
+        else:
+            cell.runs.append(run_graph(cell.spec, traces[cell.trace], s, cell.driver_policy, tag))
+    except (LaunchError, OSError) as exc:
+        cell.error = f"{tag}: {type(exc).__name__}: {exc}"
+    last = cell.runs[-1] if cell.runs else None
+    msg = (f"{last.mpps:.2f} Mpps, {last.cycles_per_packet:.0f} cyc/pkt, full {last.full}" if last
+           else cell.error)
+    print(f"  {tag}: {msg}", file=sys.stderr, flush=True)
+    for p in last.problems if last else []:
+        print(f"!!! {p}", file=sys.stderr, flush=True)
+
+
+def run_rounds(cells: list[Cell], traces: dict[str, Trace], s: Settings, repeat: int,
+               ceilings: dict[str, Cell]) -> None:
+    """``repeat`` rounds over all cells (order rotated per round), a ceiling run per round."""
+    for r in range(repeat):
+        for c in ceilings.values():
+            run_cell(c, traces, s)
+        order = cells[r % len(cells):] + cells[: r % len(cells)] if cells else []
+        for c in order:
+            if c.error:
+                continue
+            run_cell(c, traces, s)
+
+
+def run_sched(variants: Sequence[Variant], ks: Sequence[int], traces: dict[str, Trace], s: Settings,
+              repeat: int, gkw: dict[str, Any], ceilings: dict[str, Cell], rr_noyield_seconds: float,
+              driver_policy: Policy) -> list[Cell]:
+    """Per K (ascending): every variant still alive, ``repeat`` interleaved rounds; a variant that
+    collapsed (median < COLLAPSE_MPPS) is not tried at larger K."""
+    cells: list[Cell] = []
+    dead: set[str] = set()
+    for k in ks:
+        row = [sched_cell(v, k, s, gkw, driver_policy) for v in variants if v.name not in dead and k <= v.max_k]
+        for r in range(repeat):
+            for c in ceilings.values():
+                run_cell(c, traces, s)
+            for c in row[r % len(row):] + row[: r % len(row)] if row else []:
+                if c.error:
+                    continue
+                short = c.extra["policy"] != "other" and not c.extra["yield_idle"]
+                run_cell(c, traces, s if not short else Settings(**{**asdict(s), "seconds": min(
+                    s.seconds, rr_noyield_seconds), "warmup": min(s.warmup, rr_noyield_seconds)}))
+        for c in row:
+            if c.error or not c.mpps >= COLLAPSE_MPPS:
+                dead.add(c.name)
+        cells += row
+    return cells
+
+
+# -- output ----------------------------------------------------------------------------------
+def _fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    widths = [max(len(x[i]) for x in (header, *rows)) for i in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+
+
+def _f(x: float, nd: int = 2) -> str:
+    return "-" if np.isnan(x) else f"{x:.{nd}f}"
+
+
+def _detail_rows(cells: Sequence[Cell], ceiling: float, hz: float) -> list[list[str]]:
+    rows = []
+    for c in cells:
+        if c.error and not c.runs:
+            rows.append([c.name, str(c.k), "ERROR", "", "", "", "", "", "", c.cores, c.error[:60]])
+            continue
+        cyc = c.median(lambda r: r.cycles_per_packet)
+        full = c.median(lambda r: 100.0 * r.full / max(1, r.nodes[0].rx) if r.nodes else 0.0)
+        rows.append([c.name, str(c.k), _f(c.mpps), _f(c.spread, 0), _f(c.mpps / ceiling if ceiling > 0 else
+                                                                        float("nan")),
+                     _f(c.median(lambda r: r.rx_mpps)), _f(cyc, 0), _f(cyc / hz * 1e9, 1), _f(full, 1),
+                     f"{c.n_cores}/{c.n_procs}", c.cores + ("  !!!" if c.problems else "")])
+    return rows
+
+
+DETAIL_HEADER = ("config", "K", "Mpps", "spr%", "x ceil", "rx Mpps", "cyc/pkt", "ns/pkt*", "full%", "cores/procs",
+                 "placement")
+
+
+def _idle_sleep(args: argparse.Namespace) -> str:
+    if args.idle_sleep_us is not None:
+        return str(args.idle_sleep_us)
+    f = GraphSpec.model_fields.get("idle_sleep_us")
+    return f"{f.default} (default)" if f is not None else "n/a"
+
+
+def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], facts: dict[str, Any],
+                  command: str, args: argparse.Namespace, elapsed: float) -> str:
+    hz = facts["tsc_ghz"] * 1e9
+    lines = [
+        f"# machine: {facts['cpu']}, nproc {facts['nproc']}, kernel {facts['kernel']}, python {facts['python']}, "
+        f"numba {facts['numba']}, numpy {facts['numpy']}, TSC {facts['tsc_ghz']} GHz, "
+        f"sched_rt_runtime_us {facts['sched_rt_runtime_us']}, load average at start "
+        f"{' '.join(map(str, facts['loadavg_at_start']))}",
+        f"# command: {command}",
+        f"# {args.seconds:g} s measured after {args.warmup:g} s warm-up, median of {args.repeat} interleaved "
+        f"run(s); burst {args.burst}, ring capacity {args.ring_capacity}, on_full={args.on_full}, "
+        f"idle_sleep_us={_idle_sleep(args)}, driver policy {args.driver_policy}; elapsed {elapsed:.0f} s",
+        "# Mpps = packets reaching the sink per second; x ceil = Mpps / driver-alone Mpps of the same rounds; "
+        "rx Mpps = into the first µNF; cyc/pkt = sum over the chain of runtime cycles/rx; ns/pkt* = cyc/pkt at "
+        "the TSC rate; full% = packets dropped on full rings / rx of the first µNF; cores/procs = distinct cores "
+        "/ processes, driver (source+sink) included",
+    ]
+    for name, c in ceilings.items():
+        lines.append(f"# driver ceiling ({name} trace, source+sink loop alone on cpu{args.core1}): "
+                     f"{_f(c.mpps)} Mpps (spread {_f(c.spread, 0)}%)")
+    for section, cells in sections.items():
+        ceil = ceilings["http" if section == "nfs-http" else "udp"].mpps
+        if section == "fig10":
+            lines += ["", f"## Fig. 10: K x IPTtlDecrementer, 64 B, policy {args.fig10_policy}"]
+            names = list(dict.fromkeys(c.name for c in cells))
+            ks = sorted({c.k for c in cells})
+            pivot = []
+            for k in ks:
+                row = [str(k)]
+                for n in names:
+                    m = [c for c in cells if c.k == k and c.name == n]
+                    row.append(_f(m[0].mpps) if m and m[0].runs else "-")
+                pivot.append(row)
+            lines += _fmt_table(["K", *names], pivot)
+            lines += ["", *_fmt_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
+        elif section == "sched":
+            lines += ["", "## Fig. 5: K x MacSwapper sharing one core (cpu"
+                      f"{args.core0}), driver on cpu{args.core1}, 64 B"]
+            names = list(dict.fromkeys(c.name for c in cells))
+            ks = sorted({c.k for c in cells})
+            pivot = []
+            for k in ks:
+                row = [str(k)]
+                for n in names:
+                    m = [c for c in cells if c.k == k and c.name == n]
+                    row.append(_f(m[0].mpps) if m and m[0].runs else "-")
+                pivot.append(row)
+            lines += _fmt_table(["K", *names], pivot)
+            lines.append("")
+            ceil_udp = ceilings["udp"].mpps
+            for n in names:
+                ok = [c.k for c in cells if c.name == n and c.runs and c.mpps >= LINE_RATE_MPPS]
+                near = [c.k for c in cells if c.name == n and c.runs and ceil_udp > 0 and c.mpps >= 0.9 * ceil_udp]
+                lines.append(f"# {n}: longest chain >= {LINE_RATE_MPPS} Mpps: {max(ok) if ok else 'none'}; "
+                             f">= 90% of the driver ceiling ({_f(0.9 * ceil_udp)} Mpps): "
+                             f"{max(near) if near else 'none'}")
+            lines += ["", *_fmt_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
+        else:
+            title = "64 B UDP" if section == "nfs" else "200 B HTTP GET, 20% SQL injection"
+            lines += ["", f"## each µNF alone on cpu{args.core0} ({title}), driver on cpu{args.core1}, CFS"]
+            rows = []
+            for c in cells:
+                if not c.runs:
+                    rows.append([c.name, "ERROR", "", "", "", "", "", c.error[:70]])
+                    continue
+                cyc = c.median(lambda r: r.cycles_per_packet)
+                rx = c.median(lambda r: r.rx_mpps)
+                drop = c.median(lambda r: 100.0 * r.nodes[0].dropped / max(1, r.nodes[0].rx))
+                rows.append([c.name, _f(rx), _f(1e3 / rx if rx > 0 else float("nan"), 1), _f(c.spread, 0),
+                             _f(rx / ceil if ceil > 0 else float("nan")), _f(cyc, 0), _f(cyc / hz * 1e9, 1),
+                             _f(drop, 1) + ("  !!!" if c.problems else "")])
+            lines += _fmt_table(("µNF", "Mpps", "ns/pkt", "spr%", "x ceil", "cyc/pkt", "ns/pkt*", "drop%"), rows)
+    problems = [p for cells in sections.values() for c in cells for p in c.problems]
+    problems += [p for c in ceilings.values() for p in c.problems]
+    lines.append("")
+    if problems:
+        lines.append(f"# !!! {len(problems)} problem(s):")
+        lines += [f"# !!! {p}" for p in problems]
+    else:
+        lines.append("# checks: conservation (fed == sunk + freed inside + in rings), pool accounting and "
+                     "drain OK in every run")
+    lines.append("# Mpps on a shared machine is noisy: compare ratios and cyc/pkt; spr% = (max-min)/median")
+    return "\n".join(lines)
+
+
+# -- command line ----------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="µNF chains through the micronf runtime (Fig. 5, Fig. 10, per µNF)")
+    ap.add_argument("--seconds", type=float, default=None, help="measured seconds per run (default 1.5; quick 0.3)")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds before measuring (default 0.5; quick 0.2)")
+    ap.add_argument("--repeat", type=int, default=None, help="interleaved runs per cell (default 3; quick 1)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: few cells, short runs (< 2 min, warm cache)")
+    ap.add_argument("--only", choices=["fig10", "sched", "nfs"], action="append",
+                    help="run only this section (repeatable)")
+    ap.add_argument("--fig10-k", type=_int_list, default=None, help="K values for fig10 (default 1,2,4,8)")
+    ap.add_argument("--sched-k", type=_int_list, default=None, help="K values for sched (default 1..8)")
+    ap.add_argument("--fig10-policy", choices=["other", "fifo", "rr"], default=None,
+                    help="µNF policy for fig10 (default fifo when allowed, else other)")
+    ap.add_argument("--nfs", default=None, help="comma-separated µNF types for the nfs section (default all)")
+    ap.add_argument("--driver-policy", choices=["other", "fifo"], default="other",
+                    help="policy of the driver on its own core (default other; fifo steadies the source on an "
+                    "otherwise busy machine; a driver sharing a core with µNFs takes their policy)")
+    ap.add_argument("--burst", type=int, default=64, help="µNF and driver burst (default 64, as in the paper)")
+    ap.add_argument("--ring-capacity", type=int, default=1024, help="ring capacity (default 1024)")
+    ap.add_argument("--on-full", choices=["drop", "wait"], default="drop", help="µNF egress full policy")
+    ap.add_argument("--rr-noyield-seconds", type=float, default=0.5,
+                    help="cap on warm-up and window of the RR-without-yield runs (default 0.5)")
+    ap.add_argument("--idle-sleep-us", type=int, default=None,
+                    help="GraphSpec.idle_sleep_us for every graph (default: the runtime's default)")
+    ap.add_argument("--json", action="store_true", help="print a JSON document instead of the tables")
+    args = ap.parse_args(argv)
+    q = args.quick
+    args.seconds = args.seconds if args.seconds is not None else (0.3 if q else 1.5)
+    args.warmup = args.warmup if args.warmup is not None else (0.2 if q else 0.5)
+    args.repeat = args.repeat if args.repeat is not None else (1 if q else 3)
+    args.fig10_k = args.fig10_k or ([2] if q else [1, 2, 4, 8])
+    args.sched_k = args.sched_k or ([2] if q else list(range(1, 9)))
+    if args.repeat < 1 or args.seconds <= 0 or args.warmup < 0 or not 1 <= args.burst <= 1024:
+        ap.error("need --repeat >= 1, --seconds > 0, --warmup >= 0, 1 <= --burst <= 1024")
+    if args.ring_capacity < 2 * args.burst or args.ring_capacity & (args.ring_capacity - 1):
+        ap.error("--ring-capacity must be a power of two >= 2 x burst")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([Path(sys.executable).name, *sys.argv] if argv is None else ["chain.py", *argv])
+    cpus = sorted(os.sched_getaffinity(0))
+    args.core0, args.core1 = cpus[0], cpus[-1]
+    rt_ok, rt_why = rt_allowed()
+    if not rt_ok:
+        print(f"chain.py: real-time policies skipped: {rt_why}", file=sys.stderr)
+    if args.fig10_policy is None:
+        args.fig10_policy = "fifo" if rt_ok else "other"
+    elif args.fig10_policy != "other" and not rt_ok:
+        print(f"chain.py: --fig10-policy {args.fig10_policy} not possible: {rt_why}", file=sys.stderr)
+        return 2
+    if args.driver_policy != "other" and not rt_ok:
+        print(f"chain.py: --driver-policy {args.driver_policy} not possible: {rt_why}", file=sys.stderr)
+        return 2
+    sections_wanted = args.only or ["fig10", "sched", "nfs"]
+    s = Settings(args.seconds, args.warmup, args.burst, args.ring_capacity, args.on_full, args.core0, args.core1)
+    gkw: dict[str, Any] = {"burst": args.burst}
+    if args.idle_sleep_us is not None:  # the runtime's idle back-off (GraphSpec.idle_sleep_us), if it has one
+        if "idle_sleep_us" not in GraphSpec.model_fields:
+            print("chain.py: this micronf has no idle_sleep_us setting", file=sys.stderr)
+            return 2
+        gkw["idle_sleep_us"] = args.idle_sleep_us
+    hz = tsc_hz()
+    facts = machine_facts(hz)
+    if len(cpus) < 2:
+        print("chain.py: one CPU only: driver and µNFs share it; two-core rows are meaningless", file=sys.stderr)
+    start = time.monotonic()
+    print("chain.py: building traces (scapy) ...", file=sys.stderr, flush=True)
+    traces = {"udp": udp_trace()}
+    if "nfs" in sections_wanted:
+        traces["http"] = http_trace()
+    ceilings = {t: ceiling_cell(s, t, args.driver_policy) for t in traces}
+
+    sections: dict[str, list[Cell]] = {}
+    if "fig10" in sections_wanted:
+        print(f"chain.py: fig10 (policy {args.fig10_policy}) ...", file=sys.stderr, flush=True)
+        cells = fig10_cells(args.fig10_k, args.fig10_policy, s, gkw, args.driver_policy)
+        run_rounds(cells, traces, s, args.repeat, ceilings)
+        sections["fig10"] = cells
+    if "sched" in sections_wanted:
+        print("chain.py: sched ...", file=sys.stderr, flush=True)
+        variants = sched_variants(rt_ok)
+        if args.quick:
+            variants = [v for v in variants if v.name in ("CFS+yield", "FIFO+yield", "RR+yield", "CFS no yield")]
+        sections["sched"] = run_sched(variants, args.sched_k, traces, s, args.repeat, gkw, ceilings,
+                                      args.rr_noyield_seconds, args.driver_policy)
+    if "nfs" in sections_wanted:
+        print("chain.py: nfs ...", file=sys.stderr, flush=True)
+        only = [x.strip() for x in args.nfs.split(",")] if args.nfs else (QUICK_NFS if args.quick else None)
+        cells = nf_cells(s, gkw, only, args.driver_policy)
+        run_rounds(cells, traces, s, args.repeat, ceilings)
+        sections["nfs"] = [c for c in cells if c.trace == "udp"]
+        sections["nfs-http"] = [c for c in cells if c.trace == "http"]
+    elapsed = time.monotonic() - start
+    all_cells = [c for cells in sections.values() for c in cells] + list(ceilings.values())
+    if args.json:
+        doc = {
+            "benchmark": "micronf chains (Fig. 5, Fig. 10, per µNF)",
+            "command": command,
+            "machine": facts,
+            "settings": {**asdict(s), "repeat": args.repeat, "fig10_policy": args.fig10_policy,
+                         "driver_policy": args.driver_policy, "idle_sleep_us": _idle_sleep(args),
+                         "line_rate_mpps": LINE_RATE_MPPS, "rt_policies": rt_ok},
+            "elapsed_seconds": elapsed,
+            "ceilings": {k: c.to_json() for k, c in ceilings.items()},
+            "sections": {k: [c.to_json() for c in v] for k, v in sections.items()},
+        }
+        print(json.dumps(doc, indent=2, default=float))
+    else:
+        print(format_report(sections, ceilings, facts, command, args, elapsed))
+    return 1 if any(c.problems for c in all_cells) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

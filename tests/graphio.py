@@ -37,7 +37,7 @@ def pump(g: GraphRuntime, frames: Sequence[bytes], *, burst: int = 32, timeout: 
             out[e.name] += [mem.pool.read_frame(int(h)) for h in hs]
             mem.pool.free(hs, client=g.io_client_base)
             got += len(hs)
-        done = sum(len(v) for v in out.values()) + dropped(g)
+        done = sum(len(v) for v in out.values()) + g.freed_inside()
         if fed == len(frames) and not len(pending) and done >= fed:
             break
         if not got:
@@ -45,11 +45,3 @@ def pump(g: GraphRuntime, frames: Sequence[bytes], *, burst: int = 32, timeout: 
     time.sleep(settle)
     return out
 
-
-def dropped(g: GraphRuntime) -> int:
-    """Packets freed inside the graph (drop verdicts not captured, unconnected, full, bad verdicts)."""
-    total = 0
-    for n in g.layout.nodes:
-        rt = g.node_stats(n.name).runtime
-        total += rt["dropped"] + rt["unconnected"] + rt["full"] + rt["bad_verdict"]
-    return total

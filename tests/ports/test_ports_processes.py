@@ -9,7 +9,7 @@ from scapy.packet import Raw
 
 from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec, plan
 from micronf.runtime.launch import GraphRuntime
-from tests.graphio import dropped, pump
+from tests.graphio import pump
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +45,7 @@ def test_branch_sync_no_early_release_no_loss(branches: int) -> None:
         stats = {n.name: g.node_stats(n.name) for n in layout.nodes}
         assert g.mem is not None
         in_flight = g.mem.pool.stats().in_use
-        lost_inside = dropped(g)
+        lost_inside = g.freed_inside()
     assert len(out["ok"]) == total
     assert out["missing"] == [] and stats["join"].counters["missing"] == 0
     for k in range(branches):

@@ -13,7 +13,7 @@ from scapy.layers.l2 import Ether
 from micronf.runtime.graph import chain_spec, plan
 from micronf.runtime.launch import GraphRuntime
 from micronf.runtime.stage import P_READY, ctl_line
-from tests.graphio import dropped, pump
+from tests.graphio import pump
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_full_egress_drops_are_counted_and_conservation_holds() -> None:
         out = pump(g, [bytes(Ether() / IP() / UDP(sport=i)) for i in range(total)], timeout=300)
         head = g.node_stats("MacSwapper")
         full = sum(g.node_stats(n.name).runtime["full"] for n in layout.nodes)
-        inside = dropped(g)
+        inside = g.freed_inside()
         assert g.mem is not None
         in_flight = g.mem.pool.stats().in_use
     assert head.runtime["full"] > 0  # the ring to BusyLoop overflowed ...

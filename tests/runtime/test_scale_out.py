@@ -9,7 +9,7 @@ from scapy.layers.l2 import Ether
 from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP
 from micronf.runtime.graph import chain_spec, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
-from tests.graphio import dropped, pump
+from tests.graphio import pump
 
 
 def _frames(n: int) -> list[bytes]:
@@ -34,7 +34,7 @@ def test_live_pp_to_lb_swap_loses_nothing(by_flow: bool) -> None:
         kinds = [e.kind for e in head.egress]
         first, second = g.node_stats("BusyLoop"), g.node_stats("BusyLoop@1")
         tail = g.node_stats("MacSwapper1")
-        inside = dropped(g)
+        inside = g.freed_inside()
         assert g.mem is not None
         in_flight = g.mem.pool.stats().in_use
     assert kinds[0] == (EG_LB_FLOW if by_flow else EG_LB_RR)

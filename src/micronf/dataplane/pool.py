@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.dataplane.ring import RingTable, next_pow2, ring_count, ring_dequeue, ring_enqueue, ring_init
-from micronf.dataplane.segment import Segment, SegmentError
+from micronf.dataplane.ring import RingTable, next_pow2, ring_count, ring_dequeue, ring_enqueue
+from micronf.dataplane.segment import Memory, PrivateMemory, SegmentError
 
 DEFAULT_SLOT_SIZE = 2048
 META_SIZE = 64
@@ -193,7 +193,7 @@ class PacketPool:
 
     @classmethod
     def format(
-        cls, seg: Segment, prefix: str, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 8
+        cls, seg: Memory, prefix: str, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 8
     ) -> PacketPool:
         """Initialise a pool in a freshly created segment: every slot free, every ring empty."""
         ctrl = seg.view(f"{prefix}.ctrl", np.int64)
@@ -209,7 +209,7 @@ class PacketPool:
         return cls.attach(seg, prefix)
 
     @classmethod
-    def attach(cls, seg: Segment, prefix: str) -> PacketPool:
+    def attach(cls, seg: Memory, prefix: str) -> PacketPool:
         """Open the pool of an existing segment."""
         ctrl = seg.view(f"{prefix}.ctrl", np.int64)
         if int(ctrl[C_MAGIC]) != _MAGIC_VALUE:
@@ -233,30 +233,8 @@ class PacketPool:
     def local(cls, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 1) -> PacketPool:
         """A pool in this process's private memory (unit tests, run-to-completion runs): same layout
         and kernels as a shared one, no segment."""
-        sizes = cls.regions("pool", n_slots, slot_size, n_clients)
-        seg_like = {name: np.zeros(size, dtype=np.uint8) for name, size in sizes.items()}
-        ctrl = seg_like["pool.ctrl"].view(np.int64)
-        ctrl[C_NSLOTS], ctrl[C_SLOT_SIZE], ctrl[C_NCLIENTS] = n_slots, slot_size, n_clients
-        ret_cap = next_pow2(n_slots)
-        ret_ctrl = seg_like["pool.ret.ctrl"].view(np.int64).reshape(n_clients, -1)
-        for r in range(n_clients):
-            ring_init(ret_ctrl[r], ret_cap)
-        free = seg_like["pool.free"].view(np.uint32)
-        free[:] = np.arange(n_slots - 1, -1, -1, dtype=np.uint32)
-        ctrl[C_FREE_TOP] = n_slots
-        ctrl[C_MAGIC] = _MAGIC_VALUE
-        slots = seg_like["pool.slots"].reshape(n_slots, slot_size)
-        return cls(
-            PoolArrays(
-                data=slots,
-                words=slots.view(np.uint32),
-                qwords=slots.view(np.int64),
-                ctrl=ctrl,
-                free=free,
-                ret_ctrl=ret_ctrl,
-                ret_slots=seg_like["pool.ret.slots"].view(np.uint32).reshape(n_clients, ret_cap),
-            )
-        )
+        memory = PrivateMemory(cls.regions("pool", n_slots, slot_size, n_clients))
+        return cls.format(memory, "pool", n_slots, slot_size, n_clients)
 
     # -- control-plane helpers (tests, tools); the data path calls the kernels above --------
     def alloc(self, n: int) -> Handles:

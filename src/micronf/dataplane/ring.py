@@ -29,7 +29,7 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.dataplane.atomics import load_acquire, store_release
-from micronf.dataplane.segment import Segment, SegmentError
+from micronf.dataplane.segment import Memory, SegmentError
 
 CTRL_WORDS = 48
 CAP = 0
@@ -170,7 +170,7 @@ class RingTable:
         return {f"{prefix}.ctrl": n * CTRL_WORDS * 8, f"{prefix}.slots": n * capacity * 4}
 
     @classmethod
-    def format(cls, seg: Segment, prefix: str, n: int, capacity: int) -> RingTable:
+    def format(cls, seg: Memory, prefix: str, n: int, capacity: int) -> RingTable:
         """Initialise ``n`` empty rings in a freshly created segment."""
         table = cls._views(seg, prefix, n, capacity)
         for i in range(n):
@@ -178,7 +178,7 @@ class RingTable:
         return table
 
     @classmethod
-    def attach(cls, seg: Segment, prefix: str) -> RingTable:
+    def attach(cls, seg: Memory, prefix: str) -> RingTable:
         """Open the ring table of an existing segment (capacity is read from the control block)."""
         ctrl_bytes = seg.region(f"{prefix}.ctrl").size
         n = ctrl_bytes // (CTRL_WORDS * 8)
@@ -188,7 +188,7 @@ class RingTable:
         return cls._views(seg, prefix, n, capacity)
 
     @staticmethod
-    def _views(seg: Segment, prefix: str, n: int, capacity: int) -> RingTable:
+    def _views(seg: Memory, prefix: str, n: int, capacity: int) -> RingTable:
         ctrl = seg.view(f"{prefix}.ctrl", np.int64, (n, CTRL_WORDS))
         slots = seg.view(f"{prefix}.slots", np.uint32)[: n * capacity].reshape(n, capacity)
         return RingTable(ctrl, slots)

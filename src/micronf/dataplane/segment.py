@@ -279,6 +279,33 @@ class Segment:
         return arr.reshape(shape) if shape is not None else arr
 
 
+class PrivateMemory:
+    """Named regions in this process's private memory, with a :class:`Segment`'s ``region``/``view``
+    API: pools and rings formatted here behave exactly like shared ones (unit tests, in-process
+    runs) without touching ``/dev/shm``."""
+
+    def __init__(self, regions: Mapping[str, int], name: str = "private") -> None:
+        self.name = name
+        placed, total = _layout(regions)
+        self.regions = placed
+        self._buffer = np.zeros(total, dtype=np.uint8)
+
+    def region(self, name: str) -> Region:
+        try:
+            return self.regions[name]
+        except KeyError:
+            raise SegmentError(f"private memory has no region {name!r}") from None
+
+    def view(self, name: str, dtype: npt.DTypeLike = np.uint8, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        region = self.region(name)
+        itemsize = np.dtype(dtype).itemsize
+        arr = self._buffer[region.offset : region.offset + region.size // itemsize * itemsize].view(dtype)
+        return arr.reshape(shape) if shape is not None else arr
+
+
+Memory = Segment | PrivateMemory
+
+
 def _read_directory(path: Path, header: bytes) -> dict[str, Region]:
     magic, version, hsize, _pid, _start, _created, _total, dlen = _HEADER.unpack_from(header)
     if magic != MAGIC:

@@ -6,18 +6,14 @@ class works on it unchanged, so port logic is tested without processes or shared
 
 from __future__ import annotations
 
-import numpy as np
-
-from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_init
+from micronf.dataplane.ring import RingTable
+from micronf.dataplane.segment import PrivateMemory
 from micronf.ports.pp import PPEgress, PPIngress
 
 
 def memory_rings(n: int, capacity: int = 1024) -> RingTable:
     """``n`` empty rings of ``capacity`` in private memory."""
-    table = RingTable(np.zeros((n, CTRL_WORDS), dtype=np.int64), np.zeros((n, capacity), dtype=np.uint32))
-    for i in range(n):
-        ring_init(table.ctrl[i], capacity)
-    return table
+    return RingTable.format(PrivateMemory(RingTable.regions("rings", n, capacity)), "rings", n, capacity)
 
 
 def memory_link(capacity: int = 1024) -> tuple[PPEgress, PPIngress]:

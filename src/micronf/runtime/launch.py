@@ -308,6 +308,15 @@ class GraphRuntime:
             counters={c: int(nc[i]) for i, c in enumerate(node.counters)},
         )
 
+    def freed_inside(self) -> int:
+        """Packets whose buffer a µNF returned to the pool instead of passing on: drop verdicts not
+        captured, unconnected labels, full egresses, bad verdicts (the graph's counted losses)."""
+        total = 0
+        for node in self.layout.nodes:
+            rt = self.node_stats(node.name).runtime
+            total += rt["dropped"] + rt["unconnected"] + rt["full"] + rt["bad_verdict"]
+        return total
+
     def ring_occupancy(self) -> np.ndarray:
         """Handles waiting in each ring right now."""
         mem = self._memory()

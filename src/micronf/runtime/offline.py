@@ -125,7 +125,7 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
                     pool_free_owner(p, held[e], n)
                     counts[e] += n
                     n_held[e] = 0
-            freed = _freed_inside(g)
+            freed = g.freed_inside()
             done = sum(counts) + freed
             now = time.monotonic()
             if moved:
@@ -144,10 +144,3 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
     return OfflineResult(fed=total, per_exit={e.name: c for e, c in zip(exits, counts, strict=True)},
                          freed_inside=freed, seconds=seconds, files=files)
 
-
-def _freed_inside(g: GraphRuntime) -> int:
-    total = 0
-    for n in g.layout.nodes:
-        rt = g.node_stats(n.name).runtime
-        total += rt["dropped"] + rt["unconnected"] + rt["full"] + rt["bad_verdict"]
-    return total

@@ -3,7 +3,7 @@
 The expected output of every exit is computed with scapy from the input, independently of the
 µNFs: bad checksums leave at CheckIPHeader, TTL <= 1 at IPTtlDecrementer.expired, the rest come
 out with TTL - 1, a recomputed checksum and swapped MACs. Also run fused in one process
-(run-to-completion): same kernels, same bytes.
+(run-to-completion) with pipelined prefetch (kernels called on sub-batches of 8): same bytes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def _expected(pkts: list[Ether]) -> dict[str, list[bytes]]:
 def test_chain_over_pcap_byte_for_byte(tmp_path: Path, fused: bool) -> None:
     pkts = _traffic(4000)
     wrpcap(str(tmp_path / "in.pcap"), pkts)
-    layout = plan(chain_spec(CHAIN, cluster="all" if fused else None), capture_drops=True, on_full="wait")
+    spec = chain_spec(CHAIN, cluster="all" if fused else None, prefetch=8 if fused else 0)
+    layout = plan(spec, capture_drops=True, on_full="wait")
     assert len(layout.processes) == (1 if fused else 3)
     res = run_offline(layout, read_pcap(tmp_path / "in.pcap"), tmp_path / "out", loops=1)
     expected = _expected(pkts)

@@ -9,7 +9,7 @@ like any other file. The module text includes a digest of each kernel's source f
 µNF outside the micronf package also invalidates its cached loop.
 
 The generated loop, per iteration: stop check (acquire load); for each ingress of the first µNF:
-rx burst → prefetch → kernel → :func:`route_batch`; packets routed to the next fused µNF run its
+rx burst → kernel (with pipelined prefetch if asked) → :func:`route_batch`; packets routed to the next fused µNF run its
 kernel at once (run-to-completion inside the cluster); yield when every ingress was empty
 (paper §VI-E), and after ``yield_every`` busy batches if asked. After ``idle_polls`` empty polls in
 a row the loop sleeps ``idle_sleep_us`` per poll instead of spinning (0 disables): an idle graph
@@ -38,12 +38,21 @@ from numba import njit
 from micronf.dataplane.atomics import cycles, load_acquire, sched_yield, usleep
 from micronf.ports.dispatch import ingress_rx
 from micronf.runtime.loop import (
-    RC_BATCHES, RC_CYCLES, RC_IDLE, RC_IDLE_RUN, RC_RX, RC_YIELDS, prefetch_batch, route_batch,
+    RC_BATCHES, RC_CYCLES, RC_IDLE, RC_IDLE_RUN, RC_RX, RC_YIELDS, prefetch_range, route_batch,
 )
 '''
 
 _STAGE = '''{pad}t = cycles()
-{pad}_K{j}(p, s{j}.handles, n{j}, s{j}.verdicts, s{j}.state, s{j}.nfc)
+{pad}if prefetch_n > 0 and prefetch_n < n{j}:  # pipelined prefetch (§V-A): fetch k ahead of the kernel
+{pad}    prefetch_range(p, s{j}.handles, 0, prefetch_n)
+{pad}    b = 0
+{pad}    while b < n{j}:
+{pad}        m = min(prefetch_n, n{j} - b)
+{pad}        prefetch_range(p, s{j}.handles, b + m, min(b + m + prefetch_n, n{j}))
+{pad}        _K{j}(p, s{j}.handles[b:], m, s{j}.verdicts[b:], s{j}.state, s{j}.nfc)
+{pad}        b += m
+{pad}else:
+{pad}    _K{j}(p, s{j}.handles, n{j}, s{j}.verdicts, s{j}.state, s{j}.nfc)
 {pad}n{k} = route_batch(p, rctrl, rslots, s{j}, n{j}, {ingress}, {local_out}, client, ctl, stop_word)
 {pad}s{j}.rc[RC_RX] += n{j}
 {pad}s{j}.rc[RC_BATCHES] += 1
@@ -83,7 +92,6 @@ def loop_source(classes: Sequence[type[MicroNF]]) -> str:
         "            if n0 == 0:",
         "                continue",
         "            got += n0",
-        "            prefetch_batch(p, s0.handles, n0, prefetch_n)",
     ]
     pad = " " * 12
     for j in range(m):

@@ -7,7 +7,9 @@ kernel as a compile-time constant (numba caches it then); everything generic liv
   mapping table (§IV-C3), applies each egress's full policy, returns dropped buffers to the pool
   and counts everything, so that at every return to Python
   ``rx == tx + dropped + unconnected + full + bad_verdict`` holds for the stage.
-- :func:`prefetch_batch` is the §V-A cache prefetch of the first packets of a batch.
+- :func:`prefetch_range` is the §V-A cache prefetch; the generated loop pipelines it: with
+  ``prefetch = k`` it prefetches the first k frames, then runs the kernel on k packets at a time
+  while the next k are being fetched.
 
 Runtime counters (int64, in shared memory, one block per µNF, written only by its process) are
 laid out by the ``RC_*`` constants.
@@ -70,9 +72,9 @@ class StageArrays(NamedTuple):
 
 
 @njit(cache=True, nogil=True)
-def prefetch_batch(p: PoolArrays, handles: Handles, n: int, k: int) -> None:
-    """Prefetch the first cache line of the first ``k`` frames of the batch (§V-A)."""
-    for i in range(min(k, n)):
+def prefetch_range(p: PoolArrays, handles: Handles, begin: int, end: int) -> None:
+    """Prefetch the first cache line of frames ``handles[begin:end]`` (§V-A)."""
+    for i in range(begin, end):
         prefetch(p.data[handles[i]], DATA_OFF)
 
 

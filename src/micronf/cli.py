@@ -148,16 +148,23 @@ def chain(
         except GraphStalledError as exc:
             console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from exc
+    main_outputs = {e.name for e in layout.exits if not e.is_drop and "." not in e.name}
     table = Table("exit", "packets", "file")
+    empty = 0
     for name_, count in res.per_exit.items():
-        table.add_row(name_, f"{count:,}", str(res.files[name_]))
+        if count or name_ in main_outputs:
+            table.add_row(name_, f"{count:,}", str(res.files[name_]))
+        else:
+            empty += 1
     if res.freed_inside:
         table.add_row("(freed inside the graph)", f"{res.freed_inside:,}", "-")
     console.print(table)
+    if empty:
+        console.print(f"[dim]{empty} other exits received nothing (their empty pcaps are in {out})[/]")
     rate = res.fed / res.seconds / 1e6 if res.seconds > 0 else 0.0
     verdict = "[green]ok[/]" if res.balanced else "[red]VIOLATED[/]"
     console.print(f"{res.fed:,} in, {res.written:,} written, {res.freed_inside:,} freed inside: conservation {verdict}"
-                  f" ({res.seconds:.2f} s, {rate:.2f} Mpps including start-up of the pipeline)")
+                  f" ({rate:.2f} Mpps over {res.seconds:.2f} s, processes already running)")
     if not res.balanced:
         raise typer.Exit(1)
 

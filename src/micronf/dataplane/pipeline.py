@@ -35,7 +35,7 @@ from numba import njit
 
 from micronf.dataplane.atomics import load_acquire, sched_yield, store_release
 from micronf.dataplane.pool import DATA_OFF, PacketPool, PoolArrays, pool_alloc, pool_free
-from micronf.dataplane.ring import RingTable, ring_dequeue, ring_enqueue, ring_init
+from micronf.dataplane.ring import RingTable, ring_dequeue, ring_enqueue_at, ring_init
 from micronf.dataplane.segment import Segment
 
 MARK_OFF = DATA_OFF + 22  # the IPv4 TTL byte of an untagged frame: one cache line per packet
@@ -50,17 +50,17 @@ S_ERRORS = 2  # sink: packets whose marker was wrong
 POLICIES = {"other": os.SCHED_OTHER, "fifo": os.SCHED_FIFO, "rr": os.SCHED_RR}
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _push(ctrl: npt.NDArray[np.int64], slots: npt.NDArray[np.uint32], buf: npt.NDArray[np.uint32],
           n: int, ctl: npt.NDArray[np.int64], yield_idle: bool) -> bool:
     """Enqueue ``buf[0:n]`` completely (back-pressure), yielding while full; False if stopped."""
-    sent = ring_enqueue(ctrl, slots, buf, n)
+    sent = ring_enqueue_at(ctrl, slots, buf, 0, n)
     while sent < n:
         if load_acquire(ctl, W_STOP):
             return False
         if yield_idle:
             sched_yield()
-        sent += ring_enqueue(ctrl, slots, buf[sent:], n - sent)
+        sent += ring_enqueue_at(ctrl, slots, buf, sent, n - sent)
     return True
 
 

@@ -77,7 +77,7 @@ class PoolArrays(NamedTuple):
 Handles = npt.NDArray[np.uint32]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _reclaim(p: PoolArrays, top: int) -> int:
     """Owner: move everything waiting in the return rings onto the free stack; returns the new top."""
     n_slots = p.free.shape[0]
@@ -88,7 +88,7 @@ def _reclaim(p: PoolArrays, top: int) -> int:
     return top
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def pool_alloc(p: PoolArrays, out: Handles, n: int) -> int:
     """Owner: allocate up to ``n`` handles into ``out``; returns how many (short = exhaustion, counted).
 
@@ -117,7 +117,7 @@ def pool_alloc(p: PoolArrays, out: Handles, n: int) -> int:
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def pool_free_owner(p: PoolArrays, handles: Handles, n: int) -> int:
     """Owner: push ``n`` handles back on the free stack. More than fit means a double free: counted."""
     top = p.ctrl[C_FREE_TOP]
@@ -131,7 +131,7 @@ def pool_free_owner(p: PoolArrays, handles: Handles, n: int) -> int:
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def pool_free(p: PoolArrays, client: int, handles: Handles, n: int) -> int:
     """Any process: return ``n`` handles through return ring ``client`` (never blocks, never fails
     unless a handle is freed twice)."""

@@ -11,6 +11,10 @@ Layout of one ring (shared with the C reference in ``bench/ring_ref.c``; keep th
   Lines are 128 bytes apart so the adjacent-line prefetcher cannot make them share traffic.
 - ``capacity`` uint32 slots (capacity a power of two).
 
+The burst kernels are inlined into their callers (numba IR inlining): a call with array arguments
+would otherwise pay locked reference-count updates per burst (measured: the numba pipeline went
+from ~0.7x to ~0.9x the C reference at burst 32 once inlined).
+
 Head and tail are free-running int64 counters (no wrap in practice: 2**63 packets). The
 producer fills slots then publishes ``HEAD`` with a release store; the consumer observes it with
 an acquire load, reads the slots, then publishes ``TAIL`` with a release store, which the
@@ -44,9 +48,13 @@ Slots = npt.NDArray[np.uint32]
 Handles = npt.NDArray[np.uint32]
 
 
-@njit(cache=True, nogil=True)
-def ring_enqueue(ctrl: Ctrl, slots: Slots, src: Handles, n: int) -> int:
-    """Producer: append up to ``n`` handles from ``src``; returns how many fit (0..n)."""
+@njit(cache=True, nogil=True, inline="always")
+def ring_enqueue_at(ctrl: Ctrl, slots: Slots, src: Handles, start: int, n: int) -> int:
+    """Producer: append up to ``n`` handles from ``src[start:start+n]``; returns how many fit (0..n).
+
+    Taking an offset instead of a slice matters on retries: a slice is a new array object whose
+    reference counting costs locked instructions, per burst, in the hot loop.
+    """
     head = ctrl[HEAD]
     cap = ctrl[CAP]
     free = cap - (head - ctrl[HEAD_SEEN_TAIL])
@@ -54,17 +62,23 @@ def ring_enqueue(ctrl: Ctrl, slots: Slots, src: Handles, n: int) -> int:
         tail = load_acquire(ctrl, TAIL)
         ctrl[HEAD_SEEN_TAIL] = tail
         free = cap - (head - tail)
-    k: int = min(n, free)
-    if k <= 0:
-        return 0
+    k: int = max(min(n, free), 0)
     mask = ctrl[MASK]
     for i in range(k):
-        slots[(head + i) & mask] = src[i]
-    store_release(ctrl, HEAD, head + k)
+        slots[(head + i) & mask] = src[start + i]
+    if k > 0:
+        store_release(ctrl, HEAD, head + k)
     return k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
+def ring_enqueue(ctrl: Ctrl, slots: Slots, src: Handles, n: int) -> int:
+    """Producer: append up to ``n`` handles from ``src``; returns how many fit (0..n)."""
+    sent: int = ring_enqueue_at(ctrl, slots, src, 0, n)
+    return sent
+
+
+@njit(cache=True, nogil=True, inline="always")
 def ring_dequeue(ctrl: Ctrl, slots: Slots, dst: Handles, max_n: int) -> int:
     """Consumer: take up to ``max_n`` handles into ``dst[0:k]``; returns ``k`` (0 when empty)."""
     tail = ctrl[TAIL]

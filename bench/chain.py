@@ -66,6 +66,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from _machine import RT_RUNTIME, cpu_model, rt_runtime_us
 from micronf.dataplane.atomics import cycles, sched_yield
 from micronf.dataplane.pool import PacketPool, PoolArrays, pool_alloc, pool_free_owner
 from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_dequeue, ring_enqueue, ring_init
@@ -77,7 +78,6 @@ from micronf.runtime.nf import nf_class
 
 QUICK_NFS = ["MacSwapper", "L3L4Filter", "FlowLoadBalancer", "ValidateUrl"]  # --quick: one per code path
 LINE_RATE_MPPS = 14.88  # 10 GbE, 64-byte frames
-RT_RUNTIME = Path("/proc/sys/kernel/sched_rt_runtime_us")
 DRIVE_ITERS = 2048  # driver iterations per call into compiled code (a few ms)
 DRAIN_SECONDS = 3.0  # at most this long to drain a graph after the measurement window
 DRIVER_YIELD_EVERY = 1  # busy driver rounds between yields when the driver shares its core with µNFs
@@ -227,26 +227,9 @@ def http_trace(n: int = 1000, size: int = 200, sqli_fraction: float = 0.2) -> Tr
 
 
 # -- machine ---------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def _rt_runtime_us() -> int | None:
-    try:
-        return int(RT_RUNTIME.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def rt_allowed() -> tuple[bool, str]:
     """Can this process use SCHED_FIFO/RR safely (throttling on) and at all (privileges)?"""
-    rt = _rt_runtime_us()
+    rt = rt_runtime_us()
     if rt is None or rt < 0:
         return False, f"RT throttling is off ({RT_RUNTIME} = {rt})"
     try:
@@ -260,7 +243,7 @@ def rt_allowed() -> tuple[bool, str]:
 def machine_facts(hz: float) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "nproc": len(cpus),
         "cpus": cpus,
         "kernel": platform.release(),
@@ -268,7 +251,7 @@ def machine_facts(hz: float) -> dict[str, Any]:
         "numba": str(numba.__version__),
         "numpy": np.__version__,
         "tsc_ghz": round(hz / 1e9, 3),
-        "sched_rt_runtime_us": _rt_runtime_us(),
+        "sched_rt_runtime_us": rt_runtime_us(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 

@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from _machine import cpu_model
+
 BENCH_DIR = Path(__file__).resolve().parent
 SRC_DIR = BENCH_DIR.parent / "src"
 PACKET_LEN = 200
@@ -243,16 +245,6 @@ def _ensure_micronf_importable() -> None:
         sys.path.insert(0, str(SRC_DIR))
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 def _version(module: str) -> str:
     try:
         return str(importlib.import_module(module).__version__)
@@ -262,7 +254,7 @@ def _version(module: str) -> str:
 
 def machine_facts() -> dict[str, Any]:
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "nproc": len(os.sched_getaffinity(0)),
         "loadavg_1min": round(os.getloadavg()[0], 2),
         "kernel": platform.release(),

@@ -53,12 +53,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _machine import RT_RUNTIME, cpu_model, rt_runtime_us
+
 BENCH_DIR = Path(__file__).resolve().parent
 C_SOURCE = BENCH_DIR / "ring_ref.c"
 SRC_DIR = BENCH_DIR.parent / "src"
 TARGET_BURST = 64
 TARGET_RATIO = 0.8
-RT_RUNTIME = Path("/proc/sys/kernel/sched_rt_runtime_us")
 
 
 def _ensure_micronf_importable() -> None:
@@ -167,30 +168,13 @@ def _first_line(cmd: Sequence[str]) -> str:
     return out.splitlines()[0].strip() if out else "?"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def _rt_runtime_us() -> int | None:
-    try:
-        return int(RT_RUNTIME.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def machine_facts(cc: str) -> dict[str, Any]:
     """CPU, kernel and tool versions for the report header."""
     import numba
     import numpy
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "nproc": len(os.sched_getaffinity(0)),
         "cpus": sorted(os.sched_getaffinity(0)),
         "kernel": platform.release(),
@@ -198,7 +182,7 @@ def machine_facts(cc: str) -> dict[str, Any]:
         "numba": str(numba.__version__),
         "numpy": numpy.__version__,
         "cc": _first_line([cc, "--version"]),
-        "sched_rt_runtime_us": _rt_runtime_us(),
+        "sched_rt_runtime_us": rt_runtime_us(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -360,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ring.py: no C compiler {args.cc!r} on PATH (install gcc or pass --cc)", file=sys.stderr)
         return 2
     if any(p != "other" for p in args.policies):
-        rt = _rt_runtime_us()
+        rt = rt_runtime_us()
         if rt is None or rt < 0:
             print(f"ring.py: refusing real-time policies: RT throttling is off ({RT_RUNTIME} = {rt})",
                   file=sys.stderr)

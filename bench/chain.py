@@ -66,7 +66,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from _machine import RT_RUNTIME, cpu_model, rt_runtime_us
+from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us
 from micronf.dataplane.atomics import cycles, sched_yield
 from micronf.dataplane.pool import PacketPool, PoolArrays, pool_alloc, pool_free_owner
 from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_dequeue, ring_enqueue, ring_init
@@ -723,33 +723,15 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
         ceil = ceilings["http" if section == "nfs-http" else "udp"].mpps
         if section == "fig10":
             lines += ["", f"## Fig. 10: K x IPTtlDecrementer, 64 B, policy {args.fig10_policy}"]
-            names = list(dict.fromkeys(c.name for c in cells))
-            ks = sorted({c.k for c in cells})
-            pivot = []
-            for k in ks:
-                row = [str(k)]
-                for n in names:
-                    m = [c for c in cells if c.k == k and c.name == n]
-                    row.append(_f(m[0].mpps) if m and m[0].runs else "-")
-                pivot.append(row)
-            lines += _fmt_table(["K", *names], pivot)
+            lines += _pivot_table(cells)
             lines += ["", *_fmt_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
         elif section == "sched":
             lines += ["", "## Fig. 5: K x MacSwapper sharing one core (cpu"
                       f"{args.core0}), driver on cpu{args.core1}, 64 B"]
-            names = list(dict.fromkeys(c.name for c in cells))
-            ks = sorted({c.k for c in cells})
-            pivot = []
-            for k in ks:
-                row = [str(k)]
-                for n in names:
-                    m = [c for c in cells if c.k == k and c.name == n]
-                    row.append(_f(m[0].mpps) if m and m[0].runs else "-")
-                pivot.append(row)
-            lines += _fmt_table(["K", *names], pivot)
+            lines += _pivot_table(cells)
             lines.append("")
             ceil_udp = ceilings["udp"].mpps
-            for n in names:
+            for n in dict.fromkeys(c.name for c in cells):
                 ok = [c.k for c in cells if c.name == n and c.runs and c.mpps >= LINE_RATE_MPPS]
                 near = [c.k for c in cells if c.name == n and c.runs and ceil_udp > 0 and c.mpps >= 0.9 * ceil_udp]
                 lines.append(f"# {n}: longest chain >= {LINE_RATE_MPPS} Mpps: {max(ok) if ok else 'none'}; "
@@ -784,17 +766,20 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
     return "\n".join(lines)
 
 
+
+def _pivot_table(cells: Sequence[Cell]) -> list[str]:
+    """Mpps with one row per K and one column per configuration."""
+    names = list(dict.fromkeys(c.name for c in cells))
+    pivot = []
+    for k in sorted({c.k for c in cells}):
+        row = [str(k)]
+        for n in names:
+            m = [c for c in cells if c.k == k and c.name == n]
+            row.append(_f(m[0].mpps) if m and m[0].runs else "-")
+        pivot.append(row)
+    return _fmt_table(["K", *names], pivot)
+
 # -- command line ----------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="µNF chains through the micronf runtime (Fig. 5, Fig. 10, per µNF)")
     ap.add_argument("--seconds", type=float, default=None, help="measured seconds per run (default 1.5; quick 0.3)")
@@ -803,8 +788,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="smoke run: few cells, short runs (< 2 min, warm cache)")
     ap.add_argument("--only", choices=["fig10", "sched", "nfs"], action="append",
                     help="run only this section (repeatable)")
-    ap.add_argument("--fig10-k", type=_int_list, default=None, help="K values for fig10 (default 1,2,4,8)")
-    ap.add_argument("--sched-k", type=_int_list, default=None, help="K values for sched (default 1..8)")
+    ap.add_argument("--fig10-k", type=int_list, default=None, help="K values for fig10 (default 1,2,4,8)")
+    ap.add_argument("--sched-k", type=int_list, default=None, help="K values for sched (default 1..8)")
     ap.add_argument("--fig10-policy", choices=["other", "fifo", "rr"], default=None,
                     help="µNF policy for fig10 (default fifo when allowed, else other)")
     ap.add_argument("--nfs", default=None, help="comma-separated µNF types for the nfs section (default all)")

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from _machine import cpu_model
+from _common import cpu_model
 
 BENCH_DIR = Path(__file__).resolve().parent
 SRC_DIR = BENCH_DIR.parent / "src"

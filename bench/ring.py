@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _machine import RT_RUNTIME, cpu_model, rt_runtime_us
+from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us
 
 BENCH_DIR = Path(__file__).resolve().parent
 C_SOURCE = BENCH_DIR / "ring_ref.c"
@@ -301,16 +301,6 @@ def format_table(rows: Sequence[Row], facts: dict[str, Any], command: str, elaps
 
 
 # -- command line ----------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def _policy_list(text: str) -> list[str]:
     values = [x.strip() for x in text.split(",") if x.strip()]
     bad = [v for v in values if v not in ("other", "fifo", "rr")]
@@ -324,8 +314,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=1.5, help="measured seconds per run (default 1.5)")
     ap.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved runs per side (default 3)")
-    ap.add_argument("--stages", type=_int_list, default=[1, 2, 3, 4], help="K values (default 1,2,3,4)")
-    ap.add_argument("--bursts", type=_int_list, default=[32, 64, 256], help="bursts (default 32,64,256)")
+    ap.add_argument("--stages", type=int_list, default=[1, 2, 3, 4], help="K values (default 1,2,3,4)")
+    ap.add_argument("--bursts", type=int_list, default=[32, 64, 256], help="bursts (default 32,64,256)")
     ap.add_argument("--policies", type=_policy_list, default=["other", "fifo"],
                     help="scheduling policies (default other,fifo)")
     ap.add_argument("--cc", default="cc", help="C compiler (default cc)")

@@ -1,7 +1,8 @@
-"""Machine facts shared by the benchmarks' report headers."""
+"""What the benchmarks share: machine facts for their report headers, argument parsing helpers."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 from pathlib import Path
 
@@ -25,3 +26,14 @@ def rt_runtime_us() -> int | None:
         return int(RT_RUNTIME.read_text())
     except (OSError, ValueError):
         return None
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers ("1,2,4")."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values

@@ -1,0 +1,262 @@
+"""The agent's southbound API data: what a deployment asks for and what the agent reports.
+
+These pydantic models are the contract between the orchestrator (or an operator with curl) and
+an agent: the HTTP server validates requests with them and serializes replies from them, the
+Prometheus collector reads the same stats, and the Python :class:`~micronf.agent.core.Agent`
+takes and returns them directly. Requests are strict (``extra="forbid"``): a misspelt field is a
+422 naming it, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from micronf.runtime.graph import GraphSpec, Policy
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# -- requests -----------------------------------------------------------------------------------
+class FlowRule(_Strict):
+    """A 5-tuple classification rule of the Rx service; omitted fields are wildcards.
+
+    A rule whose fields are all given with host prefixes and single ports is an *exact* rule
+    (looked up by hash); any other is a *wildcard* rule (checked in order). Rules decide which
+    packets from the Rx backend enter this graph: ``accept`` sends them to the entry µNF,
+    ``drop`` counts them as ``rx_rule_drop``. A packet no rule matches is counted as ``unmatched``
+    (with no rules at all, every packet is accepted).
+    """
+
+    src: str | None = Field(None, description="source IPv4 prefix, e.g. 10.0.0.0/8 or 10.0.0.1")
+    dst: str | None = Field(None, description="destination IPv4 prefix")
+    proto: Literal["tcp", "udp", "icmp"] | int | None = Field(None, description="IP protocol (name or number)")
+    sport: int | tuple[int, int] | None = Field(None, description="source port or inclusive range [lo, hi]")
+    dport: int | tuple[int, int] | None = Field(None, description="destination port or inclusive range [lo, hi]")
+    action: Literal["accept", "drop"] = "accept"
+
+    @field_validator("src", "dst")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            net = ipaddress.IPv4Network(v, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"not an IPv4 address or prefix: {v!r} ({exc})") from None
+        return str(net)
+
+    @field_validator("proto")
+    @classmethod
+    def _proto(cls, v: str | int | None) -> str | int | None:
+        if isinstance(v, int) and not 0 <= v <= 255:
+            raise ValueError(f"IP protocol must be 0..255, got {v}")
+        return v
+
+    @field_validator("sport", "dport")
+    @classmethod
+    def _port(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        if v is None:
+            return v
+        lo, hi = (v, v) if isinstance(v, int) else v
+        if not 0 <= lo <= hi <= 65535:
+            raise ValueError(f"port range must satisfy 0 <= lo <= hi <= 65535, got {v}")
+        return v
+
+
+class OutputSpec(_Strict):
+    """Where the Tx service sends one exit of the graph."""
+
+    backend: dict[str, object] = Field(description='a Tx backend spec, e.g. {"kind": "afpacket", "iface": "veth1"}, '
+                                       '{"kind": "pcap", "path": "/tmp/out.pcap"} or {"kind": "null"}')
+    next_hop_mac: str | None = Field(None, description="rewrite the destination MAC to this (None: leave it)")
+
+    @field_validator("next_hop_mac")
+    @classmethod
+    def _mac(cls, v: str | None) -> str | None:
+        if v is not None and not _MAC.match(v):
+            raise ValueError(f"not a MAC address: {v!r} (expected aa:bb:cc:dd:ee:ff)")
+        return v
+
+
+class AutoscaleSpec(_Strict):
+    """Drop-driven scale-out (§IV-E) and idle-driven scale-in of the µNFs behind each port."""
+
+    enabled: bool = True
+    interval_s: float = Field(0.25, gt=0, le=10, description="how often every egress→ingress pair is sampled")
+    window: int = Field(4, ge=1, le=1000, description="consecutive samples with drops that trigger a scale-out")
+    min_drops: int = Field(1, ge=1, description="drops per sample that count as 'dropping'")
+    cooldown_s: float = Field(5.0, ge=0, description="no further decision for this node until this has passed")
+    max_instances: int = Field(4, ge=1, le=8)
+    scale_in: bool = True
+    idle_window: int = Field(20, ge=1, description="consecutive low-load samples before an instance is removed")
+    idle_busy: float = Field(0.2, ge=0, le=1, description="a group is low-load when its total busy fraction is "
+                             "below this times (instances - 1)")
+    by_flow: bool = Field(True, description="scale out with flow affinity (consistent hash) instead of round-robin")
+
+
+class DeployRequest(_Strict):
+    """Deploy one processing graph: its µNFs, where its packets come from and where they go."""
+
+    name: str = Field(description="deployment name: lowercase letters, digits and '-', at most 40")
+    graph: GraphSpec
+    rx: dict[str, object] | None = Field(None, description='an Rx backend spec, e.g. {"kind": "generator", ...}, '
+                                         '{"kind": "pcap", "path": ...} or {"kind": "afpacket", "iface": ...}; '
+                                         "None: the graph gets no traffic from this agent")
+    rules: list[FlowRule] = Field(default_factory=list, description="5-tuple rules of the Rx service (empty: all)")
+    outputs: dict[str, OutputSpec] = Field(default_factory=dict, description="exit name → output; exits not "
+                                           "listed are drained and counted as dropped (reason no_output)")
+    capture_drops: bool = Field(False, description="make every drop reason an exit (e.g. to write it to a pcap)")
+    autoscale: AutoscaleSpec = Field(default_factory=AutoscaleSpec)
+    rx_cpu: int | None = Field(None, ge=0, description="CPU for the Rx service (None: any)")
+    tx_cpu: int | None = Field(None, ge=0, description="CPU for the Tx service (None: any)")
+    io_policy: Policy = "other"
+    burst: int = Field(64, ge=1, le=1024, description="frames per Rx/Tx burst")
+    pool_slots: int = Field(0, ge=0, description="packet buffers (0: sized from the rings)")
+    ring_capacity: int = Field(1024, ge=16, le=1 << 20)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"deployment name {v!r} must be 1-40 of [a-z0-9-], starting with a letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _graph_named(self) -> DeployRequest:
+        if self.graph.name != self.name:
+            object.__setattr__(self, "graph", self.graph.model_copy(update={"name": self.name}))
+        return self
+
+
+# -- replies ------------------------------------------------------------------------------------
+class ProcessInfo(BaseModel):
+    """One OS process of a deployment (a µNF, a fused cluster, or the Rx/Tx service)."""
+
+    index: int
+    nodes: list[str]
+    pid: int
+    alive: bool
+    cpu: int | None
+    policy: str
+    restarts: int
+
+
+class ScaleEventInfo(BaseModel):
+    at: float
+    node: str
+    instance: str
+    action: Literal["out", "in"]
+    reason: str
+
+
+class RestartEventInfo(BaseModel):
+    at: float
+    process: int
+    nodes: list[str]
+    exit_status: str
+    reclaimed_buffers: int
+    downtime_ms: float
+
+
+class DeploymentInfo(BaseModel):
+    """A deployment as the agent runs it."""
+
+    name: str
+    segment: str
+    state: Literal["running", "stopping"]
+    created_at: float
+    entry: str
+    nodes: list[str]
+    exits: list[str]
+    outputs: dict[str, str]
+    processes: list[ProcessInfo]
+
+
+class IngressStats(BaseModel):
+    src: str
+    ring: int
+    occupancy: int
+    capacity: int
+
+
+class EgressStats(BaseModel):
+    dst: str
+    kind: str
+    sent: int
+    full: int
+
+
+class NodeStatsInfo(BaseModel):
+    """Counters of one µNF instance."""
+
+    name: str
+    type: str
+    instance_of: str | None
+    runtime: dict[str, int]
+    verdicts: dict[str, int]
+    counters: dict[str, int]
+    ingress: list[IngressStats]
+    egress: list[EgressStats]
+
+
+class LatencyStats(BaseModel):
+    """Rx stamp → Tx end-to-end latency of transmitted packets, in nanoseconds."""
+
+    count: int
+    p50_ns: float
+    p90_ns: float
+    p99_ns: float
+    max_ns: float
+    buckets: list[tuple[float, int]] = Field(description="(upper bound ns, count) per non-empty bucket")
+
+
+class Conservation(BaseModel):
+    """``rx == tx + dropped + in_flight``: every packet that entered is accounted for."""
+
+    rx: int
+    tx: int
+    dropped: int
+    in_flight: int
+    ok: bool
+
+
+class GraphStats(BaseModel):
+    name: str
+    at: float
+    rx: dict[str, int]
+    tx: dict[str, dict[str, int]]
+    drops: dict[str, int] = Field(description="every drop in the graph by 'where.reason'")
+    nodes: list[NodeStatsInfo]
+    pool: dict[str, int]
+    latency: LatencyStats
+    conservation: Conservation
+    scale_events: list[ScaleEventInfo]
+    restarts: list[RestartEventInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    uptime_s: float
+    deployments: int
+    processes: int
+    processes_alive: int
+
+
+ErrorKind = Annotated[str, Field(description="machine-readable error kind")]
+
+
+class ErrorReply(BaseModel):
+    """Body of every 4xx/5xx reply."""
+
+    error: ErrorKind
+    detail: str

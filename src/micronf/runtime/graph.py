@@ -141,6 +141,7 @@ class NodePlan(BaseModel):
     egress: list[EgressPlan]
     routes: list[tuple[int, int, int]]  # (ingress row, verdict column, egress or ROUTE_*)
     instance_of: str | None = None  # set on instances added by scale-out: the node they replicate
+    retired: bool = False  # an instance removed by scale-in (its counters stay for the accounting)
 
 
 class ProcessPlan(BaseModel):

@@ -2,42 +2,46 @@
 
 ``GraphRuntime`` is what the agent (and the offline runner, tests and benchmarks) use: it
 creates the graph's segment, formats the pool and rings, writes every µNF's port table and the
-layout, compiles the hot loops once in this process (so µNF processes starting together load
-them from numba's cache instead of all compiling at once), starts one process per µNF or fused
-cluster, and waits for each to report ready. ``stop()`` asks every process to stop and waits;
-``close()`` removes the segment. Pool clients ``len(processes)`` and up are free for I/O
-processes (source, sink, Rx, Tx).
+layout, starts the graph's zygote (a fork server that loads every hot loop once: µNF processes
+then start in milliseconds, see ``micronf.runtime.zygote``), forks one process per µNF or fused
+cluster from it, and waits for each to report ready. ``stop()`` asks every process to stop and
+waits; ``close()`` removes the segment. Pool clients (and control lines) from ``max_processes``
+on are for I/O processes (source, sink, Rx, Tx).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from micronf.dataplane.atomics import py_store_release
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable
 from micronf.dataplane.segment import Segment
 from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
-from micronf.runtime.codegen import load_hot_loop
 from micronf.runtime.graph import EgressPlan, GraphLayout, IngressPlan, NodePlan, ProcessPlan
 from micronf.runtime.loop import RC_NAMES, RC_VERDICT0
 from micronf.runtime.stage import (
     CTL_LINE,
+    G_LAYOUT_GEN,
+    P_CALLS,
+    P_EXITED,
+    P_PAUSED,
     P_PID,
     P_READY,
     P_STOP,
+    PAUSE,
+    STOP,
     GraphMemory,
-    build_stage,
     ctl_line,
-    instantiate,
     node_regions,
     write_layout,
 )
+from micronf.runtime.zygote import ENTRY_PROCESS, Child, Zygote, ZygoteError
 
 
 class LaunchError(RuntimeError):
@@ -51,7 +55,7 @@ class ScaleEvent:
     at: float
     node: str
     instance: str
-    action: str  # "out"
+    action: str  # "out" or "in"
     policy: str
 
 
@@ -69,7 +73,8 @@ class GraphRuntime:
     """A graph deployed on this machine (use as a context manager)."""
 
     def __init__(self, layout: GraphLayout, *, segment: str | None = None, pool_slots: int = 0,
-                 ring_capacity: int = 1024, io_clients: int = 4, spare_processes: int = 8) -> None:
+                 ring_capacity: int = 1024, io_clients: int = 4, spare_processes: int = 8,
+                 preload: tuple[str, ...] = (), extra_regions: dict[str, int] | None = None) -> None:
         self.layout = layout
         self.segment_name = segment or f"{layout.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         self.ring_capacity = ring_capacity
@@ -79,7 +84,11 @@ class GraphRuntime:
         self.io_client_base = self.max_processes  # process k frees through client k; I/O after them
         self.n_clients = self.max_processes + io_clients
         self.events: list[ScaleEvent] = []
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[Child] = []
+        self.io_clients = io_clients
+        self.zygote: Zygote | None = None
+        self.preload = preload
+        self.extra_regions = extra_regions or {}
         self.seg: Segment | None = None
         self.mem: GraphMemory | None = None
 
@@ -90,8 +99,10 @@ class GraphRuntime:
         regions = {
             **PacketPool.regions("pool", self.pool_slots, n_clients=self.n_clients),
             **RingTable.regions("rings", self.layout.n_rings, self.ring_capacity),
-            "ctl": (self.max_processes + 1) * CTL_LINE * 8,
+            "ctl": (self.max_processes + self.io_clients + 1) * CTL_LINE * 8,
             "layout": layout_bytes,
+            "entries": (1 + MAX_FANOUT) * 8,
+            **self.extra_regions,
             **node_regions(self.layout, self.spare_nodes),
         }
         seg = Segment.create(self.segment_name, regions)
@@ -100,6 +111,8 @@ class GraphRuntime:
             PacketPool.format(seg, "pool", self.pool_slots, n_clients=self.n_clients)
             RingTable.format(seg, "rings", self.layout.n_rings, self.ring_capacity)
             write_layout(seg, self.layout)
+            entries = seg.view("entries", np.int64)
+            entries[0], entries[1] = 1, self.layout.entry_ring
             mem = GraphMemory.of(seg)
             for node in self.layout.nodes:
                 self._write_ports(mem, node)
@@ -122,34 +135,51 @@ class GraphRuntime:
             table.set_route(row, col, value)
         table.publish()
 
-    def warm(self) -> None:
-        """Compile (or load) every process's hot loop here, with the very argument types it will use."""
-        mem = self._memory()
-        for plan in self.layout.processes:
-            nodes = [self.layout.nodes[i] for i in plan.nodes]
-            nfs = [instantiate(n) for n in nodes]
-            hot = load_hot_loop([type(nf) for nf in nfs])
-            stages = [build_stage(mem, n, nf, self.layout.burst) for n, nf in zip(nodes, nfs, strict=True)]
-            hot(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, 0, plan.client, 0,
-                self.layout.yield_idle, plan.yield_every, self.layout.prefetch, self.layout.idle_polls,
-                self.layout.idle_sleep_us, *stages)
-
     def start(self, timeout: float = 120.0) -> None:
-        """Create (if needed), warm, start every process and wait until all report ready."""
+        """Create (if needed), start the graph's zygote (it loads every hot loop once), fork every
+        µNF process from it and wait until all report ready. On failure nothing is left running."""
         self.mem or self.create()
-        self.warm()
-        for k in range(len(self.layout.processes)):
-            self._spawn(k)
         try:
+            self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout)
+            for k in range(len(self.layout.processes)):
+                self._spawn(k)
             self._wait_ready(range(len(self.procs)), timeout)
-        except LaunchError:
+        except (LaunchError, ZygoteError) as exc:
             self.stop()
             self.close()
-            raise
+            raise LaunchError(str(exc)) from None
+
+    def _zygote(self) -> Zygote:
+        if self.zygote is None or not self.zygote.alive:
+            self.zygote = Zygote(self.segment_name, preload=self.preload)
+        return self.zygote
 
     def _spawn(self, k: int) -> None:
-        cmd = [sys.executable, "-m", "micronf.runtime.process", self.segment_name, str(k)]
-        self.procs.append(subprocess.Popen(cmd))
+        """(Re)start process ``k`` of the layout."""
+        mem = self._memory()
+        line = ctl_line(k)
+        mem.ctl[line + P_READY] = 0
+        mem.ctl[line + P_STOP] = 0
+        child = self._zygote().spawn(line, ENTRY_PROCESS, self.segment_name, str(k), ctl=mem.ctl)
+        if k < len(self.procs):
+            self.procs[k].close()
+            self.procs[k] = child
+        else:
+            self.procs.append(child)
+
+    def spawn_io(self, slot: int, entry: str, *args: str) -> Child:
+        """Start an I/O service process (Rx/Tx) in control line ``io_line(slot)``; see :meth:`io_line`."""
+        mem = self._memory()
+        line = self.io_line(slot)
+        mem.ctl[line + P_READY] = 0
+        mem.ctl[line + P_STOP] = 0
+        return self._zygote().spawn(line, entry, self.segment_name, *args, ctl=mem.ctl)
+
+    def io_line(self, slot: int) -> int:
+        """Control line of I/O service ``slot`` (0 .. io_clients-1): after every µNF process slot."""
+        if not 0 <= slot < self.io_clients:
+            raise ValueError(f"I/O slot {slot} out of range 0..{self.io_clients - 1}")
+        return ctl_line(self.max_processes + slot)
 
     def _wait_ready(self, processes: range, timeout: float) -> None:
         mem = self._memory()
@@ -157,21 +187,45 @@ class GraphRuntime:
         while not all(mem.ctl[ctl_line(k) + P_READY] for k in processes):
             dead = [k for k in processes if self.procs[k].poll() is not None]
             if dead or time.monotonic() > deadline:
-                why = f"process {dead[0]} exited with {self.procs[dead[0]].returncode}" if dead else "timeout"
+                why = f"process {dead[0]} exited with {self.procs[dead[0]].poll()}" if dead else "timeout"
                 raise LaunchError(f"graph {self.layout.name!r} failed to start: {why}")
-            time.sleep(0.01)
+            time.sleep(0.002)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask every process to stop, wait, kill what does not."""
+        """Ask every process to stop, wait, kill what does not; then end the zygote."""
         if self.mem is not None:
             for k in range(len(self.procs)):
-                self.mem.ctl[ctl_line(k) + P_STOP] = 1
+                self.mem.ctl[ctl_line(k) + P_STOP] = STOP
         for p in self.procs:
             try:
                 p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
+                p.wait(timeout=timeout)
+            p.close()
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
+
+    # -- pausing (the supervisor's accounting after a crash) ----------------------------------
+    def pause(self, lines: list[int], timeout: float = 1.0) -> list[int]:
+        """Ask the processes of control ``lines`` to pause after their batch in hand; returns the
+        lines that did not confirm within ``timeout`` (dead or stuck)."""
+        mem = self._memory()
+        for line in lines:
+            mem.ctl[line + P_STOP] = PAUSE
+        deadline = time.monotonic() + timeout
+        waiting = list(lines)
+        while waiting and time.monotonic() < deadline:
+            waiting = [ln for ln in waiting if not mem.ctl[ln + P_PAUSED] and not mem.ctl[ln + P_EXITED]]
+            time.sleep(0.0005)
+        return waiting
+
+    def resume(self, lines: list[int]) -> None:
+        mem = self._memory()
+        for line in lines:
+            if mem.ctl[line + P_STOP] == PAUSE:
+                mem.ctl[line + P_STOP] = 0
 
     def close(self) -> None:
         """Remove the segment (after ``stop``)."""
@@ -208,9 +262,11 @@ class GraphRuntime:
             raise LaunchError(f"cannot scale {name!r}: no spare process slot left")
         if len(layout.processes[orig.process].nodes) != 1:
             raise LaunchError(f"cannot scale {name!r}: it is fused with other µNFs in one process")
-        if any(i.kind != IN_PP or i.src == "@source" for i in orig.ingress):
-            raise LaunchError(f"cannot scale {name!r}: only µNFs fed point-to-point by other µNFs can be scaled "
-                              f"(not the entry node or a Sync join)")
+        if any(i.kind != IN_PP for i in orig.ingress):
+            raise LaunchError(f"cannot scale {name!r}: a Sync join cannot be scaled (its branches mark one copy)")
+        if any(i.src == "@source" for i in orig.ingress) and len(orig.ingress) != 1:
+            raise LaunchError(f"cannot scale {name!r}: the entry µNF can be scaled only when the graph's input is "
+                              f"its only ingress")
         if any(e.kind not in (EG_PP,) for e in orig.egress):
             raise LaunchError(f"cannot scale {name!r}: its egress ports must all be point-to-point")
         rings = iter(self._take_spare_rings(len(orig.ingress) + len(orig.egress)))
@@ -228,15 +284,83 @@ class GraphRuntime:
                                             policy=layout.processes[orig.process].policy,
                                             priority=layout.processes[orig.process].priority))
         self._write_ports(mem, node)
-        write_layout(self._segment(), layout)
+        self._publish_layout()
         self._spawn(proc_index)
         self._wait_ready(range(proc_index, proc_index + 1), timeout)
         kind = EG_LB_FLOW if by_flow else EG_LB_RR
         for up_ing, new_ing in zip(orig.ingress, ingress, strict=True):
-            self._extend_upstream(mem, up_ing.src, up_ing.ring, new_ing.ring, kind)
-        write_layout(self._segment(), layout)
+            if up_ing.src == "@source":
+                self._add_entry(new_ing.ring)
+            else:
+                self._extend_upstream(mem, up_ing.src, up_ing.ring, new_ing.ring, kind)
+        self._publish_layout()
         self.events.append(ScaleEvent(time.time(), name, new_name, "out", "flow" if by_flow else "round-robin"))
         return new_name
+
+    def scale_in(self, name: str, *, timeout: float = 10.0) -> str:
+        """Remove the newest instance of node ``name`` (added by :meth:`scale_out`); returns its name.
+
+        Lossless in the reverse order of scale-out: the upstream load balancer (or the Rx side's
+        entry list) stops sending to the instance; once its upstream processes run with the new
+        table and its input ring stays empty, the instance's process is stopped. Its rings are not
+        reused; its counters stay in the accounting (the node is marked ``retired``).
+        """
+        mem = self._memory()
+        instances = [n for n in self.layout.nodes if n.instance_of == name and not n.retired]
+        if not instances:
+            raise LaunchError(f"cannot scale in {name!r}: it has no instance added by scale-out")
+        inst = instances[-1]
+        (ing,) = inst.ingress
+        upstream_lines: list[int] = []
+        if ing.src == "@source":
+            entries = self.entries()
+            if int(entries[int(entries[0])]) != ing.ring:
+                raise LaunchError(f"cannot scale in {inst.name!r}: it is not the newest entry instance")
+            py_store_release(entries, 0, int(entries[0]) - 1)
+        else:
+            up = self.layout.node(ing.src)
+            for e, eg in enumerate(up.egress):
+                if ing.ring in eg.rings:
+                    rings = [r for r in eg.rings if r != ing.ring]
+                    kind = EG_PP if len(rings) == 1 else eg.kind
+                    up.egress[e] = eg.model_copy(update={"kind": kind, "rings": rings})
+                    table = mem.port_table(up)
+                    table.begin()
+                    table.set_egress(e, kind, rings, eg.on_full)
+                    table.publish()
+            upstream_lines.append(ctl_line(up.process))
+        calls = {ln: int(mem.ctl[ln + P_CALLS]) for ln in upstream_lines}
+        ring = mem.rings[ing.ring]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # upstream switched tables (two calls later) and the ring is empty
+            switched = all(mem.ctl[ln + P_CALLS] >= calls[ln] + 2 or mem.ctl[ln + P_EXITED] for ln in calls)
+            if switched and len(ring) == 0:
+                break
+            time.sleep(0.005)
+        time.sleep(0.01)
+        mem.ctl[ctl_line(inst.process) + P_STOP] = STOP
+        self.procs[inst.process].wait(timeout=timeout)
+        inst.retired = True
+        self._publish_layout()
+        self.events.append(ScaleEvent(time.time(), name, inst.name, "in", ""))
+        return inst.name
+
+    def _publish_layout(self) -> None:
+        """Store the layout in the segment and tell the I/O services it changed."""
+        write_layout(self._segment(), self.layout)
+        self._memory().ctl[G_LAYOUT_GEN] += 1
+
+    def entries(self) -> np.ndarray:
+        """The graph's input rings as the Rx side sees them: ``[count, ring0, ring1, ...]``."""
+        return self._segment().view("entries", np.int64)
+
+    def _add_entry(self, ring: int) -> None:
+        entries = self.entries()
+        count = int(entries[0])
+        if count >= MAX_FANOUT:
+            raise LaunchError(f"the entry µNF already has {MAX_FANOUT} instances")
+        entries[1 + count] = ring
+        py_store_release(entries, 0, count + 1)  # the Rx side reads the count with acquire
 
     def _take_spare_rings(self, n: int) -> list[int]:
         if len(self.layout.spare_rings) < n:

@@ -1,0 +1,381 @@
+"""One deployed graph on this agent: its µNF processes, its Rx/Tx services, supervision and scaling.
+
+``Deployment.start()`` plans the graph, creates its segment (pool, rings, counters, I/O regions;
+mode 0600), starts the graph's zygote, forks the µNFs and then the Tx and Rx services, and waits
+until all are ready; any failure tears everything down again (nothing left running, no segment)
+and raises with the reason — including the text a service wrote before dying (e.g. "no such
+interface"). ``tick()`` is called by the agent's monitor thread every few tens of ms:
+
+- supervision: a dead process (µNF or service) is restarted: pause the others, reclaim the
+  buffers the dead one held (``reclaim``), fork it again from the zygote (milliseconds), resume.
+  Each restart is an event with the exit status, the buffers reclaimed and the downtime.
+- autoscaling (§IV-E): every interval, each EgressPort→IngressPort pair (and the Rx service's
+  entry) is sampled for drops because the ring was full; ``window`` dropping samples in a row
+  scale out the µNF behind the ingress (a new instance, the egress becomes LoadBalanced, by flow
+  by default); then the node's cool-down must pass before its next decision. A scaled node whose
+  instances are all lightly loaded (total busy fraction below ``idle_busy`` × (instances − 1) for
+  ``idle_window`` samples, no drops) is scaled back in by one instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
+from micronf.agent.iomem import (
+    RX_COUNTERS,
+    TX_COUNTERS,
+    TX_WORDS,
+    calibrate_ns_per_cycle,
+    io_regions,
+    percentiles,
+    read_error,
+    write_json,
+)
+from micronf.agent.models import (
+    Conservation,
+    DeploymentInfo,
+    DeployRequest,
+    EgressStats,
+    GraphStats,
+    IngressStats,
+    LatencyStats,
+    NodeStatsInfo,
+    ProcessInfo,
+    RestartEventInfo,
+    ScaleEventInfo,
+)
+from micronf.agent.reclaim import complete_sync_marks, reclaim
+from micronf.io.specs import check_rx, check_tx
+from micronf.ports.base import EG_BRANCH, EG_LB_FLOW, EG_LB_RR, EG_LOCAL, EG_MARK_ONLY, EG_MARKER, EG_PP, IN_SYNC
+from micronf.runtime.graph import GraphError, NodePlan, plan
+from micronf.runtime.launch import GraphRuntime, LaunchError
+from micronf.runtime.loop import RC_CYCLES, RC_EG_FULL0, RC_EG_SENT0
+from micronf.runtime.nf import NFConfigError
+from micronf.runtime.stage import P_PID, P_READY, P_STOP, STOP, ctl_line
+from micronf.runtime.zygote import Child, ZygoteError
+
+log = logging.getLogger("micronf.agent")
+
+RX_SLOT, TX_SLOT = 0, 1
+EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
+                 EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
+SERVICES = ("micronf.agent.rx", "micronf.agent.tx")
+
+
+@dataclass
+class _Scaling:
+    """Autoscaler state of one deployment."""
+
+    last_sample: float = 0.0
+    full: dict[tuple[str, int], int] = field(default_factory=dict)  # (node, egress) -> last full count
+    streak: dict[str, int] = field(default_factory=dict)  # target node -> dropping samples in a row
+    idle: dict[str, int] = field(default_factory=dict)  # base node -> low-load samples in a row
+    cycles: dict[str, int] = field(default_factory=dict)  # instance -> last cycle count
+    cooldown_until: dict[str, float] = field(default_factory=dict)
+    entry_full: int = 0
+    events: list[ScaleEventInfo] = field(default_factory=list)
+
+
+class Deployment:
+    """A graph deployed on this machine (see the module docstring)."""
+
+    def __init__(self, req: DeployRequest) -> None:
+        self.req = req
+        self.created_at = time.time()
+        self.state: str = "running"
+        self.restarts: list[RestartEventInfo] = []
+        self.restart_count: dict[int, int] = {}
+        self.scaling = _Scaling()
+        try:
+            if req.rx is not None:
+                check_rx(req.rx)
+            for name, out in req.outputs.items():
+                check_tx(out.backend, where=f"outputs.{name}")
+            layout = plan(req.graph, capture_drops=req.capture_drops, spare_rings=64)
+        except (GraphError, NFConfigError, ValueError) as exc:
+            raise InvalidDeploymentError(str(exc)) from None
+        exits = [x.name for x in layout.exits]
+        unknown = sorted(set(req.outputs) - set(exits))
+        if unknown:
+            raise InvalidDeploymentError(f"outputs name exits the graph does not have: {', '.join(unknown)} "
+                                         f"(exits: {', '.join(exits)})")
+        self.exit_names = list(dict.fromkeys(exits))
+        self.runtime = GraphRuntime(layout, segment=f"mnf-{req.name}", pool_slots=req.pool_slots,
+                                    ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions())
+        self.services: list[Child | None] = [None, None]
+        self.ns_per_cycle = 1.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 120.0) -> None:
+        g = self.runtime
+        try:
+            g.create()
+            self.ns_per_cycle = calibrate_ns_per_cycle()
+            cfg = self.req.model_dump(mode="json") | {"@exit_names": self.exit_names,
+                                                      "@ns_per_cycle": self.ns_per_cycle}
+            write_json(g._segment(), "io.config", cfg)
+            g.start(timeout)
+            self._start_service(TX_SLOT)
+            self._start_service(RX_SLOT)
+            self._wait_services(timeout)
+        except (LaunchError, ZygoteError, OSError) as exc:
+            why = read_error(g._segment()) if g.seg is not None else ""
+            self.stop()
+            raise DeploymentFailedError(f"deployment {self.req.name!r} did not start: {why or exc}") from None
+
+    def _start_service(self, slot: int) -> None:
+        g = self.runtime
+        line = g.io_line(slot)
+        if slot == RX_SLOT:
+            child = g.spawn_io(slot, "micronf.agent.rx:run", str(line))
+        else:
+            child = g.spawn_io(slot, "micronf.agent.tx:run", str(line), str(g.io_client_base + slot))
+        if self.services[slot] is not None:
+            self.services[slot].close()  # type: ignore[union-attr]
+        self.services[slot] = child
+
+    def _wait_services(self, timeout: float) -> None:
+        mem = self.runtime._memory()
+        deadline = time.monotonic() + timeout
+        for slot, child in enumerate(self.services):
+            assert child is not None
+            while not mem.ctl[self.runtime.io_line(slot) + P_READY]:
+                code = child.poll()
+                if code is not None or time.monotonic() > deadline:
+                    name = "Rx" if slot == RX_SLOT else "Tx"
+                    raise LaunchError(f"the {name} service exited with status {code}" if code is not None
+                                      else f"the {name} service did not become ready")
+                time.sleep(0.002)
+
+    def stop(self) -> None:
+        """Stop every process and remove the segment (idempotent)."""
+        self.state = "stopping"
+        g = self.runtime
+        if g.mem is not None:
+            for slot in (RX_SLOT, TX_SLOT):  # input first, so the µNFs drain
+                g.mem.ctl[g.io_line(slot) + P_STOP] = STOP
+        for child in self.services:
+            if child is not None:
+                try:
+                    child.wait(timeout=10)
+                except Exception:  # noqa: BLE001 - a stuck service must not keep the segment alive
+                    child.kill()
+                child.close()
+        self.services = [None, None]
+        g.stop()
+        g.close()
+
+    # -- supervision -------------------------------------------------------------------------
+    def _live_lines(self, skip: int) -> list[int]:
+        g = self.runtime
+        lines = [ctl_line(k) for k, plan_ in enumerate(g.layout.processes)
+                 if not all(g.layout.nodes[i].retired for i in plan_.nodes)]
+        lines += [g.io_line(s) for s in (RX_SLOT, TX_SLOT)]
+        return [ln for ln in lines if ln != skip]
+
+    def supervise(self) -> None:
+        """Restart every process that died (see the module docstring)."""
+        if self.state != "running":
+            return
+        g = self.runtime
+        for k, child in enumerate(list(g.procs)):
+            retired = all(g.layout.nodes[i].retired for i in g.layout.processes[k].nodes)
+            code = child.poll()
+            if code is not None and not retired:
+                self._restart(ctl_line(k), code, [g.layout.nodes[i].name for i in g.layout.processes[k].nodes],
+                              lambda k=k: (g._spawn(k), g.procs[k]))  # type: ignore[misc]
+        for slot, svc in enumerate(self.services):
+            if svc is None:
+                continue
+            code = svc.poll()
+            if code is not None:
+                self._restart(g.io_line(slot), code, ["@rx" if slot == RX_SLOT else "@tx"],
+                              lambda slot=slot: (self._start_service(slot), self.services[slot]))  # type: ignore[misc]
+
+    def _restart(self, line: int, code: int, nodes: list[str], respawn: object) -> None:
+        g = self.runtime
+        mem = g._memory()
+        t0 = time.monotonic()
+        others = self._live_lines(skip=line)
+        stuck = g.pause(others)
+        try:
+            p, rctrl, rslots = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots
+            self._complete_syncs()
+            reclaimed = reclaim(p, rctrl, rslots) if not stuck else 0
+            assert callable(respawn)
+            _, child = respawn()
+            deadline = time.monotonic() + 5.0
+            while not mem.ctl[line + P_READY] and time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.001)
+        finally:
+            g.resume(others)
+        index = line // 16 - 1
+        self.restart_count[index] = self.restart_count.get(index, 0) + 1
+        status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        event = RestartEventInfo(at=time.time(), process=index, nodes=nodes, exit_status=status,
+                                 reclaimed_buffers=reclaimed, downtime_ms=(time.monotonic() - t0) * 1e3)
+        self.restarts.append(event)
+        log.warning("deployment %s: %s %s; restarted in %.0f ms, %d buffers reclaimed%s", self.req.name,
+                    "/".join(nodes), status, event.downtime_ms, reclaimed,
+                    f" (processes {stuck} did not pause: no reclaim)" if stuck else "")
+
+    def _complete_syncs(self) -> None:
+        g = self.runtime
+        mem = g._memory()
+        for node in g.layout.nodes:
+            for ing in node.ingress:
+                if ing.kind != IN_SYNC:
+                    continue
+                branch_rings = [r for m in g.layout.nodes for e in m.egress if e.kind == EG_BRANCH for r in e.rings]
+                complete_sync_marks(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, ing.ring, ing.need,
+                                    np.array(branch_rings, dtype=np.int64))
+
+    # -- autoscaling -------------------------------------------------------------------------
+    def autoscale(self) -> None:
+        spec = self.req.autoscale
+        now = time.monotonic()
+        st = self.scaling
+        if not spec.enabled or self.state != "running" or now - st.last_sample < spec.interval_s:
+            return
+        elapsed = now - st.last_sample if st.last_sample else spec.interval_s
+        st.last_sample = now
+        g = self.runtime
+        mem = g._memory()
+        dropping: set[str] = set()
+        for node in g.layout.nodes:
+            if node.retired:
+                continue
+            rc = mem.runtime_counters(node)
+            for e, eg in enumerate(node.egress):
+                if eg.dst.startswith("@exit") or eg.kind in (EG_MARK_ONLY, EG_LOCAL):
+                    continue
+                full = int(rc[RC_EG_FULL0 + e])
+                if full - st.full.get((node.name, e), full) >= spec.min_drops:
+                    for dst in eg.dst.split("|"):
+                        dropping.add(g.layout.node(dst).instance_of or dst)
+                st.full[(node.name, e)] = full
+        entry_full = int(g._segment().view("rx.stats", np.int64)[RX_COUNTERS.index("entry_full")])
+        if entry_full - st.entry_full >= spec.min_drops and st.last_sample:
+            dropping.add(self.req.graph.entry)
+        st.entry_full = entry_full
+        for target in {n.instance_of or n.name for n in g.layout.nodes}:
+            st.streak[target] = st.streak.get(target, 0) + 1 if target in dropping else 0
+            if now < st.cooldown_until.get(target, 0.0):
+                continue
+            instances = [n for n in g.layout.nodes if (n.name == target or n.instance_of == target) and not n.retired]
+            if st.streak[target] >= spec.window and len(instances) < spec.max_instances:
+                self._scale(target, "out", f"{st.streak[target]} samples in a row with drops into {target}")
+                continue
+            if not spec.scale_in or len(instances) < 2 or target in dropping:
+                st.idle[target] = 0
+                continue
+            busy = 0.0
+            for inst in instances:
+                c = int(mem.runtime_counters(inst)[RC_CYCLES])
+                busy += (c - st.cycles.get(inst.name, c)) * self.ns_per_cycle / 1e9 / elapsed
+                st.cycles[inst.name] = c
+            low = busy < spec.idle_busy * (len(instances) - 1)
+            st.idle[target] = st.idle.get(target, 0) + 1 if low else 0
+            if st.idle[target] >= spec.idle_window:
+                self._scale(target, "in", f"{len(instances)} instances {busy:.0%} busy in total for "
+                                          f"{st.idle[target]} samples")
+
+    def _scale(self, target: str, action: str, reason: str) -> None:
+        st = self.scaling
+        try:
+            inst = (self.runtime.scale_out(target, by_flow=self.req.autoscale.by_flow) if action == "out"
+                    else self.runtime.scale_in(target))
+        except LaunchError as exc:
+            log.warning("deployment %s: cannot scale %s %s: %s", self.req.name, target, action, exc)
+            st.cooldown_until[target] = time.monotonic() + self.req.autoscale.cooldown_s
+            return
+        st.events.append(ScaleEventInfo(at=time.time(), node=target, instance=inst, action=action,  # type: ignore[arg-type]
+                                        reason=reason))
+        st.streak[target] = 0
+        st.idle[target] = 0
+        st.cooldown_until[target] = time.monotonic() + self.req.autoscale.cooldown_s
+        log.info("deployment %s: scaled %s %s (%s): %s", self.req.name, action, target, inst, reason)
+
+    # -- observation -------------------------------------------------------------------------
+    def info(self) -> DeploymentInfo:
+        g = self.runtime
+        mem = g._memory()
+        procs = []
+        for k, plan_ in enumerate(g.layout.processes):
+            nodes = [g.layout.nodes[i] for i in plan_.nodes]
+            if all(n.retired for n in nodes):
+                continue
+            procs.append(ProcessInfo(index=k, nodes=[n.name for n in nodes], pid=int(mem.ctl[ctl_line(k) + P_PID]),
+                                     alive=k < len(g.procs) and g.procs[k].poll() is None, cpu=plan_.cpu,
+                                     policy=plan_.policy, restarts=self.restart_count.get(k, 0)))
+        for slot, svc in enumerate(self.services):
+            line = g.io_line(slot)
+            index = line // 16 - 1
+            procs.append(ProcessInfo(index=index, nodes=["@rx" if slot == RX_SLOT else "@tx"],
+                                     pid=int(mem.ctl[line + P_PID]), alive=svc is not None and svc.poll() is None,
+                                     cpu=self.req.rx_cpu if slot == RX_SLOT else self.req.tx_cpu,
+                                     policy=self.req.io_policy, restarts=self.restart_count.get(index, 0)))
+        return DeploymentInfo(
+            name=self.req.name, segment=g.segment_name, state=self.state,  # type: ignore[arg-type]
+            created_at=self.created_at, entry=self.req.graph.entry,
+            nodes=[n.name for n in g.layout.nodes if not n.retired], exits=self.exit_names,
+            outputs={k: str(v.backend.get("kind")) for k, v in self.req.outputs.items()}, processes=procs)
+
+    def _node_stats(self, node: NodePlan) -> NodeStatsInfo:
+        g = self.runtime
+        mem = g._memory()
+        s = g.node_stats(node.name)
+        rc = mem.runtime_counters(node)
+        ingress = [IngressStats(src=i.src, ring=i.ring, occupancy=len(mem.rings[i.ring]) if i.ring >= 0 else 0,
+                                capacity=mem.rings[i.ring].capacity if i.ring >= 0 else 0) for i in node.ingress]
+        egress = [EgressStats(dst=e.dst, kind=EG_KIND_NAMES.get(e.kind, str(e.kind)), sent=int(rc[RC_EG_SENT0 + k]),
+                              full=int(rc[RC_EG_FULL0 + k])) for k, e in enumerate(node.egress)]
+        return NodeStatsInfo(name=node.name, type=node.type, instance_of=node.instance_of, runtime=s.runtime,
+                             verdicts=s.verdicts, counters=s.counters, ingress=ingress, egress=egress)
+
+    def stats(self) -> GraphStats:
+        g = self.runtime
+        seg = g._segment()
+        rxv = seg.view("rx.stats", np.int64)
+        rx = {k: int(rxv[i]) for i, k in enumerate(RX_COUNTERS)}
+        txv = seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
+        tx = {name: {k: int(txv[e, i]) for i, k in enumerate(TX_COUNTERS)} for e, name in enumerate(self.exit_names)}
+        nodes = [self._node_stats(n) for n in g.layout.nodes]
+        drops: dict[str, int] = {}
+        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full", "truncated"):
+            if rx[k] and k != "truncated":
+                drops[f"@rx.{k}"] = rx[k]
+        freed = 0
+        for n in nodes:
+            for verdict, count in n.verdicts.items():
+                if verdict.startswith("drop:") and count and not g.layout.capture_drops:
+                    drops[f"{n.instance_of or n.name}.{verdict[5:]}"] = drops.get(
+                        f"{n.instance_of or n.name}.{verdict[5:]}", 0) + count
+            for k in ("unconnected", "full", "bad_verdict"):
+                if n.runtime[k]:
+                    key = f"{n.instance_of or n.name}.{k}"
+                    drops[key] = drops.get(key, 0) + n.runtime[k]
+            freed += n.runtime["dropped"] + n.runtime["unconnected"] + n.runtime["full"] + n.runtime["bad_verdict"]
+        sent = refused = 0
+        for name, t in tx.items():
+            sent += t["frames"]
+            refused += t["refused"] + t["no_output"]
+            for k in ("refused", "no_output"):
+                if t[k]:
+                    drops[f"{name}.{k}"] = t[k]
+        pool = g._memory().pool.stats()
+        in_flight = pool.in_use
+        cons = Conservation(rx=rx["accepted"], tx=sent, dropped=freed + refused, in_flight=in_flight,
+                            ok=rx["accepted"] == sent + freed + refused + in_flight)
+        lat = percentiles(seg.view("tx.hist", np.int64))
+        return GraphStats(
+            name=self.req.name, at=time.time(), rx=rx, tx=tx, drops=drops, nodes=nodes,
+            pool={"slots": pool.capacity, "free": pool.free, "in_use": pool.in_use, "allocated": pool.allocated,
+                  "alloc_failures": pool.alloc_failures},
+            latency=LatencyStats(**lat), conservation=cons, scale_events=list(self.scaling.events),
+            restarts=list(self.restarts))

@@ -1,0 +1,151 @@
+"""The Rx/Tx services' part of a graph segment: their config, counters and latency histogram.
+
+The agent creates these regions with the graph (``io_regions``), writes the services' config as
+JSON (``write_config``), and reads the counters the services bump (plain int64 words, each
+written by one process only). A service that cannot start (e.g. an interface that does not
+exist) writes its error text into ``io.error`` before exiting, so the agent can report *why* a
+deployment failed, not just that a process died.
+
+Latency: the Rx service stamps each packet with the TSC (``Q_RX_TIME``); the Tx service turns
+``now - stamp`` into nanoseconds (``ns_per_cycle`` calibrated by the agent) and counts it in a
+log-linear histogram (8 buckets per power of two from 64 ns, like HdrHistogram with 3 significant
+bits): p50/p90/p99 come out within 12.5 %, max exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from micronf.dataplane.atomics import cycles
+from micronf.dataplane.segment import Memory
+from micronf.ports.base import MAX_FANOUT
+
+RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "truncated",
+               "batches", "exhausted")
+RX_INDEX = {name: i for i, name in enumerate(RX_COUNTERS)}
+TX_COUNTERS = ("frames", "bytes", "refused", "no_output", "batches")
+TX_INDEX = {name: i for i, name in enumerate(TX_COUNTERS)}
+TX_WORDS = 8  # per exit
+MAX_EXITS = 256
+SUB_BITS = 3
+MIN_EXP = 6  # first bucket boundary 2**6 ns
+N_BUCKETS = 1 + (63 - MIN_EXP) * (1 << SUB_BITS)
+H_COUNT, H_SUM, H_MAX = N_BUCKETS, N_BUCKETS + 1, N_BUCKETS + 2
+HIST_WORDS = N_BUCKETS + 3
+CONFIG_BYTES = 1 << 20
+ERROR_BYTES = 4096
+
+I64 = npt.NDArray[np.int64]
+
+
+def io_regions() -> dict[str, int]:
+    """Regions the Rx/Tx services need in the graph segment."""
+    return {
+        "io.config": CONFIG_BYTES,
+        "io.error": ERROR_BYTES,
+        "rx.stats": 64 * 8,
+        "rx.entries": (1 + MAX_FANOUT) * 8,
+        "tx.stats": MAX_EXITS * TX_WORDS * 8,
+        "tx.hist": HIST_WORDS * 8,
+    }
+
+
+def write_json(mem: Memory, region: str, value: Any) -> None:
+    raw = json.dumps(value).encode()
+    buf = mem.view(region)
+    if len(raw) + 8 > buf.shape[0]:
+        raise ValueError(f"{region}: {len(raw)} bytes do not fit in {buf.shape[0] - 8}")
+    buf[8 : 8 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    buf[:8] = np.frombuffer(len(raw).to_bytes(8, "little"), dtype=np.uint8)
+
+
+def read_json(mem: Memory, region: str) -> Any:
+    buf = mem.view(region)
+    size = int.from_bytes(bytes(buf[:8]), "little")
+    return json.loads(bytes(buf[8 : 8 + size])) if size else None
+
+
+def write_error(mem: Memory, text: str) -> None:
+    """Record why a service could not run (truncated to the region)."""
+    raw = text.encode()[: ERROR_BYTES - 8]
+    buf = mem.view("io.error")
+    buf[8 : 8 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    buf[:8] = np.frombuffer(len(raw).to_bytes(8, "little"), dtype=np.uint8)
+
+
+def read_error(mem: Memory) -> str:
+    buf = mem.view("io.error")
+    size = int.from_bytes(bytes(buf[:8]), "little")
+    return bytes(buf[8 : 8 + size]).decode(errors="replace")
+
+
+# -- latency ------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def bucket_of(ns: int) -> int:
+    """Histogram bucket of a latency in nanoseconds."""
+    if ns < (1 << MIN_EXP):
+        return 0
+    e = 63
+    while (ns >> e) == 0:
+        e -= 1
+    sub = (ns >> (e - SUB_BITS)) & ((1 << SUB_BITS) - 1)
+    return 1 + (e - MIN_EXP) * (1 << SUB_BITS) + sub
+
+
+def bucket_upper(b: int) -> float:
+    """Upper bound (ns, exclusive) of bucket ``b``."""
+    if b == 0:
+        return float(1 << MIN_EXP)
+    e = MIN_EXP + (b - 1) // (1 << SUB_BITS)
+    sub = (b - 1) % (1 << SUB_BITS)
+    return float((1 << e) + (sub + 1) * (1 << (e - SUB_BITS)))
+
+
+@njit(cache=True, nogil=True)
+def record_latency(hist: I64, stamps: I64, n: int, now: int, ns_per_cycle: float) -> None:
+    """Count ``n`` packets whose Rx stamps (TSC) are ``stamps[:n]``, sent at TSC ``now``."""
+    for i in range(n):
+        d = now - stamps[i]
+        ns = np.int64(d * ns_per_cycle) if d > 0 else np.int64(0)
+        hist[bucket_of(ns)] += 1
+        hist[H_SUM] += ns
+        if ns > hist[H_MAX]:
+            hist[H_MAX] = ns
+    hist[H_COUNT] += n
+
+
+def percentiles(hist: I64) -> dict[str, Any]:
+    """p50/p90/p99/max (ns) and the non-empty buckets of a histogram region."""
+    counts = hist[:N_BUCKETS].astype(np.int64)
+    total = int(counts.sum())
+    out: dict[str, Any] = {"count": total, "max_ns": float(hist[H_MAX]),
+                           "buckets": [(bucket_upper(b), int(c)) for b, c in enumerate(counts) if c]}
+    cum = np.cumsum(counts)
+    for q in (50, 90, 99):
+        if total == 0:
+            out[f"p{q}_ns"] = 0.0
+            continue
+        b = int(np.searchsorted(cum, math.ceil(total * q / 100)))
+        out[f"p{q}_ns"] = min(bucket_upper(b), float(hist[H_MAX]))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def tsc_now() -> int:
+    """The TSC, callable from Python."""
+    return cycles()
+
+
+def calibrate_ns_per_cycle(seconds: float = 0.02) -> float:
+    """Nanoseconds per TSC tick, measured against the monotonic clock."""
+    c0, t0 = tsc_now(), time.perf_counter_ns()
+    time.sleep(seconds)
+    c1, t1 = tsc_now(), time.perf_counter_ns()
+    return (t1 - t0) / max(c1 - c0, 1)

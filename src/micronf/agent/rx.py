@@ -1,0 +1,173 @@
+"""The Rx service (§IV-C4, §VI-C): frames from an I/O backend into the graph, classified.
+
+One process per deployed graph, forked by the graph's zygote, and the pool's owner (the only
+allocator). Per burst, Python calls the backend's ``recv`` once and :func:`rx_burst` once; the
+kernel allocates buffers, copies each frame into its slot (truncating what does not fit, counted),
+stamps the Rx time (TSC, once per burst) and the input port, computes the flow hash (stored in
+the metadata: load balancers downstream reuse it), classifies the 5-tuple (``classify``) and sends
+accepted packets to the graph's entry — or, once the entry µNF was scaled out, to one of its
+instances by consistent hash of the flow (flow affinity). Everything else is counted and freed:
+``unmatched``, ``rule_drop``, ``pool_empty`` (allocation failed), ``entry_full`` (the entry ring
+was full). Nothing is held between bursts, so pausing it (the supervisor's accounting) is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from micronf.agent.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
+from micronf.agent.iomem import RX_INDEX, read_json, write_error
+from micronf.agent.models import DeployRequest
+from micronf.dataplane.atomics import cycles, load_acquire
+from micronf.dataplane.headers import frame_flow_hash
+from micronf.dataplane.pool import M_DATA_OFF, M_HASH, M_LEN, M_PORT, Q_RX_TIME, PoolArrays, pool_alloc, pool_free_owner
+from micronf.dataplane.ring import ring_enqueue
+from micronf.io.specs import open_rx
+from micronf.ports.base import MAX_FANOUT
+from micronf.ports.loadbalanced import jump_hash
+from micronf.runtime.process import wait_while_paused
+from micronf.runtime.scheduling import apply_scheduling
+from micronf.runtime.stage import P_PID, P_READY, P_STOP, PAUSE, STOP, GraphMemory
+
+I64 = npt.NDArray[np.int64]
+U32 = npt.NDArray[np.uint32]
+U8 = npt.NDArray[np.uint8]
+I32 = npt.NDArray[np.int32]
+# counters, by index (see iomem.RX_COUNTERS)
+R_FRAMES, R_BYTES, R_ACCEPTED, R_UNMATCHED, R_RULE_DROP, R_POOL_EMPTY, R_ENTRY_FULL, R_TRUNCATED, R_BATCHES = (
+    RX_INDEX[k] for k in ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full",
+                          "truncated", "batches"))
+
+
+@njit(cache=True, nogil=True)
+def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, data: U8, off: I64, length: I32, n: int,
+             rules: RuleTables, port: int, stats: I64, hbuf: U32, out: U32, rest: U32) -> int:
+    """Move frames ``0..n-1`` into the graph (see the module docstring); returns packets accepted.
+    ``hbuf``/``out``/``rest`` are scratch arrays of at least ``n`` handles."""
+    stats[R_FRAMES] += n
+    stats[R_BATCHES] += 1
+    k = pool_alloc(p, hbuf, n)
+    stats[R_POOL_EMPTY] += n - k
+    now = cycles()
+    slot = p.data.shape[1]
+    n_entries = max(min(load_acquire(entries, 0), MAX_FANOUT), 1)
+    n_out = 0
+    n_rest = 0
+    for i in range(k):
+        h = hbuf[i]
+        ln = int(length[i])
+        stats[R_BYTES] += ln
+        start = int(p.words[h, M_DATA_OFF])
+        room = slot - start
+        if ln > room:
+            ln = room
+            stats[R_TRUNCATED] += 1
+        src = off[i]
+        p.data[h, start : start + ln] = data[src : src + ln]
+        p.words[h, M_LEN] = ln
+        p.words[h, M_PORT] = port
+        p.qwords[h, Q_RX_TIME] = now
+        frame = p.data[h, start : start + ln]
+        verdict = classify_frame(frame, rules)
+        if verdict == ACCEPT:
+            fh = frame_flow_hash(frame)
+            p.words[h, M_HASH] = fh
+            out[n_out] = h
+            n_out += 1
+        else:
+            stats[R_RULE_DROP if verdict == DROP else R_UNMATCHED] += 1
+            rest[n_rest] = h
+            n_rest += 1
+    sent_total = 0
+    if n_entries == 1:
+        sent_total = ring_enqueue(rctrl[entries[1]], rslots[entries[1]], out, n_out)
+        for j in range(sent_total, n_out):
+            rest[n_rest] = out[j]
+            n_rest += 1
+    else:  # flow affinity over the entry µNF's instances: sort into contiguous groups in hbuf
+        pos = 0
+        for e in range(n_entries):
+            m = 0
+            for j in range(n_out):
+                if jump_hash(p.words[out[j], M_HASH], n_entries) == e:
+                    hbuf[pos + m] = out[j]
+                    m += 1
+            if m:
+                r = entries[1 + e]
+                sent = ring_enqueue(rctrl[r], rslots[r], hbuf[pos:], m)
+                sent_total += sent
+                for j in range(pos + sent, pos + m):
+                    rest[n_rest] = hbuf[j]
+                    n_rest += 1
+            pos += m
+    stats[R_ACCEPTED] += sent_total
+    stats[R_ENTRY_FULL] += n_out - sent_total
+    if n_rest:
+        pool_free_owner(p, rest, n_rest)
+    return sent_total
+
+
+def warm(segment: str) -> None:
+    """Compile (or load) the Rx kernel with its real argument types (run in the zygote)."""
+    mem = GraphMemory.attach(segment)
+    scratch = np.zeros(1, dtype=np.uint32)
+    rx_burst(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.seg.view("entries", np.int64),
+             np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int32), 0, compile_rules([]), 0,
+             np.zeros(64, np.int64), scratch, scratch, scratch)
+
+
+def run(segment: str, line: str) -> int:
+    """The Rx service process: ``line`` is its control line in the graph segment."""
+    ln = int(line)
+    mem = GraphMemory.attach(segment)
+    req = DeployRequest.model_validate(read_json(mem.seg, "io.config"))
+    try:
+        apply_scheduling(0, req.rx_cpu, req.io_policy)
+        backend = open_rx(req.rx) if req.rx is not None else None
+    except (OSError, ValueError) as exc:
+        write_error(mem.seg, f"Rx service: {exc}")
+        print(f"micronf-rx[{req.name}]: {exc}", file=sys.stderr)
+        return 3
+    rules = compile_rules(req.rules)
+    stats = mem.seg.view("rx.stats", np.int64)
+    entries = mem.seg.view("entries", np.int64)
+    burst = max(req.burst, 256)
+    hbuf, out, rest = (np.empty(burst, dtype=np.uint32) for _ in range(3))
+    args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, entries)
+    ctl = mem.ctl
+    ctl[ln + P_PID] = os.getpid()
+    ctl[ln + P_READY] = 1
+    idle = 0
+    try:
+        while ctl[ln + P_STOP] != STOP and ctl[P_STOP] == 0:
+            if ctl[ln + P_STOP] == PAUSE:
+                wait_while_paused(ctl, ln)
+                continue
+            if backend is None:
+                time.sleep(0.01)
+                continue
+            b = backend.recv(burst)
+            if b.n:
+                rx_burst(*args, b.data, b.off, b.length, b.n, rules, 0, stats, hbuf, out, rest)
+                idle = 0
+                continue
+            if backend.exhausted:
+                stats[RX_INDEX["exhausted"]] = 1
+                time.sleep(0.005)
+                continue
+            idle += 1
+            if idle > 64:
+                time.sleep(0.0002)
+            else:
+                os.sched_yield()
+    finally:
+        if backend is not None:
+            backend.close()
+        ctl[ln + P_READY] = 0
+    return 0

@@ -1,0 +1,174 @@
+"""The Tx service (§IV-C5, §VI-C): the graph's exits out through I/O backends, buffers back.
+
+One process per deployed graph, forked by its zygote. Each loop: :func:`tx_collect` drains every
+exit ring into a per-exit batch (one compiled call for all exits) and rewrites the destination MAC
+to the exit's next hop; Python hands each non-empty batch to that exit's backend (``send`` is
+itself one batched call); :func:`tx_release` counts what was sent and refused, records the
+end-to-end latency of sent packets (Tx time - Rx stamp, see ``iomem``) and frees every buffer.
+An exit with no configured output is drained and counted as ``no_output``. Exits added by a
+scale-out of the last µNF (same exit name, new ring) are picked up when the layout changes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from micronf.agent.iomem import TX_INDEX, TX_WORDS, read_json, record_latency, write_error
+from micronf.agent.models import DeployRequest
+from micronf.dataplane.atomics import cycles
+from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
+from micronf.dataplane.ring import ring_dequeue
+from micronf.io.backend import TxBackend
+from micronf.io.specs import open_tx
+from micronf.runtime.process import wait_while_paused
+from micronf.runtime.scheduling import apply_scheduling
+from micronf.runtime.stage import G_LAYOUT_GEN, P_PID, P_READY, P_STOP, PAUSE, STOP, GraphMemory, read_layout
+
+I64 = npt.NDArray[np.int64]
+U32 = npt.NDArray[np.uint32]
+U8 = npt.NDArray[np.uint8]
+T_FRAMES, T_BYTES, T_REFUSED, T_NO_OUTPUT, T_BATCHES = (
+    TX_INDEX[k] for k in ("frames", "bytes", "refused", "no_output", "batches"))
+
+
+@njit(cache=True, nogil=True)
+def tx_collect(p: PoolArrays, rctrl: I64, rslots: U32, rings: I64, exit_of: I64, held: U32, n_held: I64,
+               macs: U8, has_mac: U8) -> int:
+    """Drain each ring ``rings[r]`` into ``held[exit_of[r]]`` (up to its room); rewrite destination
+    MACs of exits with a next hop. Returns the packets taken."""
+    room = held.shape[1]
+    total = 0
+    for r in range(rings.shape[0]):
+        e = exit_of[r]
+        start = n_held[e]
+        k = ring_dequeue(rctrl[rings[r]], rslots[rings[r]], held[e, start:], room - start)
+        if k == 0:
+            continue
+        n_held[e] = start + k
+        total += k
+        if has_mac[e]:
+            for i in range(start, start + k):
+                h = held[e, i]
+                if p.words[h, M_LEN] >= 6:
+                    o = int(p.words[h, M_DATA_OFF])
+                    p.data[h, o : o + 6] = macs[e]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def tx_release(p: PoolArrays, client: int, handles: U32, n: int, sent: int, stats: I64, no_output: bool,
+               hist: I64, ns_per_cycle: float, stamps: I64) -> None:
+    """Count a batch of one exit after its backend took ``sent`` of ``n``; record the latency of
+    the sent ones; free all ``n`` buffers."""
+    now = cycles()
+    nbytes = 0
+    for i in range(sent):
+        h = handles[i]
+        nbytes += p.words[h, M_LEN]
+        stamps[i] = p.qwords[h, Q_RX_TIME]
+    record_latency(hist, stamps, sent, now, ns_per_cycle)
+    stats[T_FRAMES] += sent
+    stats[T_BYTES] += nbytes
+    if no_output:
+        stats[T_NO_OUTPUT] += n - sent
+    else:
+        stats[T_REFUSED] += n - sent
+    stats[T_BATCHES] += 1
+    pool_free(p, client, handles, n)
+
+
+def warm(segment: str) -> None:
+    """Compile (or load) the Tx kernels with their real argument types (run in the zygote)."""
+    mem = GraphMemory.attach(segment)
+    held = np.zeros((1, 1), dtype=np.uint32)
+    z64 = np.zeros(1, dtype=np.int64)
+    tx_collect(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, np.zeros(0, np.int64), z64, held, z64,
+               np.zeros((1, 6), np.uint8), np.zeros(1, np.uint8))
+    tx_release(mem.pool.arrays, 0, held[0], 0, 0, np.zeros(8, np.int64), False,
+               mem.seg.view("tx.hist", np.int64), 1.0, z64)
+
+
+def _mac_bytes(mac: str | None) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex(mac.replace(":", "")), dtype=np.uint8) if mac else np.zeros(6, np.uint8)
+
+
+class _Exits:
+    """The exit rings of the current layout, grouped by exit name (stats row = first-seen order)."""
+
+    def __init__(self, mem: GraphMemory, names: list[str]) -> None:
+        layout = read_layout(mem.seg)
+        self.rings = np.array([x.ring for x in layout.exits], dtype=np.int64)
+        self.exit_of = np.array([names.index(x.name) for x in layout.exits], dtype=np.int64)
+
+
+def run(segment: str, line: str, client: str) -> int:
+    """The Tx service process: ``line`` is its control line, ``client`` its pool return ring."""
+    ln, cl = int(line), int(client)
+    mem = GraphMemory.attach(segment)
+    cfg = read_json(mem.seg, "io.config")
+    req = DeployRequest.model_validate(cfg)
+    names: list[str] = cfg["@exit_names"]
+    ns_per_cycle = float(cfg["@ns_per_cycle"])
+    backends: list[TxBackend | None] = []
+    try:
+        apply_scheduling(0, req.tx_cpu, req.io_policy)
+        for name in names:
+            out = req.outputs.get(name)
+            backends.append(open_tx(out.backend) if out is not None else None)
+    except (OSError, ValueError) as exc:
+        write_error(mem.seg, f"Tx service: {exc}")
+        print(f"micronf-tx[{req.name}]: {exc}", file=sys.stderr)
+        for b in backends:
+            if b is not None:
+                b.close()
+        return 3
+    macs = np.stack([_mac_bytes(req.outputs[n].next_hop_mac if n in req.outputs else None) for n in names])
+    has_mac = np.array([n in req.outputs and req.outputs[n].next_hop_mac is not None for n in names], np.uint8)
+    burst = max(req.burst, 256)
+    held = np.empty((len(names), burst), dtype=np.uint32)
+    n_held = np.zeros(len(names), dtype=np.int64)
+    stamps = np.empty(burst, dtype=np.int64)
+    stats = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
+    hist = mem.seg.view("tx.hist", np.int64)
+    p = mem.pool.arrays
+    ctl = mem.ctl
+    gen = int(ctl[G_LAYOUT_GEN])
+    exits = _Exits(mem, names)
+    ctl[ln + P_PID] = os.getpid()
+    ctl[ln + P_READY] = 1
+    idle = 0
+    try:
+        while ctl[ln + P_STOP] != STOP and ctl[P_STOP] == 0:
+            if ctl[ln + P_STOP] == PAUSE:
+                wait_while_paused(ctl, ln)
+                continue
+            if ctl[G_LAYOUT_GEN] != gen:  # the layout was rewritten (scale-out): re-read the exit rings
+                gen = int(ctl[G_LAYOUT_GEN])
+                exits = _Exits(mem, names)
+            if tx_collect(p, mem.rings.ctrl, mem.rings.slots, exits.rings, exits.exit_of, held, n_held, macs,
+                          has_mac) == 0:
+                idle += 1
+                if idle > 64:
+                    time.sleep(0.0002)
+                else:
+                    os.sched_yield()
+                continue
+            idle = 0
+            for e in np.flatnonzero(n_held):
+                n = int(n_held[e])
+                backend = backends[e]
+                sent = backend.send(p, held[e], n) if backend is not None else 0
+                tx_release(p, cl, held[e], n, sent, stats[e], backend is None, hist, ns_per_cycle, stamps)
+                n_held[e] = 0
+    finally:
+        for b in backends:
+            if b is not None:
+                b.close()
+        ctl[ln + P_READY] = 0
+    return 0

@@ -1,0 +1,71 @@
+"""Backend specs by ``kind`` and the two factories the Rx/Tx services use.
+
+A spec is plain JSON (``{"kind": "afpacket", "iface": "veth0"}``) validated by the backend's own
+pydantic model, so the agent API, the CLI and config files share one format and one set of
+error messages. :func:`check_rx` / :func:`check_tx` validate without opening anything (the agent
+does this before it starts a single process); :func:`open_rx` / :func:`open_tx` build the backend
+(in the service process, which owns the socket or file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from micronf.io.afpacket import AfPacketRx, AfPacketSpec, AfPacketTx
+from micronf.io.backend import RxBackend, TxBackend
+from micronf.io.generator import GeneratorRx, GeneratorSpec
+from micronf.io.replay import NullTx, NullTxSpec, PcapRx, PcapRxSpec, PcapTx, PcapTxSpec
+
+RxSpec = Annotated[GeneratorSpec | PcapRxSpec | AfPacketSpec, Field(discriminator="kind")]
+TxSpec = Annotated[PcapTxSpec | AfPacketSpec | NullTxSpec, Field(discriminator="kind")]
+_RX: TypeAdapter[GeneratorSpec | PcapRxSpec | AfPacketSpec] = TypeAdapter(RxSpec)
+_TX: TypeAdapter[PcapTxSpec | AfPacketSpec | NullTxSpec] = TypeAdapter(TxSpec)
+
+
+def _message(where: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        path = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}.{path}: {err['msg']}" if path else f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def check_rx(spec: Mapping[str, Any] | BaseModel, where: str = "rx") -> BaseModel:
+    """The validated Rx spec, or ``ValueError`` naming the field (kinds: generator, pcap, afpacket)."""
+    try:
+        return _RX.validate_python(dict(spec) if isinstance(spec, Mapping) else spec.model_dump())
+    except ValidationError as exc:
+        raise ValueError(_message(where, exc)) from None
+
+
+def check_tx(spec: Mapping[str, Any] | BaseModel, where: str = "tx") -> BaseModel:
+    """The validated Tx spec, or ``ValueError`` naming the field (kinds: pcap, afpacket, null)."""
+    try:
+        return _TX.validate_python(dict(spec) if isinstance(spec, Mapping) else spec.model_dump())
+    except ValidationError as exc:
+        raise ValueError(_message(where, exc)) from None
+
+
+def open_rx(spec: Mapping[str, Any] | BaseModel) -> RxBackend:
+    """Open the Rx backend ``spec`` describes."""
+    s = check_rx(spec)
+    if isinstance(s, GeneratorSpec):
+        return GeneratorRx(s)
+    if isinstance(s, PcapRxSpec):
+        return PcapRx(s)
+    assert isinstance(s, AfPacketSpec)
+    return AfPacketRx(s)
+
+
+def open_tx(spec: Mapping[str, Any] | BaseModel) -> TxBackend:
+    """Open the Tx backend ``spec`` describes."""
+    s = check_tx(spec)
+    if isinstance(s, PcapTxSpec):
+        return PcapTx(s)
+    if isinstance(s, NullTxSpec):
+        return NullTx()
+    assert isinstance(s, AfPacketSpec)
+    return AfPacketTx(s)

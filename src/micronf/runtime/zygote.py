@@ -1,0 +1,244 @@
+"""A fork server per graph: µNF processes start (and restart) in milliseconds, not seconds.
+
+Why: a fresh ``python -m micronf.runtime.process`` spends 1.5-3 s importing numpy/numba and
+loading its hot loop from numba's cache — too slow to restart a crashed µNF "within a second",
+and N of them starting together on two cores take N times that. The zygote pays this once per
+graph: it attaches the segment, loads (compiling if needed) every process's hot loop and any
+preloaded module, then forks a child per request. The child inherits the loaded code and runs
+the usual entry point at once. µNFs stay real, separate OS processes.
+
+Protocol on stdin/stdout (one line each way per request):
+``spawn LINE MODULE:FUNC ARG...`` → ``pid N``: fork; the child calls ``FUNC(*ARGS)`` from
+``MODULE`` and exits with its return value. ``LINE`` is the child's control line in the graph's
+segment: the zygote reaps every child and writes its exit status there (``P_STATUS``, negative =
+killed by that signal, then ``P_EXITED = 1``), which is how :class:`Child` (in the parent, which
+is not the child's parent) learns it. ``preload MODULE`` → ``ok``: import MODULE in the zygote and
+call its ``warm(segment_name)`` if it has one. EOF on stdin: the zygote exits (children live on
+until told to stop through the segment).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+
+from micronf.runtime.stage import P_EXITED, P_STATUS, GraphMemory
+
+ENTRY_PROCESS = "micronf.runtime.process:run"
+
+
+class ZygoteError(RuntimeError):
+    """The fork server failed to start or to answer."""
+
+
+class Child:
+    """A process forked by a zygote, watched through a pidfd (it is not our child)."""
+
+    def __init__(self, pid: int, ctl: npt.NDArray[np.int64], line: int) -> None:
+        self.pid = pid
+        self._ctl = ctl
+        self._line = line
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._fd = None  # already gone (and reaped): the status is in the control line
+
+    def _exited(self) -> bool:
+        if self._fd is None:
+            return True
+        return bool(select.select([self._fd], [], [], 0)[0])
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status once the process ended (negative: killed by that signal), else None."""
+        if self._ctl[self._line + P_EXITED]:
+            return int(self._ctl[self._line + P_STATUS])
+        return None
+
+    def poll(self) -> int | None:
+        """The exit status if the process has ended (waiting briefly for the zygote to reap it)."""
+        if not self._exited():
+            return None
+        deadline = time.monotonic() + 1.0
+        while self.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        code = self.returncode
+        return code if code is not None else -signal.SIGKILL  # zygote gone: it cannot have been reaped cleanly
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the end of the process; ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            if self._fd is not None:
+                select.select([self._fd], [], [], 0.05 if left is None else min(left, 0.05))
+
+    def send_signal(self, sig: int) -> None:
+        if self._fd is not None and not self._exited():
+            signal.pidfd_send_signal(self._fd, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Zygote:
+    """The parent's handle on a graph's fork server."""
+
+    def __init__(self, segment: str, *, preload: tuple[str, ...] = (), timeout: float = 300.0) -> None:
+        cmd = [sys.executable, "-m", "micronf.runtime.zygote", segment]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.segment = segment
+        self._expect("ready", timeout)
+        for module in preload:
+            self.preload(module, timeout)
+
+    def _expect(self, word: str, timeout: float) -> str:
+        out = self._proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], timeout)
+        line = out.readline() if ready else ""
+        if not line.startswith(word):
+            code = self._proc.poll()
+            raise ZygoteError(f"fork server of {self.segment!r} did not answer {word!r} "
+                              f"(got {line.strip()!r}, exit status {code})")
+        return line[len(word):].strip()
+
+    def _send(self, line: str) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(line + "\n")
+            stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise ZygoteError(f"fork server of {self.segment!r} is gone ({exc})") from None
+
+    def preload(self, module: str, timeout: float = 300.0) -> None:
+        self._send(f"preload {module}")
+        self._expect("ok", timeout)
+
+    def spawn(self, line: int, entry: str, *args: str, ctl: npt.NDArray[np.int64]) -> Child:
+        """Fork a child running ``entry`` (``module:function``) with ``args``; ``line`` is its control line."""
+        self._send(" ".join(["spawn", str(line), entry, *args]))
+        return Child(int(self._expect("pid", 30.0)), ctl, line)
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+# -- the server side ------------------------------------------------------------------------------
+def _call(entry: str, args: list[str]) -> int:
+    module, _, func = entry.partition(":")
+    result = getattr(importlib.import_module(module), func)(*args)
+    return int(result or 0)
+
+
+def serve(segment: str, stdin: IO[str], stdout: IO[str]) -> int:
+    """The zygote's loop (see the module docstring)."""
+    mem = GraphMemory.attach(segment)
+    lines: dict[int, int] = {}  # child pid -> control line
+
+    def reap(signum: int, frame: FrameType | None) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            line = lines.pop(pid, None)
+            if line is not None:
+                mem.ctl[line + P_STATUS] = os.waitstatus_to_exitcode(status)
+                mem.ctl[line + P_EXITED] = 1
+
+    from micronf.runtime.process import warm_all
+
+    warm_all(mem)
+    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent stops us by closing stdin
+    stdout.write("ready\n")
+    stdout.flush()
+    for raw in stdin:
+        words = raw.split()
+        if not words:
+            continue
+        if words[0] == "preload":
+            module = importlib.import_module(words[1])
+            warm = getattr(module, "warm", None)
+            if warm is not None:
+                warm(segment)
+            stdout.write("ok\n")
+            stdout.flush()
+            continue
+        if words[0] != "spawn" or len(words) < 3:
+            print(f"micronf-zygote: bad request {raw.strip()!r}", file=sys.stderr)
+            continue
+        line, entry, args = int(words[1]), words[2], words[3:]
+        mem.ctl[line + P_EXITED] = 0
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.dup2(2, 1)  # our stdout is the protocol pipe
+                os.close(0)
+                code = _call(entry, args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        lines[pid] = line
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        stdout.write(f"pid {pid}\n")
+        stdout.flush()
+    return 0
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        print("usage: python -m micronf.runtime.zygote SEGMENT", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(serve(sys.argv[1], sys.stdin, sys.stdout))
+
+
+if __name__ == "__main__":
+    main()

@@ -74,7 +74,7 @@ def compile_rules(rules: list[FlowRule]) -> RuleTables:
             net = ipaddress.IPv4Network(prefix or "0.0.0.0/0")
             table[i, col] = int(net.network_address)
             table[i, col + 1] = int(net.netmask)
-        table[i, W_PROTO] = -1 if r.proto is None else PROTOS.get(str(r.proto), r.proto)  # type: ignore[arg-type]
+        table[i, W_PROTO] = -1 if r.proto is None else PROTOS.get(str(r.proto), r.proto)
         table[i, W_SP_LO], table[i, W_SP_HI] = _ports(r.sport)
         table[i, W_DP_LO], table[i, W_DP_HI] = _ports(r.dport)
         table[i, W_ACTION] = DROP if r.action == "drop" else ACCEPT
@@ -111,12 +111,14 @@ def classify_frame(frame: Frame, t: RuleTables) -> int:
     s = _slot(a, b, mask)
     while t.key_a[s] != EMPTY:
         if t.key_a[s] == a and t.key_b[s] == b:
-            return t.action[s]
+            found: int = t.action[s]
+            return found
         s = (s + 1) & mask
     for i in range(t.wild.shape[0]):
         w = t.wild[i]
         if ((src & w[W_SRC_MASK]) == w[W_SRC] and (dst & w[W_DST_MASK]) == w[W_DST]
                 and (w[W_PROTO] < 0 or w[W_PROTO] == proto)
                 and w[W_SP_LO] <= sport <= w[W_SP_HI] and w[W_DP_LO] <= dport <= w[W_DP_HI]):
-            return w[W_ACTION]
+            act: int = w[W_ACTION]
+            return act
     return UNMATCHED

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,8 +118,8 @@ class Deployment:
         try:
             g.create()
             self.ns_per_cycle = calibrate_ns_per_cycle()
-            cfg = self.req.model_dump(mode="json") | {"@exit_names": self.exit_names,
-                                                      "@ns_per_cycle": self.ns_per_cycle}
+            cfg = {"request": self.req.model_dump(mode="json"), "exit_names": self.exit_names,
+                   "ns_per_cycle": self.ns_per_cycle}
             write_json(g._segment(), "io.config", cfg)
             g.start(timeout)
             self._start_service(TX_SLOT)
@@ -188,16 +190,26 @@ class Deployment:
             code = child.poll()
             if code is not None and not retired:
                 self._restart(ctl_line(k), code, [g.layout.nodes[i].name for i in g.layout.processes[k].nodes],
-                              lambda k=k: (g._spawn(k), g.procs[k]))  # type: ignore[misc]
+                              partial(self._respawn_process, k))
         for slot, svc in enumerate(self.services):
             if svc is None:
                 continue
             code = svc.poll()
             if code is not None:
                 self._restart(g.io_line(slot), code, ["@rx" if slot == RX_SLOT else "@tx"],
-                              lambda slot=slot: (self._start_service(slot), self.services[slot]))  # type: ignore[misc]
+                              partial(self._respawn_service, slot))
 
-    def _restart(self, line: int, code: int, nodes: list[str], respawn: object) -> None:
+    def _respawn_process(self, k: int) -> Child:
+        self.runtime._spawn(k)
+        return self.runtime.procs[k]
+
+    def _respawn_service(self, slot: int) -> Child:
+        self._start_service(slot)
+        child = self.services[slot]
+        assert child is not None
+        return child
+
+    def _restart(self, line: int, code: int, nodes: list[str], respawn: Callable[[], Child]) -> None:
         g = self.runtime
         mem = g._memory()
         t0 = time.monotonic()
@@ -207,8 +219,7 @@ class Deployment:
             p, rctrl, rslots = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots
             self._complete_syncs()
             reclaimed = reclaim(p, rctrl, rslots) if not stuck else 0
-            assert callable(respawn)
-            _, child = respawn()
+            child = respawn()
             deadline = time.monotonic() + 5.0
             while not mem.ctl[line + P_READY] and time.monotonic() < deadline and child.poll() is None:
                 time.sleep(0.001)
@@ -294,8 +305,8 @@ class Deployment:
             log.warning("deployment %s: cannot scale %s %s: %s", self.req.name, target, action, exc)
             st.cooldown_until[target] = time.monotonic() + self.req.autoscale.cooldown_s
             return
-        st.events.append(ScaleEventInfo(at=time.time(), node=target, instance=inst, action=action,  # type: ignore[arg-type]
-                                        reason=reason))
+        st.events.append(ScaleEventInfo(at=time.time(), node=target, instance=inst,
+                                        action="out" if action == "out" else "in", reason=reason))
         st.streak[target] = 0
         st.idle[target] = 0
         st.cooldown_until[target] = time.monotonic() + self.req.autoscale.cooldown_s
@@ -321,7 +332,7 @@ class Deployment:
                                      cpu=self.req.rx_cpu if slot == RX_SLOT else self.req.tx_cpu,
                                      policy=self.req.io_policy, restarts=self.restart_count.get(index, 0)))
         return DeploymentInfo(
-            name=self.req.name, segment=g.segment_name, state=self.state,  # type: ignore[arg-type]
+            name=self.req.name, segment=g.segment_name, state="running" if self.state == "running" else "stopping",
             created_at=self.created_at, entry=self.req.graph.entry,
             nodes=[n.name for n in g.layout.nodes if not n.retired], exits=self.exit_names,
             outputs={k: str(v.backend.get("kind")) for k, v in self.req.outputs.items()}, processes=procs)

@@ -113,7 +113,7 @@ def record_latency(hist: I64, stamps: I64, n: int, now: int, ns_per_cycle: float
     """Count ``n`` packets whose Rx stamps (TSC) are ``stamps[:n]``, sent at TSC ``now``."""
     for i in range(n):
         d = now - stamps[i]
-        ns = np.int64(d * ns_per_cycle) if d > 0 else np.int64(0)
+        ns = int(d * ns_per_cycle) if d > 0 else 0
         hist[bucket_of(ns)] += 1
         hist[H_SUM] += ns
         if ns > hist[H_MAX]:

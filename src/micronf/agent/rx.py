@@ -126,7 +126,7 @@ def run(segment: str, line: str) -> int:
     """The Rx service process: ``line`` is its control line in the graph segment."""
     ln = int(line)
     mem = GraphMemory.attach(segment)
-    req = DeployRequest.model_validate(read_json(mem.seg, "io.config"))
+    req = DeployRequest.model_validate(read_json(mem.seg, "io.config")["request"])
     try:
         apply_scheduling(0, req.rx_cpu, req.io_policy)
         backend = open_rx(req.rx) if req.rx is not None else None

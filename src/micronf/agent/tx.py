@@ -112,9 +112,9 @@ def run(segment: str, line: str, client: str) -> int:
     ln, cl = int(line), int(client)
     mem = GraphMemory.attach(segment)
     cfg = read_json(mem.seg, "io.config")
-    req = DeployRequest.model_validate(cfg)
-    names: list[str] = cfg["@exit_names"]
-    ns_per_cycle = float(cfg["@ns_per_cycle"])
+    req = DeployRequest.model_validate(cfg["request"])
+    names: list[str] = cfg["exit_names"]
+    ns_per_cycle = float(cfg["ns_per_cycle"])
     backends: list[TxBackend | None] = []
     try:
         apply_scheduling(0, req.tx_cpu, req.io_policy)

@@ -185,13 +185,13 @@ def create_app(agent: AgentCore) -> FastAPI:
         return agent.deployments()
 
     @app.get("/v1/deployments/{name}", response_model=DeploymentInfo, tags=["deployments"],
-             summary="Get one deployment", responses=_errors(404))
+             summary="Get one deployment", responses=_errors(404, 422))
     def deployment(name: str) -> DeploymentInfo:
         """The deployment's nodes, exits, outputs and processes."""
         return agent.deployment(name)
 
     @app.delete("/v1/deployments/{name}", status_code=204, response_class=Response, tags=["deployments"],
-                summary="Remove a deployment", responses=_errors(404))
+                summary="Remove a deployment", responses=_errors(404, 422))
     def remove(name: str) -> Response:
         """Stop every process of the deployment and free its shared memory."""
         with lifecycle:
@@ -199,7 +199,7 @@ def create_app(agent: AgentCore) -> FastAPI:
         return Response(status_code=204)
 
     @app.get("/v1/deployments/{name}/stats", response_model=GraphStats, tags=["deployments"],
-             summary="Counters of one deployment", responses=_errors(404))
+             summary="Counters of one deployment", responses=_errors(404, 422))
     def stats(name: str) -> GraphStats:
         """Per-µNF and per-port counters, pool, Rx/Tx services, latency, conservation, scaling and
         restart events."""

@@ -70,7 +70,7 @@ def graph_stats(name: str) -> GraphStats:
         tx={"out": {"sent": 980, "backend_full": 7}},
         drops={"chk.bad_checksum": 6, "chk.bad_length": 1, "rx.unmatched": 10},
         nodes=[chk, swap, swap1],
-        pool={"slots": 4096, "free": 4000, "alloc_failures": 9},
+        pool={"slots": 4096, "free": 4000, "in_use": 96, "allocated": 5000, "alloc_failures": 9},
         latency=LatencyStats(count=980, p50_ns=2000, p90_ns=8000, p99_ns=30000, max_ns=50000,
                              buckets=[(4000.0, 600), (1000.0, 100), (16000.0, 270), (65536.0, 10)]),
         conservation=Conservation(rx=1000, tx=987, dropped=7, in_flight=6, ok=True),

@@ -82,6 +82,7 @@ def test_ports_pool_and_services(agent: FakeAgent) -> None:
     assert value(got, "micronf_pool_free", deployment="web") == 4000
     assert value(got, "micronf_pool_slots", deployment="web") == 4096
     assert value(got, "micronf_pool_alloc_failures_total", deployment="web") == 9
+    assert value(got, "micronf_pool_allocations_total", deployment="web") == 5000
     assert value(got, "micronf_rx_service_total", deployment="web", counter="unmatched") == 10
     assert value(got, "micronf_tx_service_total", deployment="web", output="out", counter="backend_full") == 7
     assert value(got, "micronf_in_flight", deployment="web") == 6

@@ -18,8 +18,8 @@ Every series carries ``deployment``; per-µNF series also ``node``, ``type`` and
 * ports: ``micronf_ring_occupancy`` / ``micronf_ring_capacity`` per ingress ``{src,ring}``;
   ``micronf_egress_{sent,full}_total{src,dst,kind}`` per egress.
 * graph: ``micronf_graph_drops_total{where,reason}``, ``micronf_in_flight``, ``micronf_conservation_ok``,
-  ``micronf_pool_{free,slots}``, ``micronf_pool_alloc_failures_total``, ``micronf_rx_service_total{counter}``,
-  ``micronf_tx_service_total{output,counter}``, ``micronf_latency_seconds`` (histogram),
+  ``micronf_pool_{free,slots}``, ``micronf_pool_{allocations,alloc_failures}_total``,
+  ``micronf_rx_service_total{counter}``, ``micronf_tx_service_total{output,counter}``, ``micronf_latency_seconds``,
   ``micronf_scale_events_total{node,action}``, ``micronf_reclaimed_buffers_total``.
 * processes and agent: ``micronf_process_restarts_total{process,nodes}``, ``micronf_process_alive``,
   ``micronf_agent_uptime_seconds``, ``micronf_deployments``, ``micronf_processes``, ``micronf_processes_alive``.
@@ -50,6 +50,13 @@ _LOOP = {
     "cycles": ("micronf_nf_cycles", "CPU cycles (TSC) a µNF spent in its kernel and routing."),
     "idle_polls": ("micronf_nf_idle_polls", "Polls that found every ingress of a µNF empty."),
     "yields": ("micronf_nf_yields", "Voluntary CPU yields of a µNF (§VI-E)."),
+}
+# GraphStats.pool key -> (family, help, is a counter)
+_POOL = {
+    "free": ("micronf_pool_free", "Free packet buffers in the deployment's pool.", False),
+    "slots": ("micronf_pool_slots", "Packet buffers in the deployment's pool.", False),
+    "allocated": ("micronf_pool_allocations", "Buffers allocated from the deployment's pool.", True),
+    "alloc_failures": ("micronf_pool_alloc_failures", "Buffer allocations that found the pool empty.", True),
 }
 # runtime losses reported as drops with source="runtime"
 _RUNTIME_DROPS = ("unconnected", "full", "bad_verdict")
@@ -137,13 +144,9 @@ def _graph(out: _Families, s: GraphStats) -> None:
     c = s.conservation
     out.gauge("micronf_in_flight", "Packets inside the graph (in rings or being processed).", dep, c.in_flight)
     out.gauge("micronf_conservation_ok", "1 if rx == tx + dropped + in_flight holds.", dep, 1 if c.ok else 0)
-    if "free" in s.pool:
-        out.gauge("micronf_pool_free", "Free packet buffers in the deployment's pool.", dep, s.pool["free"])
-    if "slots" in s.pool:
-        out.gauge("micronf_pool_slots", "Packet buffers in the deployment's pool.", dep, s.pool["slots"])
-    if "alloc_failures" in s.pool:
-        out.counter("micronf_pool_alloc_failures", "Buffer allocations that found the pool empty.", dep,
-                    s.pool["alloc_failures"])
+    for key, (name, doc, is_counter) in _POOL.items():
+        if key in s.pool:
+            (out.counter if is_counter else out.gauge)(name, doc, dep, s.pool[key])
     for key, n in s.rx.items():
         out.counter("micronf_rx_service", "Rx service counters of the deployment, by counter.",
                     {**dep, "counter": key}, n)

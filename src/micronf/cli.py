@@ -201,6 +201,47 @@ def version() -> None:
     console.print(__version__)
 
 
+@app.command()
+def agent(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; the API has no "
+                             "authentication, so expose it only to the orchestrator's network)."),
+    port: int = typer.Option(8771, min=1, max=65535, help="TCP port to listen on."),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug or trace."),
+) -> None:
+    """Run the agent of this machine: the southbound HTTP API that deploys processing graphs of µNFs
+    here, with GET /health, GET /metrics (Prometheus) and GET /openapi.json (the API's schema).
+
+    On SIGTERM or Ctrl+C it stops serving, then removes every deployment (its processes and shared
+    memory) before it exits; a second signal during that cleanup exits at once.
+    """
+    import signal
+
+    import uvicorn
+
+    from micronf.agent.core import Agent
+    from micronf.agent.server import create_app, stop_all
+
+    levels = ("critical", "error", "warning", "info", "debug", "trace")
+    if log_level not in levels:
+        raise typer.BadParameter(f"must be one of {', '.join(levels)}", param_hint="--log-level")
+    core = Agent()
+    server = uvicorn.Server(uvicorn.Config(create_app(core), host=host, port=port, log_level=log_level))
+
+    def _stop(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    # uvicorn installs its own handlers while serving and re-raises the signal afterwards: into
+    # these, so the process goes on to the cleanup below instead of dying by the default action.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    try:
+        server.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        stop_all(core)  # also when uvicorn could not start (it exits 1 after logging why, e.g. port taken)
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(app())

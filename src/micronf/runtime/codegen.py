@@ -13,7 +13,10 @@ rx burst → kernel (with pipelined prefetch if asked) → :func:`route_batch`; 
 kernel at once (run-to-completion inside the cluster); yield when every ingress was empty
 (paper §VI-E), and after ``yield_every`` busy batches if asked. After ``idle_polls`` empty polls in
 a row the loop sleeps ``idle_sleep_us`` per poll instead of spinning (0 disables): an idle graph
-then costs almost no CPU on a shared machine, and sustained traffic never triggers it.
+then costs almost no CPU on a shared machine, and sustained traffic never triggers it. A sleeping
+loop returns to Python after 64 sleeps rather than after ``max_iters`` polls: a sleep may last a
+millisecond on a loaded machine, and a rewritten port table (scale-out) must be picked up in
+milliseconds, not seconds.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from micronf.ports.dispatch import ingress_rx
 from micronf.runtime.loop import (
     RC_BATCHES, RC_CYCLES, RC_IDLE, RC_IDLE_RUN, RC_RX, RC_YIELDS, prefetch_range, route_batch,
 )
+
+MAX_SLEEPS = 64  # an idle loop returns to Python after this many sleeps (to see stops, new port tables)
 '''
 
 _STAGE = '''{pad}t = cycles()
@@ -83,6 +88,7 @@ def loop_source(classes: Sequence[type[MicroNF]]) -> str:
         f"idle_polls, idle_sleep_us, {stages}):",
         "    busy = 0",
         "    work = 0",
+        "    slept = 0",
         "    for _ in range(max_iters):",
         "        if load_acquire(ctl, stop_word) != 0:",
         "            break",
@@ -108,6 +114,9 @@ def loop_source(classes: Sequence[type[MicroNF]]) -> str:
         "            s0.rc[RC_IDLE_RUN] += 1",
         "            if idle_sleep_us > 0 and s0.rc[RC_IDLE_RUN] >= idle_polls:",
         "                usleep(idle_sleep_us)",
+        "                slept += 1",
+        "                if slept >= MAX_SLEEPS:",
+        "                    break",
         "            elif yield_idle:",
         "                s0.rc[RC_YIELDS] += 1",
         "                sched_yield()",

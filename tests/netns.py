@@ -10,7 +10,10 @@ reports of its own: a test sees exactly the frames it sent.
 
 Use::
 
-    from tests.netns import NetLab, lab, require_netns, send_frames  # `lab` is a pytest fixture
+    from tests import netns
+    from tests.netns import NetLab, send_frames
+
+    lab = netns.lab  # the pytest fixture (assigned, not imported, so ruff sees it used)
 
     def test_x(lab: NetLab) -> None:
         a, b = lab.netns(2)
@@ -197,7 +200,9 @@ class NetLab:
             macs.append(_ip(*at, "-br", "link", "show", ifname).split()[2])
         return Veth(ns_a, if_a, ns_b, if_b, macs[0], macs[1])
 
-    def run(self, ns: str | None, *cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, ns: str | None, *cmd: str, timeout: float = 30, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside ``ns`` (``ip netns exec``), output captured."""
         full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
         proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)

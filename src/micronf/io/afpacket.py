@@ -44,7 +44,7 @@ Two ways, chosen by :attr:`AfPacketSpec.tx_mode`, both measured by ``bench/io.py
   with one ``send(NULL, 0, MSG_DONTWAIT)`` per batch. ``PACKET_LOSS`` is set so a frame the kernel
   rejects is skipped instead of stalling the ring.
 
-Frames longer than the interface MTU (+ 14 bytes of Ethernet header, + 4 when VLAN-tagged), or
+Frames longer than the interface MTU (+ 14 bytes of Ethernet header, + 4 with an 802.1Q tag), or
 than a Tx ring frame, count as ``errors`` with reason ``too_long``, frames shorter than an Ethernet
 header as ``too_short``; both are *taken* (the caller frees them) so one bad frame does not hold up
 the batch. When the kernel has no room (``EAGAIN``/``ENOBUFS``, or the Tx ring is full) ``send``
@@ -58,6 +58,7 @@ namespace it was created in, so everything else runs in the caller's thread.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -67,7 +68,8 @@ import select
 import socket
 import struct
 import threading
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -151,6 +153,7 @@ U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
+Int = int | np.int64  # what numba kernels take and return as integers
 
 
 # --------------------------------------------------------------------------- errors
@@ -300,16 +303,21 @@ def _sys_errno(typingctx: Any) -> Any:
     return types.int64(), codegen
 
 
+sys_sendmmsg = cast(Callable[[Int, Int, Int, Int], int], _sys_sendmmsg)
+sys_send = cast(Callable[[Int, Int, Int, Int], int], _sys_send)
+sys_errno = cast(Callable[[], int], _sys_errno)
+
+
 # --------------------------------------------------------------------------- Rx kernel
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _u16(b: U8, i: int) -> int:
+def _u16(b: U8, i: Int) -> Int:
     return np.int64(b[i]) | (np.int64(b[i + 1]) << 8)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _u32(b32: U32, i: int) -> int:
+def _u32(b32: U32, i: Int) -> Int:
     """The little-endian u32 at byte offset ``i`` (4-byte aligned) of the ring."""
     return np.int64(b32[i >> 2])
 
@@ -329,7 +337,7 @@ def _rx_walk(ring: U8, ring32: U32, block_size: int, st: I64, out_off: I64, out_
         b = b + 1 if b + 1 < n_blocks else 0
     st[_R_NREL] = 0
     n = 0
-    nbytes = 0
+    nbytes: Int = 0
     while n < max_frames and st[_R_NREL] < n_blocks:
         blk = st[_R_BLK]
         base = blk * block_size
@@ -386,22 +394,22 @@ def _rx_walk(ring: U8, ring32: U32, block_size: int, st: I64, out_off: I64, out_
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _frame_fault(frame: U8, length: int, max_len: int, room: int) -> int:
+def _frame_fault(frame: U8, length: Int, max_len: int, room: Int) -> int:
     """0 if the frame can go out, else the counter it belongs to (too long / too short)."""
     if length < _ETH_HLEN:
         return _T_TOO_SHORT
     if length > room:
         return _T_TOO_LONG
-    ethertype = (np.int64(frame[12]) << 8) | np.int64(frame[13])
-    tagged = ethertype == 0x8100 or ethertype == 0x88A8
+    # Like the kernel (packet_extra_vlan_len_allowed): 4 more bytes for an 802.1Q tag, not 802.1ad.
+    tagged = frame[12] == 0x81 and frame[13] == 0x00
     if length > max_len + (_VLAN_HLEN if tagged else 0):
         return _T_TOO_LONG
     return 0
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _would_block(err: int) -> bool:
-    return err == _EAGAIN or err == _ENOBUFS
+def _would_block(err: Int) -> bool:
+    return err in (_EAGAIN, _ENOBUFS)
 
 
 @njit(cache=True, nogil=True)
@@ -430,7 +438,7 @@ def _tx_sendmmsg(p: PoolArrays, handles: Handles, n: int, fd: int, max_len: int,
     sent = 0
     taken = n
     while sent < m:
-        r = _sys_sendmmsg(fd, vec + sent * _MMSG_WORDS * 8, m - sent, _MSG_DONTWAIT)
+        r = sys_sendmmsg(fd, vec + sent * _MMSG_WORDS * 8, m - sent, _MSG_DONTWAIT)
         st[_T_SYSCALLS] += 1
         if r > 0:
             for j in range(sent, sent + r):
@@ -438,7 +446,7 @@ def _tx_sendmmsg(p: PoolArrays, handles: Handles, n: int, fd: int, max_len: int,
             st[_T_FRAMES] += r
             sent += r
             continue
-        if _would_block(_sys_errno()):
+        if _would_block(sys_errno()):
             taken = idx[sent]
             break
         st[_T_SEND_FAILED] += 1  # this frame cannot go (e.g. link down): count it, go on
@@ -477,7 +485,7 @@ def _tx_ring(p: PoolArrays, handles: Handles, n: int, fd: int, max_len: int, rin
     st[_T_HEAD] = head
     if n > 0:
         # Kick even when nothing new was queued: frames left pending by an earlier EAGAIN must go.
-        _sys_send(fd, 0, 0, _MSG_DONTWAIT)
+        sys_send(fd, 0, 0, _MSG_DONTWAIT)
         st[_T_SYSCALLS] += 1
     if taken < n:
         st[_T_WOULD_BLOCK] += n - taken
@@ -486,7 +494,7 @@ def _tx_ring(p: PoolArrays, handles: Handles, n: int, fd: int, max_len: int, rin
 
 @njit(cache=True, nogil=True)
 def _tx_kick(fd: int, st: I64) -> None:
-    _sys_send(fd, 0, 0, _MSG_DONTWAIT)
+    sys_send(fd, 0, 0, _MSG_DONTWAIT)
     st[_T_SYSCALLS] += 1
 
 
@@ -520,6 +528,8 @@ def _new_socket(spec: AfPacketSpec) -> socket.socket:
     path = os.path.join(NETNS_DIR, spec.netns)
     try:
         ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise AfPacketPermissionError(exc.errno, f"opening {path} for {spec.where}: not permitted") from None
     except FileNotFoundError:
         raise NetnsNotFoundError(
             errno.ENOENT, f"network namespace {spec.netns!r} for {spec.where} not found ({path}; "
@@ -579,10 +589,8 @@ def _set_ring(sock: socket.socket, option: int, req: bytes, spec: AfPacketSpec) 
 def _release_map(mm: mmap.mmap | None) -> None:
     """Unmap now if no frame batch still views the ring; otherwise when the last view goes."""
     if mm is not None:
-        try:
+        with contextlib.suppress(BufferError):
             mm.close()
-        except BufferError:
-            pass
 
 
 # --------------------------------------------------------------------------- Rx
@@ -594,6 +602,11 @@ class AfPacketRx:
     def __init__(self, spec: AfPacketSpec) -> None:
         self.spec = spec
         self._mm: mmap.mmap | None = None
+        self._st = np.zeros(_STATE_WORDS, np.int64)
+        self._off = np.zeros(0, np.int64)
+        self._len = np.zeros(0, np.int32)
+        self._kernel_drops = 0
+        self._kernel_freezes = 0
         self._sock: socket.socket | None = _new_socket(spec)
         try:
             sock = self._sock
@@ -611,13 +624,8 @@ class AfPacketRx:
             raise
         self._ring = np.frombuffer(self._mm, dtype=np.uint8)
         self._ring32 = self._ring.view(np.uint32)
-        self._st = np.zeros(_STATE_WORDS, np.int64)
-        self._off = np.zeros(0, np.int64)
-        self._len = np.zeros(0, np.int32)
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
-        self._kernel_drops = 0
-        self._kernel_freezes = 0
 
     @property
     def exhausted(self) -> bool:
@@ -724,7 +732,7 @@ class AfPacketTx:
             raise ValueError(f"send on a closed AfPacketTx ({self.spec.where})")
         if n > handles.shape[0]:
             raise ValueError(f"send: n = {n} but only {handles.shape[0]} handles")
-        if self._ring is not None:
+        if self._ring is not None and self._ring32 is not None:
             return int(_tx_ring(p, handles, n, self._fd, self._max_len, self._ring, self._ring32,
                                 self.spec.frame_size, self._st))
         if self._msgs.shape[0] < n:

@@ -1,0 +1,363 @@
+"""Benchmark: packet I/O backends, one section per path.
+
+Section ``afpacket`` (raw AF_PACKET I/O over a veth pair): a sender process in namespace A runs
+:class:`micronf.io.afpacket.AfPacketTx` as fast as it can (bursts of ``--burst`` pool frames of one
+size, UDP/IPv4, to a unicast MAC that is not the receiver's, so the receiving IP stack drops them at
+once) into a veth whose peer is in namespace B, where a receiver process counts the frames
+:class:`micronf.io.afpacket.AfPacketRx` hands out. Both open their sockets through the spec's
+``netns``; the sender is pinned to the first CPU, the receiver to the last. For every Tx mode
+(``sendmmsg``, ``ring``) and frame size, ``--repeat`` runs (modes interleaved) of ``--seconds``
+after ``--warmup``; the table shows medians:
+
+* ``tx Mpps`` frames the sender handed to the kernel, ``rx Mpps``/``rx Gbps`` frames (and their
+  bytes, Ethernet header to payload, no FCS/preamble) the receiver got;
+* ``sock drops``: the Rx socket's ``PACKET_STATISTICS`` drops (its ring was full), ``veth drops``:
+  frames the veth dropped (the receive backlog, ``net.core.netdev_max_backlog``, was full);
+* ``rx CPU%``/``tx CPU%``: user + system time of each process over the window (getrusage). The
+  kernel's work for a veth frame (xmit, the peer's receive softirq, the copy into the Rx ring)
+  mostly runs on the *sender's* CPU, inside its send call or the softirq it raises.
+
+Expected on a 2-vCPU VM: a veth carries ~0.6-0.85 Mpps per core whatever user space does; the
+Rx side should keep up with a few percent of a core.
+
+Usage::
+
+    python bench/io.py [--only afpacket] [--sizes 64,128,256,512,1024,1500] [--modes sendmmsg,ring]
+                       [--seconds S] [--warmup S] [--repeat R] [--burst B] [--json]
+
+Needs root (namespaces, AF_PACKET) and iproute2. ``micronf`` is imported from the environment,
+else from ``src/`` next to this directory; the namespace helper is ``tests/netns.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shlex
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from _common import cpu_model, int_list
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+SECTIONS = ("afpacket",)
+TX_MODES = ("sendmmsg", "ring")
+MAX_FRAME = 1514
+_FORK = mp.get_context("fork")
+Msg = dict[str, Any]
+
+
+def _import(module: str) -> Any:
+    """``module`` from micronf or tests, imported at run time (``src/`` and the repo root as fallbacks).
+
+    Dynamic so that ``mypy bench/io.py`` checks this file on its own, like ``bench/ring.py``.
+    """
+    if importlib.util.find_spec("micronf") is None:
+        sys.path.insert(0, str(ROOT / "src"))
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
+    return importlib.import_module(module)
+
+
+def machine_facts() -> dict[str, Any]:
+    """CPU, kernel, versions and load for the report header."""
+    import numba
+    import numpy
+
+    return {
+        "cpu": cpu_model(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numba": str(numba.__version__),
+        "numpy": numpy.__version__,
+        "netdev_max_backlog": Path("/proc/sys/net/core/netdev_max_backlog").read_text().strip(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def udp_frame(size: int) -> bytes:
+    """An Ethernet/IPv4/UDP frame of ``size`` bytes (no FCS) with a valid IP header checksum."""
+    ip_len = size - 14
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 1, 0, 64, 17, 0, bytes([10, 0, 0, 1]),
+                               bytes([10, 0, 0, 2])))
+    words = struct.unpack("!10H", ip)
+    csum = sum(words)
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    struct.pack_into("!H", ip, 10, ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF)
+    udp = struct.pack("!HHHH", 1234, 5678, ip_len - 20, 0)  # checksum 0: none (allowed for IPv4)
+    eth = bytes.fromhex("020000000002" "020000000001" "0800")
+    return eth + bytes(ip) + udp + bytes(size - 42)
+
+
+# -- the two processes -----------------------------------------------------------------------
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _pin(cpu: int) -> None:
+    if cpu in os.sched_getaffinity(0):
+        os.sched_setaffinity(0, {cpu})
+
+
+def _window(conn: Connection, poll: Callable[[], None], snapshot: Callable[[], Msg]) -> None:
+    """Report ready, get (t_start, t_end), run ``poll`` until t_end, send the window's deltas."""
+    conn.send({"ready": True})
+    t_start, t_end = conn.recv()
+    while time.monotonic() < t_start:
+        poll()
+    before, cpu0, t0 = snapshot(), _cpu_seconds(), time.monotonic()
+    while time.monotonic() < t_end:
+        poll()
+    after, cpu1, t1 = snapshot(), _cpu_seconds(), time.monotonic()
+    out: Msg = {k: after[k] - before[k] for k in after}
+    out["seconds"], out["cpu_seconds"] = t1 - t0, cpu1 - cpu0
+    conn.send(out)
+
+
+def receiver(conn: Connection, spec_kw: Msg, cpu: int) -> None:
+    """Count what AfPacketRx hands out, in bursts of up to 1024 frames."""
+    try:
+        _pin(cpu)
+        afp = _import("micronf.io.afpacket")
+        with afp.AfPacketRx(afp.AfPacketSpec(**spec_kw)) as rx:
+            rx.recv(0)  # compile / load the kernel before the clock starts
+            _window(conn, lambda: rx.recv(1024), rx.stats)
+    except BaseException as exc:
+        conn.send({"error": f"receiver: {type(exc).__name__}: {exc}"})
+
+
+def sender(conn: Connection, spec_kw: Msg, cpu: int, size: int, burst: int) -> None:
+    """Send the same ``burst`` pool frames over and over; yield whenever the kernel takes nothing."""
+    try:
+        _pin(cpu)
+        afp = _import("micronf.io.afpacket")
+        pool_mod = _import("micronf.dataplane.pool")
+        pool = pool_mod.PacketPool.local(burst)
+        handles = pool.alloc(burst)
+        frame = udp_frame(size)
+        for h in handles:
+            pool.write_frame(int(h), frame)
+        with afp.AfPacketTx(afp.AfPacketSpec(**spec_kw)) as tx:
+            tx.send(pool.arrays, handles, 0)  # compile / load the kernel before the clock starts
+
+            def poll() -> None:
+                if tx.send(pool.arrays, handles, burst) == 0:
+                    os.sched_yield()
+
+            _window(conn, poll, tx.stats)
+    except BaseException as exc:
+        conn.send({"error": f"sender: {type(exc).__name__}: {exc}"})
+
+
+# -- one run ---------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One measured window of one (mode, size)."""
+
+    tx_mpps: float
+    rx_mpps: float
+    rx_gbps: float
+    sock_drops: int
+    veth_drops: int
+    rx_cpu: float
+    tx_cpu: float
+    would_block: int
+    tx_errors: int
+
+
+def _recv(conn: Connection, timeout: float, who: str) -> Msg:
+    if not conn.poll(timeout):
+        raise RuntimeError(f"{who} did not answer within {timeout:.0f} s")
+    msg: Msg = conn.recv()
+    if "error" in msg:
+        raise RuntimeError(msg["error"])
+    return msg
+
+
+def run_afpacket(mode: str, size: int, args: argparse.Namespace) -> Run:
+    """One sender → veth → receiver run in a fresh pair of namespaces."""
+    netns = _import("tests.netns")
+    cpus = sorted(os.sched_getaffinity(0))
+    with netns.NetLab("bio") as lab:
+        ns_a, ns_b = lab.netns(2)
+        link = lab.veth(ns_a, ns_b)
+        rx_conn, rx_child = _FORK.Pipe()
+        tx_conn, tx_child = _FORK.Pipe()
+        procs = [
+            _FORK.Process(target=receiver, args=(rx_child, {"iface": link.if_b, "netns": ns_b}, cpus[-1])),
+            _FORK.Process(target=sender, args=(tx_child, {"iface": link.if_a, "netns": ns_a, "tx_mode": mode},
+                                               cpus[0], size, args.burst)),
+        ]
+        try:
+            for p in procs:
+                p.start()
+            _recv(rx_conn, 120, "receiver")  # the first run may compile the kernels
+            _recv(tx_conn, 120, "sender")
+            t_start = time.monotonic() + 0.05 + args.warmup
+            t_end = t_start + args.seconds
+            for c in (rx_conn, tx_conn):
+                c.send((t_start, t_end))
+            time.sleep(max(0.0, t_start - time.monotonic()))
+            veth0 = lab.link_stats(ns_a, link.if_a)["tx_dropped"]
+            time.sleep(max(0.0, t_end - time.monotonic()))
+            veth1 = lab.link_stats(ns_a, link.if_a)["tx_dropped"]
+            rx = _recv(rx_conn, args.seconds + 30, "receiver")
+            tx = _recv(tx_conn, args.seconds + 30, "sender")
+        finally:
+            for p in procs:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+                    p.join(10)
+    return Run(
+        tx_mpps=tx["frames"] / tx["seconds"] / 1e6,
+        rx_mpps=rx["frames"] / rx["seconds"] / 1e6,
+        rx_gbps=rx["bytes"] * 8 / rx["seconds"] / 1e9,
+        sock_drops=int(rx["kernel_drops"]),
+        veth_drops=int(veth1 - veth0),
+        rx_cpu=100 * rx["cpu_seconds"] / rx["seconds"],
+        tx_cpu=100 * tx["cpu_seconds"] / tx["seconds"],
+        would_block=int(tx["would_block"]),
+        tx_errors=int(tx["errors"]),
+    )
+
+
+# -- the section -----------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """All runs of one (mode, size) and their medians."""
+
+    mode: str
+    size: int
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return float(statistics.median(getattr(r, name) for r in self.runs))
+
+    def to_json(self) -> Msg:
+        med = {k: self.median(k) for k in asdict(self.runs[0])}
+        return {"mode": self.mode, "size": self.size, "median": med, "runs": [asdict(r) for r in self.runs]}
+
+
+@dataclass
+class Section:
+    """A benchmark section's result: its table lines and its JSON document."""
+
+    name: str
+    lines: list[str]
+    doc: Msg
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                                strict=True)))
+
+    return [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+
+
+def section_afpacket(args: argparse.Namespace) -> Section:
+    """AfPacketTx (each mode) → veth → AfPacketRx, per frame size, medians of ``--repeat`` runs."""
+    cells = {(m, s): Cell(m, s) for s in args.sizes for m in args.modes}
+    for rep in range(args.repeat):
+        for (mode, size), cell in cells.items():
+            cell.runs.append(run_afpacket(mode, size, args))
+            r = cell.runs[-1]
+            print(f"[afpacket {rep + 1}/{args.repeat}] {mode} {size} B: tx {r.tx_mpps:.3f} rx {r.rx_mpps:.3f} Mpps, "
+                  f"rx CPU {r.rx_cpu:.1f}%", file=sys.stderr, flush=True)
+    header = ("tx mode", "size B", "tx Mpps", "rx Mpps", "rx Gbps", "sock drops", "veth drops", "rx CPU%",
+              "tx CPU%", "tx would-block")
+    rows = [(c.mode, str(c.size), f"{c.median('tx_mpps'):.3f}", f"{c.median('rx_mpps'):.3f}",
+             f"{c.median('rx_gbps'):.2f}", f"{c.median('sock_drops'):.0f}", f"{c.median('veth_drops'):.0f}",
+             f"{c.median('rx_cpu'):.1f}", f"{c.median('tx_cpu'):.1f}", f"{c.median('would_block'):.0f}")
+            for c in cells.values()]
+    lines = [f"## afpacket: AfPacketTx -> veth -> AfPacketRx, burst {args.burst}, {args.seconds:g} s after "
+             f"{args.warmup:g} s warm-up, median of {args.repeat}", *_table(header, rows)]
+    for size in args.sizes:
+        best = max(args.modes, key=lambda m: cells[(m, size)].median("rx_mpps"))
+        lines.append(f"# {size} B: faster Tx mode (rx Mpps) = {best}")
+    errors = sum(r.tx_errors for c in cells.values() for r in c.runs)
+    if errors:
+        lines.append(f"# !!! the sender counted {errors} frame errors")
+    return Section("afpacket", lines, {"cells": [c.to_json() for c in cells.values()], "tx_errors": errors})
+
+
+SECTION_RUNNERS: dict[str, Callable[[argparse.Namespace], Section]] = {"afpacket": section_afpacket}
+
+
+# -- command line ----------------------------------------------------------------------------
+def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        values = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [v for v in values if v not in allowed]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
+        return values
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="micronf packet I/O backends")
+    ap.add_argument("--only", type=_choices(SECTIONS), default=list(SECTIONS), help="sections (default: all)")
+    ap.add_argument("--sizes", type=int_list, default=[64, 128, 256, 512, 1024, 1500],
+                    help="frame sizes in bytes, no FCS (default 64,128,256,512,1024,1500)")
+    ap.add_argument("--modes", type=_choices(TX_MODES), default=list(TX_MODES), help="AF_PACKET Tx modes")
+    ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run (default 2)")
+    ap.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per cell, interleaved (default 3)")
+    ap.add_argument("--burst", type=int, default=64, help="frames per send call (default 64)")
+    ap.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
+    args = ap.parse_args(argv)
+    if args.repeat < 1 or args.seconds <= 0 or args.warmup < 0 or args.burst < 1:
+        ap.error("need --repeat >= 1, --seconds > 0, --warmup >= 0, --burst >= 1")
+    if max(args.sizes) > MAX_FRAME or min(args.sizes) < 60:
+        ap.error(f"frame sizes must be in 60..{MAX_FRAME}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([Path(sys.executable).name, *sys.argv] if argv is None else ["io.py", *argv])
+    if os.geteuid() != 0:
+        print("io.py: needs root (network namespaces, AF_PACKET sockets)", file=sys.stderr)
+        return 2
+    facts = machine_facts()
+    start = time.monotonic()
+    sections = [SECTION_RUNNERS[name](args) for name in args.only]
+    elapsed = time.monotonic() - start
+    if args.json:
+        doc = {"benchmark": "micronf packet I/O", "command": command, "machine": facts,
+               "settings": {k: v for k, v in vars(args).items() if k != "json"}, "elapsed_seconds": elapsed,
+               "sections": {s.name: s.doc for s in sections}}
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"# machine: {facts['cpu']}, nproc {facts['nproc']}, kernel {facts['kernel']}, python {facts['python']}, "
+          f"numba {facts['numba']}, netdev_max_backlog {facts['netdev_max_backlog']}, load average at start "
+          f"{' '.join(map(str, facts['loadavg_at_start']))}")
+    print(f"# command: {command}; elapsed {elapsed:.0f} s")
+    for s in sections:
+        print("\n".join(s.lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

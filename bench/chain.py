@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -473,7 +474,7 @@ class Cell:
     error: str = ""
 
     def median(self, f: Callable[[Run], float]) -> float:
-        vals = [f(r) for r in self.runs if not np.isnan(f(r))]
+        vals = [f(r) for r in self.runs if not math.isnan(f(r))]
         return statistics.median(vals) if vals else float("nan")
 
     @property
@@ -670,7 +671,7 @@ def _fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int =
 
 
 def _f(x: float, nd: int = 2) -> str:
-    return "-" if np.isnan(x) else f"{x:.{nd}f}"
+    return "-" if math.isnan(x) else f"{x:.{nd}f}"
 
 
 def _detail_rows(cells: Sequence[Cell], ceiling: float, hz: float) -> list[list[str]]:

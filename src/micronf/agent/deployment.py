@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -165,7 +165,7 @@ class Deployment:
             if child is not None:
                 try:
                     child.wait(timeout=10)
-                except Exception:  # noqa: BLE001 - a stuck service must not keep the segment alive
+                except Exception:
                     child.kill()
                 child.close()
         self.services = [None, None]
@@ -379,6 +379,11 @@ class Deployment:
             for k in ("refused", "no_output"):
                 if t[k]:
                     drops[f"{name}.{k}"] = t[k]
+        for ev in self.restarts:  # packets a crashed process held: reclaimed, counted as dropped
+            if ev.reclaimed_buffers:
+                key = f"{'/'.join(ev.nodes)}.lost_in_crash"
+                drops[key] = drops.get(key, 0) + ev.reclaimed_buffers
+                refused += ev.reclaimed_buffers
         pool = g._memory().pool.stats()
         in_flight = pool.in_use
         cons = Conservation(rx=rx["accepted"], tx=sent, dropped=freed + refused, in_flight=in_flight,

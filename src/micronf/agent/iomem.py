@@ -132,7 +132,7 @@ def percentiles(hist: I64) -> dict[str, Any]:
         if total == 0:
             out[f"p{q}_ns"] = 0.0
             continue
-        b = int(np.searchsorted(cum, math.ceil(total * q / 100)))
+        b = int(np.searchsorted(cum, np.int64(math.ceil(total * q / 100))))
         out[f"p{q}_ns"] = min(bucket_upper(b), float(hist[H_MAX]))
     return out
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
-from micronf.dataplane.atomics import cycles
+from micronf.dataplane.atomics import cycles, usleep
 from micronf.dataplane.pool import PoolArrays
 from micronf.runtime.descriptor import Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
@@ -24,6 +24,15 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
     budget = state[0][0]
     start = cycles()
     now = start
+    if state[0][1] == 1:  # sleep: the same time per packet, without holding the CPU
+        deadline = start + n * budget
+        while now < deadline:
+            usleep(50)
+            now = cycles()
+        for i in range(n):
+            verdicts[i] = _OUT
+        counters[_SPENT] += now - start
+        return
     for i in range(n):
         deadline = now + budget
         while now < deadline:
@@ -37,6 +46,8 @@ class BusyLoop(MicroNF):
 
     Config:
         cycles: cycles to burn per packet, 0..10,000,000 (default 100; 0 disables the loop).
+        mode: ``spin`` (default: the CPU is busy all along) or ``sleep`` (the batch takes as long,
+            but the process sleeps in 50 µs steps: a µNF limited by something other than its CPU).
     Ports:
         out: every frame, unchanged.
     Counters:
@@ -47,7 +58,8 @@ class BusyLoop(MicroNF):
         counter (``rdtsc``), which ticks at the nominal CPU frequency, so a packet costs at least
         ``cycles`` ticks (plus one counter read, ~20-40 ticks); each packet's budget starts when
         the previous one's ended, so time spent preempted counts against the budget. The packet
-        is never read or written and nothing is dropped.
+        is never read or written and nothing is dropped. ``sleep`` mode makes a slow µNF whose
+        speed does not depend on how loaded the machine is (tests of the autoscaler use it).
     """
 
     class Config(NFConfig):
@@ -59,13 +71,16 @@ class BusyLoop(MicroNF):
             le=10_000_000,
             description="CPU cycles (time-stamp counter ticks) to burn per packet; 0 = none.",
         )
+        mode: Literal["spin", "sleep"] = Field(
+            default="spin", description="spin on the CPU, or sleep for the same time per batch"
+        )
 
     descriptor = Descriptor()
     config: Config
     kernel = kernel
 
     def state(self) -> KernelState:
-        return (np.array([self.config.cycles], dtype=np.int64),)
+        return (np.array([self.config.cycles, int(self.config.mode == "sleep")], dtype=np.int64),)
 
     def counter_names(self) -> tuple[str, ...]:
         return ("cycles_spent",)

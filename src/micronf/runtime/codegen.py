@@ -8,15 +8,17 @@ run to completion) we write a tiny module whose globals are those kernels, and n
 like any other file. The module text includes a digest of each kernel's source file, so editing a
 µNF outside the micronf package also invalidates its cached loop.
 
-The generated loop, per iteration: stop check (acquire load); for each ingress of the first µNF:
+The generated loop, per iteration: stop check (acquire load), time check; for each ingress of the first µNF:
 rx burst → kernel (with pipelined prefetch if asked) → :func:`route_batch`; packets routed to the next fused µNF run its
 kernel at once (run-to-completion inside the cluster); yield when every ingress was empty
 (paper §VI-E), and after ``yield_every`` busy batches if asked. After ``idle_polls`` empty polls in
 a row the loop sleeps ``idle_sleep_us`` per poll instead of spinning (0 disables): an idle graph
-then costs almost no CPU on a shared machine, and sustained traffic never triggers it. A sleeping
-loop returns to Python after 64 sleeps rather than after ``max_iters`` polls: a sleep may last a
-millisecond on a loaded machine, and a rewritten port table (scale-out) must be picked up in
-milliseconds, not seconds.
+then costs almost no CPU on a shared machine, and sustained traffic never triggers it.
+
+A call returns after ``max_iters`` iterations or ``max_cycles`` TSC ticks, whichever comes first
+(the clock is read on every idle poll and every 64 busy iterations): on a loaded machine a single
+yield or sleep can last a millisecond, and a rewritten port table (a scale-out) must be picked up
+within milliseconds, not after thousands of such polls.
 """
 
 from __future__ import annotations
@@ -43,8 +45,6 @@ from micronf.ports.dispatch import ingress_rx
 from micronf.runtime.loop import (
     RC_BATCHES, RC_CYCLES, RC_IDLE, RC_IDLE_RUN, RC_RX, RC_YIELDS, prefetch_range, route_batch,
 )
-
-MAX_SLEEPS = 64  # an idle loop returns to Python after this many sleeps (to see stops, new port tables)
 '''
 
 _STAGE = '''{pad}t = cycles()
@@ -84,13 +84,15 @@ def loop_source(classes: Sequence[type[MicroNF]]) -> str:
         "",
         "",
         "@njit(cache=True, nogil=True)",
-        f"def hot(p, rctrl, rslots, ctl, stop_word, client, max_iters, yield_idle, yield_every, prefetch_n, "
-        f"idle_polls, idle_sleep_us, {stages}):",
+        f"def hot(p, rctrl, rslots, ctl, stop_word, client, max_iters, max_cycles, yield_idle, yield_every, "
+        f"prefetch_n, idle_polls, idle_sleep_us, {stages}):",
         "    busy = 0",
         "    work = 0",
-        "    slept = 0",
-        "    for _ in range(max_iters):",
+        "    t_start = cycles()",
+        "    for it in range(max_iters):",
         "        if load_acquire(ctl, stop_word) != 0:",
+        "            break",
+        "        if (it & 63) == 63 and cycles() - t_start > max_cycles:",
         "            break",
         "        got = 0",
         "        for ip in range(s0.in_tab.shape[0]):",
@@ -112,11 +114,10 @@ def loop_source(classes: Sequence[type[MicroNF]]) -> str:
         "        if got == 0:",
         "            s0.rc[RC_IDLE] += 1",
         "            s0.rc[RC_IDLE_RUN] += 1",
+        "            if cycles() - t_start > max_cycles:",
+        "                break",
         "            if idle_sleep_us > 0 and s0.rc[RC_IDLE_RUN] >= idle_polls:",
         "                usleep(idle_sleep_us)",
-        "                slept += 1",
-        "                if slept >= MAX_SLEEPS:",
-        "                    break",
         "            elif yield_idle:",
         "                s0.rc[RC_YIELDS] += 1",
         "                sched_yield()",

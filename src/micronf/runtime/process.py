@@ -45,6 +45,7 @@ from micronf.runtime.stage import (
 )
 
 ITERS_PER_CALL = 4096
+CYCLES_PER_CALL = 10_000_000  # ~3-5 ms of TSC: the longest a process goes without seeing a new port table
 
 
 def warm_all(mem: GraphMemory) -> None:
@@ -55,7 +56,7 @@ def warm_all(mem: GraphMemory) -> None:
         nfs = [instantiate(n) for n in nodes]
         hot = load_hot_loop([type(nf) for nf in nfs])
         stages = [build_stage(mem, n, nf, layout.burst) for n, nf in zip(nodes, nfs, strict=True)]
-        hot(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, 0, plan.client, 0, layout.yield_idle,
+        hot(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, 0, plan.client, 0, 0, layout.yield_idle,
             plan.yield_every, layout.prefetch, layout.idle_polls, layout.idle_sleep_us, *stages)
 
 
@@ -93,7 +94,7 @@ def run(segment: str, process: int | str, iters: int | str = ITERS_PER_CALL) -> 
     current = stages()
     versions = [t.version() for t in tables]
     args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, line + P_STOP, plan.client)
-    hot(*args, 0, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
+    hot(*args, 0, 0, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
             layout.idle_sleep_us, *current)  # compile or load now
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -108,7 +109,7 @@ def run(segment: str, process: int | str, iters: int | str = ITERS_PER_CALL) -> 
         if mem.ctl[line + P_STOP] == PAUSE:
             wait_while_paused(mem.ctl, line)
             continue
-        hot(*args, iters, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
+        hot(*args, iters, CYCLES_PER_CALL, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
             layout.idle_sleep_us, *current)
         mem.ctl[line + P_CALLS] += 1
         now = [t.version() for t in tables]

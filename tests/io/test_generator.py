@@ -147,6 +147,24 @@ def test_addresses_come_from_the_configured_nets() -> None:
     assert len({five_tuple(Ether(raw)) for raw in frames_of(g)}) == 300
 
 
+def test_flows_are_shared_among_kinds_even_when_one_is_rare() -> None:
+    spec = GeneratorSpec(
+        flows=10, protocols={"tcp": 0.999, "udp": 0.001}, http_fraction=0.009, urls=("/",), templates=1000
+    )
+    frames = [Ether(f) for f in frames_of(GeneratorRx(spec))]
+    by_kind: dict[str, set[tuple[str, str, int, int, int]]] = {"http": set(), "tcp": set(), "udp": set()}
+    for p in frames:
+        kind = "udp" if UDP in p else "http" if p[TCP].dport == 80 else "tcp"
+        by_kind[kind].add(five_tuple(p))
+    assert Counter("udp" if UDP in p else "http" if p[TCP].dport == 80 else "tcp" for p in frames) == {
+        "http": 9,
+        "tcp": 990,
+        "udp": 1,
+    }
+    assert len(by_kind["udp"]) == 1 and len(by_kind["http"]) >= 1
+    assert sum(map(len, by_kind.values())) == len(set().union(*by_kind.values())) == 10
+
+
 def test_http_requests_that_do_not_fit_grow_the_frame() -> None:
     url = "/" + "a" * 100
     g = GeneratorRx(GeneratorSpec(sizes=(60, 1000), http_fraction=1.0, urls=(url,), templates=10, flows=2))

@@ -139,7 +139,8 @@ def field_path(loc: Iterable[int | str], prefix: str = "") -> str:
 
 def error_from_validation(exc: ValidationError, file: str, model: type[BaseModel], prefix: str = "") -> SpecError:
     """The first error of a pydantic validation as a :class:`SpecError` (path under ``prefix``)."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a typo explains a "missing"
     loc = tuple(err["loc"])
     path = field_path(loc, prefix)
     kind, msg = err["type"], err["msg"]
@@ -157,7 +158,8 @@ def error_from_validation(exc: ValidationError, file: str, model: type[BaseModel
     if msg.startswith("Input should be "):
         return SpecError(file, path, msg.removeprefix("Input should be "), found)
     if kind == "value_error":
-        return SpecError(file, path, "a valid value", f"{found} ({msg.removeprefix('Value error, ')})")
+        why = msg.removeprefix("Value error, ")
+        return SpecError(file, path, "a valid value", why if found in why else f"{found}: {why}")
     return SpecError(file, path, msg[:1].lower() + msg[1:], found)
 
 
@@ -302,7 +304,7 @@ def check_template(tpl: VNFTemplate, file: str, types: Mapping[str, UNFType]) ->
     for owner, unf in node_type.items():
         for label in unf.labels:
             if (owner, label) not in used:
-                raise SpecError(file, "outputs", f"every label of every owner linked or listed in an output "
+                raise SpecError(file, "outputs", f"every label of every node linked or listed in an output "
                                 f"(label {label!r} of {owner} is neither)", _show(tpl.outputs))
     succ = {n: [lk.dst for lk in links if lk.src == n] for n in names}
     cycle = find_cycle(succ)

@@ -15,7 +15,9 @@ from micronf.runtime.graph import GraphError, GraphLayout, plan
 
 def graph_table(graph: ComposedGraph, title: str) -> Table:
     """One row per µNF: type, config, where each label leads (``from`` = mapping-table entry), hints."""
-    table = Table("µNF", "type", "config", "next", "placement", title=title, title_justify="left")
+    table = Table(title=title, title_justify="left")
+    for column in ("µNF", "type", "config", "next") + (("placement",) if graph.placement else ()):
+        table.add_column(column, overflow="fold")
     spec = graph.spec
     for node in spec.nodes:
         nexts = [escape(f"{e.label} → {e.dst}" + (f" (from {e.from_node})" if e.from_node else ""))
@@ -23,10 +25,10 @@ def graph_table(graph: ComposedGraph, title: str) -> Table:
         nexts += [f"{escape(label)} → [bold]{escape(out)}[/]" for out, ends in graph.outputs.items()
                   for n, label in ends if n == node.name]
         hint = graph.placement.get(node.name)
-        hint_text = ", ".join(f"{k}={v}" for k, v in hint.model_dump(exclude_none=True).items()) if hint else ""
+        hints = [escape(", ".join(f"{k}={v}" for k, v in hint.model_dump(exclude_none=True).items()))] if hint else []
         name = f"{escape(node.name)} [dim](entry)[/]" if node.name == spec.entry else escape(node.name)
         config = escape(json.dumps(node.config, separators=(",", ":"))) if node.config else ""
-        table.add_row(name, node.type, config, "\n".join(nexts), escape(hint_text))
+        table.add_row(name, node.type, config, "\n".join(nexts), *hints)
     return table
 
 

@@ -153,3 +153,15 @@ def test_every_example_composes_and_wires(sfc_file: Path) -> None:
     plan(comp.before.spec)
     plan(comp.after.spec)
     assert comp.rewrites
+
+
+def test_unfs_on_different_agents_are_not_parallelized(tmp_path: Path) -> None:
+    doc = sfc([{"name": "monitor", "template": "monitoring", "unfs": {"sizes": {"agent": "other-host"}}}], [])
+    doc["imports"] = [str(EXAMPLES / "templates" / "*.yaml")]
+    write_files(tmp_path, {"sfc.yaml": doc})
+    comp = compose(load_sfc(tmp_path / "sfc.yaml"))
+    assert comp.nodes_rewritten("parallelize") == []
+    doc["vnfs"][0]["unfs"] = {}
+    write_files(tmp_path, {"sfc.yaml": doc})
+    assert compose(load_sfc(tmp_path / "sfc.yaml")).nodes_rewritten("parallelize") == [
+        ["monitor.urls", "monitor.sizes"]]

@@ -31,7 +31,6 @@ placement hints), before and after, and the list of :class:`Rewrite`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -380,6 +379,11 @@ def _sole_next(g: _Graph, n: str) -> str | None:
     return dsts.pop() if len(dsts) == 1 else None
 
 
+def _agent(g: _Graph, n: str) -> str | None:
+    hint = g.nodes[n].placement
+    return hint.agent if hint is not None else None
+
+
 def _parallel_run(g: _Graph, first: str) -> tuple[_Edge, list[str], str] | None:
     ins = g.ins(first)
     if first == g.entry or len(ins) != 1 or ins[0].from_node is not None:
@@ -393,6 +397,7 @@ def _parallel_run(g: _Graph, first: str) -> tuple[_Edge, list[str], str] | None:
         assert cand is not None
         d = g.nodes[cand].unf.descriptor
         if (cand == g.entry or any(e.src != run[-1] for e in g.ins(cand)) or _sole_next(g, cand) is None
+                or _agent(g, cand) != _agent(g, first)  # §V-B: parallel µNFs share a machine
                 or not all(g.nodes[m].unf.descriptor.parallel_safe_with(d) for m in run)):
             break
         run.append(cand)
@@ -413,7 +418,3 @@ def _parallelize(g: _Graph, rewrites: list[Rewrite]) -> None:
             f"({accesses}) and all lead to {join}: they now process every packet {head.src} labels "
             f"'{head.label}' at the same time (Branch at {head.src}, Sync at {join}, §V-B)")))
 
-
-def describe(rewrites: Iterable[Rewrite]) -> list[str]:
-    """One line per rewrite: ``kind nodes: reason``."""
-    return [f"{r.kind} {', '.join(r.nodes)}: {r.reason}" for r in rewrites]

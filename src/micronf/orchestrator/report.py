@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from micronf.orchestrator.compose import ComposedGraph, Composition, Rewrite
-from micronf.runtime.graph import GraphError, GraphLayout, plan
+from micronf.runtime.graph import GraphError, plan
 
 
 def graph_table(graph: ComposedGraph, title: str) -> Table:
@@ -40,11 +40,6 @@ def rewrites_table(rewrites: list[Rewrite]) -> Table:
     return table
 
 
-def wire(graph: ComposedGraph) -> GraphLayout:
-    """Check that the runtime can wire ``graph`` (raises ``GraphError`` otherwise)."""
-    return plan(graph.spec)
-
-
 def print_plan(console: Console, comp: Composition, drawings: list[Path]) -> None:
     """Print the whole dry run: before, after, rewrites, wiring of the result, drawings written."""
     before, after = comp.before.spec, comp.after.spec
@@ -58,7 +53,7 @@ def print_plan(console: Console, comp: Composition, drawings: list[Path]) -> Non
     console.print(", ".join(f"{n} {kind}" for kind, n in counts.items()) + f": {len(before.nodes)} → "
                   f"{len(after.nodes)} µNFs")
     try:
-        layout = wire(comp.after)
+        layout = plan(comp.after.spec)  # can the runtime wire it?
     except GraphError as exc:
         console.print(f"[yellow]not wired here:[/] {escape(str(exc))}")
     else:

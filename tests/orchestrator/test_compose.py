@@ -156,7 +156,8 @@ def test_every_example_composes_and_wires(sfc_file: Path) -> None:
 
 
 def test_unfs_on_different_agents_are_not_parallelized(tmp_path: Path) -> None:
-    doc = sfc([{"name": "monitor", "template": "monitoring", "unfs": {"sizes": {"agent": "other-host"}}}], [])
+    doc = sfc([{"name": "monitor", "template": "monitoring", "unfs": {"sizes": {"agent": "other-host"}}},
+               {"name": "appfw", "template": "application-firewall"}], [("monitor", "out", "appfw")])
     doc["imports"] = [str(EXAMPLES / "templates" / "*.yaml")]
     write_files(tmp_path, {"sfc.yaml": doc})
     comp = compose(load_sfc(tmp_path / "sfc.yaml"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from micronf import __version__
@@ -245,3 +246,52 @@ def agent(
 def main() -> None:
     """Console-script entry point."""
     sys.exit(app())
+
+
+@app.command("plan")
+def plan_sfc(
+    sfc: Path = typer.Argument(..., help="The SFC request (YAML or JSON), e.g. examples/sfc-fig11.yaml."),
+    out: Path = typer.Option(Path("."), "--out", file_okay=False, help="Directory for before/after drawings."),
+    as_json: bool = typer.Option(False, "--json", help="Print the composition (graphs and rewrites) as JSON."),
+) -> None:
+    """Dry run: compose the SFC into a µNF graph, optimize it, print both graphs and every rewrite
+    with its reason, and draw them (DIR/before.svg, DIR/after.svg; .dot without Graphviz)."""
+    from micronf.orchestrator.compose import compose_file
+    from micronf.orchestrator.models import SpecError
+    from micronf.orchestrator.render import INSTALL_HINT, write_drawing
+    from micronf.orchestrator.report import print_plan
+
+    try:
+        comp = compose_file(sfc)
+    except SpecError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(comp.model_dump_json(indent=2))
+        return
+    drawings = [write_drawing(g, f"{comp.sfc}: {stage}", out / stage)
+                for stage, g in (("before", comp.before), ("after", comp.after))]
+    print_plan(console, comp, drawings)
+    if any(p.suffix == ".dot" for p in drawings):
+        console.print(f"[yellow]no SVG:[/] {INSTALL_HINT}")
+
+
+@app.command()
+def schema(
+    kind: str | None = typer.Argument(None, help="unf-descriptor, vnf-template or sfc (default: all three)."),
+    out: Path | None = typer.Option(None, "--out", file_okay=False, help="Write KIND.schema.json files here."),
+) -> None:
+    """Print (or write) the JSON Schema of the orchestrator's input files."""
+    from micronf.orchestrator.models import KINDS, json_schemas
+
+    if kind is not None and kind not in KINDS:
+        console.print(f"[red]error:[/] no file kind {kind!r} (kinds: {', '.join(KINDS)})")
+        raise typer.Exit(2)
+    schemas = {k: s for k, s in json_schemas().items() if kind in (None, k)}
+    if out is None:
+        print(json.dumps(schemas[kind] if kind else schemas, indent=2))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for k, s in schemas.items():
+        (out / f"{k}.schema.json").write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {out / f'{k}.schema.json'}")

@@ -83,12 +83,14 @@ def test_every_template_parses_with_valid_checksums_and_right_size(mixed: Genera
         assert with_fresh_checksums(p) == raw, f"template {i}: a checksum is wrong"
         if UDP in p:
             assert p[UDP].len == len(raw) - 34
-        # round-robin sizes, except HTTP requests that did not fit
+        # round-robin sizes; an HTTP request that does not fit grows its frame to exactly fit
         expect = (60, 128, 300)[i % 3]
-        if TCP in p and p[TCP].dport == 80 and 54 + len(request(URLS[2])) > expect:
-            assert len(raw) >= expect
-        else:
-            assert len(raw) == expect, i
+        if TCP in p and p[TCP].dport == 80:
+            m = re.match(rb"GET (\S+) ", bytes(p[TCP].payload))
+            assert m is not None
+            expect = max(expect, 54 + len(request(m.group(1).decode())))
+        assert len(raw) == expect, i
+    assert mixed.describe().grown > 0  # the 60-byte HTTP templates
 
 
 def test_exact_composition_over_a_cycle(mixed: GeneratorRx) -> None:
@@ -143,6 +145,24 @@ def test_addresses_come_from_the_configured_nets() -> None:
     assert srcs <= {f"192.168.0.{h}" for h in range(1, 255)} and len(srcs) > 100
     assert dsts == {"172.16.5.1", "172.16.5.2"}
     assert len({five_tuple(Ether(raw)) for raw in frames_of(g)}) == 300
+
+
+def test_flows_are_shared_among_kinds_even_when_one_is_rare() -> None:
+    spec = GeneratorSpec(
+        flows=10, protocols={"tcp": 0.999, "udp": 0.001}, http_fraction=0.009, urls=("/",), templates=1000
+    )
+    frames = [Ether(f) for f in frames_of(GeneratorRx(spec))]
+    by_kind: dict[str, set[tuple[str, str, int, int, int]]] = {"http": set(), "tcp": set(), "udp": set()}
+    for p in frames:
+        kind = "udp" if UDP in p else "http" if p[TCP].dport == 80 else "tcp"
+        by_kind[kind].add(five_tuple(p))
+    assert Counter("udp" if UDP in p else "http" if p[TCP].dport == 80 else "tcp" for p in frames) == {
+        "http": 9,
+        "tcp": 990,
+        "udp": 1,
+    }
+    assert len(by_kind["udp"]) == 1 and len(by_kind["http"]) >= 1
+    assert sum(map(len, by_kind.values())) == len(set().union(*by_kind.values())) == 10
 
 
 def test_http_requests_that_do_not_fit_grow_the_frame() -> None:

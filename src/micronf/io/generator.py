@@ -136,7 +136,11 @@ def _apportion_each(total: int, weights: Sequence[float | Fraction], what: str, 
 
 
 def _share_flows(flows: int, counts: Sequence[int]) -> list[int]:
-    """Flows per kind: proportional to its templates, at least 1 and at most its template count."""
+    """Flows per kind: one for each kind present, the rest in proportion to its other templates.
+
+    So a kind never has more flows than templates (each flow gets at least one template) and the
+    number of distinct 5-tuples is exactly ``flows``.
+    """
     present = [i for i, c in enumerate(counts) if c > 0]
     if flows < len(present):
         names = ", ".join(KINDS[i] for i in present)

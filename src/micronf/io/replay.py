@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,6 +74,18 @@ class Pacer(Protocol):
         ...
 
 
+@njit(cache=True, nogil=True)
+def _frames_due(rel: I64, elapsed: int) -> int:
+    """How many frames of an endless loop over a trace are due ``elapsed`` ns after its start.
+
+    Frame ``i`` of loop ``k`` is due at ``k * rel[-1] + rel[i]`` (``rel`` non-decreasing, from 0,
+    ``rel[-1] > 0``). Compiled: ``np.searchsorted`` from Python costs several µs per call.
+    """
+    period = rel[-1]
+    loops = elapsed // period
+    return int(loops * rel.shape[0] + np.searchsorted(rel, elapsed - loops * period, side="right"))
+
+
 class TimestampPacer:
     """Honours a trace's inter-packet gaps, ``speed`` times faster, looping back to back.
 
@@ -89,7 +102,6 @@ class TimestampPacer:
         rel = np.maximum.accumulate(ts_ns - ts_ns[0]) if ts_ns.shape[0] else np.zeros(1, np.int64)
         self._rel = np.maximum(rel, 0)
         self._period = int(self._rel[-1])
-        self._n = int(ts_ns.shape[0])
         self._speed = float(speed)
         self._start: int | None = None
 
@@ -99,9 +111,7 @@ class TimestampPacer:
         if self._period == 0:
             return _UNLIMITED
         elapsed = int((now_ns - self._start) * self._speed)
-        loops, within = divmod(elapsed, self._period)
-        due = loops * self._n + int(np.searchsorted(self._rel, within, side="right"))
-        return max(due - sent, 0)
+        return max(int(_frames_due(self._rel, elapsed)) - sent, 0)
 
     def took(self, n: int) -> None:
         """Nothing to account: what is due depends only on the clock and on ``sent``."""
@@ -146,8 +156,13 @@ class FrameReplay:
         """The next window of at most ``max_frames`` frames (empty when paced out or exhausted)."""
         if self._closed:
             raise ValueError("recv on a closed source")
+        # Plain comparisons and .item(): min() and numpy scalar arithmetic cost ~0.3 µs each here.
         pos = self._pos
-        n = min(max_frames, self._m - pos, self._limit - self._sent)
+        n = self._m - pos
+        if max_frames < n:
+            n = max_frames
+        if self._limit - self._sent < n:
+            n = self._limit - self._sent
         if n > 0 and self._pacer is not None:
             n = min(n, self._pacer.allowed(self._clock(), self._sent))
         if n <= 0:
@@ -155,7 +170,7 @@ class FrameReplay:
         end = pos + n
         self._pos = 0 if end == self._m else end
         self._sent += n
-        self._bytes += int(self._cum[end] - self._cum[pos])
+        self._bytes += self._cum.item(end) - self._cum.item(pos)
         if self._pacer is not None:
             self._pacer.took(n)
         return FrameBatch(self._data, self._off[pos:end], self._len[pos:end], n)
@@ -227,11 +242,14 @@ class PcapRx(FrameReplay):
 
 
 @njit(cache=True, nogil=True)
-def batch_bytes(p: PoolArrays, handles: Handles, n: int) -> int:
-    """Total frame length (``M_LEN``) of pool slots ``handles[:n]``."""
+def batch_bytes(words: npt.NDArray[np.uint32], handles: Handles, n: int) -> int:
+    """Total frame length (``M_LEN``) of pool slots ``handles[:n]``; ``words`` is ``PoolArrays.words``.
+
+    Takes the one array it reads, not the whole pool: dispatching a 7-array tuple costs ~4 µs.
+    """
     total = 0
     for i in range(n):
-        total += int(p.words[handles[i], M_LEN])
+        total += int(words[handles[i], M_LEN])
     return total
 
 
@@ -265,7 +283,7 @@ class PcapTx:
             return 0
         self._writer.write_pool(p, handles, n)
         self._frames += n
-        self._bytes += int(batch_bytes(p, handles, n))
+        self._bytes += int(batch_bytes(p.words, handles, n))
         return n
 
     def flush(self) -> None:
@@ -301,7 +319,7 @@ class NullTx:
         if n <= 0:
             return 0
         self._frames += n
-        self._bytes += int(batch_bytes(p, handles, n))
+        self._bytes += int(batch_bytes(p.words, handles, n))
         return n
 
     def flush(self) -> None:

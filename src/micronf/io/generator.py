@@ -490,8 +490,8 @@ def build_templates(spec: GeneratorSpec) -> tuple[Trace, Composition]:
     dst_ip = dst0 + (keys // n_src) % n_dst
     sport = _PORT_LO + keys // (n_src * n_dst)
     flow_kind = np.repeat(np.arange(len(KINDS), dtype=np.int64), flow_counts)
-    dport = np.where(flow_kind == _HTTP, 80, rng.integers(_PORT_LO, 65536, size=spec.flows, dtype=np.int64))
-    proto = np.where(flow_kind == _UDP, 17, 6).astype(np.int64)
+    dport = np.where(flow_kind == _HTTP, np.int64(80), rng.integers(_PORT_LO, 65536, size=spec.flows, dtype=np.int64))
+    proto = np.where(flow_kind == _UDP, np.int64(17), np.int64(6)).astype(np.int64)
 
     offsets = np.zeros(n, dtype=np.int64)
     np.cumsum(length[:-1], out=offsets[1:])

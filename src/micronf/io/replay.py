@@ -100,7 +100,7 @@ class TimestampPacer:
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         rel = np.maximum.accumulate(ts_ns - ts_ns[0]) if ts_ns.shape[0] else np.zeros(1, np.int64)
-        self._rel = np.maximum(rel, 0)
+        self._rel: I64 = np.maximum(rel, np.int64(0))
         self._period = int(self._rel[-1])
         self._speed = float(speed)
         self._start: int | None = None

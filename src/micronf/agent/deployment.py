@@ -27,6 +27,7 @@ from functools import partial
 
 import numpy as np
 
+from micronf.agent import reclaim as reclaim_kernels
 from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.agent.iomem import (
     RX_COUNTERS,
@@ -117,6 +118,7 @@ class Deployment:
         g = self.runtime
         try:
             g.create()
+            reclaim_kernels.warm()
             self.ns_per_cycle = calibrate_ns_per_cycle()
             cfg = {"request": self.req.model_dump(mode="json"), "exit_names": self.exit_names,
                    "ns_per_cycle": self.ns_per_cycle}
@@ -215,24 +217,28 @@ class Deployment:
         t0 = time.monotonic()
         others = self._live_lines(skip=line)
         stuck = g.pause(others)
+        t_paused = time.monotonic()
         try:
             p, rctrl, rslots = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots
             self._complete_syncs()
             reclaimed = reclaim(p, rctrl, rslots) if not stuck else 0
+            t_reclaimed = time.monotonic()
             child = respawn()
             deadline = time.monotonic() + 5.0
             while not mem.ctl[line + P_READY] and time.monotonic() < deadline and child.poll() is None:
                 time.sleep(0.001)
         finally:
             g.resume(others)
+        phases = (f"pause {(t_paused - t0) * 1e3:.0f} ms, reclaim {(t_reclaimed - t_paused) * 1e3:.0f} ms, "
+                  f"start {(time.monotonic() - t_reclaimed) * 1e3:.0f} ms")
         index = line // 16 - 1
         self.restart_count[index] = self.restart_count.get(index, 0) + 1
         status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         event = RestartEventInfo(at=time.time(), process=index, nodes=nodes, exit_status=status,
                                  reclaimed_buffers=reclaimed, downtime_ms=(time.monotonic() - t0) * 1e3)
         self.restarts.append(event)
-        log.warning("deployment %s: %s %s; restarted in %.0f ms, %d buffers reclaimed%s", self.req.name,
-                    "/".join(nodes), status, event.downtime_ms, reclaimed,
+        log.warning("deployment %s: %s %s; restarted in %.0f ms (%s), %d buffers reclaimed%s", self.req.name,
+                    "/".join(nodes), status, event.downtime_ms, phases, reclaimed,
                     f" (processes {stuck} did not pause: no reclaim)" if stuck else "")
 
     def _complete_syncs(self) -> None:

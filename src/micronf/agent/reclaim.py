@@ -76,6 +76,18 @@ def complete_sync_marks(p: PoolArrays, rctrl: I64, rslots: U32, sync_ring: int, 
     return fixed
 
 
+def warm() -> None:
+    """Compile (or load) the kernels now, on a private pool: a restart must not wait for numba."""
+    from micronf.dataplane.pool import PacketPool
+    from micronf.dataplane.ring import CTRL_WORDS
+
+    pool = PacketPool.local(8)
+    rctrl = np.zeros((1, CTRL_WORDS), dtype=np.int64)
+    rslots = np.zeros((1, 2), dtype=np.uint32)
+    reclaim(pool.arrays, rctrl, rslots)
+    complete_sync_marks(pool.arrays, rctrl, rslots, 0, 1, np.zeros(0, dtype=np.int64))
+
+
 def reclaim(p: PoolArrays, rctrl: I64, rslots: U32) -> int:
     """Return every unreachable buffer to the pool (the graph must be paused); returns the count."""
     n_slots = p.free.shape[0]

@@ -34,6 +34,7 @@ from micronf.ports.loadbalanced import jump_hash
 from micronf.runtime.process import wait_while_paused
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import P_PID, P_READY, P_STOP, PAUSE, STOP, GraphMemory
+from micronf.runtime.zygote import started
 
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
@@ -143,6 +144,7 @@ def run(segment: str, line: str) -> int:
     ctl = mem.ctl
     ctl[ln + P_PID] = os.getpid()
     ctl[ln + P_READY] = 1
+    started()
     idle = 0
     try:
         while ctl[ln + P_STOP] != STOP and ctl[P_STOP] == 0:

@@ -29,6 +29,7 @@ from micronf.io.specs import open_tx
 from micronf.runtime.process import wait_while_paused
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import G_LAYOUT_GEN, P_PID, P_READY, P_STOP, PAUSE, STOP, GraphMemory, read_layout
+from micronf.runtime.zygote import started
 
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
@@ -142,6 +143,7 @@ def run(segment: str, line: str, client: str) -> int:
     exits = _Exits(mem, names)
     ctl[ln + P_PID] = os.getpid()
     ctl[ln + P_READY] = 1
+    started()
     idle = 0
     try:
         while ctl[ln + P_STOP] != STOP and ctl[P_STOP] == 0:

@@ -43,6 +43,7 @@ from micronf.runtime.stage import (
     ctl_line,
     instantiate,
 )
+from micronf.runtime.zygote import started
 
 ITERS_PER_CALL = 4096
 CYCLES_PER_CALL = 10_000_000  # ~3-5 ms of TSC: the longest a process goes without seeing a new port table
@@ -105,6 +106,7 @@ def run(segment: str, process: int | str, iters: int | str = ITERS_PER_CALL) -> 
     mem.ctl[line + P_PID] = os.getpid()
     mem.ctl[line + P_STARTS] += 1
     mem.ctl[line + P_READY] = 1
+    started()
     while mem.ctl[line + P_STOP] != STOP and mem.ctl[P_STOP] == 0:
         if mem.ctl[line + P_STOP] == PAUSE:
             wait_while_paused(mem.ctl, line)

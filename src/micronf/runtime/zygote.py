@@ -35,6 +35,16 @@ import numpy.typing as npt
 from micronf.runtime.stage import P_EXITED, P_STATUS, GraphMemory
 
 ENTRY_PROCESS = "micronf.runtime.process:run"
+START_NICE = -10  # a forked child runs its start-up at this priority, so a restart is quick on a busy machine
+_boosted = False
+
+
+def started() -> None:
+    """Called by an entry point once it is ready: drop the start-up priority boost (if any)."""
+    global _boosted
+    if _boosted:
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+        _boosted = False
 
 
 class ZygoteError(RuntimeError):
@@ -216,6 +226,12 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str]) -> int:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.dup2(2, 1)  # our stdout is the protocol pipe
                 os.close(0)
+                global _boosted
+                try:
+                    os.setpriority(os.PRIO_PROCESS, 0, START_NICE)
+                    _boosted = True
+                except PermissionError:
+                    pass
                 code = _call(entry, args)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1

@@ -364,8 +364,8 @@ class Deployment:
         tx = {name: {k: int(txv[e, i]) for i, k in enumerate(TX_COUNTERS)} for e, name in enumerate(self.exit_names)}
         nodes = [self._node_stats(n) for n in g.layout.nodes]
         drops: dict[str, int] = {}
-        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full", "truncated"):
-            if rx[k] and k != "truncated":
+        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full"):
+            if rx[k]:
                 drops[f"@rx.{k}"] = rx[k]
         freed = 0
         for n in nodes:

@@ -146,6 +146,7 @@ def run(segment: str, line: str) -> int:
     ctl[ln + P_READY] = 1
     started()
     idle = 0
+    next_stats = 0.0
     try:
         while ctl[ln + P_STOP] != STOP and ctl[P_STOP] == 0:
             if ctl[ln + P_STOP] == PAUSE:
@@ -155,6 +156,9 @@ def run(segment: str, line: str) -> int:
                 time.sleep(0.01)
                 continue
             b = backend.recv(burst)
+            if time.monotonic() >= next_stats:  # what the backend lost before us (e.g. a full kernel ring)
+                stats[RX_INDEX["kernel_drops"]] = backend.stats().get("kernel_drops", 0)
+                next_stats = time.monotonic() + 0.1
             if b.n:
                 rx_burst(*args, b.data, b.off, b.length, b.n, rules, 0, stats, hbuf, out, rest)
                 idle = 0

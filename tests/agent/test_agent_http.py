@@ -1,0 +1,79 @@
+"""`micronf agent` as the real product: a process serving the real core over HTTP, driven by AgentClient."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from micronf.agent.client import AgentClient, AgentClientError
+from micronf.agent.models import DeployRequest
+from micronf.dataplane.segment import list_segments
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def agent_url() -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            assert proc.poll() is None and time.monotonic() < deadline, "agent did not come up"
+            time.sleep(0.1)
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def test_deploy_observe_scrape_remove_over_http(agent_url: str) -> None:
+    client = AgentClient(agent_url)
+    total = 20_000
+    body = {"name": "http-e2e",
+            "graph": {"nodes": [{"name": "chk", "type": "CheckIPHeader"}, {"name": "swap", "type": "MacSwapper"}],
+                      "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
+            "rx": {"kind": "generator", "count": total, "rate_pps": 50_000, "flows": 32},
+            "outputs": {"out": {"backend": {"kind": "null"}}}}
+    info = client.deploy(DeployRequest.model_validate(body))
+    assert [p.nodes for p in info.processes][:2] == [["chk"], ["swap"]] and all(p.alive for p in info.processes)
+    with pytest.raises(AgentClientError) as dup:
+        client.deploy(DeployRequest.model_validate(body))
+    assert dup.value.status == 409 and "already running" in dup.value.detail
+    deadline = time.monotonic() + 60
+    while True:
+        s = client.stats("http-e2e")
+        if s.rx["frames"] == total and s.conservation.in_flight == 0:
+            break
+        assert time.monotonic() < deadline, s.conservation
+        time.sleep(0.1)
+    assert s.conservation.ok and s.tx["out"]["frames"] == s.rx["accepted"] - sum(s.drops.values())
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{agent_url}/metrics").text)}
+    rx = {(smp.labels.get("node"), smp.name): smp.value for f in families.values() for smp in f.samples
+          if smp.labels.get("deployment") == "http-e2e"}
+    assert rx[("swap", "micronf_nf_rx_packets_total")] == next(n for n in s.nodes if n.name == "swap").runtime["rx"]
+    client.remove("http-e2e")
+    with pytest.raises(AgentClientError) as gone:
+        client.stats("http-e2e")
+    assert gone.value.status == 404
+    bad = httpx.post(f"{agent_url}/v1/deployments", json={**body, "name": "Bad Name"})
+    assert bad.status_code == 422 and "name" in bad.json()["detail"]
+    assert not [seg for seg in list_segments() if "http-e2e" in seg.name]
+    assert client.health().deployments == 0

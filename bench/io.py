@@ -15,7 +15,9 @@ after ``--warmup``; the table shows medians:
   frames the veth dropped (the receive backlog, ``net.core.netdev_max_backlog``, was full);
 * ``rx CPU%``/``tx CPU%``: user + system time of each process over the window (getrusage). The
   kernel's work for a veth frame (xmit, the peer's receive softirq, the copy into the Rx ring)
-  mostly runs on the *sender's* CPU, inside its send call or the softirq it raises.
+  mostly runs on the *sender's* CPU, inside its send call or the softirq it raises;
+* ``tx us/frame``: the sender's CPU time per frame sent. On a loaded machine the sender gets less
+  than a core and Mpps follow the load; this cost hardly does, so compare the Tx modes on it too.
 
 Expected on a 2-vCPU VM: a veth carries ~0.6-0.85 Mpps per core whatever user space does; the
 Rx side should keep up with a few percent of a core.
@@ -177,6 +179,7 @@ class Run:
     veth_drops: int
     rx_cpu: float
     tx_cpu: float
+    tx_us_per_frame: float
     would_block: int
     tx_errors: int
 
@@ -233,6 +236,7 @@ def run_afpacket(mode: str, size: int, args: argparse.Namespace) -> Run:
         veth_drops=int(veth1 - veth0),
         rx_cpu=100 * rx["cpu_seconds"] / rx["seconds"],
         tx_cpu=100 * tx["cpu_seconds"] / tx["seconds"],
+        tx_us_per_frame=1e6 * tx["cpu_seconds"] / max(tx["frames"], 1),
         would_block=int(tx["would_block"]),
         tx_errors=int(tx["errors"]),
     )
@@ -284,16 +288,18 @@ def section_afpacket(args: argparse.Namespace) -> Section:
             print(f"[afpacket {rep + 1}/{args.repeat}] {mode} {size} B: tx {r.tx_mpps:.3f} rx {r.rx_mpps:.3f} Mpps, "
                   f"rx CPU {r.rx_cpu:.1f}%", file=sys.stderr, flush=True)
     header = ("tx mode", "size B", "tx Mpps", "rx Mpps", "rx Gbps", "sock drops", "veth drops", "rx CPU%",
-              "tx CPU%", "tx would-block")
+              "tx CPU%", "tx us/frame", "tx would-block")
     rows = [(c.mode, str(c.size), f"{c.median('tx_mpps'):.3f}", f"{c.median('rx_mpps'):.3f}",
              f"{c.median('rx_gbps'):.2f}", f"{c.median('sock_drops'):.0f}", f"{c.median('veth_drops'):.0f}",
-             f"{c.median('rx_cpu'):.1f}", f"{c.median('tx_cpu'):.1f}", f"{c.median('would_block'):.0f}")
+             f"{c.median('rx_cpu'):.1f}", f"{c.median('tx_cpu'):.1f}", f"{c.median('tx_us_per_frame'):.2f}",
+             f"{c.median('would_block'):.0f}")
             for c in cells.values()]
     lines = [f"## afpacket: AfPacketTx -> veth -> AfPacketRx, burst {args.burst}, {args.seconds:g} s after "
              f"{args.warmup:g} s warm-up, median of {args.repeat}", *_table(header, rows)]
     for size in args.sizes:
-        best = max(args.modes, key=lambda m: cells[(m, size)].median("rx_mpps"))
-        lines.append(f"# {size} B: faster Tx mode (rx Mpps) = {best}")
+        fast = max(args.modes, key=lambda m: cells[(m, size)].median("rx_mpps"))
+        cheap = min(args.modes, key=lambda m: cells[(m, size)].median("tx_us_per_frame"))
+        lines.append(f"# {size} B: faster Tx mode (rx Mpps) = {fast}, cheaper (sender CPU per frame) = {cheap}")
     errors = sum(r.tx_errors for c in cells.values() for r in c.runs)
     if errors:
         lines.append(f"# !!! the sender counted {errors} frame errors")

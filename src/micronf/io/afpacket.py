@@ -44,6 +44,11 @@ Two ways, chosen by :attr:`AfPacketSpec.tx_mode`, both measured by ``bench/io.py
   with one ``send(NULL, 0, MSG_DONTWAIT)`` per batch. ``PACKET_LOSS`` is set so a frame the kernel
   rejects is skipped instead of stalling the ring.
 
+Measured (``bench/io.py``, veth between two namespaces, bursts of 64, 2-vCPU VM under load):
+``sendmmsg`` was faster at 5 of 6 frame sizes (64..1500 B) and cheaper, 2.3-2.8 µs of sender CPU
+per frame (the kernel's veth path included) against 2.5-3.5 µs for the ring, so it is the default.
+The Rx side kept up at every rate with 4-6% of a core, without kernel drops.
+
 Frames longer than the interface MTU (+ 14 bytes of Ethernet header, + 4 with an 802.1Q tag), or
 than a Tx ring frame, count as ``errors`` with reason ``too_long``, frames shorter than an Ethernet
 header as ``too_short``; both are *taken* (the caller frees them) so one bad frame does not hold up
@@ -626,6 +631,9 @@ class AfPacketRx:
         self._ring32 = self._ring.view(np.uint32)
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN | select.POLLERR)
+        # Compile (or load from cache) the walk now: a first recv that pauses for it while traffic
+        # already flows would let the ring fill up and the kernel drop frames.
+        _rx_walk(self._ring, self._ring32, spec.block_size, self._st, self._off, self._len, 0)
 
     @property
     def exhausted(self) -> bool:

@@ -22,9 +22,17 @@ after ``--warmup``; the table shows medians:
 Expected on a 2-vCPU VM: a veth carries ~0.6-0.85 Mpps per core whatever user space does; the
 Rx side should keep up with a few percent of a core.
 
+Sections ``graph`` and ``graph-veth`` (paper Fig. 6, baseline performance: the agent's Rx
+service and one µNF, MacSwapper, vs frame size 64..1500 B) deploy ``Rx -> MacSwapper -> Tx``
+through an in-process agent, one deployment per size: ``graph`` with the synthetic generator at
+full speed and a null Tx (the data path's own limit), ``graph-veth`` with AF_PACKET on a veth
+(a sender in namespace A as above, the agent's sockets in namespace B, Tx out a veth to namespace
+C): rx/tx Mpps are frames the Rx service read and the Tx service sent per second, drops are every
+counted drop in the graph.
+
 Usage::
 
-    python bench/io.py [--only afpacket] [--sizes 64,128,256,512,1024,1500] [--modes sendmmsg,ring]
+    python bench/io.py [--only afpacket,graph,graph-veth] [--sizes 64,128,256,512,1024,1500] [--modes sendmmsg,ring]
                        [--seconds S] [--warmup S] [--repeat R] [--burst B] [--json]
 
 Needs root (namespaces, AF_PACKET) and iproute2. ``micronf`` is imported from the environment,
@@ -56,7 +64,7 @@ from _common import cpu_model, int_list
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-SECTIONS = ("afpacket",)
+SECTIONS = ("afpacket", "graph", "graph-veth")
 TX_MODES = ("sendmmsg", "ring")
 MAX_FRAME = 1514
 _FORK = mp.get_context("fork")
@@ -306,7 +314,99 @@ def section_afpacket(args: argparse.Namespace) -> Section:
     return Section("afpacket", lines, {"cells": [c.to_json() for c in cells.values()], "tx_errors": errors})
 
 
-SECTION_RUNNERS: dict[str, Callable[[argparse.Namespace], Section]] = {"afpacket": section_afpacket}
+# -- Fig. 6: Rx service -> MacSwapper -> Tx service, through the agent ---------------------------
+def _macswap_request(name: str, rx: Msg, out: Msg) -> Any:
+    models = _import("micronf.agent.models")
+    return models.DeployRequest.model_validate({
+        "name": name, "graph": {"nodes": [{"name": "swap", "type": "MacSwapper"}], "entry": "swap"},
+        "rx": rx, "outputs": {"out": {"backend": out}}, "autoscale": {"enabled": False}})
+
+
+def _graph_window(agent: Any, name: str, seconds: float) -> tuple[float, float, float]:
+    """(frames the Rx service read, frames the Tx service sent, graph drops) per second over ``seconds``."""
+    s0, t0 = agent.stats(name), time.monotonic()
+    time.sleep(seconds)
+    s1, t1 = agent.stats(name), time.monotonic()
+    dt = t1 - t0
+    drops = sum(s1.drops.values()) - sum(s0.drops.values())
+    return ((s1.rx["frames"] - s0.rx["frames"]) / dt, (s1.tx["out"]["frames"] - s0.tx["out"]["frames"]) / dt,
+            drops / dt)
+
+
+def _graph_table(title: str, cells: dict[int, list[tuple[float, float, float]]]) -> Section:
+    rows, doc = [], []
+    for size, runs in cells.items():
+        rx = statistics.median(r[0] for r in runs)
+        tx = statistics.median(r[1] for r in runs)
+        dr = statistics.median(r[2] for r in runs)
+        rows.append((str(size), f"{rx / 1e6:.3f}", f"{tx / 1e6:.3f}", f"{tx * size * 8 / 1e9:.2f}", f"{dr:,.0f}"))
+        doc.append({"size": size, "rx_pps": rx, "tx_pps": tx, "drops_per_s": dr, "runs": runs})
+    header = ("size B", "rx Mpps", "tx Mpps", "tx Gbps", "drops/s")
+    return Section(title, [f"## {title}", *_table(header, rows)], {"cells": doc})
+
+
+def section_graph(args: argparse.Namespace) -> Section:
+    """Generator Rx service (full speed) -> MacSwapper -> null Tx service, per frame size (paper Fig. 6)."""
+    agent_mod = _import("micronf.agent.core")
+    cells: dict[int, list[tuple[float, float, float]]] = {s: [] for s in args.sizes}
+    with agent_mod.Agent() as agent:
+        for rep in range(args.repeat):
+            for size in args.sizes:
+                req = _macswap_request(f"bio-gen-{size}", {"kind": "generator", "sizes": [size], "flows": 64},
+                                       {"kind": "null"})
+                agent.deploy(req)
+                try:
+                    time.sleep(args.warmup)
+                    cells[size].append(_graph_window(agent, req.name, args.seconds))
+                finally:
+                    agent.remove(req.name)
+                r = cells[size][-1]
+                print(f"[graph {rep + 1}/{args.repeat}] {size} B: rx {r[0] / 1e6:.3f} tx {r[1] / 1e6:.3f} Mpps",
+                      file=sys.stderr, flush=True)
+    return _graph_table(f"graph: generator Rx -> MacSwapper -> null Tx (agent services), {args.seconds:g} s "
+                        f"windows, median of {args.repeat}", cells)
+
+
+def section_graph_veth(args: argparse.Namespace) -> Section:
+    """AfPacketTx in ns A -> veth -> agent Rx (AF_PACKET, ns B) -> MacSwapper -> Tx (AF_PACKET) -> veth -> ns C."""
+    netns = _import("tests.netns")
+    agent_mod = _import("micronf.agent.core")
+    cpus = sorted(os.sched_getaffinity(0))
+    cells: dict[int, list[tuple[float, float, float]]] = {s: [] for s in args.sizes}
+    with agent_mod.Agent() as agent, netns.NetLab("biog") as lab:
+        ns_a, ns_b, ns_c = lab.netns(3)
+        link_in = lab.veth(ns_a, ns_b)
+        link_out = lab.veth(ns_b, ns_c)
+        for rep in range(args.repeat):
+            for size in args.sizes:
+                req = _macswap_request(f"bio-veth-{size}", {"kind": "afpacket", "iface": link_in.if_b, "netns": ns_b},
+                                       {"kind": "afpacket", "iface": link_out.if_a, "netns": ns_b})
+                agent.deploy(req)
+                conn, child = _FORK.Pipe()
+                proc = _FORK.Process(target=sender, args=(child, {"iface": link_in.if_a, "netns": ns_a}, cpus[0],
+                                                          size, args.burst))
+                try:
+                    proc.start()
+                    _recv(conn, 120, "sender")
+                    t_start = time.monotonic() + args.warmup
+                    conn.send((t_start, t_start + args.seconds + 0.2))
+                    time.sleep(args.warmup)
+                    cells[size].append(_graph_window(agent, req.name, args.seconds))
+                    _recv(conn, args.seconds + 30, "sender")
+                finally:
+                    proc.join(10)
+                    if proc.is_alive():
+                        proc.kill()
+                    agent.remove(req.name)
+                r = cells[size][-1]
+                print(f"[graph-veth {rep + 1}/{args.repeat}] {size} B: rx {r[0] / 1e6:.3f} tx {r[1] / 1e6:.3f} Mpps",
+                      file=sys.stderr, flush=True)
+    return _graph_table(f"graph-veth: veth -> agent Rx (AF_PACKET) -> MacSwapper -> Tx (AF_PACKET sendmmsg) -> "
+                        f"veth, {args.seconds:g} s windows, median of {args.repeat}", cells)
+
+
+SECTION_RUNNERS: dict[str, Callable[[argparse.Namespace], Section]] = {
+    "afpacket": section_afpacket, "graph": section_graph, "graph-veth": section_graph_veth}
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -29,7 +29,8 @@ def _free_port() -> int:
 @pytest.fixture
 def agent_url() -> Iterator[str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port", str(port)])
+    cmd = [sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port", str(port)]
+    proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

@@ -398,7 +398,7 @@ def run_graph(spec: GraphSpec, trace: Trace, s: Settings, driver_policy: Policy,
     problems: list[str] = []
     try:
         g.start()
-        mem = g._memory()
+        mem = g.memory()
         p, rctrl, rslots, entry = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, layout.entry_ring
         with driver_scheduling(s.core1, driver_policy):
             d.pump(p, rctrl, rslots, entry, exits, s.warmup)
@@ -418,7 +418,7 @@ def run_graph(spec: GraphSpec, trace: Trace, s: Settings, driver_policy: Policy,
         freed = _freed_inside(g, names)
         in_rings = int(g.ring_occupancy().sum())
         fed, sunk, npend = int(d.st[ST_FED]), int(d.st[ST_SUNK]), int(d.st[ST_NPEND])
-        pool = g._memory().pool.stats()
+        pool = g.memory().pool.stats()
         conserved = fed == sunk + freed + in_rings
         if not conserved:
             problems.append(f"{tag}: conservation violated: fed {fed} != sunk {sunk} + freed inside {freed} "

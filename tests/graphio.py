@@ -14,7 +14,7 @@ def pump(g: GraphRuntime, frames: Sequence[bytes], *, burst: int = 32, timeout: 
     the pool owner and the sink), until everything fed came out, was dropped inside, or ``timeout``.
     ``on_progress(fed)`` is called after every burst fed (e.g. to reconfigure the graph mid-stream).
     Returns the frames per exit."""
-    mem = g._memory()
+    mem = g.memory()
     entry = mem.rings[g.layout.entry_ring]
     out: dict[str, list[bytes]] = {e.name: [] for e in g.layout.exits}
     deadline = time.monotonic() + timeout

@@ -122,13 +122,13 @@ class Deployment:
             self.ns_per_cycle = calibrate_ns_per_cycle()
             cfg = {"request": self.req.model_dump(mode="json"), "exit_names": self.exit_names,
                    "ns_per_cycle": self.ns_per_cycle}
-            write_json(g._segment(), "io.config", cfg)
+            write_json(g.segment(), "io.config", cfg)
             g.start(timeout)
             self._start_service(TX_SLOT)
             self._start_service(RX_SLOT)
             self._wait_services(timeout)
         except (LaunchError, ZygoteError, OSError) as exc:
-            why = read_error(g._segment()) if g.seg is not None else ""
+            why = read_error(g.segment()) if g.seg is not None else ""
             self.stop()
             raise DeploymentFailedError(f"deployment {self.req.name!r} did not start: {why or exc}") from None
 
@@ -144,7 +144,7 @@ class Deployment:
         self.services[slot] = child
 
     def _wait_services(self, timeout: float) -> None:
-        mem = self.runtime._memory()
+        mem = self.runtime.memory()
         deadline = time.monotonic() + timeout
         for slot, child in enumerate(self.services):
             assert child is not None
@@ -213,7 +213,7 @@ class Deployment:
 
     def _restart(self, line: int, code: int, nodes: list[str], respawn: Callable[[], Child]) -> None:
         g = self.runtime
-        mem = g._memory()
+        mem = g.memory()
         t0 = time.monotonic()
         others = self._live_lines(skip=line)
         stuck = g.pause(others)
@@ -243,7 +243,7 @@ class Deployment:
 
     def _complete_syncs(self) -> None:
         g = self.runtime
-        mem = g._memory()
+        mem = g.memory()
         for node in g.layout.nodes:
             for ing in node.ingress:
                 if ing.kind != IN_SYNC:
@@ -262,7 +262,7 @@ class Deployment:
         elapsed = now - st.last_sample if st.last_sample else spec.interval_s
         st.last_sample = now
         g = self.runtime
-        mem = g._memory()
+        mem = g.memory()
         dropping: set[str] = set()
         for node in g.layout.nodes:
             if node.retired:
@@ -276,7 +276,7 @@ class Deployment:
                     for dst in eg.dst.split("|"):
                         dropping.add(g.layout.node(dst).instance_of or dst)
                 st.full[(node.name, e)] = full
-        entry_full = int(g._segment().view("rx.stats", np.int64)[RX_COUNTERS.index("entry_full")])
+        entry_full = int(g.segment().view("rx.stats", np.int64)[RX_COUNTERS.index("entry_full")])
         if entry_full - st.entry_full >= spec.min_drops and st.last_sample:
             dropping.add(self.req.graph.entry)
         st.entry_full = entry_full
@@ -321,7 +321,7 @@ class Deployment:
     # -- observation -------------------------------------------------------------------------
     def info(self) -> DeploymentInfo:
         g = self.runtime
-        mem = g._memory()
+        mem = g.memory()
         procs = []
         for k, plan_ in enumerate(g.layout.processes):
             nodes = [g.layout.nodes[i] for i in plan_.nodes]
@@ -345,7 +345,7 @@ class Deployment:
 
     def _node_stats(self, node: NodePlan) -> NodeStatsInfo:
         g = self.runtime
-        mem = g._memory()
+        mem = g.memory()
         s = g.node_stats(node.name)
         rc = mem.runtime_counters(node)
         ingress = [IngressStats(src=i.src, ring=i.ring, occupancy=len(mem.rings[i.ring]) if i.ring >= 0 else 0,
@@ -357,7 +357,7 @@ class Deployment:
 
     def stats(self) -> GraphStats:
         g = self.runtime
-        seg = g._segment()
+        seg = g.segment()
         rxv = seg.view("rx.stats", np.int64)
         rx = {k: int(rxv[i]) for i, k in enumerate(RX_COUNTERS)}
         txv = seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
@@ -390,7 +390,7 @@ class Deployment:
                 key = f"{'/'.join(ev.nodes)}.lost_in_crash"
                 drops[key] = drops.get(key, 0) + ev.reclaimed_buffers
                 refused += ev.reclaimed_buffers
-        pool = g._memory().pool.stats()
+        pool = g.memory().pool.stats()
         in_flight = pool.in_use
         cons = Conservation(rx=rx["accepted"], tx=sent, dropped=freed + refused, in_flight=in_flight,
                             ok=rx["accepted"] == sent + freed + refused + in_flight)

@@ -156,7 +156,7 @@ class GraphRuntime:
 
     def _spawn(self, k: int) -> None:
         """(Re)start process ``k`` of the layout."""
-        mem = self._memory()
+        mem = self.memory()
         line = ctl_line(k)
         mem.ctl[line + P_READY] = 0
         mem.ctl[line + P_STOP] = 0
@@ -169,7 +169,7 @@ class GraphRuntime:
 
     def spawn_io(self, slot: int, entry: str, *args: str) -> Child:
         """Start an I/O service process (Rx/Tx) in control line ``io_line(slot)``; see :meth:`io_line`."""
-        mem = self._memory()
+        mem = self.memory()
         line = self.io_line(slot)
         mem.ctl[line + P_READY] = 0
         mem.ctl[line + P_STOP] = 0
@@ -182,7 +182,7 @@ class GraphRuntime:
         return ctl_line(self.max_processes + slot)
 
     def _wait_ready(self, processes: range, timeout: float) -> None:
-        mem = self._memory()
+        mem = self.memory()
         deadline = time.monotonic() + timeout
         while not all(mem.ctl[ctl_line(k) + P_READY] for k in processes):
             dead = [k for k in processes if self.procs[k].poll() is not None]
@@ -211,7 +211,7 @@ class GraphRuntime:
     def pause(self, lines: list[int], timeout: float = 1.0) -> list[int]:
         """Ask the processes of control ``lines`` to pause after their batch in hand; returns the
         lines that did not confirm within ``timeout`` (dead or stuck)."""
-        mem = self._memory()
+        mem = self.memory()
         for line in lines:
             mem.ctl[line + P_STOP] = PAUSE
         deadline = time.monotonic() + timeout
@@ -222,7 +222,7 @@ class GraphRuntime:
         return waiting
 
     def resume(self, lines: list[int]) -> None:
-        mem = self._memory()
+        mem = self.memory()
         for line in lines:
             if mem.ctl[line + P_STOP] == PAUSE:
                 mem.ctl[line + P_STOP] = 0
@@ -252,7 +252,7 @@ class GraphRuntime:
         includes the new ring. Packets already queued for the old instance stay there and are
         processed by it. Returns the new instance's name.
         """
-        mem = self._memory()
+        mem = self.memory()
         layout = self.layout
         orig = layout.node(name)
         instances = [n for n in layout.nodes if n.name == name or n.instance_of == name]
@@ -305,7 +305,7 @@ class GraphRuntime:
         table and its input ring stays empty, the instance's process is stopped. Its rings are not
         reused; its counters stay in the accounting (the node is marked ``retired``).
         """
-        mem = self._memory()
+        mem = self.memory()
         instances = [n for n in self.layout.nodes if n.instance_of == name and not n.retired]
         if not instances:
             raise LaunchError(f"cannot scale in {name!r}: it has no instance added by scale-out")
@@ -347,12 +347,12 @@ class GraphRuntime:
 
     def _publish_layout(self) -> None:
         """Store the layout in the segment and tell the I/O services it changed."""
-        write_layout(self._segment(), self.layout)
-        self._memory().ctl[G_LAYOUT_GEN] += 1
+        write_layout(self.segment(), self.layout)
+        self.memory().ctl[G_LAYOUT_GEN] += 1
 
     def entries(self) -> np.ndarray:
         """The graph's input rings as the Rx side sees them: ``[count, ring0, ring1, ...]``."""
-        return self._segment().view("entries", np.int64)
+        return self.segment().view("entries", np.int64)
 
     def _add_entry(self, ring: int) -> None:
         entries = self.entries()
@@ -404,23 +404,25 @@ class GraphRuntime:
                     return
         raise LaunchError(f"no egress of {src!r} feeds ring {old_ring}")
 
-    def _segment(self) -> Segment:
+    def segment(self) -> Segment:
+        """The graph's shared-memory segment (after ``create``)."""
         if self.seg is None:
             raise RuntimeError("the graph has no segment")
         return self.seg
 
     # -- observation -------------------------------------------------------------------------
-    def _memory(self) -> GraphMemory:
+    def memory(self) -> GraphMemory:
+        """The views of the graph's segment every process uses (after ``create``)."""
         if self.mem is None:
             raise RuntimeError("the graph has no segment (call create() or start())")
         return self.mem
 
     def pids(self) -> list[int]:
-        mem = self._memory()
+        mem = self.memory()
         return [int(mem.ctl[ctl_line(k) + P_PID]) for k in range(len(self.layout.processes))]
 
     def node_stats(self, name: str) -> NodeStats:
-        mem = self._memory()
+        mem = self.memory()
         node = self.layout.node(name)
         rc = mem.runtime_counters(node)
         verdicts = node.labels + [f"drop:{r}" for r in node.drop_reasons]
@@ -443,5 +445,5 @@ class GraphRuntime:
 
     def ring_occupancy(self) -> np.ndarray:
         """Handles waiting in each ring right now."""
-        mem = self._memory()
+        mem = self.memory()
         return np.array([len(mem.rings[i]) for i in range(len(mem.rings))])

@@ -106,7 +106,7 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
     writers = [PcapWriter(files[e.name], linktype=trace.linktype) for e in exits]
     total = len(trace) * loops
     with GraphRuntime(layout) as g:
-        mem = g._memory()
+        mem = g.memory()
         p = mem.pool.arrays
         cursor = np.array([0, total, 0], dtype=np.int64)
         pend = np.empty(layout.burst, dtype=np.uint32)

@@ -69,7 +69,7 @@ def section_autoscale(args: argparse.Namespace) -> dict[str, Any]:
     with Agent() as agent:
         agent.deploy(req)
         t0 = time.monotonic()
-        last: dict[str, int] = {}
+        last: dict[str, int] = {"@offered": 0, "@drops": 0, "busy": 0}
         idle_since = None
         while True:
             time.sleep(args.sample)

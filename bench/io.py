@@ -333,6 +333,11 @@ def _graph_window(agent: Any, name: str, seconds: float) -> tuple[float, float, 
             drops / dt)
 
 
+def _progress(section: str, rep: int, repeat: int, size: int, r: tuple[float, float, float]) -> None:
+    print(f"[{section} {rep + 1}/{repeat}] {size} B: rx {r[0] / 1e6:.3f} tx {r[1] / 1e6:.3f} Mpps", file=sys.stderr,
+          flush=True)
+
+
 def _graph_table(title: str, cells: dict[int, list[tuple[float, float, float]]]) -> Section:
     rows, doc = [], []
     for size, runs in cells.items():
@@ -360,9 +365,7 @@ def section_graph(args: argparse.Namespace) -> Section:
                     cells[size].append(_graph_window(agent, req.name, args.seconds))
                 finally:
                     agent.remove(req.name)
-                r = cells[size][-1]
-                print(f"[graph {rep + 1}/{args.repeat}] {size} B: rx {r[0] / 1e6:.3f} tx {r[1] / 1e6:.3f} Mpps",
-                      file=sys.stderr, flush=True)
+                _progress("graph", rep, args.repeat, size, cells[size][-1])
     return _graph_table(f"graph: generator Rx -> MacSwapper -> null Tx (agent services), {args.seconds:g} s "
                         f"windows, median of {args.repeat}", cells)
 
@@ -398,9 +401,7 @@ def section_graph_veth(args: argparse.Namespace) -> Section:
                     if proc.is_alive():
                         proc.kill()
                     agent.remove(req.name)
-                r = cells[size][-1]
-                print(f"[graph-veth {rep + 1}/{args.repeat}] {size} B: rx {r[0] / 1e6:.3f} tx {r[1] / 1e6:.3f} Mpps",
-                      file=sys.stderr, flush=True)
+                _progress("graph-veth", rep, args.repeat, size, cells[size][-1])
     return _graph_table(f"graph-veth: veth -> agent Rx (AF_PACKET) -> MacSwapper -> Tx (AF_PACKET sendmmsg) -> "
                         f"veth, {args.seconds:g} s windows, median of {args.repeat}", cells)
 

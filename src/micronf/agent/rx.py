@@ -13,7 +13,6 @@ was full). Nothing is held between bursts, so pausing it (the supervisor's accou
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -24,6 +23,7 @@ from numba import njit
 from micronf.agent.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
 from micronf.agent.iomem import RX_INDEX, read_json, write_error
 from micronf.agent.models import DeployRequest
+from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, load_acquire
 from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.pool import M_DATA_OFF, M_HASH, M_LEN, M_PORT, Q_RX_TIME, PoolArrays, pool_alloc, pool_free_owner
@@ -31,10 +31,8 @@ from micronf.dataplane.ring import ring_enqueue
 from micronf.io.specs import open_rx
 from micronf.ports.base import MAX_FANOUT
 from micronf.ports.loadbalanced import jump_hash
-from micronf.runtime.process import wait_while_paused
 from micronf.runtime.scheduling import apply_scheduling
-from micronf.runtime.stage import P_PID, P_READY, P_STOP, PAUSE, STOP, GraphMemory
-from micronf.runtime.zygote import started
+from micronf.runtime.stage import GraphMemory
 
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
@@ -141,39 +139,25 @@ def run(segment: str, line: str) -> int:
     burst = max(req.burst, 256)
     hbuf, out, rest = (np.empty(burst, dtype=np.uint32) for _ in range(3))
     args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, entries)
-    ctl = mem.ctl
-    ctl[ln + P_PID] = os.getpid()
-    ctl[ln + P_READY] = 1
-    started()
-    idle = 0
     next_stats = 0.0
+
+    def step() -> int:
+        nonlocal next_stats
+        if backend is None:
+            return 0
+        b = backend.recv(burst)
+        if time.monotonic() >= next_stats:  # what the backend lost before us (e.g. a full kernel ring)
+            stats[RX_INDEX["kernel_drops"]] = backend.stats().get("kernel_drops", 0)
+            next_stats = time.monotonic() + 0.1
+        if b.n:
+            rx_burst(*args, b.data, b.off, b.length, b.n, rules, 0, stats, hbuf, out, rest)
+        elif backend.exhausted:
+            stats[RX_INDEX["exhausted"]] = 1
+        return b.n
+
     try:
-        while ctl[ln + P_STOP] != STOP and ctl[P_STOP] == 0:
-            if ctl[ln + P_STOP] == PAUSE:
-                wait_while_paused(ctl, ln)
-                continue
-            if backend is None:
-                time.sleep(0.01)
-                continue
-            b = backend.recv(burst)
-            if time.monotonic() >= next_stats:  # what the backend lost before us (e.g. a full kernel ring)
-                stats[RX_INDEX["kernel_drops"]] = backend.stats().get("kernel_drops", 0)
-                next_stats = time.monotonic() + 0.1
-            if b.n:
-                rx_burst(*args, b.data, b.off, b.length, b.n, rules, 0, stats, hbuf, out, rest)
-                idle = 0
-                continue
-            if backend.exhausted:
-                stats[RX_INDEX["exhausted"]] = 1
-                time.sleep(0.005)
-                continue
-            idle += 1
-            if idle > 64:
-                time.sleep(0.0002)
-            else:
-                os.sched_yield()
+        run_service(mem.ctl, ln, step)
     finally:
         if backend is not None:
             backend.close()
-        ctl[ln + P_READY] = 0
     return 0

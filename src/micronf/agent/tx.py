@@ -11,9 +11,7 @@ scale-out of the last µNF (same exit name, new ring) are picked up when the lay
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 
 import numpy as np
 import numpy.typing as npt
@@ -21,15 +19,14 @@ from numba import njit
 
 from micronf.agent.iomem import TX_INDEX, TX_WORDS, read_json, record_latency, write_error
 from micronf.agent.models import DeployRequest
+from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
 from micronf.io.backend import TxBackend
 from micronf.io.specs import open_tx
-from micronf.runtime.process import wait_while_paused
 from micronf.runtime.scheduling import apply_scheduling
-from micronf.runtime.stage import G_LAYOUT_GEN, P_PID, P_READY, P_STOP, PAUSE, STOP, GraphMemory, read_layout
-from micronf.runtime.zygote import started
+from micronf.runtime.stage import G_LAYOUT_GEN, GraphMemory, read_layout
 
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
@@ -141,36 +138,26 @@ def run(segment: str, line: str, client: str) -> int:
     ctl = mem.ctl
     gen = int(ctl[G_LAYOUT_GEN])
     exits = _Exits(mem, names)
-    ctl[ln + P_PID] = os.getpid()
-    ctl[ln + P_READY] = 1
-    started()
-    idle = 0
+
+    def step() -> int:
+        nonlocal gen, exits
+        if ctl[G_LAYOUT_GEN] != gen:  # the layout was rewritten (scale-out): re-read the exit rings
+            gen = int(ctl[G_LAYOUT_GEN])
+            exits = _Exits(mem, names)
+        moved = tx_collect(p, mem.rings.ctrl, mem.rings.slots, exits.rings, exits.exit_of, held, n_held, macs,
+                           has_mac)
+        for e in np.flatnonzero(n_held):
+            n = int(n_held[e])
+            backend = backends[e]
+            sent = backend.send(p, held[e], n) if backend is not None else 0
+            tx_release(p, cl, held[e], n, sent, stats[e], backend is None, hist, ns_per_cycle, stamps)
+            n_held[e] = 0
+        return moved
+
     try:
-        while ctl[ln + P_STOP] != STOP and ctl[P_STOP] == 0:
-            if ctl[ln + P_STOP] == PAUSE:
-                wait_while_paused(ctl, ln)
-                continue
-            if ctl[G_LAYOUT_GEN] != gen:  # the layout was rewritten (scale-out): re-read the exit rings
-                gen = int(ctl[G_LAYOUT_GEN])
-                exits = _Exits(mem, names)
-            if tx_collect(p, mem.rings.ctrl, mem.rings.slots, exits.rings, exits.exit_of, held, n_held, macs,
-                          has_mac) == 0:
-                idle += 1
-                if idle > 64:
-                    time.sleep(0.0002)
-                else:
-                    os.sched_yield()
-                continue
-            idle = 0
-            for e in np.flatnonzero(n_held):
-                n = int(n_held[e])
-                backend = backends[e]
-                sent = backend.send(p, held[e], n) if backend is not None else 0
-                tx_release(p, cl, held[e], n, sent, stats[e], backend is None, hist, ns_per_cycle, stamps)
-                n_held[e] = 0
+        run_service(ctl, ln, step)
     finally:
         for b in backends:
             if b is not None:
                 b.close()
-        ctl[ln + P_READY] = 0
     return 0

@@ -33,7 +33,8 @@ def test_library_is_complete_and_documented_in_the_fixed_format() -> None:
 def test_catalog_entries_come_from_the_classes() -> None:
     entries = {e.name: e for e in catalog()}
     busy = entries["BusyLoop"]
-    assert [f.name for f in busy.config] == ["cycles"] and busy.config[0].default == 100
+    assert [f.name for f in busy.config] == ["cycles", "mode"] and busy.config[0].default == 100
+    assert busy.config[1].default == "spin"
     assert entries["IPTtlDecrementer"].labels == ["out", "expired"]
     assert entries["CheckIPHeader"].descriptor["may_drop"] is True
     assert entries["FlowLoadBalancer"].config[0].required  # backends must be given

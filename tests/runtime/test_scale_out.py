@@ -47,12 +47,12 @@ def test_live_pp_to_lb_swap_loses_nothing(by_flow: bool) -> None:
     assert len(g.events) == 1 and g.events[0].instance == "BusyLoop@1"
 
 
-def test_scaling_the_entry_node_is_refused_clearly() -> None:
+def test_scaling_a_graph_that_is_not_running_is_refused_clearly() -> None:
     layout = plan(chain_spec([("MacSwapper", {}), ("MacSwapper", {})]), capture_drops=True)
     g = GraphRuntime(layout)
     g.create()
     try:
-        with pytest.raises(LaunchError, match="entry node"):
-            g.scale_out("MacSwapper0")
+        with pytest.raises(LaunchError, match="not running"):
+            g.scale_out("MacSwapper1")
     finally:
         g.close()

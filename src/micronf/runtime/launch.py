@@ -254,6 +254,8 @@ class GraphRuntime:
         """
         mem = self.memory()
         layout = self.layout
+        if len(self.procs) != len(layout.processes):
+            raise LaunchError(f"cannot scale {name!r}: the graph is not running (call start() first)")
         orig = layout.node(name)
         instances = [n for n in layout.nodes if n.name == name or n.instance_of == name]
         proc_index = len(layout.processes)

@@ -77,7 +77,7 @@ def test_agent_hints(fig11: ComposedGraph) -> None:
         place(one, "x", [Candidate(A, 0), Candidate(B, 0)], Traffic(), agent="b")
     with pytest.raises(PlacementError, match=r"no agent named 'zz' is configured \(agents: a, b\)"):
         place(fig11, "x", [Candidate(A, 0), Candidate(B, 0)], Traffic(), agent="zz")
-    with pytest.raises(NoAgentError, match="agent a .* is unreachable"):
+    with pytest.raises(NoAgentError, match=r"agent a .* is unreachable"):
         place(one, "x", [Candidate(A, None), Candidate(B, 0)], Traffic())
     assert place(fig11, "x", [Candidate(A, 0), Candidate(B, 9)], Traffic(), agent=B.url)[0].agent == B
 
@@ -108,6 +108,6 @@ def test_agent_ref_parse() -> None:
     local = AgentRef.parse("http://127.0.0.1:8771")
     assert local.cpus == tuple(sorted(os.sched_getaffinity(0)))
     for bad in ("10.0.0.2:8771", "ftp://x", "http://h:1#cpu=1", "http://h:1#cpus=a-b"):
-        with pytest.raises(ValueError, match="expected|the only option"):
+        with pytest.raises(ValueError, match=r"expected|the only option"):
             AgentRef.parse(bad)
     assert parse_cpus("0-2,5") == (0, 1, 2, 5)

@@ -13,7 +13,7 @@ from micronf.orchestrator.store import SCHEMA_VERSION, Record, RecordExistsError
 
 def _rec(name: str) -> Record:
     return Record(name=name, source='{"sfc": "x"}', composition='{"c": 1}', state="deploying",
-                  parts={"http://a:1": '{"name": "%s"}' % name, "http://b:2": "{}"})
+                  parts={"http://a:1": f'{{"name": "{name}"}}', "http://b:2": "{}"})
 
 
 def test_rows_survive_a_restart(tmp_path: Path) -> None:

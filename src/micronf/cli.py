@@ -442,8 +442,9 @@ def _status_table(now: dict[str, Any], before: dict[str, Any] | None) -> Table:
     dt = now["at"] - before["at"] if before else 0.0
     prev = {u["name"]: u for u in before["unfs"]} if before else {}
     table = Table(title=f"{now['name']} ({now['state']})")
-    for col in ("µNF", "type", "cpu", "inst", "rate kpps", "packets", "dropped", "ring"):
-        table.add_column(col, justify="left" if col in ("µNF", "type") else "right")
+    table.add_column("µNF", no_wrap=True, min_width=max((len(u["name"]) for u in now["unfs"]), default=3))
+    for col in ("type", "cpu", "inst", "rate kpps", "packets", "dropped", "ring"):
+        table.add_column(col, justify="left" if col == "type" else "right")
     for u in now["unfs"]:
         p = prev.get(u["name"])
         rate = f"{(u['packets_in'] - p['packets_in']) / dt / 1e3:,.1f}" if p and dt > 0 else "-"

@@ -154,7 +154,9 @@ def test_deploy_status_restart_undeploy(tmp_path: Path) -> None:
             got = httpx.get(f"{orch}/v1/sfcs/fig11", timeout=30).json()
             assert got["state"] == "running" and got["agents"] == [f"http://127.0.0.1:{agent_port}"]
             assert "fig11" in _cli("list", "--orchestrator", orch)
-            assert _wait_drained(orch)["outputs"] == s["outputs"]  # the same deployment, not a new one
+            again = httpx.get(f"{agent}/v1/deployments/fig11", timeout=30).json()
+            assert again["created_at"] == info["created_at"]  # reconciled, not redeployed
+            assert _wait_drained(orch)["outputs"] == s["outputs"]
             out = _cli("undeploy", "fig11", "--orchestrator", orch)
             assert "undeployed fig11" in out
             assert httpx.get(f"{orch}/v1/sfcs", timeout=30).json() == []

@@ -8,6 +8,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -295,3 +296,202 @@ def schema(
     for k, s in schemas.items():
         (out / f"{k}.schema.json").write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
         console.print(f"wrote {out / f'{k}.schema.json'}")
+
+
+# -- the orchestrator and its clients -----------------------------------------------------------
+ORCHESTRATOR_URL = "http://127.0.0.1:8770"
+_ORCH_OPTION = typer.Option(ORCHESTRATOR_URL, "--orchestrator", help="The orchestrator's URL.")
+
+
+@app.command()
+def orchestrator(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (the API has no authentication)."),
+    port: int = typer.Option(8770, min=1, max=65535, help="TCP port to listen on."),
+    db: Path = typer.Option(Path("~/.local/state/micronf/orchestrator.db"), help="The SQLite state file."),
+    agents: list[str] = typer.Option(["http://127.0.0.1:8771"], "--agent", help="An agent, [NAME=]URL[#cpus=LIST] "
+                                     "(repeat for several; a loopback agent offers this machine's CPUs)."),
+    reconcile_s: float = typer.Option(10.0, "--reconcile-interval", min=0.1,
+                                      help="Seconds between reconciles with the agents."),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug or trace."),
+) -> None:
+    """Run the orchestrator: the northbound HTTP API (SFC create/list/get/delete, stats, plan) over
+    the given agents, with every deployment kept in a SQLite file. On start it reconciles the stored
+    deployments with the agents (redeploys what a restarted agent lost), then again periodically."""
+    import logging
+
+    import uvicorn
+
+    from micronf.orchestrator.api import create_app
+    from micronf.orchestrator.placement import AgentRef
+    from micronf.orchestrator.service import Orchestrator
+    from micronf.orchestrator.store import Store, StoreError
+
+    try:
+        refs = [AgentRef.parse(a) for a in agents]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--agent") from exc
+    try:
+        store = Store(db)
+    except StoreError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    orch = Orchestrator(store, refs)
+    with orch.running(reconcile_s):
+        uvicorn.run(create_app(orch), host=host, port=port, log_level=log_level)
+    store.close()
+
+
+def _orch_call(base: str, method: str, path: str, body: object = None) -> object:
+    """One request to the orchestrator; failures end the command with a readable message."""
+    import httpx
+
+    try:
+        resp = httpx.request(method, base.rstrip("/") + path, json=body, timeout=300.0)
+    except httpx.TransportError as exc:
+        console.print(f"[red]error:[/] cannot reach the orchestrator at {escape(base)} ({type(exc).__name__}: "
+                      f"{escape(str(exc))}); is `micronf orchestrator` running?")
+        raise typer.Exit(1) from exc
+    if resp.is_success:
+        return resp.json() if resp.content else None
+    try:
+        err = resp.json()
+        what = f"{err['error']}: {err['detail']}"
+    except (ValueError, KeyError, TypeError):
+        what = resp.text[:500] or resp.reason_phrase
+    console.print(f"[red]error ({resp.status_code}):[/] {escape(what)}")
+    raise typer.Exit(1)
+
+
+def _json_arg(text: str, param: str) -> object:
+    """A JSON value given inline or as @FILE (JSON or YAML)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(text[1:]).read_text(encoding="utf-8")) if text.startswith("@") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise typer.BadParameter(f"expected JSON or @FILE: {exc}", param_hint=param) from exc
+
+
+@app.command()
+def deploy(
+    sfc: Path = typer.Argument(..., exists=True, dir_okay=False, help="The SFC request (YAML or JSON)."),
+    name: str | None = typer.Option(None, help="Deployment name (default: the SFC's name)."),
+    agent: str | None = typer.Option(None, help="Run on this agent (name or URL; default: hinted or least loaded)."),
+    rx: str | None = typer.Option(None, help='Rx backend spec, JSON or @FILE, e.g. \'{"kind": "pcap", "path": '
+                                  '"in.pcap"}\' (default: no traffic).'),
+    outputs: list[str] = typer.Option([], "--output", help="OUTPUT=SPEC: where an SFC output (e.g. appfw.web) or "
+                                      'exit goes, SPEC an output JSON or @FILE, e.g. \'{"backend": {"kind": "null"}}\' '
+                                      "(repeatable; default: every exit to null)."),
+    orchestrator_url: str = _ORCH_OPTION,
+) -> None:
+    """Deploy an SFC: the orchestrator composes it into an optimized µNF graph and deploys it on an
+    agent. The SFC file and the templates it imports are sent with the request."""
+    from micronf.orchestrator.models import SpecError
+    from micronf.orchestrator.service import read_sfc_source
+
+    try:
+        text, files = read_sfc_source(sfc)
+    except SpecError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    outs: dict[str, object] = {}
+    for item in outputs:
+        key, sep, spec = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected OUTPUT=SPEC, got {item!r}", param_hint="--output")
+        outs[key] = _json_arg(spec, "--output")
+    body = {"sfc": text, "files": files, "name": name, "agent": agent, "outputs": outs,
+            "rx": None if rx is None else _json_arg(rx, "--rx")}
+    info = _orch_call(orchestrator_url, "POST", "/v1/sfcs", body)
+    assert isinstance(info, dict)
+    console.print(f"deployed [bold]{escape(info['name'])}[/] ({len(info['graph']['nodes'])} µNFs, "
+                  f"{len(info['rewrites'])} rewrites) on {', '.join(info['agents'])}: {info['state']}")
+
+
+@app.command()
+def undeploy(name: str = typer.Argument(..., help="The deployment."), orchestrator_url: str = _ORCH_OPTION) -> None:
+    """Remove a deployment from its agents and from the orchestrator."""
+    _orch_call(orchestrator_url, "DELETE", f"/v1/sfcs/{name}")
+    console.print(f"undeployed {escape(name)}")
+
+
+def _deployments_table(infos: list[dict[str, object]]) -> Table:
+    table = Table(title="SFC deployments")
+    for col in ("name", "sfc", "state", "agents", "µNFs", "updated", "error"):
+        table.add_column(col)
+    for i in infos:
+        graph = i["graph"]
+        assert isinstance(graph, dict) and isinstance(i["agents"], list) and isinstance(i["updated_at"], float)
+        table.add_row(str(i["name"]), str(i["sfc"]), str(i["state"]), ", ".join(i["agents"]),
+                      str(len(graph["nodes"])), datetime.fromtimestamp(i["updated_at"]).strftime("%H:%M:%S"),
+                      escape(str(i["error"] or "")))
+    return table
+
+
+@app.command("list")
+def list_sfcs(orchestrator_url: str = _ORCH_OPTION) -> None:
+    """List the SFC deployments the orchestrator knows, with their state."""
+    infos = _orch_call(orchestrator_url, "GET", "/v1/sfcs")
+    assert isinstance(infos, list)
+    console.print(_deployments_table(infos))
+
+
+def _status_table(now: dict[str, Any], before: dict[str, Any] | None) -> Table:
+    """Per-µNF rows (rate from the two samples), SFC totals in the caption."""
+    dt = now["at"] - before["at"] if before else 0.0
+    prev = {u["name"]: u for u in before["unfs"]} if before else {}
+    table = Table(title=f"{now['name']} ({now['state']})")
+    table.add_column("µNF", no_wrap=True, min_width=max((len(u["name"]) for u in now["unfs"]), default=3))
+    for col in ("type", "cpu", "inst", "rate kpps", "packets", "dropped", "ring"):
+        table.add_column(col, justify="left" if col == "type" else "right")
+    for u in now["unfs"]:
+        p = prev.get(u["name"])
+        rate = f"{(u['packets_in'] - p['packets_in']) / dt / 1e3:,.1f}" if p and dt > 0 else "-"
+        table.add_row(u["name"], u["type"], str(u["cpu"] if u["cpu"] is not None else "-"), str(u["instances"]),
+                      rate, f"{u['packets_in']:,}", f"{u['dropped']:,}",
+                      f"{u['ring_occupancy']}/{u['ring_capacity']}")
+    lat, cons = now["latency"], now["conservation"]
+    outs = ", ".join(f"{k} {v:,}" for k, v in now["outputs"].items()) or "-"
+    drops = ", ".join(f"{k} {v:,}" for k, v in sorted(now["drops"].items())) or "none"
+    table.caption = (f"in {now['packets_in']:,} → out {now['packets_out']:,} ({outs}); drops: {drops}; latency "
+                     f"p50 {lat['p50_ns'] / 1e3:,.1f} µs p99 {lat['p99_ns'] / 1e3:,.1f} µs; "
+                     f"conservation {'ok' if cons['ok'] else 'VIOLATED'} (in flight {cons['in_flight']})")
+    return table
+
+
+@app.command()
+def status(
+    name: str | None = typer.Argument(None, help="A deployment (default: list them all)."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until Ctrl+C."),
+    interval: float = typer.Option(1.0, min=0.1, help="Seconds between the two samples a rate comes from."),
+    orchestrator_url: str = _ORCH_OPTION,
+) -> None:
+    """The live state of a deployment: per µNF its rate (from two samples), packets, drops and ring
+    occupancy; per SFC packets in/out per output, drops by reason, latency p50/p99, conservation."""
+    from rich.live import Live
+
+    if name is None:
+        list_sfcs(orchestrator_url)
+        return
+    path = f"/v1/sfcs/{name}/stats"
+
+    def sample() -> dict[str, Any]:
+        s = _orch_call(orchestrator_url, "GET", path)
+        assert isinstance(s, dict)
+        return s
+
+    before = sample()
+    time.sleep(interval)
+    now = sample()
+    if not watch:
+        console.print(_status_table(now, before))
+        return
+    with Live(_status_table(now, before), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                before, now = now, sample()
+                live.update(_status_table(now, before), refresh=True)
+        except KeyboardInterrupt:
+            pass

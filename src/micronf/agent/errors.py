@@ -6,8 +6,10 @@ to do); the server turns them into ``{"error": kind, "detail": message}`` replie
 
 from __future__ import annotations
 
+from micronf.httperrors import ApiError
 
-class AgentError(Exception):
+
+class AgentError(ApiError):
     """Base of every error the agent reports to a client."""
 
     kind = "agent_error"

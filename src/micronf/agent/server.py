@@ -25,20 +25,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from micronf import __version__
-from micronf.agent.errors import AgentError, DeploymentNotFoundError
+from micronf.agent.errors import DeploymentNotFoundError
 from micronf.agent.metrics import AgentCollector
-from micronf.agent.models import DeploymentInfo, DeployRequest, ErrorReply, GraphStats, Health
+from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.httperrors import error_responses, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -75,80 +71,18 @@ class AgentCore(Protocol):
         ...
 
 
-class ValidationErrorReply(ErrorReply):
-    """A 422 reply: ``detail`` names every bad field; ``errors`` is pydantic's raw list."""
-
-    errors: list[dict[str, Any]]
+_ERRORS = {
+    400: "the request cannot be deployed as asked, or its body is not JSON",
+    404: "no deployment has this name",
+    409: "a deployment with this name already runs",
+    422: "the request does not match the schema; `detail` names each bad field",
+    500: "the deployment did not come up and was rolled back, or the agent failed",
+}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the error statuses a route can return."""
-    what = {
-        400: "the request cannot be deployed as asked, or its body is not JSON",
-        404: "no deployment has this name",
-        409: "a deployment with this name already runs",
-        422: "the request does not match the schema; `detail` names each bad field",
-        500: "the deployment did not come up and was rolled back, or the agent failed",
-    }
-    return {s: {"model": ValidationErrorReply if s == 422 else ErrorReply, "description": what[s]} for s in statuses}
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    """``("body", "graph", "nodes", 1, "type")`` -> ``graph.nodes[1].type`` (the body is implied)."""
-    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "body"
-
-
-def describe_validation_errors(errors: Sequence[Any]) -> str:
-    """One line per pydantic error, ``field.path: problem``, joined with ``; ``."""
-    lines = []
-    for e in errors:
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(f"{_field_path(e.get('loc', ()))}: {msg}")
-    return "; ".join(lines)
-
-
-def _error(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail, **extra}, status_code=status)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    """Make every failure an :class:`ErrorReply`; client mistakes are 4xx, never a traceback."""
-
-    @app.exception_handler(AgentError)
-    async def _agent_error(_req: Request, exc: AgentError) -> JSONResponse:
-        return _error(exc.status, exc.kind, str(exc) or exc.kind)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(req: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        bad_json = [e for e in errors if e.get("type") == "json_invalid"]
-        if bad_json:
-            e = bad_json[0]
-            why = (e.get("ctx") or {}).get("error", "cannot be decoded")
-            pos = e["loc"][-1] if len(e.get("loc", ())) > 1 else "?"
-            return _error(400, "bad_json", f"request body is not valid JSON: {why} (at character {pos})")
-        detail = describe_validation_errors(errors)
-        content_type = req.headers.get("content-type", "")
-        if content_type and "json" not in content_type:  # FastAPI then validates the raw bytes
-            detail += f" (the body was sent as {content_type!r}: send JSON with Content-Type: application/json)"
-        return _error(422, "invalid_request", detail, errors=jsonable_encoder(errors))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
-            return _error(404, "no_route", f"no route {req.method} {req.url.path} (see /openapi.json)")
-        if exc.status_code == 405:
-            return _error(405, "method_not_allowed", f"{req.method} is not allowed on {req.url.path}")
-        return _error(exc.status_code, "http_error", str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _bug(req: Request, exc: Exception) -> JSONResponse:
-        log.exception("%s %s failed", req.method, req.url.path)
-        return _error(500, "internal", f"{type(exc).__name__}: {exc}")
+    return error_responses(_ERRORS, *statuses)
 
 
 def create_app(agent: AgentCore) -> FastAPI:
@@ -163,7 +97,7 @@ def create_app(agent: AgentCore) -> FastAPI:
         description="Southbound API of a micronf agent: deploy processing graphs of µNFs on this machine, "
                     "remove them, read their counters. Every error reply is `{\"error\": kind, \"detail\": message}`.",
     )
-    _install_error_handlers(app)
+    install_error_handlers(app)
     lifecycle = threading.Lock()  # one deploy/remove at a time: names, CPUs and segments never race
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent))

@@ -1,0 +1,569 @@
+"""The orchestrator service: SFC requests in, µNF graphs running on agents, state kept in SQLite.
+
+:class:`Orchestrator` is what the northbound API (:mod:`micronf.orchestrator.api`) calls. For an
+SFC request it composes the optimized µNF graph (:mod:`~micronf.orchestrator.compose`), places it
+(:mod:`~micronf.orchestrator.placement`), deploys every part on its agent through the agent's
+southbound API, and records everything in the :class:`~micronf.orchestrator.store.Store`.
+
+Crash safety: every state change is written *before* it is acted on. A deployment is stored as
+``deploying`` (with the exact requests for its agents) before any agent is called, and becomes
+``running`` only after every agent accepted it; a removal is stored as ``deleting`` before any
+agent is asked to remove it, and the row goes only once every agent did. So whatever the
+orchestrator was doing when it died, :meth:`Orchestrator.reconcile` on the next start finds the
+intent in the store and finishes it:
+
+=============================  ==============================================================
+stored state                   reconcile
+=============================  ==============================================================
+deploying/running/unreachable  ask each agent; one that lost it (restarted) gets the stored
+                               request again; unreachable: ``unreachable`` (retried later);
+                               all present: ``running``
+deleting                       remove on every agent (already gone is fine), then forget it
+failed                         nothing (the error stays readable; a new request replaces it)
+=============================  ==============================================================
+
+A failed deployment is rolled back on every agent already called, including the one that failed
+when its reply does not prove it has nothing (a timeout), except when it answered 409: that
+deployment is someone else's.
+
+Agents are reached through anything with the agent core's methods
+(:class:`micronf.agent.server.AgentCore`): an :class:`~micronf.agent.client.AgentClient` in
+production, an in-process agent or a fake in tests. Both kinds of failure are understood: the
+client's :class:`~micronf.agent.client.AgentClientError` (``status`` None: unreachable) and the
+core's :class:`~micronf.agent.errors.AgentError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from glob import glob
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from micronf.agent.client import AgentClient, AgentClientError
+from micronf.agent.errors import AgentError
+from micronf.agent.models import Conservation, DeployRequest, GraphStats, LatencyStats
+from micronf.agent.server import AgentCore
+from micronf.httperrors import ApiError, describe_validation_errors
+from micronf.orchestrator.compose import Composition, Rewrite, compose_file
+from micronf.orchestrator.load import read_document
+from micronf.orchestrator.models import SpecError
+from micronf.orchestrator.placement import (
+    AgentRef,
+    Candidate,
+    NoAgentError,
+    Part,
+    PlacementError,
+    Traffic,
+    exit_outputs,
+    place,
+)
+from micronf.orchestrator.store import Record, RecordExistsError, State, Store
+from micronf.runtime.graph import GraphSpec
+
+log = logging.getLogger("micronf.orchestrator")
+
+
+# -- errors (each becomes {"error": kind, "detail": message} with its status) --------------------
+class InvalidSFCError(ApiError):
+    """The SFC, its files or its traffic options are invalid, or it cannot be placed as asked."""
+
+    kind = "invalid_sfc"
+    status = 400
+
+
+class SFCNotFoundError(ApiError):
+    kind = "not_found"
+    status = 404
+
+
+class SFCExistsError(ApiError):
+    kind = "exists"
+    status = 409
+
+
+class AgentRejectedError(ApiError):
+    """An agent refused the generated request (e.g. an Rx backend it cannot open)."""
+
+    kind = "rejected_by_agent"
+    status = 400
+
+
+class DeployFailedError(ApiError):
+    """An agent failed to bring the deployment up; everything was rolled back."""
+
+    kind = "deployment_failed"
+    status = 502
+
+
+class AgentUnavailableError(ApiError):
+    kind = "agent_unreachable"
+    status = 503
+
+
+# -- requests and replies ------------------------------------------------------------------------
+class SFCCreate(Traffic):
+    """``POST /v1/sfcs`` and ``POST /v1/plan``: an SFC request, the files it imports, and its traffic."""
+
+    sfc: str | dict[str, Any] = Field(description="the SFC request: YAML or JSON text, or the object itself")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="the files its `imports` name: path relative to the SFC -> content "
+        "(e.g. {\"templates/edge-firewall.yaml\": \"kind: vnf-template ...\"})")
+    name: str | None = Field(None, description="deployment name (default: the SFC's name)")
+    agent: str | None = Field(None, description="run on this agent (name or URL; default: hinted or least loaded)")
+
+
+class SFCInfo(BaseModel):
+    """A deployment as the orchestrator knows it."""
+
+    name: str
+    sfc: str = Field(description="the SFC request's name")
+    state: State
+    error: str | None = Field(description="why the last deploy/reconcile failed (None: it did not)")
+    created_at: float
+    updated_at: float
+    agents: list[str] = Field(description="URL of every agent running a part")
+    graph: GraphSpec = Field(description="the optimized µNF graph as deployed (with the CPUs placement chose)")
+    outputs: dict[str, list[str]] = Field(description="SFC output -> the graph exits (Tx names) it leaves by")
+    rewrites: list[Rewrite]
+
+
+class PlanReply(BaseModel):
+    """A dry run: what ``POST /v1/sfcs`` would deploy, where."""
+
+    name: str
+    composition: Composition
+    parts: dict[str, DeployRequest] = Field(description="agent URL -> the request it would get")
+
+
+class UNFStats(BaseModel):
+    """One µNF of a deployment (its scaled-out instances summed)."""
+
+    name: str
+    type: str
+    agent: str
+    cpu: int | None
+    instances: int
+    packets_in: int
+    packets_out: int
+    dropped: int
+    drops: dict[str, int] = Field(description="by reason (the µNF's own drop reasons, full/unconnected egress)")
+    ring_occupancy: int = Field(description="packets waiting in its ingress rings")
+    ring_capacity: int
+    cycles: int = Field(description="CPU cycles spent processing (busy time)")
+
+
+class SFCStats(BaseModel):
+    """Counters of one deployment: per SFC, per µNF, and the raw agent snapshots."""
+
+    name: str
+    state: State
+    at: float = Field(description="when the (latest) agent snapshot was taken, Unix time")
+    packets_in: int = Field(description="packets the Rx service accepted into the graph")
+    packets_out: int
+    outputs: dict[str, int] = Field(description="packets sent per SFC output (exits of no output by exit name)")
+    drops: dict[str, int] = Field(description="every drop by 'where.reason'")
+    latency: LatencyStats = Field(description="Rx→Tx latency (end to end while an SFC runs on one agent)")
+    conservation: Conservation = Field(description="rx == tx + dropped + in_flight, summed over parts")
+    unfs: list[UNFStats]
+    graphs: dict[str, GraphStats] = Field(description="agent URL -> its raw snapshot")
+
+
+class ReconcileAction(BaseModel):
+    """What :meth:`Orchestrator.reconcile` did to one deployment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    before: State
+    after: State | None = Field(description="None: forgotten (its removal completed)")
+    action: str
+
+
+# -- the SFC source ------------------------------------------------------------------------------
+def read_sfc_source(path: Path | str) -> tuple[str, dict[str, str]]:
+    """The text of an SFC file and of every file its imports match (keyed relative to the SFC's
+    directory): what a client sends in :class:`SFCCreate` so the orchestrator needs no access to
+    the client's files. Imports outside the SFC's directory are refused (they have no relative key)."""
+    path = Path(path)
+    doc = read_document(path)
+    imports = doc.get("imports", []) if isinstance(doc, dict) else []
+    files: dict[str, str] = {}
+    base = path.parent.resolve()
+    for i, pattern in enumerate(imports if isinstance(imports, list) else []):
+        for match in sorted(glob(str(path.parent / str(pattern)))):
+            resolved = Path(match).resolve()
+            if not resolved.is_relative_to(base):
+                raise SpecError(str(path), f"imports[{i}]", "a file in the SFC's directory or below it "
+                                "(it is sent to the orchestrator by its relative path)", repr(match))
+            files[resolved.relative_to(base).as_posix()] = resolved.read_text(encoding="utf-8")
+    return path.read_text(encoding="utf-8"), files
+
+
+def compose_source(sfc: str | dict[str, Any], files: dict[str, str]) -> Composition:
+    """Compose an SFC given as text/object plus its imported files (written to a private temporary
+    directory, so :func:`compose_file` resolves the imports exactly as it does for files on disk).
+    Errors name files by their relative path, not the temporary one."""
+    with tempfile.TemporaryDirectory(prefix="micronf-sfc-") as tmp:
+        root = Path(tmp)
+        for rel, text in files.items():
+            p = PurePosixPath(rel)
+            if p.is_absolute() or ".." in p.parts or not p.parts:
+                raise SpecError(f"files[{rel!r}]", "", "a relative path inside the SFC's directory", repr(rel))
+            (root / p).parent.mkdir(parents=True, exist_ok=True)
+            (root / p).write_text(text, encoding="utf-8")
+        sfc_file = root / "request.sfc.json" if isinstance(sfc, dict) else root / "request.sfc.yaml"
+        if sfc_file.name in files:
+            raise SpecError(f"files[{sfc_file.name!r}]", "", "a file name other than the request's own", "that")
+        sfc_file.write_text(json.dumps(sfc) if isinstance(sfc, dict) else sfc, encoding="utf-8")
+        try:
+            return compose_file(sfc_file)
+        except SpecError as exc:
+            file = exc.file.removeprefix(tmp + "/")
+            raise SpecError(file, exc.path, exc.expected, exc.found) from None
+
+
+# -- agent failures ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Failure:
+    """An agent call's failure, whichever way the agent was reached (``status`` None: no reply)."""
+
+    status: int | None
+    kind: str
+    detail: str
+
+
+def _failure(exc: Exception) -> _Failure:
+    if isinstance(exc, AgentClientError):
+        return _Failure(exc.status, exc.kind, exc.detail)
+    if isinstance(exc, AgentError):
+        return _Failure(exc.status, exc.kind, str(exc))
+    return _Failure(500, "internal", f"{type(exc).__name__}: {exc}")
+
+
+def _as_api_error(agent: AgentRef, f: _Failure, doing: str) -> ApiError:
+    msg = f"agent {agent.name} ({agent.url}) {doing}: {f.kind}: {f.detail}"
+    if f.status is None:
+        return AgentUnavailableError(msg)
+    if f.status == 409:
+        return SFCExistsError(msg)
+    if 400 <= f.status < 500:
+        return AgentRejectedError(msg)
+    return DeployFailedError(msg)
+
+
+Connect = Callable[[AgentRef], AgentCore]
+
+
+def http_agent(agent: AgentRef) -> AgentCore:
+    """The default way to reach an agent: its HTTP API (deploys start processes: a long timeout)."""
+    return AgentClient(agent.url, timeout=120.0, retries=2)
+
+
+# -- the service ---------------------------------------------------------------------------------
+class Orchestrator:
+    """SFC deployments over a set of agents, with state in ``store`` (see the module docstring).
+
+    ``connect`` makes the object that talks to one agent (default: :func:`http_agent`); it is
+    called once per agent. Create, delete and reconcile run one at a time; reads do not wait.
+    """
+
+    def __init__(self, store: Store, agents: Sequence[AgentRef], *, connect: Connect = http_agent) -> None:
+        if not agents:
+            raise ValueError("an orchestrator needs at least one agent")
+        self.store = store
+        self.agents = list(agents)
+        self._by_url = {a.url: a for a in self.agents}
+        self._connect = connect
+        self._clients: dict[str, AgentCore] = {}
+        self._lifecycle = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _client(self, url: str) -> AgentCore:
+        if url not in self._clients:
+            self._clients[url] = self._connect(self._by_url.get(url) or AgentRef.parse(url))
+        return self._clients[url]
+
+    def _agent(self, url: str) -> AgentRef:
+        return self._by_url.get(url) or AgentRef.parse(url)
+
+    # -- dry run and create ---------------------------------------------------------------------
+    def plan(self, req: SFCCreate) -> PlanReply:
+        """Compose and place, deploy nothing."""
+        name, comp, parts = self._prepare(req)
+        return PlanReply(name=name, composition=comp, parts={p.agent.url: p.request for p in parts})
+
+    def _prepare(self, req: SFCCreate) -> tuple[str, Composition, list[Part]]:
+        try:
+            comp = compose_source(req.sfc, req.files)
+        except SpecError as exc:
+            raise InvalidSFCError(str(exc)) from None
+        name = req.name or comp.sfc
+        traffic = Traffic.model_validate(req.model_dump(include=set(Traffic.model_fields)))
+        try:
+            return name, comp, place(comp.after, name, self.candidates(), traffic, agent=req.agent)
+        except NoAgentError as exc:
+            raise AgentUnavailableError(str(exc)) from None
+        except PlacementError as exc:
+            raise InvalidSFCError(str(exc)) from None
+        except ValidationError as exc:
+            raise InvalidSFCError(f"{describe_validation_errors(exc.errors())} (set `name` in the request to "
+                                  "deploy under another name)") from None
+
+    def candidates(self) -> list[Candidate]:
+        """Every configured agent with its load (live processes), None for the unreachable ones."""
+        out = []
+        for a in self.agents:
+            try:
+                load: int | None = self._client(a.url).health().processes_alive
+            except Exception as exc:
+                log.warning("agent %s: %s", a.url, _failure(exc).detail)
+                load = None
+            out.append(Candidate(a, load))
+        return out
+
+    def create(self, req: SFCCreate) -> SFCInfo:
+        """Compose, place, store as ``deploying``, deploy every part; roll back all on any failure."""
+        with self._lifecycle:
+            name, comp, parts = self._prepare(req)
+            old = self.store.get(name)
+            if old is not None:
+                if old.state != "failed":
+                    raise SFCExistsError(f"an SFC deployment named {name!r} exists ({old.state}); undeploy it first")
+                self.store.delete(name)  # a failed one is replaced
+            source = SFCCreate.model_validate(req.model_dump() | {"name": name}).model_dump_json()
+            try:
+                self.store.create(Record(name=name, source=source, composition=comp.model_dump_json(),
+                                         state="deploying",
+                                         parts={p.agent.url: p.request.model_dump_json() for p in parts}))
+            except RecordExistsError:
+                raise SFCExistsError(f"an SFC deployment named {name!r} exists") from None
+            deployed: list[Part] = []
+            for part in parts:
+                try:
+                    self._client(part.agent.url).deploy(part.request)
+                except Exception as exc:
+                    f = _failure(exc)
+                    ambiguous = f.status is None or f.status >= 500
+                    self._rollback(name, deployed + ([part] if ambiguous else []))
+                    err = _as_api_error(part.agent, f, "did not deploy it")
+                    self.store.set_state(name, "failed", f"{err} (rolled back)")
+                    log.warning("deploy %s failed: %s", name, err)
+                    raise err from None
+                deployed.append(part)
+            self.store.set_state(name, "running")
+            return self.get(name)
+
+    def _rollback(self, name: str, parts: Sequence[Part]) -> None:
+        for part in parts:
+            try:
+                self._client(part.agent.url).remove(name)
+            except Exception as exc:
+                f = _failure(exc)
+                if f.status != 404:
+                    log.error("rollback of %s on %s failed: %s", name, part.agent.url, f.detail)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def sfcs(self) -> list[SFCInfo]:
+        """Every stored deployment."""
+        return [_info(r) for r in self.store.records()]
+
+    def get(self, name: str) -> SFCInfo:
+        return _info(self._record(name))
+
+    def _record(self, name: str) -> Record:
+        rec = self.store.get(name)
+        if rec is None:
+            raise SFCNotFoundError(f"no SFC deployment named {name!r}")
+        return rec
+
+    def stats(self, name: str) -> SFCStats:
+        """Per-µNF and per-SFC counters, from every agent running a part."""
+        rec = self._record(name)
+        graphs: dict[str, GraphStats] = {}
+        for url in rec.parts:
+            try:
+                graphs[url] = self._client(url).stats(name)
+            except Exception as exc:
+                f = _failure(exc)
+                if f.status == 404:
+                    raise AgentUnavailableError(f"agent {url} does not run {name!r} (it restarted?); the "
+                                                "orchestrator redeploys it at its next reconcile") from None
+                raise _as_api_error(self._agent(url), f, "gave no stats") from None
+        return _stats(rec, graphs)
+
+    # -- delete ---------------------------------------------------------------------------------
+    def delete(self, name: str) -> None:
+        """Store ``deleting``, remove on every agent, forget it (an unreachable agent: retried later)."""
+        with self._lifecycle:
+            rec = self._record(name)
+            self.store.set_state(name, "deleting", rec.error)
+            self._finish_delete(rec)
+
+    def _finish_delete(self, rec: Record) -> None:
+        for url in rec.parts:
+            try:
+                self._client(url).remove(rec.name)
+            except Exception as exc:
+                f = _failure(exc)
+                if f.status != 404:
+                    err = _as_api_error(self._agent(url), f, "did not remove it")
+                    self.store.set_state(rec.name, "deleting", f"{err} (retried at the next reconcile)")
+                    raise err from None
+        self.store.delete(rec.name)
+
+    # -- reconcile ------------------------------------------------------------------------------
+    def reconcile(self) -> list[ReconcileAction]:
+        """Bring every stored deployment and its agents in line (see the module docstring)."""
+        actions = []
+        with self._lifecycle:
+            for rec in self.store.records():
+                if rec.state == "failed":
+                    continue
+                action = self._reconcile_one(rec)
+                if action is not None:
+                    actions.append(action)
+                    log.info("reconcile %s: %s (%s -> %s)", rec.name, action.action, action.before, action.after)
+        return actions
+
+    def _reconcile_one(self, rec: Record) -> ReconcileAction | None:
+        if rec.state == "deleting":
+            try:
+                self._finish_delete(rec)
+            except ApiError as exc:
+                return ReconcileAction(name=rec.name, before="deleting", after="deleting", action=str(exc))
+            return ReconcileAction(name=rec.name, before="deleting", after=None, action="removed")
+        done: list[str] = []
+        for url, body in rec.parts.items():
+            client = self._client(url)
+            try:
+                client.deployment(rec.name)
+                continue
+            except Exception as exc:
+                f = _failure(exc)
+                if f.status != 404:
+                    return self._mark(rec, "unreachable", f"agent {url}: {f.kind}: {f.detail}", "agent unreachable")
+            try:
+                client.deploy(DeployRequest.model_validate_json(body))
+            except Exception as exc:
+                f = _failure(exc)
+                state: State = "unreachable" if f.status is None else "failed"
+                return self._mark(rec, state, f"redeploy on {url}: {f.kind}: {f.detail}", "redeploy failed")
+            done.append(url)
+        if done:
+            return self._mark(rec, "running", None, f"redeployed on {', '.join(done)} (the agent had lost it)")
+        if rec.state != "running":
+            return self._mark(rec, "running", None, "every agent runs it")
+        return None
+
+    def _mark(self, rec: Record, state: State, error: str | None, action: str) -> ReconcileAction:
+        self.store.set_state(rec.name, state, error)
+        return ReconcileAction(name=rec.name, before=rec.state, after=state, action=action)
+
+    # -- background reconcile -------------------------------------------------------------------
+    def start(self, interval_s: float) -> None:
+        """Reconcile every ``interval_s`` seconds in a daemon thread (retries unreachable agents,
+        redeploys what a restarted agent lost) until :meth:`close`."""
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.reconcile()
+                except Exception:
+                    log.exception("reconcile failed")
+
+        self._thread = threading.Thread(target=loop, name="micronf-reconcile", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the background reconcile and close the agent clients (deployments keep running)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for client in self._clients.values():
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+
+    @contextmanager
+    def running(self, interval_s: float) -> Iterator[Orchestrator]:
+        """``reconcile()`` now, reconcile in the background, :meth:`close` at the end."""
+        self.reconcile()
+        self.start(interval_s)
+        try:
+            yield self
+        finally:
+            self.close()
+
+
+@lru_cache(maxsize=64)
+def _composition(text: str) -> tuple[Composition, dict[str, str | None]]:
+    """A stored composition, parsed, with its exits -> SFC outputs (cached: stats are polled)."""
+    comp = Composition.model_validate_json(text)
+    return comp, exit_outputs(comp.after)
+
+
+def _info(rec: Record) -> SFCInfo:
+    comp, exits = _composition(rec.composition)
+    reqs = [DeployRequest.model_validate_json(body) for body in rec.parts.values()]
+    graph = reqs[0].graph if len(reqs) == 1 else comp.after.spec
+    outputs = {out: [x for x, o in exits.items() if o == out] for out in comp.after.outputs}
+    return SFCInfo(name=rec.name, sfc=comp.sfc, state=rec.state, error=rec.error, created_at=rec.created_at,
+                   updated_at=rec.updated_at, agents=list(rec.parts), graph=graph, outputs=outputs,
+                   rewrites=comp.rewrites)
+
+
+def _stats(rec: Record, graphs: dict[str, GraphStats]) -> SFCStats:
+    _comp, output_of = _composition(rec.composition)
+    outputs: dict[str, int] = {}
+    drops: dict[str, int] = {}
+    unfs: dict[str, UNFStats] = {}
+    cons = Conservation(rx=0, tx=0, dropped=0, in_flight=0, ok=True)
+    for url, g in graphs.items():
+        cpus = {n.name: n.cpu for n in DeployRequest.model_validate_json(rec.parts[url]).graph.nodes}
+        for exit_name, t in g.tx.items():
+            key = output_of.get(exit_name) or exit_name
+            outputs[key] = outputs.get(key, 0) + t.get("frames", 0)
+        for k, v in g.drops.items():
+            drops[k] = drops.get(k, 0) + v
+        c = g.conservation
+        cons = Conservation(rx=cons.rx + c.rx, tx=cons.tx + c.tx, dropped=cons.dropped + c.dropped,
+                            in_flight=cons.in_flight + c.in_flight, ok=cons.ok and c.ok)
+        for n in g.nodes:
+            base = n.instance_of or n.name
+            rt = n.runtime
+            own = {v[5:]: c for v, c in n.verdicts.items() if v.startswith("drop:") and c}
+            own |= {k: rt.get(k, 0) for k in ("unconnected", "full", "bad_verdict") if rt.get(k, 0)}
+            s = UNFStats(name=base, type=n.type, agent=url, cpu=cpus.get(base), instances=1,
+                         packets_in=rt.get("rx", 0), packets_out=rt.get("tx", 0),
+                         dropped=sum(own.values()), drops=own,
+                         ring_occupancy=sum(i.occupancy for i in n.ingress),
+                         ring_capacity=sum(i.capacity for i in n.ingress), cycles=rt.get("cycles", 0))
+            have = unfs.get(base)
+            unfs[base] = s if have is None else _add(have, s)
+    last = list(graphs.values())[-1]
+    return SFCStats(name=rec.name, state=rec.state, at=max(g.at for g in graphs.values()),
+                    packets_in=sum(g.rx.get("accepted", 0) for g in graphs.values()),
+                    packets_out=sum(outputs.values()), outputs=outputs, drops=drops, latency=last.latency,
+                    conservation=cons, unfs=list(unfs.values()), graphs=graphs)
+
+
+def _add(a: UNFStats, b: UNFStats) -> UNFStats:
+    """Two instances of one µNF as one row."""
+    drops = dict(a.drops)
+    for k, v in b.drops.items():
+        drops[k] = drops.get(k, 0) + v
+    return a.model_copy(update={
+        "instances": a.instances + b.instances, "packets_in": a.packets_in + b.packets_in,
+        "packets_out": a.packets_out + b.packets_out, "dropped": a.dropped + b.dropped, "drops": drops,
+        "ring_occupancy": a.ring_occupancy + b.ring_occupancy, "ring_capacity": a.ring_capacity + b.ring_capacity,
+        "cycles": a.cycles + b.cycles})

@@ -22,6 +22,7 @@ arguments.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -37,6 +38,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from micronf.agent.core import Agent
+from micronf.agent.errors import DeploymentFailedError
 from micronf.agent.models import DeployRequest, GraphStats, LatencyStats, OutputSpec, ScaleEventInfo
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, GeneratorSpec
 from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
@@ -48,6 +50,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DEFAULT_SFC = EXAMPLES / "sfc-fig11.yaml"
 """Firewall → Monitor → Application Firewall (paper Fig. 2(a); optimized it is Fig. 11)."""
 POLL_S = 0.1
+COLD_ATTEMPTS = 4
+log = logging.getLogger("micronf.run")
 
 
 class ExitCount(BaseModel):
@@ -152,6 +156,23 @@ def _accounted(s: GraphStats) -> tuple[int, int, int]:
     return out, sum(s.drops.values()), s.conservation.in_flight
 
 
+def _deploy(agent: Agent, req: DeployRequest, *, cold: bool) -> None:
+    """Deploy; with a cold kernel cache, try again when the start timed out while compiling.
+
+    The agent gives a graph two minutes to start, which a first compile of every kernel can exceed
+    on a small, busy machine; what was compiled is cached, so each attempt gets further.
+    """
+    for attempt in range(1, COLD_ATTEMPTS + 1):
+        try:
+            agent.deploy(req)
+            return
+        except DeploymentFailedError:
+            if not cold or attempt == COLD_ATTEMPTS:
+                raise
+            log.warning("the µNFs did not start in time while compiling (attempt %d of %d); continuing",
+                        attempt, COLD_ATTEMPTS)
+
+
 def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: float | None = None,
              stop: threading.Event | None = None, on_deploying: Callable[[int], None] | None = None,
              on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
@@ -169,7 +190,7 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
     with Agent() as agent:
         if on_deploying is not None:
             on_deploying(len(layout.processes))
-        agent.deploy(req)
+        _deploy(agent, req, cold=first_run())
         try:
             t0 = last_t = time.monotonic()
             last_done = 0

@@ -122,7 +122,7 @@ def run(
         print(summary.model_dump_json(indent=2))
     else:
         embedded.print_summary(console, summary)
-    if not summary.conservation_ok:
+    if summary.conservation_ok is False:
         raise typer.Exit(1)
     if summary.interrupted:
         raise typer.Exit(130)

@@ -81,7 +81,7 @@ class RunSummary(BaseModel):
     seconds: float
     mpps: float
     latency: LatencyStats | None  # live only: Rx stamp → Tx, ns
-    conservation_ok: bool
+    conservation_ok: bool | None  # None: stopped early, the counters were read while packets moved
     interrupted: bool = False
     traffic: dict[str, int] | None = None  # live: what the generator sent, by sort ("http", "sqli", ...)
     scale_events: list[ScaleEventInfo] = []
@@ -179,9 +179,11 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
     """Deploy ``comp``'s optimized graph on an in-process agent with ``traffic`` and run it.
 
     Ends when every frame of ``traffic.count`` is accounted for (out, dropped, nothing in flight),
-    when ``seconds`` have passed since the deployment came up, or when ``stop`` is set (then the
-    summary is marked ``interrupted`` and may have packets in flight). The deployment is always
-    removed. ``on_deploying(processes)`` is called before the (possibly compiling) start.
+    when ``seconds`` have passed since the deployment came up, or when ``stop`` is set (marked
+    ``interrupted``). Stopped early, packets are still moving while the counters are read, so the
+    conservation check is left out (``conservation_ok`` None) rather than reported on a torn
+    snapshot. The deployment is always removed. ``on_deploying(processes)`` is called before the
+    (possibly compiling) start.
     """
     layout = plan(comp.after.spec)
     name = deployment_name(comp.sfc)
@@ -222,7 +224,7 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
         unfs_after=len(comp.after.spec.nodes), rewrites=rewrite_lines(comp), processes=len(layout.processes),
         packets_in=packets_in, outputs=outputs, exits=rows, dropped=dict(sorted(s.drops.items())),
         in_flight=in_flight, seconds=elapsed, mpps=done / elapsed / 1e6, latency=s.latency,
-        conservation_ok=s.conservation.ok and packets_in == out + dropped + in_flight,
+        conservation_ok=s.conservation.ok and packets_in == out + dropped if finished else None,
         interrupted=stop.is_set() and not finished, traffic=traffic_counts(traffic, packets_in),
         scale_events=s.scale_events)
 
@@ -284,7 +286,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
                       f"p99 {lat.p99_ns / 1e3:,.1f} µs, max {lat.max_ns / 1e3:,.1f} µs")
     for ev in s.scale_events:
         table.add_row("scaled", f"{ev.action} {escape(ev.instance)}: {escape(ev.reason)}")
-    verdict = "[green]ok[/]" if s.conservation_ok else "[red]VIOLATED[/]"
+    verdict = {True: "[green]ok[/]", False: "[red]VIOLATED[/]",
+               None: "[yellow]not checked[/] (stopped early: counters read while packets moved)"}[s.conservation_ok]
     flight = f" + {s.in_flight:,} in flight" if s.in_flight else ""
     table.add_row("conservation", f"{s.packets_in:,} in == {s.packets_out:,} out + {s.packets_dropped:,} dropped"
                   f"{flight}: {verdict}")

@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from micronf import __version__
+
+if TYPE_CHECKING:
+    from micronf.io.pcap import Trace
+    from micronf.orchestrator.compose import Composition
+    from micronf.orchestrator.embedded import RunSummary
+    from micronf.runtime.graph import GraphLayout
+    from micronf.runtime.offline import OfflineResult
 
 app = typer.Typer(
     help="micronf: network functions and service chains built from small packet-processing processes.",
@@ -27,14 +34,14 @@ app.add_typer(shm_app, name="shm")
 console = Console()
 
 
-@app.command()
-def run(
+@app.command("bench-ring")
+def bench_ring(
     stages: int = typer.Option(1, min=1, max=16, help="Forwarding stages between source and sink."),
     seconds: float = typer.Option(3.0, min=0.1, help="Measurement time."),
     burst: int = typer.Option(64, min=1, max=1024, help="Packets per burst."),
     policy: str = typer.Option("other", help="Scheduling policy: other (CFS), fifo or rr."),
 ) -> None:
-    """Run the built-in demo: packets flow source -> forwarder(s) -> sink, one process each, over
+    """Data-plane demo: packets flow source -> forwarder(s) -> sink, one process each, over
     shared-memory rings; prints the rate and checks that every packet is accounted for."""
     from micronf.dataplane.pipeline import POLICIES, PipelineConfig, run_pipeline
 
@@ -42,7 +49,7 @@ def run(
         raise typer.BadParameter(f"must be one of {', '.join(POLICIES)}", param_hint="--policy")
     cpus = sorted(os.sched_getaffinity(0))
     console.print(
-        f"[bold]micronf {__version__}[/] demo: source -> {stages} x forward -> sink "
+        f"[bold]micronf {__version__}[/] ring demo: source -> {stages} x forward -> sink "
         f"({stages + 2} processes on CPUs {cpus}, burst {burst}, policy {policy})"
     )
     console.print("starting processes (the first run compiles the kernels, ~10 s) ...")
@@ -66,6 +73,100 @@ def run(
     console.print(table)
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    sfc: Path | None = typer.Argument(None, exists=True, dir_okay=False,
+                                      help="The SFC request (default: the paper's Fig. 11 SFC, "
+                                      "Firewall -> Monitor -> Application Firewall)."),
+    pcap: Path | None = typer.Option(None, "--pcap", exists=True, dir_okay=False,
+                                     help="Offline form: run the SFC on this capture (needs --out)."),
+    out: Path | None = typer.Option(None, "--out", file_okay=False, help="Offline form: one pcap per exit here."),
+    packets: int = typer.Option(1_000_000, min=1, help="Live: packets the generator sends."),
+    rate: float | None = typer.Option(None, min=0.001, help="Live: packets per second (default: as fast as the "
+                                      "graph takes them; the surplus is counted as dropped at Rx)."),
+    seconds: float | None = typer.Option(None, min=0.1, help="Live: stop after this long even if not all sent."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live display)."),
+) -> None:
+    """Run an SFC here, embedded: compose and optimize it, run its µNF graph (real processes), and
+    print a summary: packets in, out per SFC output, dropped by reason, rate, latency, conservation.
+
+    Live (default): an in-process agent deploys the graph with the built-in generator (the paper's
+    traffic: 200-byte HTTP GETs, 20% with SQL-injection URLs). Offline (--pcap IN --out DIR): the
+    graph runs on the capture and every exit (each SFC output label and each drop reason) is
+    written to DIR/<exit>.pcap. Ctrl-C stops a live run cleanly and prints what was done.
+    """
+    from micronf.orchestrator import embedded
+    from micronf.orchestrator.models import SpecError
+
+    if (pcap is None) != (out is None):
+        raise typer.BadParameter("the offline form needs both --pcap and --out", param_hint="--pcap/--out")
+    try:
+        comp, path = embedded.load(sfc)
+    except SpecError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    say = (lambda *_a, **_k: None) if as_json else console.print
+    say(f"[bold]micronf {__version__}[/]: SFC {escape(comp.sfc)} ({escape(str(path))}): "
+        f"{len(comp.before.spec.nodes)} µNFs joined → {len(comp.after.spec.nodes)} after optimization")
+    for line in embedded.rewrite_lines(comp):
+        say(f"  [dim]{escape(line)}[/]")
+    if pcap is not None and out is not None:
+        layout = embedded.offline_layout(comp)
+        res = _run_offline_shown(layout, _read_trace(pcap), out, 1)
+        summary = embedded.offline_summary(comp, path, layout, res)
+    else:
+        summary = _run_live_shown(comp, path, packets, rate, seconds, as_json)
+    if as_json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        embedded.print_summary(console, summary)
+    if summary.conservation_ok is False:
+        raise typer.Exit(1)
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | None, seconds: float | None,
+                    quiet: bool) -> RunSummary:
+    """``embedded.run_live`` with a status while the µNFs start and a live progress table; Ctrl-C
+    (SIGINT) only asks the run to stop, so the deployment is always removed."""
+    import signal
+    import threading
+
+    from rich.live import Live
+
+    from micronf.io.generator import paper_traffic
+    from micronf.orchestrator import embedded
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
+    live = Live(console=console, transient=True, auto_refresh=False)
+    status = console.status("")
+
+    def deploying(processes: int) -> None:
+        if quiet:
+            return
+        first = embedded.first_run()
+        status.update(f"starting {processes} µNF processes + Rx/Tx"
+                      + (" (compiling the kernels: first run only, a minute or two)" if first else " ..."))
+        status.start()
+
+    def progress(p: embedded.Progress) -> None:
+        if quiet:
+            return
+        status.stop()
+        live.start()
+        live.update(embedded.progress_table(p), refresh=True)
+
+    try:
+        return embedded.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
+                                 stop=stop, on_deploying=deploying, on_progress=progress)
+    finally:
+        status.stop()
+        live.stop()
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -119,12 +220,8 @@ def chain(
     Exits are the last µNF's labels (DIR/out.pcap, ...), every label nobody links
     (DIR/<node>.<label>.pcap) and every drop reason (DIR/<node>.<reason>.pcap): nothing disappears.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from micronf.io.pcap import PcapError, read_pcap
     from micronf.runtime.chainexpr import ChainSyntaxError, load_config_file, merge_configs, parse_chain
     from micronf.runtime.graph import GraphError, chain_names, chain_spec, plan
-    from micronf.runtime.offline import GraphStalledError, run_offline
 
     try:
         elements = parse_chain(expr)
@@ -133,23 +230,13 @@ def chain(
             elements = merge_configs(elements, names, load_config_file(config))
         layout = plan(chain_spec(elements, burst=burst, cluster="all" if fused else None),
                       capture_drops=True, on_full="wait")
-        trace = read_pcap(pcap)
-    except (ChainSyntaxError, GraphError, PcapError) as exc:
+    except (ChainSyntaxError, GraphError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    if trace.truncated:
-        console.print(f"[yellow]warning:[/] {pcap} ends in a truncated record; using the {len(trace)} complete ones")
+    trace = _read_trace(pcap)
     console.print(f"{len(trace):,} packets from {pcap} -> {' -> '.join(names)} "
                   f"({'1 fused process' if fused else f'{len(names)} processes'})")
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("packets", total=len(trace) * loop)
-        try:
-            res = run_offline(layout, trace, out, loops=loop,
-                              progress=lambda done, _t: bar.update(task, completed=done))
-        except GraphStalledError as exc:
-            console.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from exc
+    res = _run_offline_shown(layout, trace, out, loop)
     main_outputs = {e.name for e in layout.exits if not e.is_drop and "." not in e.name}
     table = Table("exit", "packets", "file")
     empty = 0
@@ -169,6 +256,37 @@ def chain(
                   f" ({rate:.2f} Mpps over {res.seconds:.2f} s, processes already running)")
     if not res.balanced:
         raise typer.Exit(1)
+
+
+def _read_trace(pcap: Path) -> Trace:
+    """The capture's packets; a truncated last record is a warning, a broken file an error (exit 2)."""
+    from micronf.io.pcap import PcapError, read_pcap
+
+    try:
+        trace = read_pcap(pcap)
+    except PcapError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if trace.truncated:
+        console.print(f"[yellow]warning:[/] {pcap} ends in a truncated record; using the {len(trace)} complete ones")
+    return trace
+
+
+def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int) -> OfflineResult:
+    """``run_offline`` with a progress bar; a stalled graph is an error (exit 1)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from micronf.runtime.offline import GraphStalledError, run_offline
+
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("packets", total=len(trace) * loop)
+        try:
+            return run_offline(layout, trace, out, loops=loop,
+                               progress=lambda done, _t: bar.update(task, completed=done))
+        except GraphStalledError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from exc
 
 
 @shm_app.command("ls")

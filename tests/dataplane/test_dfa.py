@@ -28,6 +28,8 @@ from micronf.dataplane.dfa import (
     dfa_search,
     dfa_search_urldecoded,
     http_request_url,
+    url_dfa,
+    url_target_search,
 )
 
 # --------------------------------------------------------------------------- oracle
@@ -449,6 +451,85 @@ def test_random_windows_match_re(sqli: Dfa) -> None:
         assert dfa_search_urldecoded(sqli.table, sqli.accept, sqli.start, buf, lo, hi) == oracle(
             SQLI_SIGNATURES, url_decode(window)
         )
+
+
+# --------------------------------------------------------------------------- url_target_search
+
+
+def target_search(dfa: Dfa, data: bytes, begin: int = 0, end: int | None = None) -> bool:
+    u = url_dfa(dfa)
+    return bool(url_target_search(u.cmap, u.table, u.params, arr(data), begin, len(data) if end is None else end))
+
+
+def reference_target(data: bytes) -> bytes:
+    """The request-target at the start of ``data``: up to the first space, CR or LF."""
+    return re.match(rb"[^ \r\n]*", data).group()  # type: ignore[union-attr]
+
+
+def test_url_dfa_layout(sqli: Dfa) -> None:
+    u = url_dfa(sqli)
+    assert url_dfa(sqli) is u  # cached
+    width = int(u.params[3]) + 1
+    assert u.table.dtype == np.uint16 and u.table.shape == ((sqli.n_states + 2) * width,)
+    assert np.all(u.table % width == 0)  # pre-multiplied row offsets
+    assert width < 64  # byte classes: far fewer columns than 256
+    assert not u.table.flags.writeable and not u.cmap.flags.writeable
+
+
+def test_url_target_search_matches_re_on_the_target(sqli: Dfa) -> None:
+    # the oracle: Python re on the once-decoded target, the target ending at the first space/CR/LF
+    alphabet = [*SQLI_ALPHABET, " ", "\r", "\n", "%20", "%0d", "%", "%2", "+"]
+    for s in random_strings(alphabet, 600, seed=11, max_tokens=24):
+        expected = oracle(SQLI_SIGNATURES, url_decode(reference_target(s)))
+        assert target_search(sqli, s) == expected, s
+        assert target_search(sqli, s + b" HTTP/1.1 union select") == expected, s
+
+
+@pytest.mark.parametrize(
+    ("patterns", "data", "expected"),
+    [
+        (["z--$"], b"/a?z--", True),  # $ at the end of the window
+        (["z--$"], b"/a?z-- HTTP/1.1", True),  # ... and at the end of the target
+        (["z--$"], b"/a?z--%20", False),  # a decoded space is data, not the end
+        (["z--$"], b"/a?z--x", False),
+        (["^/adm"], b"/admin", True),
+        (["^/adm"], b"x/admin", False),
+        (["a b"], b"a+b", True),
+        (["a b"], b"a%20b", True),
+        (["a b"], b"a b", False),  # the space ends the target
+        (["'"], b"%2", False),  # '%' without two hex digits is literal
+        (["%2"], b"%2", True),
+        (["%"], b"%", True),
+        (["\\+"], b"%2B", True),  # a decoded '+' is not a space
+        (["'"], b"%27", True),
+        (["'"], b"%2527", False),  # decoded once only
+        (["x"], b"", False),
+    ],
+)
+def test_url_target_search_examples(patterns: list[str], data: bytes, expected: bool) -> None:
+    dfa = compile_patterns(patterns)
+    assert oracle(patterns, url_decode(reference_target(data))) == expected
+    assert target_search(dfa, data) == expected
+
+
+def test_url_target_search_stays_in_its_window() -> None:
+    dfa = compile_patterns(["union select", "b--$"])
+    parent = arr(b"/union+select")
+    head = parent[:8]  # a view: reading past its shape would see the rest
+    u = url_dfa(dfa)
+    assert not url_target_search(u.cmap, u.table, u.params, head, 0, 1000)
+    assert url_target_search(u.cmap, u.table, u.params, parent, 0, 1000)
+    assert not url_target_search(u.cmap, u.table, u.params, parent, 0, 8)
+    assert url_target_search(u.cmap, u.table, u.params, arr(b"xb--x"), 1, 4)  # ends at end: '$' holds
+    assert not url_target_search(u.cmap, u.table, u.params, arr(b"xb--"), -3, 3)  # begin clamped to 0, not wrapped
+
+
+def test_url_dfa_falls_back_to_uint32_offsets() -> None:
+    patterns = ["a.{10}a", "bcdefghijklmnopq"]  # 4100 states x 19 columns: offsets exceed 65535
+    dfa = compile_patterns(patterns, max_states=10000)
+    assert url_dfa(dfa).table.dtype == np.uint32
+    for data in (b"/a0123456789a", b"/a012345678a", b"/xbcdefghijklmnopq", b"/xbcdefghijklmnop", b"/%61bbbbbbbbbbA"):
+        assert target_search(dfa, data) == oracle(patterns, url_decode(data)), data
 
 
 # --------------------------------------------------------------------------- http_request_url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -61,6 +62,23 @@ def test_counters_match_a_python_reference(match: str) -> None:
     assert run.verdicts == ["out"] * len(frames)
     assert run.outputs["out"] == frames
     assert run.counters == expected_counters(PAYLOADS * 5, URLS, match)
+
+
+@pytest.mark.parametrize("match", ["prefix", "contains"])
+def test_overlapping_urls_on_random_targets(match: str) -> None:
+    # URLs that are prefixes, suffixes and infixes of one another (an Aho-Corasick automaton must
+    # follow its failure links to see them all), a duplicate, and targets built from their pieces
+    urls = ["/a", "/ab", "ab", "b/a", "aab", "abab", "/ab", "b", "/a/b/a/b", "%2F"]
+    rng = random.Random(5)
+    pieces = ["/", "a", "b", "ab", "%2F", "%2f", "x", "?", "="]
+    payloads: list[bytes | None] = [
+        f"{rng.choice(['GET', 'POST'])} {''.join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))}"
+        f"{rng.choice([' HTTP/1.1', '', chr(13), chr(10)])}\r\nX: /ab\r\n".encode()
+        for _ in range(300)
+    ]
+    run = run_kernel(CountUrl({"urls": urls, "match": match}), [tcp(p) for p in payloads if p is not None])
+    assert run.counters == expected_counters(payloads, urls, match)
+    assert sum(v > 0 for v in run.counters.values()) >= 8  # most URLs, and "other", do occur
 
 
 def test_known_counts_by_hand() -> None:

@@ -89,7 +89,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import interegular
 import numpy as np
@@ -105,10 +105,15 @@ __all__ = [
     "MAX_STATES_LIMIT",
     "SQLI_SIGNATURES",
     "Dfa",
+    "UrlDfa",
     "compile_patterns",
     "dfa_search",
     "dfa_search_urldecoded",
+    "http_method_len",
     "http_request_url",
+    "le_word8",
+    "url_dfa",
+    "url_target_search",
 ]
 
 ACCEPT_NOW = 1
@@ -177,17 +182,30 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _njit(fn: _F) -> _F:
-    """Exactly ``njit(cache=True, nogil=True)(fn)``, typed so mypy keeps ``fn``'s signature."""
-    return cast(_F, njit(cache=True, nogil=True)(fn))
+    """``njit(cache=True, nogil=True, forceinline=True)(fn)``, typed so mypy keeps ``fn``'s signature.
+
+    ``forceinline``: a kernel called as a real function from a µNF's batch loop costs an atomic
+    NRT incref/decref of the frame array per call (see ``micronf.dataplane.headers``).
+    """
+    return cast(_F, njit(cache=True, nogil=True, forceinline=True)(fn))
 
 
 _METHOD_MAX = 7  # len("OPTIONS") == len("CONNECT")
-_METHODS = np.zeros((len(HTTP_METHODS), _METHOD_MAX), dtype=np.uint8)
-_METHOD_LENS = np.zeros(len(HTTP_METHODS), dtype=np.int64)
-for _i, _m in enumerate(HTTP_METHODS):
-    _METHODS[_i, : len(_m)] = np.frombuffer(_m.encode(), dtype=np.uint8)
-    _METHOD_LENS[_i] = len(_m)
-_METHODS.setflags(write=False)
+
+
+def _le_words(prefixes: Sequence[bytes]) -> tuple[_I64, _I64]:
+    """``(words, masks)``: each prefix (at most 8 bytes) as a little-endian int64 and its byte mask."""
+    words = np.array([np.frombuffer(b.ljust(8, b"\0"), dtype="<i8")[0] for b in prefixes], dtype=np.int64)
+    masks = np.array([np.frombuffer(b"\xff" * len(b) + b"\0" * (8 - len(b)), dtype="<i8")[0] for b in prefixes],
+                     dtype=np.int64)
+    words.setflags(write=False)
+    masks.setflags(write=False)
+    return words, masks
+
+
+# "METHOD SP" as 64-bit words: a request line is recognised with one masked compare per method
+_METHOD_WORDS, _METHOD_MASKS = _le_words([m.encode() + b" " for m in HTTP_METHODS])
+_METHOD_LENS = np.array([len(m) + 1 for m in HTTP_METHODS], dtype=np.int64)
 _METHOD_LENS.setflags(write=False)
 
 
@@ -247,6 +265,33 @@ def dfa_search_urldecoded(table: Table, accept: Accept, start: int, buf: Bytes, 
 
 
 @_njit
+def le_word8(buf: Bytes, begin: int, end: int) -> int:
+    """``buf[begin:begin+8]`` as a little-endian int64, bytes past ``end`` (or the array) read as 0.
+
+    Why: prefixes of up to 8 bytes (HTTP methods, ``HTTP/1.``) are then recognised with one
+    masked integer compare each instead of a byte loop; ``begin < 0`` gives 0.
+    """
+    lo = max(begin, 0)
+    n = min(end, buf.shape[0], lo + 8) - lo
+    w = 0
+    for k in range(n):
+        w |= int(np.int64(buf[lo + k])) << (8 * k)
+    return w
+
+
+@_njit
+def http_method_len(word: int) -> int:
+    """Length of ``METHOD SP`` (one of :data:`HTTP_METHODS`) at the start of ``word``, or -1.
+
+    ``word`` is :func:`le_word8` of the payload; methods are case-sensitive, as in RFC 9110.
+    """
+    for m in range(_METHOD_WORDS.shape[0]):
+        if (word & _METHOD_MASKS[m]) == _METHOD_WORDS[m]:
+            return int(_METHOD_LENS[m])
+    return -1
+
+
+@_njit
 def http_request_url(buf: Bytes, begin: int, end: int) -> tuple[int, int]:
     """``(url_begin, url_end)`` of the request-target if ``buf[begin:end]`` starts an HTTP request.
 
@@ -256,26 +301,10 @@ def http_request_url(buf: Bytes, begin: int, end: int) -> tuple[int, int]:
     """
     lo = max(begin, 0)
     hi = min(end, buf.shape[0])
-    n = 0
-    while n < _METHOD_MAX and lo + n < hi and buf[lo + n] != 32:
-        n += 1
-    if lo + n >= hi or buf[lo + n] != 32:  # no space within 7 bytes: not a method
+    n = http_method_len(le_word8(buf, lo, hi))
+    if n < 0:
         return (-1, -1)
-    found = False
-    for m in range(_METHODS.shape[0]):
-        if _METHOD_LENS[m] != n:
-            continue
-        same = True
-        for k in range(n):
-            if buf[lo + k] != _METHODS[m, k]:
-                same = False
-                break
-        if same:
-            found = True
-            break
-    if not found:
-        return (-1, -1)
-    u0 = lo + n + 1
+    u0 = lo + n
     u1 = u0
     while u1 < hi:
         c = buf[u1]
@@ -283,6 +312,106 @@ def http_request_url(buf: Bytes, begin: int, end: int) -> tuple[int, int]:
             break
         u1 += 1
     return (u0, u1)
+
+
+# --------------------------------------------------------------------------- the request-target walk
+URL_PCT = 0xFFFF
+"""``UrlDfa.cmap`` code of ``%``: decode ``%XX`` before looking up the class."""
+
+
+class UrlDfa(NamedTuple):
+    """A :class:`Dfa` laid out for :func:`url_target_search`: the hot path of ValidateUrl.
+
+    Why this layout (measured, see ``bench/nfs.py``): the dense ``[n, 256]`` uint16 table of the
+    default signatures is 215 KiB and a step costs a multiply and a 2-D index; here bytes map to
+    the DFA's byte classes (46 for the default set) and the table is ``[n_states, n_classes]``
+    row-major with each entry PRE-MULTIPLIED by the row length, so a step is ``s = table[s + k]``
+    (one add, one load; 39 KiB). Two extra columns make the loop's only per-byte tests cheap:
+
+    * ``STOP`` rows: the absorbing match state and a "stopped, no match" state are the two last
+      rows, so ``s >= stop`` (one compare) detects both an early accept and the end of the URL;
+    * the space, CR and LF bytes map to an END column that leads to one of those two rows,
+      depending on whether the DFA accepts at the end of the input (``$`` patterns); the END
+      column is also taken when the window ends without a terminator.
+
+    ``cmap[0:256]`` maps a raw URL byte to its column (``+`` to the class of a space, ``%`` to
+    :data:`URL_PCT`), ``cmap[256:512]`` a decoded ``%XX`` byte to its class, ``cmap[512:768]`` a
+    byte to its hex value (or 255). ``params`` = ``[start offset, stop offset, match offset,
+    END column]``. The table is uint16 when every offset fits, else uint32.
+    """
+
+    cmap: npt.NDArray[np.uint16]
+    table: npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
+    params: _I64
+
+
+@functools.lru_cache(maxsize=32)
+def url_dfa(dfa: Dfa) -> UrlDfa:
+    """The :class:`UrlDfa` of ``dfa``: same language (cached per Dfa; the arrays are read-only)."""
+    dense = dfa.table.astype(np.int64)
+    byte_class, reps = _byte_classes(dense)
+    n, k = dense.shape[0], reps.shape[0]
+    match, stopped = n, n + 1  # the two extra rows
+    now = dfa.accept == ACCEPT_NOW
+    rows = np.where(now[dense[:, reps]], match, dense[:, reps])  # matching once is enough: stop there
+    end = np.where(dfa.accept != 0, match, stopped)[:, None]
+    table = np.concatenate([np.concatenate([rows, end], axis=1), np.full((2, k + 1), [[match], [stopped]])])
+    width = k + 1
+    offsets = table * width
+    flat = offsets.reshape(-1)
+    packed: npt.NDArray[np.uint16] | npt.NDArray[np.uint32] = (
+        np.ascontiguousarray(flat, dtype=np.uint16)
+        if int(flat.max()) <= np.iinfo(np.uint16).max
+        else np.ascontiguousarray(flat, dtype=np.uint32)
+    )
+    cmap = np.empty(768, dtype=np.uint16)
+    cmap[:256] = byte_class
+    cmap[ord("+")] = byte_class[ord(" ")]
+    cmap[[ord(" "), ord("\r"), ord("\n")]] = k  # the END column
+    cmap[ord("%")] = URL_PCT
+    cmap[256:512] = byte_class
+    cmap[512:768] = 255
+    for c in b"0123456789abcdefABCDEF":
+        cmap[512 + c] = int(chr(c), 16)
+    start = match if now[dfa.start] else dfa.start
+    params = np.array([start * width, match * width, match * width, k], dtype=np.int64)
+    for arr in (cmap, packed, params):
+        arr.setflags(write=False)
+    return UrlDfa(cmap, packed, params)
+
+
+@_njit
+def url_target_search(cmap: npt.NDArray[np.uint16], table: npt.NDArray[Any], params: _I64, buf: Bytes,
+                      begin: int, end: int) -> bool:
+    """Whether the URL-decoded request-target starting at ``buf[begin]`` matches (a :class:`UrlDfa`).
+
+    The target runs to the first space, CR or LF, or to ``end`` (clamped to the array): the same
+    target as :func:`http_request_url`, found in the same pass that matches it. The result is
+    that of :func:`dfa_search_urldecoded` on that target: decoded once (``%XX``, ``+``), a ``%``
+    without two hex digits is literal; a CR, LF or space decoded from ``%0d`` etc. is data, not
+    the end. Stops at the first match. Cost: one add and one load per byte, plus two
+    predictable compares.
+    """
+    lo = max(begin, 0)
+    hi = min(end, buf.shape[0])
+    s = int(params[0])
+    stop = int(params[1])
+    i = lo
+    while i < hi and s < stop:
+        k = int(np.int64(cmap[buf[i]]))
+        i += 1
+        if k == URL_PCT:
+            k = int(np.int64(cmap[37 + 256]))  # a literal '%'
+            if i + 1 < hi:
+                h = int(np.int64(cmap[512 + buf[i]]))
+                lo4 = int(np.int64(cmap[512 + buf[i + 1]]))
+                if (h | lo4) < 16:
+                    k = int(np.int64(cmap[256 + h * 16 + lo4]))
+                    i += 2
+        s = int(np.int64(table[s + k]))
+    if s < stop:  # the window ended inside the target: take the END column
+        s = int(np.int64(table[s + params[3]]))
+    return bool(s == params[2])
 
 
 # --------------------------------------------------------------------------- the DFA

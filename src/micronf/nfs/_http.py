@@ -13,16 +13,16 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.dataplane.dfa import HTTP_METHODS, http_request_url
+from micronf.dataplane.dfa import http_method_len, http_request_url, le_word8
 from micronf.dataplane.headers import IPPROTO_TCP, ipv4_offset, ipv4_proto, l4_offset, l4_ports, tcp_header_len
 
 Frame = npt.NDArray[np.uint8]
 
-_METHOD_WINDOW = max(len(m) for m in HTTP_METHODS) + 1  # the longest "METHOD SP"
-_STATUS_PREFIX = np.frombuffer(b"HTTP/1.", dtype=np.uint8).copy()
+_STATUS_WORD = int(np.frombuffer(b"HTTP/1.\0", dtype="<i8")[0])  # le_word8 of a status line, masked
+_STATUS_MASK = (1 << 56) - 1  # its first 7 bytes
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call
 def tcp_segment(frame: Frame) -> tuple[int, int, int]:
     """``(payload offset, src port, dst port)`` of an IPv4 TCP segment, or ``(-1, -1, -1)``.
 
@@ -39,36 +39,37 @@ def tcp_segment(frame: Frame) -> tuple[int, int, int]:
     return (l4 + thl, sport, dport)
 
 
-@njit(cache=True, nogil=True)
-def bytes_at(frame: Frame, off: int, pattern: Frame, start: int, end: int) -> bool:
-    """True when ``frame[off:]`` begins with ``pattern[start:end]`` (False if it does not fit)."""
-    if off < 0 or off + (end - start) > frame.shape[0]:
-        return False
-    k = 0
-    while k < end - start and frame[off + k] == pattern[start + k]:
-        k += 1
-    return k == end - start
-
-
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call
 def is_request_line(frame: Frame, payload: int) -> bool:
     """True when the payload at ``payload`` starts with a request method and a space (``"GET "``).
 
-    Only the method window is read, not the request-target; False for ``payload < 0``.
+    Only the first 8 payload bytes are read (one word, one masked compare per method); False for
+    ``payload < 0``.
     """
-    if payload < 0:
-        return False
-    target, _ = http_request_url(frame, payload, payload + _METHOD_WINDOW)
-    return target >= 0
+    return payload >= 0 and http_method_len(le_word8(frame, payload, frame.shape[0])) > 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call
 def is_status_line(frame: Frame, payload: int) -> bool:
     """True when the payload at ``payload`` starts with ``HTTP/1.`` (a response); False if not."""
-    return bytes_at(frame, payload, _STATUS_PREFIX, 0, _STATUS_PREFIX.shape[0])
+    return payload >= 0 and (le_word8(frame, payload, frame.shape[0]) & _STATUS_MASK) == _STATUS_WORD
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call
+def request_target(frame: Frame) -> int:
+    """Offset of the request-target of an HTTP request starting a TCP segment's payload, or -1.
+
+    The byte after ``METHOD SP`` (it may equal the frame length); where the target ends is left to
+    the caller's own pass over it (see :func:`request_url`).
+    """
+    payload, _, _ = tcp_segment(frame)
+    if payload < 0:
+        return -1
+    n = http_method_len(le_word8(frame, payload, frame.shape[0]))
+    return payload + n if n > 0 else -1
+
+
+@njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call
 def request_url(frame: Frame) -> tuple[int, int]:
     """``(start, end)`` of the request-target of an HTTP request starting a TCP segment's payload.
 

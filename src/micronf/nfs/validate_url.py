@@ -9,9 +9,9 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator
 
-from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns, dfa_search_urldecoded
+from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns, url_dfa, url_target_search
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import request_url
+from micronf.nfs._http import request_target
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
@@ -24,20 +24,20 @@ _NOT_REQUEST = 1
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    table = state[0]
-    accept = state[1]
-    start = state[2][0]
+    cmap = state[0]
+    table = state[1]
+    params = state[2]
     checked = 0
     not_request = 0
     for i in range(n):
         f = pkt_frame(p, handles[i])
-        lo, hi = request_url(f)
+        lo = request_target(f)
         if lo < 0:
             not_request += 1
             verdicts[i] = _OUT
         else:
             checked += 1
-            verdicts[i] = _SQLI if dfa_search_urldecoded(table, accept, start, f, lo, hi) else _OUT
+            verdicts[i] = _SQLI if url_target_search(cmap, table, params, f, lo, f.shape[0]) else _OUT
     counters[_CHECKED] += checked
     counters[_NOT_REQUEST] += not_request
 
@@ -89,8 +89,8 @@ class ValidateUrl(MicroNF):
     kernel = kernel
 
     def state(self) -> KernelState:
-        dfa = compile_patterns(self.config.signatures, ignore_case=True)  # cached: built once per process
-        return (dfa.table, dfa.accept, np.array([dfa.start], dtype=np.int64))
+        dfa = url_dfa(compile_patterns(self.config.signatures, ignore_case=True))  # cached per process
+        return (dfa.cmap, dfa.table, dfa.params)
 
     def counter_names(self) -> tuple[str, ...]:
         return ("checked", "not_request")

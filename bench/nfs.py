@@ -1,0 +1,311 @@
+"""Benchmark: CPU cycles per packet of each µNF kernel of the paper's Fig. 11 SFC, before and after.
+
+What it measures: each µNF's batch kernel, called exactly as the runtime calls it (batches of
+``--batch`` handles of one pool), over the paper's traffic (``micronf.io.generator.paper_traffic``:
+200-byte HTTP GETs, 20% with SQL-injection URLs; its 1000 templates, one per pool slot). Cost is
+read from the TSC around a compiled loop of ``--passes`` passes over all templates, so it is
+cycles of the kernel alone: no rings, no Rx/Tx. The µNFs are configured as in
+``examples/templates`` (CountUrl counts ``/login``, ``/admin``, ``/search``; L3L4Filter denies a
+network and telnet).
+
+Before/after in the same run: the µNF modules as they were at ``--baseline`` (a git revision,
+default: the commit before the kernels were optimized) are read with ``git show`` into
+``bench/out/baseline-<rev>/`` (so numba's cache reuses their compiled kernels), with their
+imports of the other files that changed since then pointed at the baseline copies too. Only
+modules that differ from the working tree get a baseline row. The baseline and current kernels
+are measured alternately, ``--repeat`` rounds, and the medians are reported with their ratio.
+Both must give the same verdicts and counters on every packet (checked; exit status 1 if not).
+
+Usage::
+
+    python bench/nfs.py [--nfs ValidateUrl,CountUrl] [--repeat R] [--passes P] [--batch B]
+                        [--baseline REV] [--json]
+
+This is a benchmark, not a test: numbers depend on the machine and its load (in the header).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from _common import cpu_model
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+SRC_DIR = REPO / "src"
+BASELINE_REV = "fa59d50b2e4ece7e0d6bb5ff128ccad3f383b0b0"  # before the HTTP µNF kernels were optimized
+
+# µNF name -> (module under micronf.nfs, config as in examples/templates)
+SFC: dict[str, tuple[str, dict[str, Any]]] = {
+    "CheckIPHeader": ("check_ip_header", {}),
+    "L3L4Filter": (
+        "l3l4_filter",
+        {
+            "default": "allow",
+            "rules": [{"action": "deny", "src": "10.66.0.0/16"}, {"action": "deny", "proto": "tcp", "dport": 23}],
+        },
+    ),
+    "HttpClassifier": ("http_classifier", {}),
+    "CountUrl": ("count_url", {"urls": ["/login", "/admin", "/search"]}),
+    "PacketSizeCounter": ("packet_size_counter", {}),
+    "ValidateUrl": ("validate_url", {}),
+}
+# the files a µNF module may import that can change with it (rewired to the baseline copies)
+HELPERS = {"micronf.nfs._http": "nfs/_http.py", "micronf.dataplane.dfa": "dataplane/dfa.py"}
+
+
+def _import_this_tree() -> None:
+    """Import ``micronf`` from ``src/`` next to this directory, whatever is installed: the baseline
+    is a revision of THIS tree, so "after" must be this tree too."""
+    sys.path.insert(0, str(SRC_DIR))
+
+
+# -- the baseline ------------------------------------------------------------------------------
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def _changed(rev: str, rel: str) -> bool:
+    """Whether ``src/micronf/<rel>`` differs between ``rev`` and the working tree."""
+    return subprocess.run(
+        ["git", "diff", "--quiet", rev, "--", f"src/micronf/{rel}"], cwd=REPO, timeout=60, check=False
+    ).returncode != 0
+
+
+def load_baseline(rev: str, modules: Sequence[str]) -> dict[str, ModuleType]:
+    """The µNF ``modules`` (names under ``micronf.nfs``) as of ``rev``, for those that changed since.
+
+    Each is written to ``bench/out/baseline-<rev>/micronf_baseline_<rev>/`` with ``from micronf.X``
+    of a changed helper (:data:`HELPERS`) rewritten to the baseline copy, then imported with the
+    µNF registry saved and restored (the baseline classes reuse the current names).
+    """
+    from micronf.runtime.nf import MicroNF
+
+    full = _git("rev-parse", rev).strip()
+    pkg = f"micronf_baseline_{full[:10]}"
+    root = BENCH_DIR / "out" / f"baseline-{full[:10]}"
+    (root / pkg).mkdir(parents=True, exist_ok=True)
+    (root / pkg / "__init__.py").write_text("")
+    helpers = {mod: rel for mod, rel in HELPERS.items() if _changed(full, rel)}
+    sources = {m: _git("show", f"{full}:src/micronf/nfs/{m}.py") for m in modules}
+    wanted = [m for m in modules if _changed(full, f"nfs/{m}.py") or any(h in sources[m] for h in helpers)]
+    files = {
+        **{mod.rsplit(".", 1)[1]: _git("show", f"{full}:src/micronf/{rel}") for mod, rel in helpers.items()},
+        **{m: sources[m] for m in wanted},
+    }
+    for name, text in files.items():
+        for mod in helpers:
+            text = text.replace(f"from {mod} import", f"from {pkg}.{mod.rsplit('.', 1)[1]} import")
+        path = root / pkg / f"{name}.py"
+        if not path.is_file() or path.read_text() != text:  # keep mtimes (numba's cache key) stable
+            path.write_text(text)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    saved = dict(MicroNF.registry)
+    try:
+        MicroNF.registry.clear()
+        return {m: importlib.import_module(f"{pkg}.{m}") for m in wanted}
+    finally:
+        MicroNF.registry.clear()
+        MicroNF.registry.update(saved)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def make_driver() -> Callable[..., None]:
+    """A compiled loop: passes of ``kernel`` over all handles in batches, TSC ticks of each pass in ``ticks``."""
+    from numba import njit
+
+    from micronf.dataplane.atomics import cycles
+
+    def drive(kernel: Any, p: Any, handles: Any, batch: int, ticks: Any, verdicts: Any, state: Any,
+              counters: Any) -> None:
+        n = handles.shape[0]
+        for k in range(ticks.shape[0]):
+            t0 = cycles()
+            for b in range(0, n, batch):
+                m = min(batch, n - b)
+                kernel(p, handles[b:], m, verdicts[b:], state, counters)
+            ticks[k] = cycles() - t0
+
+    return njit(nogil=True)(drive)
+
+
+@dataclass
+class Measured:
+    nf: str
+    version: str  # "baseline" or "current"
+    pass_ticks: list[int] = field(default_factory=list)  # TSC ticks of each pass over the templates
+    packets_per_pass: int = 0
+    verdicts: npt.NDArray[np.int32] | None = None
+    counters: list[int] = field(default_factory=list)
+
+    @property
+    def cycles(self) -> float:
+        """Median over all passes: a pass that another process preempted is an outlier, not the norm."""
+        return statistics.median(self.pass_ticks) / self.packets_per_pass
+
+
+class Bench:
+    """The traffic in a local pool, and the compiled driver that runs a kernel over it."""
+
+    def __init__(self, batch: int, passes: int) -> None:
+        from micronf.dataplane.pool import PacketPool
+        from micronf.io.generator import build_templates, paper_traffic
+
+        trace, _ = build_templates(paper_traffic())
+        n = trace.offsets.shape[0]
+        self.pool = PacketPool.local(n)
+        self.handles = self.pool.alloc(n)
+        self.frames = [bytes(trace.data[o : o + ln]) for o, ln in zip(trace.offsets, trace.lengths, strict=True)]
+        self.batch, self.passes = batch, passes
+        self.drive = make_driver()
+
+    def once(self, cls: Any, config: dict[str, Any], passes: int) -> tuple[list[int], npt.NDArray[np.int32], Any]:
+        """Run ``passes`` passes over freshly written frames (CheckIPHeader may trim them)."""
+        for h, f in zip(self.handles.tolist(), self.frames, strict=True):
+            self.pool.write_frame(h, f)
+        nf = cls(config)
+        state = nf.state()
+        counters = np.zeros(max(len(nf.counter_names()), 1), dtype=np.int64)
+        verdicts = np.full(self.handles.shape[0], -(2**31), dtype=np.int32)
+        ticks = np.zeros(passes, dtype=np.int64)
+        self.drive(cls.kernel, self.pool.arrays, self.handles, self.batch, ticks, verdicts, state, counters)
+        return ticks.tolist(), verdicts, counters
+
+    def measure(self, m: Measured, cls: Any, config: dict[str, Any]) -> None:
+        if m.verdicts is None:  # first call: compile, and record the decisions of one pass
+            _, m.verdicts, counters = self.once(cls, config, 1)
+            m.counters = counters.tolist()
+            m.packets_per_pass = self.handles.shape[0]
+        m.pass_ticks += self.once(cls, config, self.passes)[0]
+
+
+def run(args: argparse.Namespace) -> tuple[list[tuple[Measured, Measured | None]], dict[str, Any]]:
+    names = args.nfs
+    bench = Bench(args.batch, args.passes)
+    modules = [SFC[nf][0] for nf in names]
+    base_mods = load_baseline(args.baseline, modules) if args.baseline else {}
+    cur = {nf: importlib.import_module(f"micronf.nfs.{SFC[nf][0]}") for nf in names}
+    pairs: list[tuple[Measured, Measured | None]] = []
+    for nf in names:
+        base = base_mods.get(SFC[nf][0])
+        pairs.append((Measured(nf, "current"), Measured(nf, "baseline") if base is not None else None))
+    for _ in range(args.repeat):
+        for (cur_m, base_m), nf in zip(pairs, names, strict=True):
+            config = SFC[nf][1]
+            bench.measure(cur_m, getattr(cur[nf], nf), config)
+            if base_m is not None:
+                bench.measure(base_m, getattr(base_mods[SFC[nf][0]], nf), config)
+    info = {"templates": len(bench.frames), "sizes": sorted({len(f) for f in bench.frames})}
+    return pairs, info
+
+
+def machine_facts() -> dict[str, Any]:
+    import numba
+
+    return {
+        "cpu": cpu_model(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "loadavg_1min": round(os.getloadavg()[0], 2),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+    }
+
+
+def _mismatch(cur: Measured, base: Measured | None) -> str:
+    if base is None or cur.verdicts is None or base.verdicts is None:
+        return ""
+    wrong = int(np.count_nonzero(cur.verdicts != base.verdicts))
+    if wrong:
+        return f"MISMATCH: verdicts differ on {wrong} packets"
+    return "MISMATCH: counters differ" if cur.counters != base.counters else "same verdicts and counters"
+
+
+def format_table(pairs: Sequence[tuple[Measured, Measured | None]], facts: dict[str, Any], info: dict[str, Any],
+                 command: str, args: argparse.Namespace) -> str:
+    lines = [
+        f"# machine: {facts['cpu']}, nproc {facts['nproc']}, load avg {facts['loadavg_1min']}, "
+        f"kernel {facts['kernel']}, python {facts['python']}, numba {facts['numba']}",
+        f"# command: {command}",
+        f"# traffic: paper_traffic() templates: {info['templates']} frames of {info['sizes']} B, 20% SQLi URLs; "
+        f"batches of {args.batch}; {args.repeat} rounds x {args.passes} passes, before/after alternating",
+        f"# baseline: {args.baseline or '-'}; cyc/pkt: TSC ticks per packet inside the kernel, median over passes",
+    ]
+    header = ("µNF", "before cyc/pkt", "after cyc/pkt", "speed-up", "check")
+    body = []
+    total_b = total_a = 0.0
+    for cur, base in pairs:
+        before = base.cycles if base is not None else cur.cycles
+        total_b += before
+        total_a += cur.cycles
+        body.append((cur.nf, f"{before:.0f}" if base else "(same)", f"{cur.cycles:.0f}",
+                     f"{before / cur.cycles:.2f}x" if base else "-", _mismatch(cur, base)))
+    body.append(("all of the above", f"{total_b:.0f}", f"{total_a:.0f}", f"{total_b / total_a:.2f}x", ""))
+    widths = [max(len(x[i]) for x in (header, *body)) for i in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if 0 < i < 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([*lines, fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Cycles per packet of the Fig. 11 µNF kernels, before and after")
+    ap.add_argument("--nfs", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=list(SFC),
+                    help=f"comma-separated µNFs (default: all of {','.join(SFC)})")
+    ap.add_argument("--repeat", type=int, default=15, help="rounds, before and after alternating (default 15)")
+    ap.add_argument("--passes", type=int, default=10, help="passes over the 1000 templates per round (default 10)")
+    ap.add_argument("--batch", type=int, default=32, help="handles per kernel call (default 32)")
+    ap.add_argument("--baseline", default=BASELINE_REV, help="git revision of the 'before' kernels ('' for none)")
+    ap.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
+    args = ap.parse_args(argv)
+    unknown = [nf for nf in args.nfs if nf not in SFC]
+    if unknown or not args.nfs or args.repeat < 1 or args.passes < 1 or args.batch < 1:
+        ap.error(f"need known --nfs (unknown: {unknown}), --repeat/--passes/--batch >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([Path(sys.executable).name, *sys.argv] if argv is None else ["nfs.py", *argv])
+    _import_this_tree()
+    facts = machine_facts()
+    pairs, info = run(args)
+    mismatch = any("MISMATCH" in _mismatch(c, b) for c, b in pairs)
+    if args.json:
+        rows = [
+            {"nf": c.nf, "after_cycles_per_packet": c.cycles, "after_pass_ticks": c.pass_ticks,
+             "before_cycles_per_packet": b.cycles if b else None, "before_pass_ticks": b.pass_ticks if b else None,
+             "packets_per_pass": c.packets_per_pass, "check": _mismatch(c, b)}
+            for c, b in pairs
+        ]
+        print(json.dumps({"command": command, "machine": facts, "traffic": info, "args": vars(args), "rows": rows,
+                          "mismatch": mismatch}, indent=2))
+    else:
+        print(format_table(pairs, facts, info, command, args))
+        if mismatch:
+            print("# !!! baseline and current kernels disagree: see the check column")
+    return 1 if mismatch else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

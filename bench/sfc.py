@@ -26,6 +26,10 @@ Variants (each deployed ``--repeat`` times, interleaved; medians):
 ``unf-scaled``  the optimized graph with the agent's drop-driven autoscaler (§IV-E) allowed two
                 instances per µNF (the paper's 4.1 Mpps came from a second HttpClassifier); the
                 instances it started are listed.
+``unf-2proc``   the optimized graph without the parallel group (the two counters chained: branches
+                pay off only with a spare core each) fused into two run-to-completion processes.
+``unf-1proc``   the same, all six µNFs in one process.
+``unf-1proc-pinned``  the same, the µNF process pinned to CPU 1, the Rx and Tx services to CPU 0.
 ``monolithic``  the paper's configuration (i), Table II's baseline: the *unoptimized* composition
                 (9 µNFs: each VNF re-checks IP headers and re-classifies HTTP) with each VNF's µNFs
                 fused into one process per VNF, the VNFs chained by rings.
@@ -64,8 +68,8 @@ from micronf.orchestrator.compose import compose_file
 from micronf.orchestrator.embedded import DEFAULT_SFC, deployment_name
 from micronf.runtime.graph import GraphSpec, plan
 
-VARIANTS = ("unf", "unf-fused", "unf-scaled", "monolithic")
-COST_VARIANTS = ("unf", "monolithic")
+VARIANTS = ("unf", "unf-fused", "unf-scaled", "unf-2proc", "unf-1proc", "unf-1proc-pinned", "monolithic")
+COST_VARIANTS = ("unf", "unf-2proc", "unf-1proc", "monolithic")
 FUSED_FRONT = ("firewall.check", "firewall.filter", "monitor.classify")
 GOAL_MPPS = 4.2
 GOAL_COST = 0.83
@@ -74,10 +78,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def variant_graph(variant: str) -> GraphSpec:
     """The µNF graph a variant deploys (see the module docstring)."""
-    comp = compose_file(DEFAULT_SFC)
+    comp = compose_file(DEFAULT_SFC, parallelize=variant not in ("unf-2proc", "unf-1proc", "unf-1proc-pinned"))
     if variant == "monolithic":
         spec = comp.before.spec
         nodes = [n.model_copy(update={"cluster": n.name.split(".")[0]}) for n in spec.nodes]
+    elif variant.startswith(("unf-2proc", "unf-1proc")):  # optimized, chained, fused into 2 or 1 processes
+        spec = comp.after.spec
+        half = (len(spec.nodes) + 1) // 2
+        cpu = 1 if variant.endswith("pinned") else None
+        nodes = [n.model_copy(update={"cluster": "all" if variant.startswith("unf-1proc") else
+                                      ("a" if k < half else "b"), "cpu": cpu}) for k, n in enumerate(spec.nodes)]
     else:
         spec = comp.after.spec
         nodes = [n.model_copy(update={"cluster": "front" if variant == "unf-fused" and n.name in FUSED_FRONT
@@ -90,7 +100,8 @@ def request(variant: str, ring_capacity: int, rate: float | None) -> DeployReque
     null = OutputSpec(backend={"kind": "null"})
     autoscale = (AutoscaleSpec(enabled=True, max_instances=2, window=2, interval_s=0.2, cooldown_s=1.0,
                                scale_in=False) if variant == "unf-scaled" else AutoscaleSpec(enabled=False))
-    return DeployRequest(name=deployment_name(f"bench-{variant}"), graph=graph,
+    pinned = {"rx_cpu": 0, "tx_cpu": 0} if variant.endswith("pinned") else {}
+    return DeployRequest(name=deployment_name(f"bench-{variant}"), graph=graph, **pinned,
                          rx=paper_traffic(rate_pps=rate).model_dump(mode="json"), ring_capacity=ring_capacity,
                          outputs={e.name: null for e in plan(graph).exits}, autoscale=autoscale)
 
@@ -182,16 +193,18 @@ def report(doc: dict[str, Any]) -> str:
              f"windows after {doc['warmup']} s, median of {doc['repeat']}", ""]
     rows = doc["rows"]
     if rows:
-        lines += ["throughput: generator at full speed", *_rows_table(rows)]
+        rate = f"{doc['rate']:,.0f} pps" if doc.get("rate") else "full speed"
+        lines += [f"throughput: generator at {rate}", *_rows_table(rows)]
         best = max(rows, key=lambda r: r["mpps"])
         lines += [f"best: {best['mpps']:.3f} Mpps ({best['variant']}); goal >= {GOAL_MPPS} Mpps: "
                   f"{'met' if best['mpps'] >= GOAL_MPPS else 'NOT met'}", ""]
     cost = doc.get("cost_ratio")
     if cost:
-        lines += [f"cost (Table II): generator at {doc['cost_rate']:,.0f} pps", *_rows_table(doc["cost_rows"]),
-                  f"µNF graph / monolithic chain: {cost['cycles']:.2f}x µNF cycles per packet, {cost['cpu']:.2f}x "
-                  f"CPU time per packet (incl. Rx/Tx); goal <= {GOAL_COST}x: "
-                  f"{'met' if cost['cycles'] <= GOAL_COST else 'NOT met'} (cycles)"]
+        lines += [f"cost (Table II): generator at {doc['cost_rate']:,.0f} pps", *_rows_table(doc["cost_rows"])]
+        for variant, c in cost.items():
+            lines.append(f"{variant} / monolithic chain: {c['cycles']:.2f}x µNF cycles per packet, {c['cpu']:.2f}x "
+                         f"CPU time per packet (incl. Rx/Tx); goal <= {GOAL_COST}x: "
+                         f"{'met' if c['cycles'] <= GOAL_COST else 'NOT met'} (cycles)")
     return "\n".join(lines)
 
 
@@ -201,6 +214,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds after deployment before measuring (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per variant, interleaved (default 3)")
     ap.add_argument("--only", default=",".join(VARIANTS), help=f"comma-separated variants of {', '.join(VARIANTS)}")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="generator rate for the throughput runs, packets/s (default: full speed)")
     ap.add_argument("--ring-capacity", type=int, default=1024, help="ring capacity (default 1024, the agent's)")
     ap.add_argument("--cost-rate", type=float, default=50_000.0,
                     help="generator rate (pps) of the cost runs of unf and monolithic (default 50000; 0: skip them)")
@@ -218,22 +233,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join([Path(sys.executable).name, *sys.argv] if argv is None else ["sfc.py", *argv])
     facts = machine_facts(tsc_hz())
-    cells = [(v, None) for v in args.only] + [(v, args.cost_rate) for v in COST_VARIANTS if args.cost_rate]
-    runs: dict[tuple[str, float | None], list[Run]] = {c: [] for c in cells}
+    cells = [("tput", v, args.rate) for v in args.only]
+    cells += [("cost", v, args.cost_rate) for v in COST_VARIANTS if args.cost_rate]
+    runs: dict[tuple[str, str, float | None], list[Run]] = {c: [] for c in cells}
     for k in range(args.repeat):
-        for v, rate in cells:
+        for kind, v, rate in cells:
             print(f"sfc.py: {v} at {rate or 'full speed'} pps, run {k + 1}/{args.repeat} ...", file=sys.stderr,
                   flush=True)
-            runs[(v, rate)].append(measure(v, args.seconds, args.warmup, args.ring_capacity, rate))
-    rows = [median_row(v, rs) for (v, rate), rs in runs.items() if rate is None]
-    cost = [median_row(v, rs) for (v, rate), rs in runs.items() if rate is not None]
+            runs[(kind, v, rate)].append(measure(v, args.seconds, args.warmup, args.ring_capacity, rate))
+    rows = [median_row(v, rs) for (kind, v, _), rs in runs.items() if kind == "tput"]
+    cost = [median_row(v, rs) for (kind, v, _), rs in runs.items() if kind == "cost"]
     doc: dict[str, Any] = {"command": command, "machine": facts, "cpu": cpu_model(), "seconds": args.seconds,
-                           "warmup": args.warmup, "repeat": args.repeat, "cost_rate": args.cost_rate,
-                           "rows": rows, "cost_rows": cost}
+                           "warmup": args.warmup, "repeat": args.repeat, "rate": args.rate,
+                           "cost_rate": args.cost_rate, "rows": rows, "cost_rows": cost}
     if cost:
-        unf, mono = cost
-        doc["cost_ratio"] = {"cycles": unf["cycles_per_packet"] / mono["cycles_per_packet"],
-                             "cpu": unf["cpu_ns_per_packet"] / mono["cpu_ns_per_packet"]}
+        mono = next(r for r in cost if r["variant"] == "monolithic")
+        doc["cost_ratio"] = {r["variant"]: {"cycles": r["cycles_per_packet"] / mono["cycles_per_packet"],
+                                            "cpu": r["cpu_ns_per_packet"] / mono["cpu_ns_per_packet"]}
+                             for r in cost if r is not mono}
     print(json.dumps(doc, indent=2) if args.json else report(doc))
     return 0
 

@@ -92,9 +92,10 @@ def bucket_of(ns: int) -> int:
     """Histogram bucket of a latency in nanoseconds."""
     if ns < (1 << MIN_EXP):
         return 0
-    e = 63
-    while (ns >> e) == 0:
-        e -= 1
+    e = 0  # the highest set bit, by halving (6 steps instead of a scan from bit 63)
+    for shift in (32, 16, 8, 4, 2, 1):
+        if ns >> (e + shift):
+            e += shift
     sub = (ns >> (e - SUB_BITS)) & ((1 << SUB_BITS) - 1)
     return 1 + (e - MIN_EXP) * (1 << SUB_BITS) + sub
 

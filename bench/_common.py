@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+from collections.abc import Container, Sequence
 from pathlib import Path
 
 RT_RUNTIME = Path("/proc/sys/kernel/sched_rt_runtime_us")
@@ -37,3 +38,15 @@ def int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Container[int] | None = None) -> list[str]:
+    """A plain-text table: header, rule, rows; columns in ``right`` right-aligned (default: all
+    but the first), trailing spaces trimmed."""
+    widths = [max(len(x[i]) for x in (header, *rows)) for i in range(len(header))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if (i > 0 if right is None else i in right) else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]

@@ -67,7 +67,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us
+from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us, text_table
 from micronf.dataplane.atomics import cycles, sched_yield
 from micronf.dataplane.pool import PacketPool, PoolArrays, pool_alloc, pool_free_owner
 from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_dequeue, ring_enqueue, ring_init
@@ -660,16 +660,6 @@ def run_sched(variants: Sequence[Variant], ks: Sequence[int], traces: dict[str, 
 
 
 # -- output ----------------------------------------------------------------------------------
-def _fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    widths = [max(len(x[i]) for x in (header, *rows)) for i in range(len(header))]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    return [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
-
-
 def _f(x: float, nd: int = 2) -> str:
     return "-" if math.isnan(x) else f"{x:.{nd}f}"
 
@@ -725,7 +715,7 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
         if section == "fig10":
             lines += ["", f"## Fig. 10: K x IPTtlDecrementer, 64 B, policy {args.fig10_policy}"]
             lines += _pivot_table(cells)
-            lines += ["", *_fmt_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
+            lines += ["", *text_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
         elif section == "sched":
             lines += ["", "## Fig. 5: K x MacSwapper sharing one core (cpu"
                       f"{args.core0}), driver on cpu{args.core1}, 64 B"]
@@ -738,7 +728,7 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
                 lines.append(f"# {n}: longest chain >= {LINE_RATE_MPPS} Mpps: {max(ok) if ok else 'none'}; "
                              f">= 90% of the driver ceiling ({_f(0.9 * ceil_udp)} Mpps): "
                              f"{max(near) if near else 'none'}")
-            lines += ["", *_fmt_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
+            lines += ["", *text_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
         else:
             title = "64 B UDP" if section == "nfs" else "200 B HTTP GET, 20% SQL injection"
             lines += ["", f"## each µNF alone on cpu{args.core0} ({title}), driver on cpu{args.core1}, CFS"]
@@ -753,7 +743,7 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
                 rows.append([c.name, _f(rx), _f(1e3 / rx if rx > 0 else float("nan"), 1), _f(c.spread, 0),
                              _f(rx / ceil if ceil > 0 else float("nan")), _f(cyc, 0), _f(cyc / hz * 1e9, 1),
                              _f(drop, 1) + ("  !!!" if c.problems else "")])
-            lines += _fmt_table(("µNF", "Mpps", "ns/pkt", "spr%", "x ceil", "cyc/pkt", "ns/pkt*", "drop%"), rows)
+            lines += text_table(("µNF", "Mpps", "ns/pkt", "spr%", "x ceil", "cyc/pkt", "ns/pkt*", "drop%"), rows)
     problems = [p for cells in sections.values() for c in cells for p in c.problems]
     problems += [p for c in ceilings.values() for p in c.problems]
     lines.append("")
@@ -778,7 +768,7 @@ def _pivot_table(cells: Sequence[Cell]) -> list[str]:
             m = [c for c in cells if c.k == k and c.name == n]
             row.append(_f(m[0].mpps) if m and m[0].runs else "-")
         pivot.append(row)
-    return _fmt_table(["K", *names], pivot)
+    return text_table(["K", *names], pivot)
 
 # -- command line ----------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

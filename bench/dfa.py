@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import cpu_model
+from _common import cpu_model, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 SRC_DIR = BENCH_DIR.parent / "src"
@@ -354,14 +354,7 @@ def format_table(
         )
         for r in rows
     ]
-    widths = [max(len(x[i]) for x in (header, *body)) for i in range(len(header))]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if 0 < i < 6 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([*lines, fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
+    return "\n".join([*lines, *text_table(header, body, right={1, 2, 3, 4, 5})])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

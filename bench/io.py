@@ -60,7 +60,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model, int_list
+from _common import cpu_model, int_list, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -276,16 +276,6 @@ class Section:
     doc: Msg
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
-                                                                                                strict=True)))
-
-    return [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
-
-
 def section_afpacket(args: argparse.Namespace) -> Section:
     """AfPacketTx (each mode) → veth → AfPacketRx, per frame size, medians of ``--repeat`` runs."""
     cells = {(m, s): Cell(m, s) for s in args.sizes for m in args.modes}
@@ -303,7 +293,7 @@ def section_afpacket(args: argparse.Namespace) -> Section:
              f"{c.median('would_block'):.0f}")
             for c in cells.values()]
     lines = [f"## afpacket: AfPacketTx -> veth -> AfPacketRx, burst {args.burst}, {args.seconds:g} s after "
-             f"{args.warmup:g} s warm-up, median of {args.repeat}", *_table(header, rows)]
+             f"{args.warmup:g} s warm-up, median of {args.repeat}", *text_table(header, rows)]
     for size in args.sizes:
         fast = max(args.modes, key=lambda m: cells[(m, size)].median("rx_mpps"))
         cheap = min(args.modes, key=lambda m: cells[(m, size)].median("tx_us_per_frame"))
@@ -347,7 +337,7 @@ def _graph_table(title: str, cells: dict[int, list[tuple[float, float, float]]])
         rows.append((str(size), f"{rx / 1e6:.3f}", f"{tx / 1e6:.3f}", f"{tx * size * 8 / 1e9:.2f}", f"{dr:,.0f}"))
         doc.append({"size": size, "rx_pps": rx, "tx_pps": tx, "drops_per_s": dr, "runs": runs})
     header = ("size B", "rx Mpps", "tx Mpps", "tx Gbps", "drops/s")
-    return Section(title, [f"## {title}", *_table(header, rows)], {"cells": doc})
+    return Section(title, [f"## {title}", *text_table(header, rows)], {"cells": doc})
 
 
 def section_graph(args: argparse.Namespace) -> Section:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from _common import cpu_model
+from _common import cpu_model, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -258,14 +258,7 @@ def format_table(pairs: Sequence[tuple[Measured, Measured | None]], facts: dict[
         body.append((cur.nf, f"{before:.0f}" if base else "(same)", f"{cur.cycles:.0f}",
                      f"{before / cur.cycles:.2f}x" if base else "-", _mismatch(cur, base)))
     body.append(("all of the above", f"{total_b:.0f}", f"{total_a:.0f}", f"{total_b / total_a:.2f}x", ""))
-    widths = [max(len(x[i]) for x in (header, *body)) for i in range(len(header))]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if 0 < i < 4 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([*lines, fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
+    return "\n".join([*lines, *text_table(header, body, right={1, 2, 3})])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us
+from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 C_SOURCE = BENCH_DIR / "ring_ref.c"
@@ -274,14 +274,7 @@ def format_table(rows: Sequence[Row], facts: dict[str, Any], command: str, elaps
     body = [(r.policy, str(r.stages), str(r.burst), f"{r.numba_mpps:.2f}", f"{r.c_mpps:.2f}",
              f"{r.ratio:.3f}", f"{r.spread(r.numba):.0f}/{r.spread(r.c):.0f}", f"{r.best_ratio:.3f}", _note(r))
             for r in rows]
-    widths = [max(len(x[i]) for x in (header, *body)) for i in range(len(header))]
-    right = {1, 2, 3, 4, 5, 6, 7}
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
-    lines += [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)]
+    lines += text_table(header, body, right={1, 2, 3, 4, 5, 6, 7})
     target = [r for r in rows if r.burst == TARGET_BURST]
     if target:
         worst = min(target, key=lambda r: r.ratio)

@@ -59,8 +59,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model
-from chain import _fmt_table, machine_facts, tsc_hz
+from _common import cpu_model, text_table
+from chain import machine_facts, tsc_hz
 from micronf.agent.core import Agent
 from micronf.agent.models import AutoscaleSpec, DeployRequest, GraphStats, OutputSpec
 from micronf.io.generator import paper_traffic
@@ -182,7 +182,7 @@ def _rows_table(rows: list[dict[str, Any]]) -> list[str]:
     table = [[r["variant"], str(r["processes"]), f"{r['mpps']:.3f}", f"{r['spread']:.0%}", f"{r['lost_mpps']:.3f}",
               f"{r['cycles_per_packet']:.0f}", f"{r['cpu_ns_per_packet']:.0f}", ", ".join(r["scaled"]) or "-"]
              for r in rows]
-    return _fmt_table(["variant", "procs", "Mpps", "spread", "lost/s M", "cyc/pkt", "CPU ns/pkt", "scaled out"],
+    return text_table(["variant", "procs", "Mpps", "spread", "lost/s M", "cyc/pkt", "CPU ns/pkt", "scaled out"],
                       table)
 
 

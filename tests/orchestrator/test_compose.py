@@ -64,6 +64,18 @@ def test_fig11_optimized_graph_is_wired_with_branch_and_sync() -> None:
     assert {(e.node, e.verdict) for e in layout.exits} == {("monitor.classify", "other"), ("appfw.validate", "out")}
 
 
+def test_without_parallelization_the_counters_stay_chained_and_can_be_fused() -> None:
+    comp = compose_file(EXAMPLES / "sfc-fig11.yaml", parallelize=False)
+    assert comp.nodes_rewritten("parallelize") == []
+    assert len(comp.nodes_rewritten("remove")) == 3
+    after = comp.after.spec
+    assert ("monitor.urls", "out", "monitor.sizes", None) in _edges(after.edges)
+    assert ("monitor.sizes", "out", "appfw.validate", None) in _edges(after.edges)
+    fused = after.model_copy(update={"nodes": [n.model_copy(update={"cluster": "all"}) for n in after.nodes]})
+    layout = plan(fused)  # a chain: one run-to-completion process can hold it all
+    assert len(layout.processes) == 1 and not any(i.kind == IN_SYNC for n in layout.nodes for i in n.ingress)
+
+
 def test_full_fig1a_chain_ends_in_the_load_balancer() -> None:
     comp = compose_file(EXAMPLES / "sfc-fig1a.yaml")
     assert [r[0] for r in comp.nodes_rewritten("remove")] == [

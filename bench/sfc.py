@@ -29,6 +29,7 @@ Variants (each deployed ``--repeat`` times, interleaved; medians):
 ``unf-2proc``   the optimized graph without the parallel group (the two counters chained: branches
                 pay off only with a spare core each) fused into two run-to-completion processes.
 ``unf-1proc``   the same, all six µNFs in one process.
+``unf-2proc-pinned``  unf-2proc with the first process and the Rx service on CPU 0, the second and Tx on CPU 1.
 ``unf-1proc-pinned``  the same, the µNF process pinned to CPU 1, the Rx and Tx services to CPU 0.
 ``monolithic``  the paper's configuration (i), Table II's baseline: the *unoptimized* composition
                 (9 µNFs: each VNF re-checks IP headers and re-classifies HTTP) with each VNF's µNFs
@@ -68,7 +69,8 @@ from micronf.orchestrator.compose import compose_file
 from micronf.orchestrator.embedded import DEFAULT_SFC, deployment_name
 from micronf.runtime.graph import GraphSpec, plan
 
-VARIANTS = ("unf", "unf-fused", "unf-scaled", "unf-2proc", "unf-1proc", "unf-1proc-pinned", "monolithic")
+VARIANTS = ("unf", "unf-fused", "unf-scaled", "unf-2proc", "unf-2proc-pinned", "unf-1proc", "unf-1proc-pinned",
+            "monolithic")
 COST_VARIANTS = ("unf", "unf-2proc", "unf-1proc", "monolithic")
 FUSED_FRONT = ("firewall.check", "firewall.filter", "monitor.classify")
 GOAL_MPPS = 4.2
@@ -78,16 +80,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def variant_graph(variant: str) -> GraphSpec:
     """The µNF graph a variant deploys (see the module docstring)."""
-    comp = compose_file(DEFAULT_SFC, parallelize=variant not in ("unf-2proc", "unf-1proc", "unf-1proc-pinned"))
+    comp = compose_file(DEFAULT_SFC, parallelize=not variant.startswith(("unf-2proc", "unf-1proc")))
     if variant == "monolithic":
         spec = comp.before.spec
         nodes = [n.model_copy(update={"cluster": n.name.split(".")[0]}) for n in spec.nodes]
     elif variant.startswith(("unf-2proc", "unf-1proc")):  # optimized, chained, fused into 2 or 1 processes
         spec = comp.after.spec
         half = (len(spec.nodes) + 1) // 2
-        cpu = 1 if variant.endswith("pinned") else None
-        nodes = [n.model_copy(update={"cluster": "all" if variant.startswith("unf-1proc") else
-                                      ("a" if k < half else "b"), "cpu": cpu}) for k, n in enumerate(spec.nodes)]
+        one = variant.startswith("unf-1proc")
+        pinned = variant.endswith("pinned")
+        nodes = [n.model_copy(update={"cluster": "all" if one else ("a" if k < half else "b"),
+                                      "cpu": (1 if one or k >= half else 0) if pinned else None})
+                 for k, n in enumerate(spec.nodes)]
     else:
         spec = comp.after.spec
         nodes = [n.model_copy(update={"cluster": "front" if variant == "unf-fused" and n.name in FUSED_FRONT
@@ -100,7 +104,7 @@ def request(variant: str, ring_capacity: int, rate: float | None) -> DeployReque
     null = OutputSpec(backend={"kind": "null"})
     autoscale = (AutoscaleSpec(enabled=True, max_instances=2, window=2, interval_s=0.2, cooldown_s=1.0,
                                scale_in=False) if variant == "unf-scaled" else AutoscaleSpec(enabled=False))
-    pinned = {"rx_cpu": 0, "tx_cpu": 0} if variant.endswith("pinned") else {}
+    pinned = {"rx_cpu": 0, "tx_cpu": 0 if variant.startswith("unf-1proc") else 1} if variant.endswith("pinned") else {}
     return DeployRequest(name=deployment_name(f"bench-{variant}"), graph=graph, **pinned,
                          rx=paper_traffic(rate_pps=rate).model_dump(mode="json"), ring_capacity=ring_capacity,
                          outputs={e.name: null for e in plan(graph).exits}, autoscale=autoscale)

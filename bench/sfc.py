@@ -78,7 +78,7 @@ GOAL_COST = 0.83
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def variant_graph(variant: str) -> GraphSpec:
+def variant_graph(variant: str, prefetch: int = 0) -> GraphSpec:
     """The µNF graph a variant deploys (see the module docstring)."""
     comp = compose_file(DEFAULT_SFC, parallelize=not variant.startswith(("unf-2proc", "unf-1proc")))
     if variant == "monolithic":
@@ -96,11 +96,11 @@ def variant_graph(variant: str) -> GraphSpec:
         spec = comp.after.spec
         nodes = [n.model_copy(update={"cluster": "front" if variant == "unf-fused" and n.name in FUSED_FRONT
                                       else None}) for n in spec.nodes]
-    return spec.model_copy(update={"nodes": nodes, "burst": 64})
+    return spec.model_copy(update={"nodes": nodes, "burst": 64, "prefetch": prefetch})
 
 
-def request(variant: str, ring_capacity: int, rate: float | None) -> DeployRequest:
-    graph = variant_graph(variant)
+def request(variant: str, ring_capacity: int, rate: float | None, prefetch: int = 0) -> DeployRequest:
+    graph = variant_graph(variant, prefetch)
     null = OutputSpec(backend={"kind": "null"})
     autoscale = (AutoscaleSpec(enabled=True, max_instances=2, window=2, interval_s=0.2, cooldown_s=1.0,
                                scale_in=False) if variant == "unf-scaled" else AutoscaleSpec(enabled=False))
@@ -148,9 +148,10 @@ class Run:
     scaled: list[str] = field(default_factory=list)
 
 
-def measure(variant: str, seconds: float, warmup: float, ring_capacity: int, rate: float | None = None) -> Run:
+def measure(variant: str, seconds: float, warmup: float, ring_capacity: int, rate: float | None = None,
+            prefetch: int = 0) -> Run:
     """Deploy one variant (generator at ``rate`` pps, None: full speed), measure one window, remove it."""
-    req = request(variant, ring_capacity, rate)
+    req = request(variant, ring_capacity, rate, prefetch)
     with Agent() as agent:
         agent.deploy(req)
         try:
@@ -220,6 +221,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", default=",".join(VARIANTS), help=f"comma-separated variants of {', '.join(VARIANTS)}")
     ap.add_argument("--rate", type=float, default=None,
                     help="generator rate for the throughput runs, packets/s (default: full speed)")
+    ap.add_argument("--prefetch", type=int, default=0, help="µNF loops prefetch this many frames ahead (§V-A)")
     ap.add_argument("--ring-capacity", type=int, default=1024, help="ring capacity (default 1024, the agent's)")
     ap.add_argument("--cost-rate", type=float, default=50_000.0,
                     help="generator rate (pps) of the cost runs of unf and monolithic (default 50000; 0: skip them)")
@@ -244,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, v, rate in cells:
             print(f"sfc.py: {v} at {rate or 'full speed'} pps, run {k + 1}/{args.repeat} ...", file=sys.stderr,
                   flush=True)
-            runs[(kind, v, rate)].append(measure(v, args.seconds, args.warmup, args.ring_capacity, rate))
+            runs[(kind, v, rate)].append(measure(v, args.seconds, args.warmup, args.ring_capacity, rate, args.prefetch))
     rows = [median_row(v, rs) for (kind, v, _), rs in runs.items() if kind == "tput"]
     cost = [median_row(v, rs) for (kind, v, _), rs in runs.items() if kind == "cost"]
     doc: dict[str, Any] = {"command": command, "machine": facts, "cpu": cpu_model(), "seconds": args.seconds,

@@ -59,7 +59,7 @@ from micronf.runtime.graph import GraphError, NodePlan, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.runtime.loop import RC_CYCLES, RC_EG_FULL0, RC_EG_SENT0
 from micronf.runtime.nf import NFConfigError
-from micronf.runtime.stage import P_PID, P_READY, P_STOP, STOP, ctl_line
+from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_STOP, STOP, ctl_line
 from micronf.runtime.zygote import Child, ZygoteError
 
 log = logging.getLogger("micronf.agent")
@@ -231,7 +231,7 @@ class Deployment:
             g.resume(others)
         phases = (f"pause {(t_paused - t0) * 1e3:.0f} ms, reclaim {(t_reclaimed - t_paused) * 1e3:.0f} ms, "
                   f"start {(time.monotonic() - t_reclaimed) * 1e3:.0f} ms")
-        index = line // 16 - 1
+        index = line // CTL_LINE - 1  # the process slot of a control line
         self.restart_count[index] = self.restart_count.get(index, 0) + 1
         status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         event = RestartEventInfo(at=time.time(), process=index, nodes=nodes, exit_status=status,
@@ -332,7 +332,7 @@ class Deployment:
                                      policy=plan_.policy, restarts=self.restart_count.get(k, 0)))
         for slot, svc in enumerate(self.services):
             line = g.io_line(slot)
-            index = line // 16 - 1
+            index = line // CTL_LINE - 1  # the process slot of a control line
             procs.append(ProcessInfo(index=index, nodes=["@rx" if slot == RX_SLOT else "@tx"],
                                      pid=int(mem.ctl[line + P_PID]), alive=svc is not None and svc.poll() is None,
                                      cpu=self.req.rx_cpu if slot == RX_SLOT else self.req.tx_cpu,

@@ -73,9 +73,15 @@ class StageArrays(NamedTuple):
 
 @njit(cache=True, nogil=True)
 def prefetch_range(p: PoolArrays, handles: Handles, begin: int, end: int) -> None:
-    """Prefetch the first cache line of frames ``handles[begin:end]`` (§V-A)."""
+    """Prefetch the metadata line and the first three frame lines (Ethernet/IP/TCP headers and the
+    start of the payload) of ``handles[begin:end]`` (§V-A). The frames were written by the Rx
+    service, often on another core: each line is a cross-core transfer the kernels would stall on."""
     for i in range(begin, end):
-        prefetch(p.data[handles[i]], DATA_OFF)
+        slot = p.data[handles[i]]
+        prefetch(slot, 0)
+        prefetch(slot, DATA_OFF)
+        prefetch(slot, DATA_OFF + 64)
+        prefetch(slot, DATA_OFF + 128)
 
 
 @njit(cache=True, nogil=True)

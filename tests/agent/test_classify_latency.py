@@ -59,6 +59,7 @@ def _packets(rng: random.Random) -> list[Ether]:
                          UDP(sport=rng.choice([53, 1000]), dport=rng.choice([53, 5353])), ICMP()])
         out.append(Ether() / IP(src=src, dst=dst) / l4)
     out.append(Ether() / ARP())
+    out.append(Ether() / IP(src="10.0.1.2", dst="192.168.1.3") / TCP(sport=1000, dport=80))  # exact-wins' flow
     return out
 
 

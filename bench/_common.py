@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 from collections.abc import Container, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 RT_RUNTIME = Path("/proc/sys/kernel/sched_rt_runtime_us")
 
@@ -19,6 +22,28 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "?"
+
+
+def package_version(name: str) -> str:
+    """The installed version of distribution ``name`` ("-" when it is not installed)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def base_facts() -> dict[str, Any]:
+    """What every benchmark report starts with: CPU, cores, kernel, versions, load at start."""
+    return {
+        "cpu": cpu_model(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpus": sorted(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numba": package_version("numba"),
+        "numpy": package_version("numpy"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def rt_runtime_us() -> int | None:

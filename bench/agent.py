@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -35,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model
+from _common import base_facts
 
 BENCH_DIR = Path(__file__).resolve().parent
 try:
@@ -184,8 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in only:
         if s not in SECTIONS:
             ap.error(f"unknown section {s!r} (sections: {', '.join(SECTIONS)})")
-    result: dict[str, Any] = {"machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "kernel": platform.release(),
-                                          "python": platform.python_version()}}
+    result: dict[str, Any] = {"machine": base_facts()}
     if "autoscale" in only:
         result["autoscale"] = section_autoscale(args)
         plot_svg(result["autoscale"], args.plot)

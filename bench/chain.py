@@ -50,7 +50,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -62,12 +61,11 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import numba
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us, text_table
+from _common import RT_RUNTIME, base_facts, int_list, rt_runtime_us, text_table
 from micronf.dataplane.atomics import cycles, sched_yield
 from micronf.dataplane.pool import PacketPool, PoolArrays, pool_alloc, pool_free_owner
 from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_dequeue, ring_enqueue, ring_init
@@ -242,19 +240,7 @@ def rt_allowed() -> tuple[bool, str]:
 
 
 def machine_facts(hz: float) -> dict[str, Any]:
-    cpus = sorted(os.sched_getaffinity(0))
-    return {
-        "cpu": cpu_model(),
-        "nproc": len(cpus),
-        "cpus": cpus,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numba": str(numba.__version__),
-        "numpy": np.__version__,
-        "tsc_ghz": round(hz / 1e9, 3),
-        "sched_rt_runtime_us": rt_runtime_us(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return base_facts() | {"tsc_ghz": round(hz / 1e9, 3), "sched_rt_runtime_us": rt_runtime_us()}
 
 
 @contextmanager

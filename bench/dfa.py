@@ -38,8 +38,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import os
-import platform
 import random
 import re
 import shlex
@@ -54,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import cpu_model, text_table
+from _common import base_facts, package_version, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 SRC_DIR = BENCH_DIR.parent / "src"
@@ -245,25 +243,8 @@ def _ensure_micronf_importable() -> None:
         sys.path.insert(0, str(SRC_DIR))
 
 
-def _version(module: str) -> str:
-    try:
-        return str(importlib.import_module(module).__version__)
-    except (ImportError, AttributeError):
-        return "-"
-
-
 def machine_facts() -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "loadavg_1min": round(os.getloadavg()[0], 2),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numpy": _version("numpy"),
-        "numba": _version("numba"),
-        "interegular": _version("interegular"),
-        "hyperscan": _version("hyperscan"),
-    }
+    return base_facts() | {"interegular": package_version("interegular"), "hyperscan": package_version("hyperscan")}
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
@@ -330,7 +311,7 @@ def format_table(
     rows: Sequence[Row], facts: dict[str, Any], info: dict[str, Any], command: str, args: argparse.Namespace
 ) -> str:
     lines = [
-        f"# machine: {facts['cpu']}, nproc {facts['nproc']}, load avg {facts['loadavg_1min']}, "
+        f"# machine: {facts['cpu']}, nproc {facts['nproc']}, load avg {facts['loadavg_at_start'][0]}, "
         f"kernel {facts['kernel']}",
         f"# python {facts['python']}, numpy {facts['numpy']}, numba {facts['numba']}, "
         f"interegular {facts['interegular']}, hyperscan {facts['hyperscan']}",

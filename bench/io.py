@@ -47,7 +47,6 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -60,7 +59,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model, int_list, text_table
+from _common import base_facts, int_list, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -85,19 +84,8 @@ def _import(module: str) -> Any:
 
 def machine_facts() -> dict[str, Any]:
     """CPU, kernel, versions and load for the report header."""
-    import numba
-    import numpy
-
-    return {
-        "cpu": cpu_model(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numba": str(numba.__version__),
-        "numpy": numpy.__version__,
-        "netdev_max_backlog": Path("/proc/sys/net/core/netdev_max_backlog").read_text().strip(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return base_facts() | {
+        "netdev_max_backlog": Path("/proc/sys/net/core/netdev_max_backlog").read_text().strip()}
 
 
 def udp_frame(size: int) -> bytes:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -44,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from _common import cpu_model, text_table
+from _common import base_facts, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -217,16 +215,7 @@ def run(args: argparse.Namespace) -> tuple[list[tuple[Measured, Measured | None]
 
 
 def machine_facts() -> dict[str, Any]:
-    import numba
-
-    return {
-        "cpu": cpu_model(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "loadavg_1min": round(os.getloadavg()[0], 2),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numba": numba.__version__,
-    }
+    return base_facts()
 
 
 def _mismatch(cur: Measured, base: Measured | None) -> str:
@@ -241,7 +230,7 @@ def _mismatch(cur: Measured, base: Measured | None) -> str:
 def format_table(pairs: Sequence[tuple[Measured, Measured | None]], facts: dict[str, Any], info: dict[str, Any],
                  command: str, args: argparse.Namespace) -> str:
     lines = [
-        f"# machine: {facts['cpu']}, nproc {facts['nproc']}, load avg {facts['loadavg_1min']}, "
+        f"# machine: {facts['cpu']}, nproc {facts['nproc']}, load avg {facts['loadavg_at_start'][0]}, "
         f"kernel {facts['kernel']}, python {facts['python']}, numba {facts['numba']}",
         f"# command: {command}",
         f"# traffic: paper_traffic() templates: {info['templates']} frames of {info['sizes']} B, 20% SQLi URLs; "

@@ -40,7 +40,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -53,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import RT_RUNTIME, cpu_model, int_list, rt_runtime_us, text_table
+from _common import RT_RUNTIME, base_facts, int_list, rt_runtime_us, text_table
 
 BENCH_DIR = Path(__file__).resolve().parent
 C_SOURCE = BENCH_DIR / "ring_ref.c"
@@ -170,21 +169,8 @@ def _first_line(cmd: Sequence[str]) -> str:
 
 def machine_facts(cc: str) -> dict[str, Any]:
     """CPU, kernel and tool versions for the report header."""
-    import numba
-    import numpy
 
-    return {
-        "cpu": cpu_model(),
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpus": sorted(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numba": str(numba.__version__),
-        "numpy": numpy.__version__,
-        "cc": _first_line([cc, "--version"]),
-        "sched_rt_runtime_us": rt_runtime_us(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return base_facts() | {"cc": _first_line([cc, "--version"]), "sched_rt_runtime_us": rt_runtime_us()}
 
 
 def build_c(cc: str, out_dir: Path) -> Path:

@@ -37,7 +37,6 @@ from micronf.agent.iomem import (
     io_regions,
     percentiles,
     read_error,
-    write_json,
 )
 from micronf.agent.models import (
     Conservation,
@@ -53,6 +52,7 @@ from micronf.agent.models import (
     ScaleEventInfo,
 )
 from micronf.agent.reclaim import complete_sync_marks, reclaim
+from micronf.dataplane.segment import write_json
 from micronf.io.specs import check_rx, check_tx
 from micronf.ports.base import EG_BRANCH, EG_LB_FLOW, EG_LB_RR, EG_LOCAL, EG_MARK_ONLY, EG_MARKER, EG_PP, IN_SYNC
 from micronf.runtime.graph import GraphError, NodePlan, plan

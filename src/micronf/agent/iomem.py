@@ -14,7 +14,6 @@ bits): p50/p90/p99 come out within 12.5 %, max exactly.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Any
@@ -24,7 +23,7 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.dataplane.atomics import cycles
-from micronf.dataplane.segment import Memory
+from micronf.dataplane.segment import Memory, read_json, write_json
 from micronf.ports.base import MAX_FANOUT
 
 RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "truncated",
@@ -57,33 +56,14 @@ def io_regions() -> dict[str, int]:
     }
 
 
-def write_json(mem: Memory, region: str, value: Any) -> None:
-    raw = json.dumps(value).encode()
-    buf = mem.view(region)
-    if len(raw) + 8 > buf.shape[0]:
-        raise ValueError(f"{region}: {len(raw)} bytes do not fit in {buf.shape[0] - 8}")
-    buf[8 : 8 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-    buf[:8] = np.frombuffer(len(raw).to_bytes(8, "little"), dtype=np.uint8)
-
-
-def read_json(mem: Memory, region: str) -> Any:
-    buf = mem.view(region)
-    size = int.from_bytes(bytes(buf[:8]), "little")
-    return json.loads(bytes(buf[8 : 8 + size])) if size else None
-
-
 def write_error(mem: Memory, text: str) -> None:
-    """Record why a service could not run (truncated to the region)."""
-    raw = text.encode()[: ERROR_BYTES - 8]
-    buf = mem.view("io.error")
-    buf[8 : 8 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
-    buf[:8] = np.frombuffer(len(raw).to_bytes(8, "little"), dtype=np.uint8)
+    """Record why a service could not run (cut to fit the region)."""
+    write_json(mem, "io.error", text[: ERROR_BYTES // 8])
 
 
 def read_error(mem: Memory) -> str:
-    buf = mem.view("io.error")
-    size = int.from_bytes(bytes(buf[:8]), "little")
-    return bytes(buf[8 : 8 + size]).decode(errors="replace")
+    text = read_json(mem, "io.error")
+    return str(text) if text else ""
 
 
 # -- latency ------------------------------------------------------------------------------------

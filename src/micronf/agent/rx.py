@@ -24,13 +24,14 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.agent.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
-from micronf.agent.iomem import RX_INDEX, read_json, write_error
+from micronf.agent.iomem import RX_INDEX, write_error
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, load_acquire
 from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.pool import M_DATA_OFF, M_HASH, M_LEN, M_PORT, Q_RX_TIME, PoolArrays, pool_alloc, pool_free_owner
 from micronf.dataplane.ring import ring_enqueue
+from micronf.dataplane.segment import read_json
 from micronf.io.specs import open_rx
 from micronf.ports.base import MAX_FANOUT
 from micronf.ports.loadbalanced import jump_hash

@@ -17,12 +17,13 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.agent.iomem import TX_INDEX, TX_WORDS, read_json, record_latency, write_error
+from micronf.agent.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
+from micronf.dataplane.segment import read_json
 from micronf.io.backend import TxBackend
 from micronf.io.specs import open_tx
 from micronf.runtime.scheduling import apply_scheduling

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -354,3 +355,22 @@ def iter_segment_names() -> Iterator[str]:
     """Names of all segments present (live or stale)."""
     for info in list_segments():
         yield info.name
+
+
+def write_json(mem: Memory, region: str, value: Any) -> None:
+    """Store ``value`` as JSON in ``region``: an 8-byte length, then the text. The text is written
+    before the length, so a reader never sees a length longer than what is there. ``ValueError``
+    when it does not fit."""
+    raw = json.dumps(value).encode()
+    buf = mem.view(region)
+    if len(raw) + 8 > buf.shape[0]:
+        raise ValueError(f"{region}: {len(raw)} bytes of JSON do not fit in {buf.shape[0] - 8}")
+    buf[8 : 8 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    buf[:8] = np.frombuffer(len(raw).to_bytes(8, "little"), dtype=np.uint8)
+
+
+def read_json(mem: Memory, region: str) -> Any:
+    """The value :func:`write_json` stored in ``region`` (None if nothing was stored)."""
+    buf = mem.view(region)
+    size = int.from_bytes(bytes(buf[:8]), "little")
+    return json.loads(bytes(buf[8 : 8 + size])) if size else None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable
-from micronf.dataplane.segment import Segment
+from micronf.dataplane.segment import Segment, read_json, write_json
 from micronf.ports.base import MAX_EG, MAX_FANOUT, TABLE_WORDS
 from micronf.ports.table import PortTable
 from micronf.runtime.graph import GraphLayout, NodePlan
@@ -44,16 +43,11 @@ def node_regions(layout: GraphLayout, spare_nodes: int) -> dict[str, int]:
 
 
 def write_layout(seg: Segment, layout: GraphLayout) -> None:
-    raw = layout.model_dump_json().encode()
-    buf = seg.view("layout")
-    buf[:8] = np.frombuffer(len(raw).to_bytes(8, "little"), dtype=np.uint8)
-    buf[8 : 8 + len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    write_json(seg, "layout", layout.model_dump(mode="json"))
 
 
 def read_layout(seg: Segment) -> GraphLayout:
-    buf = seg.view("layout")
-    size = int.from_bytes(bytes(buf[:8]), "little")
-    return GraphLayout.model_validate(json.loads(bytes(buf[8 : 8 + size])))
+    return GraphLayout.model_validate(read_json(seg, "layout"))
 
 
 @dataclass

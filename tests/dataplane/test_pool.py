@@ -42,7 +42,8 @@ def _make(seg_name: str, n_slots: int, n_clients: int = 2, rings: int = 0, cap: 
 def test_geometry_and_fresh_slots(seg_name: str) -> None:
     with _make(seg_name, 100) as seg:
         pool = PacketPool.attach(seg, "pool")
-        assert (pool.n_slots, pool.slot_size, pool.n_clients, pool.max_frame) == (100, 2048, 2, 2048 - 192)
+        assert (pool.n_slots, pool.slot_size, pool.n_clients, pool.max_frame) == (100, 2112, 2, 2112 - 192)
+        assert (pool.slot_size // 64) % 2 == 1  # an odd number of cache lines: slots spread over the cache sets
         s = pool.stats()
         assert (s.capacity, s.free, s.in_use, s.allocated, s.alloc_failures) == (100, 100, 0, 0, 0)
         hs = pool.alloc(100)

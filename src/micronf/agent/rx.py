@@ -29,6 +29,7 @@ from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, load_acquire
 from micronf.dataplane.headers import frame_flow_hash
+from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import M_DATA_OFF, M_HASH, M_LEN, M_PORT, Q_RX_TIME, PoolArrays, pool_alloc, pool_free_owner
 from micronf.dataplane.ring import ring_enqueue
 from micronf.dataplane.segment import read_json
@@ -73,7 +74,7 @@ def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, data: U8, off
             ln = room
             stats[R_TRUNCATED] += 1
         src = off[i]
-        p.data[h, start : start + ln] = data[src : src + ln]
+        copy_bytes(p.data[h], start, data, src, ln)
         p.words[h, M_LEN] = ln
         p.words[h, M_PORT] = port
         p.qwords[h, Q_RX_TIME] = now

@@ -3,7 +3,7 @@
 A handle is a slot index, not a pointer, so every process may map the pool at any address and
 ASLR stays on (the paper's prototype had to disable it, §VI-B).
 
-Slot layout (``slot_size`` bytes, default 2 KiB):
+Slot layout (``slot_size`` bytes, default 2112 = 33 cache lines):
 
 ====================  =====================================================================
 bytes 0..63           metadata, as uint32 words ``M_*`` (and int64 word ``Q_RX_TIME``)
@@ -32,7 +32,12 @@ from numba import njit
 from micronf.dataplane.ring import RingTable, next_pow2, ring_count, ring_dequeue, ring_enqueue
 from micronf.dataplane.segment import Memory, PrivateMemory, SegmentError
 
-DEFAULT_SLOT_SIZE = 2048
+DEFAULT_SLOT_SIZE = 2112
+"""33 cache lines, not 32: with a power-of-two stride every slot's metadata line falls in the same
+few cache sets (a 2 KiB stride uses 2 of the 64 sets of a 32 KiB 8-way L1, so a 64-packet batch
+evicts itself). An odd number of lines spreads consecutive slots over all sets, as DPDK's mempool
+does. Measured on the Fig. 11 graph (unf-1proc-pinned): 1.77 -> 2.31 Mpps in one A/B pair, +8 to
++30 % over three pairs."""
 META_SIZE = 64
 HEADROOM = 128
 DATA_OFF = META_SIZE + HEADROOM

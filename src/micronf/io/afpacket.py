@@ -85,6 +85,7 @@ from numba.extending import intrinsic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from micronf.dataplane.atomics import load_acquire, store_release
+from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, PoolArrays
 from micronf.io.backend import FrameBatch, Handles
 
@@ -481,7 +482,7 @@ def _tx_ring(p: PoolArrays, handles: Handles, n: int, fd: int, max_len: int, rin
         if np.int64(load_acquire(ring32, fb >> 2)) & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING):
             taken = i  # ring full: the kernel still owns the next frame
             break
-        ring[fb + _H2_DATA : fb + _H2_DATA + ln] = p.data[h, off : off + ln]
+        copy_bytes(ring, fb + _H2_DATA, p.data[h], off, ln)
         ring32[(fb + _H2_LEN) >> 2] = ln
         store_release(ring32, fb >> 2, TP_STATUS_SEND_REQUEST)
         st[_T_FRAMES] += 1

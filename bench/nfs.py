@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,7 @@ SFC: dict[str, tuple[str, dict[str, Any]]] = {
     "ValidateUrl": ("validate_url", {}),
 }
 # the files a µNF module may import that can change with it (rewired to the baseline copies)
+CHAIN = "in sequence (fused)"
 HELPERS = {"micronf.nfs._http": "nfs/_http.py", "micronf.dataplane.dfa": "dataplane/dfa.py"}
 
 
@@ -144,6 +145,32 @@ def make_driver() -> Callable[..., None]:
     return njit(nogil=True)(drive)
 
 
+def make_chain_driver(n: int) -> Callable[..., None]:
+    """A compiled loop running ``n`` kernels one after the other on every batch: a fused µNF process
+    (run to completion) without the routing. The parse cache is forgotten at the start of each pass,
+    so every pass parses as fresh packets would."""
+    from numba import njit
+
+    from micronf.dataplane.atomics import cycles
+    from micronf.dataplane.pool import pkt_forget_parse
+
+    params = ", ".join(f"k{j}, s{j}, c{j}" for j in range(n))
+    calls = "".join(f"\n            k{j}(p, handles[b:], m, verdicts[b:], s{j}, c{j})" for j in range(n))
+    source = f"""
+def drive(p, handles, batch, ticks, verdicts, {params}):
+    n = handles.shape[0]
+    for k in range(ticks.shape[0]):
+        t0 = cycles()
+        pkt_forget_parse(p, handles, n)
+        for b in range(0, n, batch):
+            m = min(batch, n - b){calls}
+        ticks[k] = cycles() - t0
+"""
+    scope: dict[str, Any] = {"cycles": cycles, "pkt_forget_parse": pkt_forget_parse}
+    exec(source, scope)
+    return cast(Callable[..., None], njit(nogil=True)(scope["drive"]))
+
+
 @dataclass
 class Measured:
     nf: str
@@ -173,6 +200,7 @@ class Bench:
         self.frames = [bytes(trace.data[o : o + ln]) for o, ln in zip(trace.offsets, trace.lengths, strict=True)]
         self.batch, self.passes = batch, passes
         self.drive = make_driver()
+        self.chain_drive: Callable[..., None] | None = None
 
     def once(self, cls: Any, config: dict[str, Any], passes: int) -> tuple[list[int], npt.NDArray[np.int32], Any]:
         """Run ``passes`` passes over freshly written frames (CheckIPHeader may trim them)."""
@@ -193,6 +221,25 @@ class Bench:
             m.packets_per_pass = self.handles.shape[0]
         m.pass_ticks += self.once(cls, config, self.passes)[0]
 
+    def measure_chain(self, m: Measured, chain: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+        """Like :meth:`measure` for the kernels of ``chain`` (class, config) run in sequence on each batch."""
+        if self.chain_drive is None:
+            self.chain_drive = make_chain_driver(len(chain))
+        for h, f in zip(self.handles.tolist(), self.frames, strict=True):
+            self.pool.write_frame(h, f)
+        nfs = [cls(config) for cls, config in chain]
+        counters = [np.zeros(max(len(nf.counter_names()), 1), dtype=np.int64) for nf in nfs]
+        verdicts = np.full(self.handles.shape[0], -(2**31), dtype=np.int32)
+        passes = 1 if m.verdicts is None else self.passes
+        ticks = np.zeros(passes, dtype=np.int64)
+        per_nf = [x for nf, c in zip(nfs, counters, strict=True) for x in (type(nf).kernel, nf.state(), c)]
+        self.chain_drive(self.pool.arrays, self.handles, self.batch, ticks, verdicts, *per_nf)
+        if m.verdicts is None:  # first call: compile, and record the decisions of one pass
+            m.verdicts, m.counters = verdicts, [int(x) for c in counters for x in c]
+            m.packets_per_pass = self.handles.shape[0]
+        else:
+            m.pass_ticks += ticks.tolist()
+
 
 def run(args: argparse.Namespace) -> tuple[list[tuple[Measured, Measured | None]], dict[str, Any]]:
     names = args.nfs
@@ -204,12 +251,24 @@ def run(args: argparse.Namespace) -> tuple[list[tuple[Measured, Measured | None]
     for nf in names:
         base = base_mods.get(SFC[nf][0])
         pairs.append((Measured(nf, "current"), Measured(nf, "baseline") if base is not None else None))
+    chains: list[tuple[Measured, list[tuple[Any, dict[str, Any]]]]] = []
+    if len(names) > 1:  # the kernels in sequence, as a fused process runs them (the parse cache at work)
+        chains.append((Measured(CHAIN, "current"), [(getattr(cur[nf], nf), SFC[nf][1]) for nf in names]))
+        if base_mods:
+            old = [(getattr(base_mods.get(SFC[nf][0], cur[nf]), nf), SFC[nf][1]) for nf in names]
+            chains.append((Measured(CHAIN, "baseline"), old))
     for _ in range(args.repeat):
         for (cur_m, base_m), nf in zip(pairs, names, strict=True):
             config = SFC[nf][1]
             bench.measure(cur_m, getattr(cur[nf], nf), config)
             if base_m is not None:
                 bench.measure(base_m, getattr(base_mods[SFC[nf][0]], nf), config)
+        for m, chain in chains:
+            while not m.pass_ticks:  # the first call only compiles and records the verdicts
+                bench.measure_chain(m, chain)
+            bench.measure_chain(m, chain)
+    if chains:
+        pairs.append((chains[0][0], chains[1][0] if len(chains) > 1 else None))
     info = {"templates": len(bench.frames), "sizes": sorted({len(f) for f in bench.frames})}
     return pairs, info
 
@@ -238,15 +297,17 @@ def format_table(pairs: Sequence[tuple[Measured, Measured | None]], facts: dict[
         f"# baseline: {args.baseline or '-'}; cyc/pkt: TSC ticks per packet inside the kernel, median over passes",
     ]
     header = ("µNF", "before cyc/pkt", "after cyc/pkt", "speed-up", "check")
-    body = []
-    total_b = total_a = 0.0
-    for cur, base in pairs:
-        before = base.cycles if base is not None else cur.cycles
-        total_b += before
-        total_a += cur.cycles
-        body.append((cur.nf, f"{before:.0f}" if base else "(same)", f"{cur.cycles:.0f}",
-                     f"{before / cur.cycles:.2f}x" if base else "-", _mismatch(cur, base)))
-    body.append(("all of the above", f"{total_b:.0f}", f"{total_a:.0f}", f"{total_b / total_a:.2f}x", ""))
+
+    def row(name: str, before: float | None, after: float, check: str) -> tuple[str, ...]:
+        return (name, "(same)" if before is None else f"{before:.0f}", f"{after:.0f}",
+                "-" if before is None else f"{before / after:.2f}x", check)
+
+    kernels = [(c, b) for c, b in pairs if c.nf != CHAIN]
+    total_b = sum((b or c).cycles for c, b in kernels)
+    total_a = sum(c.cycles for c, _ in kernels)
+    body = [row(c.nf, b.cycles if b else None, c.cycles, _mismatch(c, b)) for c, b in kernels]
+    body.append(row("all of the above (sum)", total_b, total_a, ""))
+    body += [row(c.nf, b.cycles if b else None, c.cycles, _mismatch(c, b)) for c, b in pairs if c.nf == CHAIN]
     return "\n".join([*lines, *text_table(header, body, right={1, 2, 3})])
 
 

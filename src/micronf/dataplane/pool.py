@@ -51,6 +51,8 @@ M_SYNC = 4  # parallel-sync counter (atomic, §V-B)
 M_SFC = 5  # SFC tag: service path id << 8 | service index (NSH, RFC 8300)
 M_DATA_OFF = 6  # offset of the frame's first byte within the slot
 M_FLAGS = 7
+# words 10-11: micronf.io.pcap.Q_TIMESTAMP_NS
+M_HTTP_TARGET = 12  # parse cache: HTTP request-target offset in the frame + 2; 0 = not parsed, 1 = none
 # int64 word index into ``qwords[h]``: bytes 32..39.
 Q_RX_TIME = 4  # Rx timestamp (CPU cycles)
 
@@ -115,6 +117,7 @@ def pool_alloc(p: PoolArrays, out: Handles, n: int) -> int:
         w[M_SFC] = 0
         w[M_DATA_OFF] = DATA_OFF
         w[M_FLAGS] = 0
+        w[M_HTTP_TARGET] = 0
     p.ctrl[C_FREE_TOP] = top - k
     p.ctrl[C_ALLOCATED] += k
     if k < n:
@@ -154,8 +157,26 @@ def pkt_frame(p: PoolArrays, h: int) -> npt.NDArray[np.uint8]:
 
 @njit(cache=True, nogil=True)
 def pkt_set_len(p: PoolArrays, h: int, length: int) -> None:
-    """Set the frame length of ``h`` (caller keeps it within ``slot_size - data offset``)."""
+    """Set the frame length of ``h`` (caller keeps it within ``slot_size - data offset``); forgets
+    what was parsed from the frame (see :func:`pkt_forget_parse`)."""
     p.words[h, M_LEN] = length
+    p.words[h, M_HTTP_TARGET] = 0
+
+
+@njit(cache=True, nogil=True)
+def pkt_forget_parse(p: PoolArrays, handles: Handles, n: int) -> None:
+    """Forget the parse cache (``M_HTTP_TARGET``) of ``handles[0:n]``.
+
+    Why a parse cache: three µNFs of the paper's SFC look for the HTTP request-target (Ethernet,
+    IPv4, TCP headers, then the method), ~65 cycles per packet each time. The first one to find it
+    stores its offset in the metadata and the others read one word (like the header offsets a
+    DPDK mbuf or a VPP buffer carries). The runtime calls this after every µNF that may write the
+    L3, L4 or payload region (its descriptor says so), and :func:`pkt_set_len` forgets too, so a
+    cached offset is never used on a frame that changed. L2 writes (MAC rewrites) keep it: they
+    never move a header (a µNF adding or removing a tag declares L3 as written).
+    """
+    for i in range(n):
+        p.words[handles[i], M_HTTP_TARGET] = 0
 
 
 @dataclass(frozen=True)
@@ -257,12 +278,13 @@ class PacketPool:
         return int(pool_free(self.arrays, client, hs, hs.shape[0]))
 
     def write_frame(self, h: int, frame: bytes) -> None:
-        """Copy ``frame`` into slot ``h`` at its data offset and set its length."""
+        """Copy ``frame`` into slot ``h`` at its data offset and set its length (the parse cache is reset)."""
         if len(frame) > self.max_frame:
             raise ValueError(f"frame of {len(frame)} bytes exceeds the slot's {self.max_frame}")
         off = int(self.arrays.words[h, M_DATA_OFF])
         self.arrays.data[h, off : off + len(frame)] = np.frombuffer(frame, dtype=np.uint8)
         self.arrays.words[h, M_LEN] = len(frame)
+        self.arrays.words[h, M_HTTP_TARGET] = 0
 
     def read_frame(self, h: int) -> bytes:
         """A copy of the frame in slot ``h``."""

@@ -15,8 +15,10 @@ from numba import njit
 
 from micronf.dataplane.dfa import http_method_len, http_request_url, le_word8
 from micronf.dataplane.headers import IPPROTO_TCP, ipv4_offset, ipv4_proto, l4_offset, l4_ports, tcp_header_len
+from micronf.dataplane.pool import M_HTTP_TARGET
 
 Frame = npt.NDArray[np.uint8]
+Words = npt.NDArray[np.uint32]  # PoolArrays.words: passing the whole pool costs a refcount per array
 
 _STATUS_WORD = int(np.frombuffer(b"HTTP/1.\0", dtype="<i8")[0])  # le_word8 of a status line, masked
 _STATUS_MASK = (1 << 56) - 1  # its first 7 bytes
@@ -40,16 +42,6 @@ def tcp_segment(frame: Frame) -> tuple[int, int, int]:
 
 
 @njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call
-def is_request_line(frame: Frame, payload: int) -> bool:
-    """True when the payload at ``payload`` starts with a request method and a space (``"GET "``).
-
-    Only the first 8 payload bytes are read (one word, one masked compare per method); False for
-    ``payload < 0``.
-    """
-    return payload >= 0 and http_method_len(le_word8(frame, payload, frame.shape[0])) > 0
-
-
-@njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call
 def is_status_line(frame: Frame, payload: int) -> bool:
     """True when the payload at ``payload`` starts with ``HTTP/1.`` (a response); False if not."""
     return payload >= 0 and (le_word8(frame, payload, frame.shape[0]) & _STATUS_MASK) == _STATUS_WORD
@@ -67,6 +59,28 @@ def request_target(frame: Frame) -> int:
         return -1
     n = http_method_len(le_word8(frame, payload, frame.shape[0]))
     return payload + n if n > 0 else -1
+
+
+@njit(cache=True, nogil=True, inline="always")  # inlined by numba: no NRT refcounts of the arrays per packet
+def cached_request_target(words: Words, h: int, frame: Frame) -> int:
+    """:func:`request_target` of packet ``h`` (``frame`` is its frame), through the parse cache.
+
+    The first HTTP µNF a packet meets parses it and stores the result in the packet's metadata
+    (``M_HTTP_TARGET``); the next ones read it (see :func:`micronf.dataplane.pool.pkt_forget_parse`
+    for why and when it is forgotten).
+    """
+    cached = np.int64(words[h, M_HTTP_TARGET])
+    if cached != 0:
+        return int(cached) - 2
+    at = request_target(frame)
+    remember_request_target(words, h, at)
+    return at
+
+
+@njit(cache=True, nogil=True, inline="always")
+def remember_request_target(words: Words, h: int, at: int) -> None:
+    """Store ``at`` (:func:`request_target` of packet ``h``'s frame, -1 for none) in its parse cache."""
+    words[h, M_HTTP_TARGET] = at + 2
 
 
 @njit(cache=True, nogil=True, forceinline=True)  # no NRT refcounting of the frame per call

@@ -10,7 +10,7 @@ from numba import njit
 from pydantic import AfterValidator, Field
 
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import request_target
+from micronf.nfs._http import cached_request_target
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 
@@ -33,9 +33,10 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
     k = counters.shape[0] - 1
     work = np.zeros(2 * k + 1, dtype=np.int64)  # hits per URL, then "other"; then 1 + the last packet seen per URL
     for i in range(n):
-        f = pkt_frame(p, handles[i])
+        h = handles[i]
+        f = pkt_frame(p, h)
         verdicts[i] = _OUT
-        at = request_target(f)
+        at = cached_request_target(p.words, h, f)
         matched = False
         if at >= 0:
             hi = f.shape[0]

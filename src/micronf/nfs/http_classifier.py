@@ -9,8 +9,9 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
+from micronf.dataplane.dfa import http_method_len, le_word8
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import is_request_line, is_status_line, tcp_segment
+from micronf.nfs._http import is_status_line, remember_request_target, tcp_segment
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 
@@ -28,12 +29,18 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
     requests = 0
     replies = 0
     for i in range(n):
-        f = pkt_frame(p, handles[i])
+        h = handles[i]
+        f = pkt_frame(p, h)
         verdicts[i] = _OTHER
         payload, sport, dport = tcp_segment(f)
-        if payload < 0 or (port_ok[sport] == 0 and port_ok[dport] == 0):
+        if payload < 0:
+            remember_request_target(p.words, h, -1)
             continue
-        if is_request_line(f, payload):
+        if port_ok[sport] == 0 and port_ok[dport] == 0:
+            continue
+        method = http_method_len(le_word8(f, payload, f.shape[0]))
+        remember_request_target(p.words, h, payload + method if method > 0 else -1)  # the HTTP µNFs after us reuse it
+        if method > 0:
             requests += 1
             verdicts[i] = _HTTP
         elif responses and is_status_line(f, payload):

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns, url_dfa, url_target_search
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import request_target
+from micronf.nfs._http import cached_request_target
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
@@ -30,8 +30,9 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
     checked = 0
     not_request = 0
     for i in range(n):
-        f = pkt_frame(p, handles[i])
-        lo = request_target(f)
+        h = handles[i]
+        f = pkt_frame(p, h)
+        lo = cached_request_target(p.words, h, f)
         if lo < 0:
             not_request += 1
             verdicts[i] = _OUT

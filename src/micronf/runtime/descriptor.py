@@ -48,6 +48,12 @@ class Descriptor(BaseModel):
         """True when the µNF writes no part of the packet."""
         return all(self.access(r) != Access.WRITE for r in REGIONS)
 
+    @property
+    def writes_past_l2(self) -> bool:
+        """True when the µNF may write the L3, L4 or payload region: what was parsed from a packet
+        (its header offsets, the HTTP request-target) may not hold after it."""
+        return any(self.access(r) == Access.WRITE for r in REGIONS[1:])
+
     def parallel_safe_with(self, other: Descriptor) -> bool:
         """§V-B: two µNFs may process the same packets in parallel when neither drops and, for every
         region, at most one of them touches it if either writes it."""

@@ -120,6 +120,11 @@ class DeployRequest(_Strict):
     tx_cpu: int | None = Field(None, ge=0, description="CPU for the Tx service (None: any)")
     io_policy: Policy = "other"
     burst: int = Field(64, ge=1, le=1024, description="frames per Rx/Tx burst")
+    io_coalesce_us: int = Field(100, ge=0, le=10_000, description="Rx/Tx interrupt moderation (a NIC's "
+                                "rx-usecs/tx-usecs, adaptive): after a burst of less than 1/8 of the maximum, the "
+                                "Rx (Tx) service waits this long before polling again, so low rates move in fuller "
+                                "bursts at a fraction of the CPU, adding at most this much latency; busier bursts "
+                                "never wait. 0: poll continuously")
     pool_slots: int = Field(0, ge=0, description="packet buffers (0: sized from the rings)")
     ring_capacity: int = Field(1024, ge=16, le=1 << 20)
 

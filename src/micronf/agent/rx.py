@@ -11,7 +11,8 @@ instances by consistent hash of the flow (flow affinity). Everything else is cou
 was full). Nothing is held between bursts, so pausing it (the supervisor's accounting) is safe.
 After a burst the entry could not take whole, the service sleeps ~50 µs: on a machine with few
 cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames
-are dropped and counted either way, as a NIC ring overflows).
+are dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
+(``io_coalesce_us``, see :mod:`micronf.agent.service_loop`).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def run(segment: str, line: str) -> int:
         return b.n
 
     try:
-        run_service(mem.ctl, ln, step)
+        run_service(mem.ctl, ln, step, burst=burst, coalesce_us=req.io_coalesce_us)
     finally:
         if backend is not None:
             backend.close()

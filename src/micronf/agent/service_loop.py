@@ -5,6 +5,13 @@ readiness in their control line, stop when asked (or when the whole graph stops)
 the burst in hand when the supervisor asks (so it can account for every buffer), and back off
 when idle (yield a few times, then sleep 200 µs per poll: an idle graph costs no CPU) — while
 each only supplies ``step()``: one burst of work, returning how many packets it moved.
+
+Interrupt moderation (a NIC's adaptive rx-usecs/tx-usecs): after a burst of less than 1/8 of the
+service's maximum, the loop sleeps ``coalesce_us`` before the next poll. Without it a source
+paced at 200 kpps was polled every few µs for one or two frames, and the Rx service, the Tx
+service and the µNFs woken for each of them kept both cores of the test machine busy (198 % CPU,
+Rx alone 91 %; p50 latency 2.9 ms as the µNFs waited for a CPU). With 100 µs: Rx 23-28 %, p50
+latency 130-430 µs. Bursts of 1/8 or more never wait, so a busy graph is polled as before.
 """
 
 from __future__ import annotations
@@ -24,8 +31,12 @@ SPIN_POLLS = 64  # empty polls (each a yield) before the loop starts sleeping
 IDLE_SLEEP_S = 0.0002
 
 
-def run_service(ctl: npt.NDArray[np.int64], line: int, step: Callable[[], int]) -> None:
-    """Run ``step`` until the service (control ``line``) or the graph is told to stop."""
+def run_service(ctl: npt.NDArray[np.int64], line: int, step: Callable[[], int], *, burst: int,
+                coalesce_us: int) -> None:
+    """Run ``step`` (at most ``burst`` packets per call) until the service (control ``line``) or the
+    graph is told to stop."""
+    small = max(burst // 8, 1)
+    coalesce_s = coalesce_us / 1e6
     ctl[line + P_PID] = os.getpid()
     ctl[line + P_READY] = 1
     started()
@@ -35,8 +46,11 @@ def run_service(ctl: npt.NDArray[np.int64], line: int, step: Callable[[], int]) 
             if ctl[line + P_STOP] == PAUSE:
                 wait_while_paused(ctl, line)
                 continue
-            if step():
+            moved = step()
+            if moved:
                 idle = 0
+                if moved < small and coalesce_s > 0:
+                    time.sleep(coalesce_s)
                 continue
             idle += 1
             if idle > SPIN_POLLS:

@@ -156,7 +156,7 @@ def run(segment: str, line: str, client: str) -> int:
         return moved
 
     try:
-        run_service(ctl, ln, step)
+        run_service(ctl, ln, step, burst=burst, coalesce_us=req.io_coalesce_us)
     finally:
         for b in backends:
             if b is not None:

@@ -28,10 +28,20 @@ from micronf.agent.classify import ACCEPT, DROP, RuleTables, classify_frame, com
 from micronf.agent.iomem import RX_INDEX, write_error
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
-from micronf.dataplane.atomics import cycles, load_acquire
+from micronf.dataplane.atomics import cycles, load_acquire, prefetch_write
 from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.memcopy import copy_bytes
-from micronf.dataplane.pool import M_DATA_OFF, M_HASH, M_LEN, M_PORT, Q_RX_TIME, PoolArrays, pool_alloc, pool_free_owner
+from micronf.dataplane.pool import (
+    DATA_OFF,
+    M_DATA_OFF,
+    M_HASH,
+    M_LEN,
+    M_PORT,
+    Q_RX_TIME,
+    PoolArrays,
+    pool_alloc,
+    pool_free_owner,
+)
 from micronf.dataplane.ring import ring_enqueue
 from micronf.dataplane.segment import read_json
 from micronf.io.specs import open_rx
@@ -40,6 +50,7 @@ from micronf.ports.loadbalanced import jump_hash
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory
 
+PREFETCH_AHEAD = 8  # frames: the slots of frame i + 8 are fetched while frame i is copied
 BACKOFF_S = 0.00005  # pause after a burst the entry ring could not take whole (the frames are counted as dropped)
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
@@ -49,6 +60,17 @@ I32 = npt.NDArray[np.int32]
 R_FRAMES, R_BYTES, R_ACCEPTED, R_UNMATCHED, R_RULE_DROP, R_POOL_EMPTY, R_ENTRY_FULL, R_TRUNCATED, R_BATCHES = (
     RX_INDEX[k] for k in ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full",
                           "truncated", "batches"))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _prefetch_slot(p: PoolArrays, h: int, ln: int) -> None:
+    """Fetch for writing the lines of slot ``h`` that the copy of an ``ln``-byte frame will write:
+    its metadata line and the frame's lines. They were last used by the graph's processes, often on
+    another core: without this, each line's ownership transfer stalls the copy in turn."""
+    slot = p.data[h]
+    prefetch_write(slot, 0)
+    for off in range(DATA_OFF, min(DATA_OFF + ln, slot.shape[0]), 64):
+        prefetch_write(slot, off)
 
 
 @njit(cache=True, nogil=True)
@@ -65,7 +87,11 @@ def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, data: U8, off
     n_entries = max(min(load_acquire(entries, 0), MAX_FANOUT), 1)
     n_out = 0
     n_rest = 0
+    for i in range(min(PREFETCH_AHEAD, k)):
+        _prefetch_slot(p, hbuf[i], int(length[i]))
     for i in range(k):
+        if i + PREFETCH_AHEAD < k:
+            _prefetch_slot(p, hbuf[i + PREFETCH_AHEAD], int(length[i + PREFETCH_AHEAD]))
         h = hbuf[i]
         ln = int(length[i])
         stats[R_BYTES] += ln

@@ -20,7 +20,7 @@ from numba import njit
 from micronf.agent.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
-from micronf.dataplane.atomics import cycles
+from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
 from micronf.dataplane.segment import read_json
@@ -51,6 +51,8 @@ def tx_collect(p: PoolArrays, rctrl: I64, rslots: U32, rings: I64, exit_of: I64,
             continue
         n_held[e] = start + k
         total += k
+        for i in range(start, start + k):  # the metadata lines (length, Rx stamp) come from another core
+            prefetch(p.words[held[e, i]], 0)
         if has_mac[e]:
             for i in range(start, start + k):
                 h = held[e, i]

@@ -106,21 +106,33 @@ def _fence_seq_cst(typingctx: Any) -> Any:
     return types.void(), codegen
 
 
-@intrinsic
-def _prefetch(typingctx: Any, ary: Any, idx: Any) -> Any:
-    """Hint the CPU to bring the cache line holding ``ary[idx]`` into L1 (read, high locality)."""
-    if not isinstance(ary, types.Array):
-        raise TypeError(f"prefetch expects an array, got {ary}")
-
+def _prefetch_codegen(rw: int) -> Callable[..., Any]:
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         ptr = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")  # type: ignore[no-untyped-call]
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        builder.call(fn, [ptr, i32(rw), i32(3), i32(1)])
         return context.get_dummy_value()
 
-    return types.void(ary, idx), codegen
+    return codegen
+
+
+@intrinsic
+def _prefetch(typingctx: Any, ary: Any, idx: Any) -> Any:
+    """Hint the CPU to bring the cache line holding ``ary[idx]`` into L1 (read, high locality)."""
+    if not isinstance(ary, types.Array):
+        raise TypeError(f"prefetch expects an array, got {ary}")
+    return types.void(ary, idx), _prefetch_codegen(0)
+
+
+@intrinsic
+def _prefetch_write(typingctx: Any, ary: Any, idx: Any) -> Any:
+    """Like ``prefetch``, for a line about to be written: fetched for ownership (``prefetchw``), so
+    the stores that follow do not each wait for another core to give the line up."""
+    if not isinstance(ary, types.Array):
+        raise TypeError(f"prefetch_write expects an array, got {ary}")
+    return types.void(ary, idx), _prefetch_codegen(1)
 
 
 @intrinsic
@@ -174,6 +186,7 @@ fetch_add = cast(Callable[[IntArray, int, int], int], _fetch_add)
 compare_and_swap = cast(Callable[[IntArray, int, int, int], int], _compare_and_swap)
 fence_seq_cst = cast(Callable[[], None], _fence_seq_cst)
 prefetch = cast(Callable[[npt.NDArray[Any], int], None], _prefetch)
+prefetch_write = cast(Callable[[npt.NDArray[Any], int], None], _prefetch_write)
 cycles = cast(Callable[[], int], _cycles)
 sched_yield = cast(Callable[[], None], _sched_yield)
 usleep = cast(Callable[[int], None], _usleep)

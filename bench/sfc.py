@@ -19,6 +19,8 @@ stats are read twice, ``--seconds`` apart:
 
 Variants (each deployed ``--repeat`` times, interleaved; medians):
 
+``placed``      what ``micronf run`` / the orchestrator deploy on this machine: the placement decides
+                (on 2 CPUs: chained, the µNFs sharing a CPU fused, Rx/Tx pinned beside them).
 ``unf``         the optimized graph (Fig. 11: 6 µNFs), one process per µNF, no autoscaling.
 ``unf-fused``   the same graph with CheckIPHeader → L3L4Filter → HttpClassifier fused in one process
                 (run to completion, ``NodeSpec.cluster``): fewer processes than the machine's 2 cores
@@ -66,12 +68,13 @@ from micronf.agent.core import Agent
 from micronf.agent.models import AutoscaleSpec, DeployRequest, GraphStats, OutputSpec
 from micronf.io.generator import paper_traffic
 from micronf.orchestrator.compose import compose_file
-from micronf.orchestrator.embedded import DEFAULT_SFC, deployment_name
+from micronf.orchestrator.embedded import DEFAULT_SFC, LOCAL_AGENT, deployment_name, load
+from micronf.orchestrator.placement import Candidate, Traffic, place
 from micronf.runtime.graph import GraphSpec, plan
 
-VARIANTS = ("unf", "unf-fused", "unf-scaled", "unf-2proc", "unf-2proc-pinned", "unf-1proc", "unf-1proc-pinned",
-            "monolithic")
-COST_VARIANTS = ("unf", "unf-2proc", "unf-1proc", "monolithic")
+VARIANTS = ("placed", "unf", "unf-fused", "unf-scaled", "unf-2proc", "unf-2proc-pinned", "unf-1proc",
+            "unf-1proc-pinned", "monolithic")
+COST_VARIANTS = ("placed", "unf", "unf-1proc", "monolithic")
 FUSED_FRONT = ("firewall.check", "firewall.filter", "monitor.classify")
 GOAL_MPPS = 4.2
 GOAL_COST = 0.83
@@ -100,6 +103,13 @@ def variant_graph(variant: str, prefetch: int = 0) -> GraphSpec:
 
 
 def request(variant: str, ring_capacity: int, rate: float | None, prefetch: int = 0) -> DeployRequest:
+    if variant == "placed":
+        comp, _ = load(None)
+        part = place(comp.after, deployment_name("bench-placed"), [Candidate(LOCAL_AGENT, 0)],
+                     Traffic(rx=paper_traffic(rate_pps=rate).model_dump(mode="json")), agent=None)[0]
+        graph = part.request.graph.model_copy(update={"burst": 64, "prefetch": prefetch})
+        return part.request.model_copy(update={"graph": graph, "ring_capacity": ring_capacity,
+                                               "autoscale": AutoscaleSpec(enabled=False)})
     graph = variant_graph(variant, prefetch)
     null = OutputSpec(backend={"kind": "null"})
     autoscale = (AutoscaleSpec(enabled=True, max_instances=2, window=2, interval_s=0.2, cooldown_s=1.0,

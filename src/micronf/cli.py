@@ -104,7 +104,7 @@ def run(
     if (pcap is None) != (out is None):
         raise typer.BadParameter("the offline form needs both --pcap and --out", param_hint="--pcap/--out")
     try:
-        comp, path = embedded.load(sfc)
+        comp, path = embedded.load(sfc, live=pcap is None)
     except SpecError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc

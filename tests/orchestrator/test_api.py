@@ -62,7 +62,10 @@ def test_deploy_list_get_stats_delete(env: Env) -> None:
     assert info["state"] == "running" and info["agents"] == ["http://a:1"]
     assert info["outputs"] == {"appfw.other": ["monitor.classify.other"], "appfw.web": ["out"]}
     assert [n["cpu"] for n in info["graph"]["nodes"]] == [0, 0, 0, 1, 1, 1]
-    assert {rw["kind"] for rw in info["rewrites"]} == {"remove", "parallelize"}
+    # 6 µNFs on 2 CPUs: composed without parallel branches, the µNFs sharing a CPU fused
+    assert {rw["kind"] for rw in info["rewrites"]} == {"remove"}
+    clusters = [n["cluster"] for n in info["graph"]["nodes"]]
+    assert clusters == [clusters[0]] * 3 + [clusters[3]] * 3 and None not in clusters and clusters[0] != clusters[3]
     fake = env.fakes["http://a:1"]
     sent = fake.infos["fig11"]
     assert sent.nodes == [n["name"] for n in info["graph"]["nodes"]]

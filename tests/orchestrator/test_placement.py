@@ -15,9 +15,12 @@ from micronf.orchestrator.placement import (
     NoAgentError,
     PlacementError,
     Traffic,
+    cores_are_scarce,
     parse_cpus,
     place,
+    target_cpus,
 )
+from micronf.runtime.graph import plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 A = AgentRef(url="http://10.0.0.1:8771", name="a", cpus=(0, 1))
@@ -54,6 +57,26 @@ def test_cpus_in_contiguous_blocks_consecutive_unfs_share(fig11: ComposedGraph) 
     unknown = AgentRef(url="http://10.0.0.3:8771", name="c")
     cpus = [node.cpu for node in place(fig11, "x", [Candidate(unknown, 0)], Traffic())[0].request.graph.nodes]
     assert cpus == [None] * n
+
+
+def test_scarce_cores_chain_and_fuse_neighbours(fig11: ComposedGraph) -> None:
+    chained = compose_file(EXAMPLES / "sfc-fig11.yaml", parallelize=False).after
+    assert cores_are_scarce(fig11, target_cpus(fig11, [Candidate(A, 0)]))  # 6 µNFs, 2 CPUs
+    assert not cores_are_scarce(fig11, target_cpus(fig11, [Candidate(B, 0)])) and not cores_are_scarce(fig11, None)
+    req = place(chained, "x", [Candidate(A, 0)], Traffic())[0].request
+    names = [n.name for n in chained.spec.nodes]
+    assert [(n.cpu, n.cluster) for n in req.graph.nodes] == [(0, f"cpu0-{names[0]}")] * 3 + [
+        (1, f"cpu1-{names[3]}")] * 3
+    assert (req.rx_cpu, req.tx_cpu) == (0, 1)  # Rx beside the entry, Tx beside the last µNF
+    assert [p.nodes for p in plan(req.graph).processes] == [[0, 1, 2], [3, 4, 5]]  # two fused processes
+    # With the parallel branches only the chain before them fuses: a branch member has its own process.
+    req = place(fig11, "x", [Candidate(A, 0)], Traffic())[0].request
+    assert len({n.cluster for n in req.graph.nodes[:3]}) == 1 and [n.cluster for n in req.graph.nodes[3:]] == [None] * 3
+    assert len(plan(req.graph).processes) == 4
+    # Enough cores, or fusing turned off: one process per µNF and the I/O services unpinned.
+    for req in (place(chained, "x", [Candidate(B, 0)], Traffic())[0].request,
+                place(chained, "x", [Candidate(A, 0)], Traffic(), fuse=False)[0].request):
+        assert [n.cluster for n in req.graph.nodes] == [None] * 6 and (req.rx_cpu, req.tx_cpu) == (None, None)
 
 
 def test_cpu_hints_are_honoured_and_checked(fig11: ComposedGraph) -> None:

@@ -39,15 +39,18 @@ from rich.table import Table
 
 from micronf.agent.core import Agent
 from micronf.agent.errors import DeploymentFailedError
-from micronf.agent.models import DeployRequest, GraphStats, LatencyStats, OutputSpec, ScaleEventInfo
+from micronf.agent.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, GeneratorSpec
 from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
+from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place
 from micronf.runtime.graph import ExitPlan, GraphLayout, plan
 from micronf.runtime.offline import OfflineResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 """The paper's templates and SFCs, installed with the package (``examples/`` in the repository)."""
 DEFAULT_SFC = EXAMPLES / "sfc-fig11.yaml"
+LOCAL_AGENT = AgentRef(url="http://localhost", name="local", cpus=tuple(sorted(os.sched_getaffinity(0))))
+"""The in-process agent, as placement sees it: this machine's CPUs (those this process may use)."""
 """Firewall → Monitor → Application Firewall (paper Fig. 2(a); optimized it is Fig. 11)."""
 POLL_S = 0.1
 COLD_ATTEMPTS = 4
@@ -145,10 +148,10 @@ def traffic_counts(spec: GeneratorSpec, frames: int) -> dict[str, int]:
             "sqli": comp.over(np.isin(comp.url, sqli_urls), frames), "other": comp.over(~http, frames)}
 
 
-def _live_request(comp: Composition, name: str, traffic: GeneratorSpec, layout: GraphLayout) -> DeployRequest:
-    null = OutputSpec(backend={"kind": "null"})
-    return DeployRequest(name=name, graph=comp.after.spec, rx=traffic.model_dump(mode="json"),
-                         outputs={e.name: null for e in layout.exits}, ring_capacity=4096)
+def _live_request(comp: Composition, name: str, traffic: GeneratorSpec) -> DeployRequest:
+    """Placed as the orchestrator places it on an agent of this machine (its CPUs, fused when scarce)."""
+    parts = place(comp.after, name, [Candidate(LOCAL_AGENT, 0)], Traffic(rx=traffic.model_dump(mode="json")))
+    return parts[0].request.model_copy(update={"ring_capacity": 4096})
 
 
 def _accounted(s: GraphStats) -> tuple[int, int, int]:
@@ -185,9 +188,9 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
     snapshot. The deployment is always removed. ``on_deploying(processes)`` is called before the
     (possibly compiling) start.
     """
-    layout = plan(comp.after.spec)
     name = deployment_name(comp.sfc)
-    req = _live_request(comp, name, traffic, layout)
+    req = _live_request(comp, name, traffic)
+    layout = plan(req.graph)
     stop = stop or threading.Event()
     with Agent() as agent:
         if on_deploying is not None:
@@ -248,10 +251,17 @@ def offline_summary(comp: Composition, file: Path, layout: GraphLayout, res: Off
         conservation_ok=res.balanced and res.fed == sum(outputs.values()) + sum(dropped.values()))
 
 
-def load(sfc: Path | None) -> tuple[Composition, Path]:
-    """Compose ``sfc`` (default: the packaged Fig. 11 SFC); raises ``SpecError`` on invalid input."""
+def load(sfc: Path | None, *, live: bool = True) -> tuple[Composition, Path]:
+    """Compose ``sfc`` (default: the packaged Fig. 11 SFC); raises ``SpecError`` on invalid input.
+
+    For a ``live`` run on a machine with fewer CPUs than µNFs, without parallel branches: the
+    placement then chains and fuses them (see :mod:`micronf.orchestrator.placement`).
+    """
     path = sfc or DEFAULT_SFC
-    return compose_file(path), path
+    comp = compose_file(path)
+    if live and cores_are_scarce(comp.after, LOCAL_AGENT.cpus):
+        comp = compose_file(path, parallelize=False)
+    return comp, path
 
 
 # -- console rendering ----------------------------------------------------------------------------

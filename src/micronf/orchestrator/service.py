@@ -64,8 +64,10 @@ from micronf.orchestrator.placement import (
     Part,
     PlacementError,
     Traffic,
+    cores_are_scarce,
     exit_outputs,
     place,
+    target_cpus,
 )
 from micronf.orchestrator.store import Record, RecordExistsError, State, Store
 from micronf.runtime.graph import GraphSpec
@@ -209,7 +211,7 @@ def read_sfc_source(path: Path | str) -> tuple[str, dict[str, str]]:
     return path.read_text(encoding="utf-8"), files
 
 
-def compose_source(sfc: str | dict[str, Any], files: dict[str, str]) -> Composition:
+def compose_source(sfc: str | dict[str, Any], files: dict[str, str], *, parallelize: bool = True) -> Composition:
     """Compose an SFC given as text/object plus its imported files (written to a private temporary
     directory, so :func:`compose_file` resolves the imports exactly as it does for files on disk).
     Errors name files by their relative path, not the temporary one."""
@@ -226,7 +228,7 @@ def compose_source(sfc: str | dict[str, Any], files: dict[str, str]) -> Composit
             raise SpecError(f"files[{sfc_file.name!r}]", "", "a file name other than the request's own", "that")
         sfc_file.write_text(json.dumps(sfc) if isinstance(sfc, dict) else sfc, encoding="utf-8")
         try:
-            return compose_file(sfc_file)
+            return compose_file(sfc_file, parallelize=parallelize)
         except SpecError as exc:
             file = exc.file.removeprefix(tmp + "/")
             raise SpecError(file, exc.path, exc.expected, exc.found) from None
@@ -311,7 +313,10 @@ class Orchestrator:
         name = req.name or comp.sfc
         traffic = Traffic.model_validate(req.model_dump(include=set(Traffic.model_fields)))
         try:
-            return name, comp, place(comp.after, name, self.candidates(), traffic, agent=req.agent)
+            candidates = self.candidates()
+            if cores_are_scarce(comp.after, target_cpus(comp.after, candidates, req.agent)):
+                comp = compose_source(req.sfc, req.files, parallelize=False)  # see placement: chain and fuse
+            return name, comp, place(comp.after, name, candidates, traffic, agent=req.agent)
         except NoAgentError as exc:
             raise AgentUnavailableError(str(exc)) from None
         except PlacementError as exc:

@@ -50,7 +50,7 @@ def test_least_loaded_reachable_agent_gets_the_whole_graph(fig11: ComposedGraph)
 def test_cpus_in_contiguous_blocks_consecutive_unfs_share(fig11: ComposedGraph) -> None:
     n = len(fig11.spec.nodes)
     assert n == 6
-    cpus = [node.cpu for node in place(fig11, "x", [Candidate(A, 0)], Traffic())[0].request.graph.nodes]
+    cpus = [node.cpu for node in place(fig11, "x", [Candidate(A, 0)], Traffic(), fuse=False)[0].request.graph.nodes]
     assert cpus == [0, 0, 0, 1, 1, 1]
     cpus = [node.cpu for node in place(fig11, "x", [Candidate(B, 0)], Traffic())[0].request.graph.nodes]
     assert cpus == [2, 3, 4, 5, 6, 7]  # enough cores: one each
@@ -65,14 +65,17 @@ def test_scarce_cores_chain_and_fuse_neighbours(fig11: ComposedGraph) -> None:
     assert not cores_are_scarce(fig11, target_cpus(fig11, [Candidate(B, 0)])) and not cores_are_scarce(fig11, None)
     req = place(chained, "x", [Candidate(A, 0)], Traffic())[0].request
     names = [n.name for n in chained.spec.nodes]
-    assert [(n.cpu, n.cluster) for n in req.graph.nodes] == [(0, f"cpu0-{names[0]}")] * 3 + [
-        (1, f"cpu1-{names[3]}")] * 3
-    assert (req.rx_cpu, req.tx_cpu) == (0, 1)  # Rx beside the entry, Tx beside the last µNF
-    assert [p.nodes for p in plan(req.graph).processes] == [[0, 1, 2], [3, 4, 5]]  # two fused processes
+    assert [(n.cpu, n.cluster) for n in req.graph.nodes] == [(1, f"cpu1-{names[0]}")] * 6
+    assert (req.rx_cpu, req.tx_cpu) == (0, 0)  # the I/O services get the first CPU to themselves
+    assert [p.nodes for p in plan(req.graph).processes] == [[0, 1, 2, 3, 4, 5]]  # one fused process
+    wide = AgentRef(url="http://10.0.0.3:8771", name="c", cpus=(4, 5, 6))  # 3 CPUs, 6 µNFs
+    req = place(chained, "x", [Candidate(wide, 0)], Traffic())[0].request
+    assert [n.cpu for n in req.graph.nodes] == [5, 5, 5, 6, 6, 6] and (req.rx_cpu, req.tx_cpu) == (4, 4)
+    assert [p.nodes for p in plan(req.graph).processes] == [[0, 1, 2], [3, 4, 5]]
     # With the parallel branches only the chain before them fuses: a branch member has its own process.
     req = place(fig11, "x", [Candidate(A, 0)], Traffic())[0].request
     assert len({n.cluster for n in req.graph.nodes[:3]}) == 1 and [n.cluster for n in req.graph.nodes[3:]] == [None] * 3
-    assert len(plan(req.graph).processes) == 4
+    assert len(plan(req.graph).processes) == 4  # the Branch stays between processes
     # Enough cores, or fusing turned off: one process per µNF and the I/O services unpinned.
     for req in (place(chained, "x", [Candidate(B, 0)], Traffic())[0].request,
                 place(chained, "x", [Candidate(A, 0)], Traffic(), fuse=False)[0].request):
@@ -82,9 +85,11 @@ def test_scarce_cores_chain_and_fuse_neighbours(fig11: ComposedGraph) -> None:
 def test_cpu_hints_are_honoured_and_checked(fig11: ComposedGraph) -> None:
     first = fig11.spec.nodes[0].name
     g = _hinted(fig11, **{first: Placement(cpu=1)})
-    nodes = place(g, "x", [Candidate(A, 0)], Traffic())[0].request.graph.nodes
+    nodes = place(g, "x", [Candidate(A, 0)], Traffic(), fuse=False)[0].request.graph.nodes
     assert nodes[0].cpu == 1
     assert [x.cpu for x in nodes[1:]] == [0, 0, 0, 1, 1]  # the other five spread over (0, 1)
+    zero = _hinted(fig11, **{first: Placement(cpu=0)})  # fused: a hint may name the I/O services' CPU
+    assert [x.cpu for x in place(zero, "x", [Candidate(A, 0)], Traffic())[0].request.graph.nodes] == [0] + [1] * 5
     with pytest.raises(PlacementError, match="hinted CPU 1 is not one the agent offers"):
         place(g, "x", [Candidate(B, 0)], Traffic())
 

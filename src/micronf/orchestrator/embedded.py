@@ -279,7 +279,7 @@ def print_summary(console: Console, s: RunSummary) -> None:
     title = f"{s.sfc}: {s.mode} run" + (" ([yellow]interrupted[/])" if s.interrupted else "")
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_row("µNFs", f"{s.unfs_before} joined along the SFC → {s.unfs_after} after optimization "
-                  f"({len(s.rewrites)} rewrites), {s.processes} processes")
+                  f"({len(s.rewrites)} rewrites), {s.processes} µNF process{'' if s.processes == 1 else 'es'}")
     table.add_row("packets in", f"{s.packets_in:,}")
     if s.traffic is not None:
         table.add_row("  of which", f"{s.traffic['http']:,} HTTP, {s.traffic['sqli']:,} with SQL-injection URLs")

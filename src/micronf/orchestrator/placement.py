@@ -18,13 +18,16 @@
   when an agent's CPUs are unknown, unhinted µNFs are not pinned (the OS places them).
 - **Fewer cores than µNFs: chain and fuse.** Then (:func:`cores_are_scarce`) the callers compose
   the SFC without parallel branches (a branch only pays off with a core of its own), and
-  :func:`place` fuses each run of consecutive µNFs that share a core into one process, run to
-  completion (``NodeSpec.cluster``), with the Rx service pinned to the entry's core and the Tx
-  service to the last µNF's. Why, measured on the 2-core test machine with the Fig. 11 SFC
-  (``bench/sfc.py``): six µNF processes with Branch/Sync (``unf``) 0.3-0.9 Mpps; the same µNFs
-  chained in two pinned fused processes (``unf-2proc-pinned``) 1.8-2.6 Mpps. The µNFs stay
-  separate µNFs (own counters, own verdicts, independently replaceable); only the process
-  boundary between neighbours on one core goes. ``fuse=False`` keeps one process per µNF.
+  :func:`place` gives the Rx and Tx services the first CPU (a dedicated I/O core, as DPDK
+  deployments do), spreads the µNFs over the others as above, and fuses each run of
+  consecutive chained µNFs that share a core into one process, run to completion
+  (``NodeSpec.cluster``). Why, measured on the 2-core test machine with the Fig. 11 SFC
+  (``bench/sfc.py``, medians of 3): six µNF processes with Branch/Sync (``unf``) 0.39-0.53 Mpps;
+  chained, fused in two processes with Rx beside the first and Tx beside the second
+  (``unf-2proc-pinned``) 1.41-1.74; fused in one on CPU 1 with Rx and Tx on CPU 0
+  (``unf-1proc-pinned``) 2.03-2.28. The µNFs stay separate µNFs (own counters, own verdicts,
+  independently replaceable); only the process boundary between neighbours on one core goes.
+  ``fuse=False`` keeps one process per µNF.
 - **Traffic in and out.** The SFC file says nothing about packet I/O, so the request carries it
   (:class:`Traffic`): an optional Rx backend spec and rules (default: none, an idle graph), and
   outputs keyed by SFC output name (``appfw.web``: all its exits) or by exit name. Every exit
@@ -161,12 +164,16 @@ def place(composed: ComposedGraph, name: str, candidates: Sequence[Candidate], t
     ``fuse`` (default: when the agent's cores are scarce) fuses consecutive µNFs sharing a core."""
     target = _choose_agent(composed, candidates, agent)
     spec = composed.spec
-    cpus = _assign_cpus(composed, target.agent.cpus)
-    clusters: dict[str, str | None] = dict.fromkeys(cpus)
-    io_cpus: dict[str, Any] = {}
-    if fuse if fuse is not None else cores_are_scarce(composed, target.agent.cpus):
+    offered = target.agent.cpus
+    if fuse if fuse is not None else cores_are_scarce(composed, offered):
+        io_cpu = offered[0] if offered else None
+        cpus = _assign_cpus(composed, offered, spread=offered[1:] if offered and len(offered) > 1 else offered)
         clusters = _fuse_neighbours(composed, cpus)
-        io_cpus = {"rx_cpu": cpus[spec.entry], "tx_cpu": cpus[spec.nodes[-1].name]}
+        io_cpus: dict[str, Any] = {"rx_cpu": io_cpu, "tx_cpu": io_cpu}
+    else:
+        cpus = _assign_cpus(composed, offered)
+        clusters = dict.fromkeys(cpus)
+        io_cpus = {}
     spec = spec.model_copy(update={"name": name, "nodes": [
         n.model_copy(update={"cpu": cpus[n.name], "cluster": clusters[n.name]}) for n in spec.nodes]})
     sfc_output = exit_outputs(composed)
@@ -224,16 +231,20 @@ def _choose_agent(composed: ComposedGraph, candidates: Sequence[Candidate], forc
 
 def _fuse_neighbours(composed: ComposedGraph, cpus: dict[str, int | None]) -> dict[str, str | None]:
     """Node name -> cluster: each run of consecutive nodes (graph order) on one pinned CPU where
-    every node after the first is fed only by the one before (a chain: what a fused process can
-    run) shares a cluster; a node alone in its run gets none (its own process)."""
+    every node after the first is fed only by the one before, which feeds nothing else (a chain:
+    what a fused process can run; a Branch stays between processes) shares a cluster; a node alone
+    in its run gets none (its own process)."""
     feeders: dict[str, set[str]] = {}
+    fed: dict[str, set[str]] = {}
     for e in composed.spec.edges:
         feeders.setdefault(e.dst, set()).add(e.src)
+        fed.setdefault(e.src, set()).add(e.dst)
     runs: list[list[str]] = []
     prev: str | None = None
     for node in composed.spec.nodes:
         chained = (prev is not None and cpus[node.name] is not None and cpus[node.name] == cpus[prev]
-                   and feeders.get(node.name) == {prev} and node.name != composed.spec.entry)
+                   and feeders.get(node.name) == {prev} and fed.get(prev) == {node.name}
+                   and node.name != composed.spec.entry)
         if chained:
             runs[-1].append(node.name)
         else:
@@ -242,8 +253,11 @@ def _fuse_neighbours(composed: ComposedGraph, cpus: dict[str, int | None]) -> di
     return {n: (f"cpu{cpus[run[0]]}-{run[0]}" if len(run) > 1 else None) for run in runs for n in run}
 
 
-def _assign_cpus(composed: ComposedGraph, offered: tuple[int, ...] | None) -> dict[str, int | None]:
-    """Node name -> CPU: hints first, the rest in contiguous blocks over the offered CPUs."""
+def _assign_cpus(composed: ComposedGraph, offered: tuple[int, ...] | None,
+                 spread: tuple[int, ...] | None = None) -> dict[str, int | None]:
+    """Node name -> CPU: hints first (any offered CPU), the rest in contiguous blocks over ``spread``
+    (default: the offered CPUs)."""
+    spread = offered if spread is None else spread
     cpus: dict[str, int | None] = {}
     free: list[str] = []
     for node in composed.spec.nodes:
@@ -255,5 +269,5 @@ def _assign_cpus(composed: ComposedGraph, offered: tuple[int, ...] | None) -> di
         else:
             free.append(node.name)
     for k, node_name in enumerate(free):
-        cpus[node_name] = None if not offered else offered[k * len(offered) // len(free)]
+        cpus[node_name] = None if not spread else spread[k * len(spread) // len(free)]
     return cpus

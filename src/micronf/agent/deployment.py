@@ -124,9 +124,10 @@ class Deployment:
                    "ns_per_cycle": self.ns_per_cycle}
             write_json(g.segment(), "io.config", cfg)
             g.start(timeout)
-            self._start_service(TX_SLOT)
+            self._start_service(TX_SLOT)  # the exits drain before the first frame enters
+            self._wait_services(timeout, (TX_SLOT,))
             self._start_service(RX_SLOT)
-            self._wait_services(timeout)
+            self._wait_services(timeout, (RX_SLOT,))
         except (LaunchError, ZygoteError, OSError) as exc:
             why = read_error(g.segment()) if g.seg is not None else ""
             self.stop()
@@ -143,10 +144,11 @@ class Deployment:
             self.services[slot].close()  # type: ignore[union-attr]
         self.services[slot] = child
 
-    def _wait_services(self, timeout: float) -> None:
+    def _wait_services(self, timeout: float, slots: tuple[int, ...]) -> None:
         mem = self.runtime.memory()
         deadline = time.monotonic() + timeout
-        for slot, child in enumerate(self.services):
+        for slot in slots:
+            child = self.services[slot]
             assert child is not None
             while not mem.ctl[self.runtime.io_line(slot) + P_READY]:
                 code = child.poll()

@@ -25,6 +25,8 @@ from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, poo
 from micronf.dataplane.ring import ring_dequeue
 from micronf.dataplane.segment import read_json
 from micronf.io.backend import TxBackend
+from micronf.io.pcap import gather_pool_frames, gather_pool_timestamps
+from micronf.io.replay import batch_bytes
 from micronf.io.specs import open_tx
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import G_LAYOUT_GEN, GraphMemory, read_layout
@@ -93,6 +95,11 @@ def warm(segment: str) -> None:
                np.zeros((1, 6), np.uint8), np.zeros(1, np.uint8))
     tx_release(mem.pool.arrays, 0, held[0], 0, 0, np.zeros(8, np.int64), False,
                mem.seg.view("tx.hist", np.int64), 1.0, z64)
+    # The pool-side kernels of the null and pcap backends too: compiled lazily on the first frames,
+    # a cold cache made the Tx service stall for ~0.4 s with traffic already flowing (ring full).
+    batch_bytes(mem.pool.arrays.words, held[0], 0)
+    gather_pool_frames(mem.pool.arrays, held[0], 0, np.zeros(0, np.uint8), z64, z64)
+    gather_pool_timestamps(mem.pool.arrays, held[0], 0, z64)
 
 
 def _mac_bytes(mac: str | None) -> np.ndarray:

@@ -165,7 +165,7 @@ def place(composed: ComposedGraph, name: str, candidates: Sequence[Candidate], t
     target = _choose_agent(composed, candidates, agent)
     spec = composed.spec
     offered = target.agent.cpus
-    if fuse if fuse is not None else cores_are_scarce(composed, offered):
+    if cores_are_scarce(composed, offered) if fuse is None else fuse:
         io_cpu = offered[0] if offered else None
         cpus = _assign_cpus(composed, offered, spread=offered[1:] if offered and len(offered) > 1 else offered)
         clusters = _fuse_neighbours(composed, cpus)

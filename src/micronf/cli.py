@@ -154,11 +154,13 @@ def run(
     out: Path | None = typer.Option(None, "--out", file_okay=False, help="Offline form: one pcap per exit here."),
     force: bool = typer.Option(False, "--force", help="Offline form: replace the pcaps of an earlier run in --out "
                                "(only micronf's own files there)."),
-    packets: int = typer.Option(1_000_000, min=1, help="Live: packets the generator sends."),
+    packets: int | None = typer.Option(None, min=1, help="Live: packets the generator sends (default: 1,000,000; "
+                                       "with --seconds alone: no limit)."),
     rate: float = typer.Option(200_000.0, min=0.001, help="Live: packets per second the generator offers "
                                       "(200k: what the Fig. 11 graph sustains on a 2-core machine; more "
                                       "than the graph takes: the surplus is counted as dropped at Rx)."),
-    seconds: float | None = typer.Option(None, min=0.1, help="Live: stop after this long even if not all sent."),
+    seconds: float | None = typer.Option(None, min=0.1, help="Live: stop after this long (the graph then drains: "
+                                         "the packets in it still reach Tx or a drop, and are counted)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live display)."),
 ) -> None:
     """Run an SFC here, embedded: compose and optimize it, run its µNF graph (real processes), and
@@ -167,7 +169,8 @@ def run(
     Live (default): an in-process agent deploys the graph with the built-in generator (the paper's
     traffic: 200-byte HTTP GETs, 20% with SQL-injection URLs). Offline (--pcap IN --out DIR): the
     graph runs on the capture and every exit (each SFC output label and each drop reason) is
-    written to DIR/<exit>.pcap. Ctrl-C stops a live run cleanly and prints what was done.
+    written to DIR/<exit>.pcap (an earlier run's pcaps there are refused, or replaced with --force).
+    Ctrl-C stops a live run cleanly: the input stops, the graph drains, and the summary is exact.
     """
     from micronf.orchestrator import embedded
     from micronf.orchestrator.models import SpecError
@@ -190,7 +193,8 @@ def run(
         res = _run_offline_shown(layout, trace, out, 1)
         summary = embedded.offline_summary(comp, path, layout, res)
     else:
-        summary = _run_live_shown(comp, path, packets, rate, seconds, as_json)
+        count = packets if packets is not None else None if seconds is not None else 1_000_000
+        summary = _run_live_shown(comp, path, count, rate, seconds, as_json)
     if as_json:
         print(summary.model_dump_json(indent=2))
     else:
@@ -201,7 +205,7 @@ def run(
         raise typer.Exit(130)
 
 
-def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | None, seconds: float | None,
+def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: float | None, seconds: float | None,
                     quiet: bool) -> RunSummary:
     """``embedded.run_live`` with a status while the µNFs start and a live progress table; Ctrl-C
     (SIGINT) only asks the run to stop, so the deployment is always removed."""

@@ -30,8 +30,8 @@ SERVICE_DROPS: dict[str, str] = {
     "refused": "Tx: the output backend did not take the packet (e.g. the interface's queue was full)",
     "no_output": "Tx: the exit has no output configured, so its packets are freed and counted",
     "lost_in_crash": "held by a µNF process when it crashed: reclaimed by the supervisor and counted as dropped",
-    "(freed inside the graph)": "freed by a µNF without a verdict (e.g. the copy a Sync discards); "
-                                "offline only",
+    "(freed inside the graph)": "offline: freed by a µNF instead of written to an exit (a label that leads "
+                                "nowhere, a bad verdict); the offline runner reports them in one sum",
 }
 """Drop reasons of the runtime, the ports and the Rx/Tx services (not of one µNF type), in words.
 

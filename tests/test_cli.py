@@ -179,7 +179,7 @@ def test_chain_rerun_into_the_same_out(capture: Path, tmp_path: Path) -> None:
     (out / "keep.txt").write_text("mine")
     first = _micronf("chain", "IPTtlDecrementer", "--pcap", str(capture), "--out", str(out), timeout=240)
     assert first.returncode == 0, first.stderr
-    assert (out / "IPTtlDecrementer.expired.pcap").exists()
+    assert (out / "expired.pcap").exists() and (out / "IPTtlDecrementer.bad_header.pcap").exists()
     again = _micronf("chain", "MacSwapper", "--pcap", str(capture), "--out", str(out), timeout=60)
     assert again.returncode == 2 and "--force" in _one_error_line(again.stderr)
     forced = _micronf("chain", "MacSwapper", "--pcap", str(capture), "--out", str(out), "--force", timeout=240)

@@ -214,6 +214,7 @@ def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: fl
 
     from rich.live import Live
 
+    from micronf.agent.errors import DeploymentFailedError
     from micronf.io.generator import paper_traffic
     from micronf.orchestrator import embedded
 
@@ -240,6 +241,8 @@ def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: fl
     try:
         return embedded.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
                                  stop=stop, on_deploying=deploying, on_progress=progress)
+    except DeploymentFailedError as exc:
+        raise CliError(str(exc)) from exc
     finally:
         status.stop()
         live.stop()

@@ -76,6 +76,12 @@ def test_version_option_and_command() -> None:
         assert proc.returncode == 0 and proc.stdout == f"micronf {micronf.__version__}\n" and proc.stderr == ""
 
 
+def test_no_command_prints_the_help_not_an_error() -> None:
+    for args in ([], ["shm"]):
+        proc = _micronf(*args)
+        assert proc.returncode == 2 and "Usage:" in proc.stdout + proc.stderr and "error" not in proc.stderr
+
+
 @pytest.mark.parametrize("args", [
     ["run", "/nonexistent/sfc.yaml"],
     ["run", "--packets", "0"],

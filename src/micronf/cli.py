@@ -15,7 +15,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer._click.exceptions import ClickException, UsageError  # typer vendors click (typer._click)
+from typer._click.exceptions import (  # typer vendors click (typer._click)
+    ClickException,
+    NoArgsIsHelpError,
+    UsageError,
+)
 from typer.core import TyperGroup
 
 from micronf import __version__
@@ -54,6 +58,10 @@ class _Group(TyperGroup):
             code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except CliError as exc:
             code = _error_line(str(exc), exc.exit_code)
+        except NoArgsIsHelpError as exc:  # ``micronf`` or ``micronf shm`` alone: the help (rich prints it itself)
+            if exc.format_message():
+                err_console.print(exc.format_message(), markup=False)
+            code = 2
         except UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             code = _error_line(exc.format_message() + hint, 2)

@@ -292,7 +292,7 @@ def _check_live_summary(s: dict[str, Any]) -> None:
 @pytest.mark.timeout(400)
 def test_live_run_stopped_by_time_drains_and_checks_conservation() -> None:
     proc = _micronf("run", "--seconds", "2", "--rate", "300000", "--json", timeout=360)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr + proc.stdout
     s = json.loads(proc.stdout)
     assert not s["interrupted"] and s["seconds"] >= 1.5 and s["packets_in"] > 0
     _check_live_summary(s)
@@ -316,7 +316,7 @@ def test_live_run_stopped_by_sigint_drains_and_checks_conservation() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, stderr + stdout
     s = json.loads(stdout)
     assert s["interrupted"]
     _check_live_summary(s)

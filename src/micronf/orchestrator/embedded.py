@@ -191,15 +191,19 @@ def _pause_source(agent: Agent, name: str) -> bool:
 
 
 def _drain(agent: Agent, name: str, timeout: float) -> GraphStats | None:
-    """With the input paused: stats once no packet is left in the graph (every one reached Tx or was
-    dropped, so the counters no longer move and the conservation check is exact); None on timeout."""
+    """With the input paused: stats once the graph is empty and still (every packet reached Tx or was
+    dropped, and two reads in a row agree: one read is not atomic, its counters are read one after
+    the other), so the conservation check is exact; None on timeout."""
     deadline = time.monotonic() + timeout
+    last: tuple[int, int, int] | None = None
     while True:
         s = agent.stats(name)
-        if s.conservation.in_flight == 0:
+        now = _accounted(s)
+        if now[2] == 0 and now == last:
             return s
         if time.monotonic() > deadline:
             return None
+        last = now
         time.sleep(POLL_S / 10)
 
 

@@ -114,7 +114,7 @@ class Progress(BaseModel):
     dropped: int
     in_flight: int
     total: int | None
-    mpps: float  # over the last poll interval
+    mpps: float  # packets the graph processed per second, over the last poll interval
 
 
 def first_run() -> bool:
@@ -230,20 +230,21 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
         _deploy(agent, req, cold=first_run())
         try:
             t0 = last_t = time.monotonic()
-            last_done = 0
+            last_processed = 0
             t_first: float | None = None
             while True:
                 s = agent.stats(name)
                 now = time.monotonic()
                 out, dropped, in_flight = _accounted(s)
                 done = out + dropped
+                processed = s.rx["accepted"] - in_flight  # the rate counts what the graph processed, not Rx drops
                 if t_first is None and s.rx["frames"]:
                     t_first = last_t
                 if on_progress is not None:
                     on_progress(Progress(elapsed=now - t0, packets_in=s.rx["frames"], packets_out=out,
                                          dropped=dropped, in_flight=in_flight, total=traffic.count,
-                                         mpps=(done - last_done) / max(now - last_t, 1e-9) / 1e6))
-                last_t, last_done = now, done
+                                         mpps=(processed - last_processed) / max(now - last_t, 1e-9) / 1e6))
+                last_t, last_processed = now, processed
                 finished = (traffic.count is not None and s.rx["frames"] >= traffic.count and in_flight == 0
                             and done == s.rx["frames"])
                 if finished or stop.is_set() or (seconds is not None and now - t0 >= seconds):

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from micronf.runtime.graph import GraphLayout
     from micronf.runtime.offline import OfflineResult
 
+
 class CliError(Exception):
     """A failure to report as one ``error:`` line on stderr (exit 1; 2 for bad input)."""
 

@@ -259,6 +259,27 @@ def test_explain_drop_reads_every_kind_of_drop_name() -> None:
 
 
 # -- run: --seconds, draining, the rate ------------------------------------------------------------------
+def test_summary_explains_each_drop_and_rates_only_processed_packets() -> None:
+    from rich.console import Console
+
+    from micronf.orchestrator.embedded import RunSummary, drop_meanings, load, print_summary
+
+    comp, path = load(SFC, live=False)
+    dropped = {"@rx.entry_full": 300, "appfw.validate.sqli": 200, "appfw.validate.full": 5}
+    s = RunSummary(mode="live", sfc=comp.sfc, file=str(path), unfs_before=9, unfs_after=6, rewrites=[], processes=1,
+                   packets_in=1505, outputs={"appfw.web": 1000, "appfw.other": 0}, exits=[], dropped=dropped,
+                   drop_meanings=drop_meanings(comp, dropped), in_flight=0, processed=1205, seconds=2.0,
+                   mpps=1205 / 2.0 / 1e6, latency=None, conservation_ok=True)
+    console = Console(record=True, width=400)
+    print_summary(console, s)
+    text = " ".join(console.export_text().split())
+    assert "requests whose URL matches a signature." in text
+    assert " ".join(SERVICE_DROPS["entry_full"].split()) in text and " ".join(SERVICE_DROPS["full"].split()) in text
+    assert "0.001 Mpps (1,205 packets processed by the graph in 2.00 s; the 300 dropped at Rx are not counted)" in text
+    assert "1,505 in == 1,000 out + 505 dropped: ok" in text
+
+
+
 @pytest.mark.parametrize(("args", "count"), [([], 1_000_000), (["--seconds", "180"], None),
                                                (["--packets", "7", "--seconds", "2"], 7)])
 def test_seconds_alone_runs_without_a_packet_limit(args: list[str], count: int | None,

@@ -136,6 +136,18 @@ def test_capture_without_a_complete_packet_is_one_line(command: list[str], kind:
     assert not (tmp_path / "out").exists()
 
 
+def test_unreadable_capture_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "dir.pcap").mkdir()
+    proc = _micronf("chain", "MacSwapper", "--pcap", str(tmp_path / "dir.pcap"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    _one_error_line(proc.stderr)
+    stub = tmp_path / "in.pcap"
+    stub.write_bytes(b"\xd4\xc3\xb2\xa1")  # a pcap magic and nothing else: not a capture
+    proc = _micronf("chain", "MacSwapper", "--pcap", str(stub), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and str(stub) in _one_error_line(proc.stderr)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("command", [["chain", "MacSwapper"], ["run", str(SFC)]])
 def test_bad_out_is_refused_before_anything_starts(command: list[str], capture: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:

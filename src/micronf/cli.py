@@ -365,6 +365,8 @@ def _read_trace(pcap: Path) -> Trace:
         trace = read_pcap(pcap)
     except PcapError as exc:
         raise CliError(str(exc), 2) from exc
+    except OSError as exc:
+        raise CliError(f"cannot read {pcap}: {exc.strerror or exc}", 2) from exc
     if len(trace) == 0:
         why = "its only record is truncated" if trace.truncated else "it has a header only"
         raise CliError(f"{pcap} holds no complete packet ({why}): nothing to run", 2)

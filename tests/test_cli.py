@@ -207,16 +207,17 @@ def test_chain_rerun_into_the_same_out(capture: Path, tmp_path: Path) -> None:
 
 
 # -- plan ------------------------------------------------------------------------------------------------
-def test_plan_writes_nothing_without_out(tmp_path: Path) -> None:
-    proc = _micronf("plan", str(SFC), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+def test_plan_writes_nothing_without_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = _runner().invoke(cli.app, ["plan", str(SFC)])
+    assert res.exit_code == 0, res.output
     assert list(tmp_path.iterdir()) == []
-    proc = _micronf("plan", str(SFC), "--out", str(tmp_path / "drawings"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    res = _runner().invoke(cli.app, ["plan", str(SFC), "--out", "drawings"])
+    assert res.exit_code == 0, res.output
     assert {p.stem for p in (tmp_path / "drawings").iterdir()} == {"before", "after"}
     (tmp_path / "afile").write_text("x")
-    proc = _micronf("plan", str(SFC), "--out", str(tmp_path / "afile" / "d"))
-    assert proc.returncode == 2 and "--out" in _one_error_line(proc.stderr)
+    res = _runner().invoke(cli.app, ["plan", str(SFC), "--out", "afile/d"])
+    assert res.exit_code == 2 and "--out" in _one_error_line(res.stderr)
 
 
 # -- nfs: types and drop reasons --------------------------------------------------------------------
@@ -236,14 +237,14 @@ def test_config_types_read_as_a_user_reads_them() -> None:
 
 
 def test_nfs_prints_readable_types_and_explains_drops() -> None:
-    proc = _micronf("nfs")
-    assert proc.returncode == 0 and "FieldInfo" not in proc.stdout and "Annotated" not in proc.stdout
-    text = " ".join(proc.stdout.split())  # the table wraps: compare word sequences
+    res = _runner().invoke(cli.app, ["nfs"])
+    assert res.exit_code == 0 and "FieldInfo" not in res.stdout and "Annotated" not in res.stdout
+    text = " ".join(res.stdout.split())  # the table wraps: compare word sequences
     assert "list of int 0..65535" in text
     assert "sqli: requests whose URL matches a signature." in text
     for reason, meaning in SERVICE_DROPS.items():
         assert f"{reason} {' '.join(meaning.split())}" in text, reason
-    entries = {e["name"]: e for e in json.loads(_micronf("nfs", "--json").stdout)}
+    entries = {e["name"]: e for e in json.loads(_runner().invoke(cli.app, ["nfs", "--json"]).stdout)}
     assert entries["ValidateUrl"]["drop_explanations"] == {"sqli": "requests whose URL matches a signature."}
 
 

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns, url_dfa, url_target_search
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import cached_request_target
+from micronf.nfs._http import cached_request_span
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
@@ -29,16 +29,17 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
     params = state[2]
     checked = 0
     not_request = 0
+    scratch = np.empty(p.data.shape[1], dtype=np.uint8)  # the normalized URL: no target is longer than a slot
     for i in range(n):
         h = handles[i]
         f = pkt_frame(p, h)
-        lo = cached_request_target(p.words, h, f)
+        lo, hi = cached_request_span(p.words, h, f)
         if lo < 0:
             not_request += 1
             verdicts[i] = _OUT
         else:
             checked += 1
-            verdicts[i] = _SQLI if url_target_search(cmap, table, params, f, lo, f.shape[0]) else _OUT
+            verdicts[i] = _SQLI if url_target_search(cmap, table, params, f, lo, hi, scratch) else _OUT
     counters[_CHECKED] += checked
     counters[_NOT_REQUEST] += not_request
 

@@ -249,9 +249,9 @@ _PARAMS: tuple[tuple[str, Callable[[random.Random], str]], ...] = (
 def _encode_benign(query: list[tuple[str, str]], rng: random.Random) -> str:
     """The query string as browsers and libraries send it: form-encoded, %20, or (rarely) raw."""
     how = rng.random()
-    if how < 0.6:
+    if how < 0.5:
         return urllib.parse.urlencode(query)
-    if how < 0.9:
+    if how < 0.8:
         return urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
     return "&".join(f"{k}={v}" for k, v in query)  # raw spaces and quotes: some clients do send them
 

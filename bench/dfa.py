@@ -159,12 +159,11 @@ def make_batches() -> tuple[Any, Any]:
     from micronf.dataplane.dfa import dfa_search, http_request_url, url_target_search
 
     def normalized(cmap: Any, table: Any, params: Any, buf: Any, offsets: Any, lengths: Any, out: Any) -> int:
-        scratch = np.empty(PACKET_LEN, dtype=np.uint8)
         hits = 0
         for i in range(offsets.shape[0]):
             b = offsets[i]
             u0, u1 = http_request_url(buf, b, b + lengths[i])
-            hit = u0 >= 0 and url_target_search(cmap, table, params, buf, u0, u1, scratch)
+            hit = u0 >= 0 and url_target_search(cmap, table, params, buf, u0, u1)
             out[i] = hit
             hits += hit
         return hits
@@ -190,11 +189,10 @@ def corpus_quality(patterns: tuple[str, ...]) -> dict[str, Any]:
     attacks: list[tuple[bytes, str]] = ref.injections()
     clean: list[bytes] = ref.benign()
     u = url_dfa(compile_patterns(patterns))
-    scratch = np.empty(4096, dtype=np.uint8)
 
     def flagged(url: bytes) -> bool:
         buf = np.frombuffer(url, dtype=np.uint8)
-        return bool(url_target_search(u.cmap, u.table, u.params, buf, 0, len(url), scratch))
+        return bool(url_target_search(u.cmap, u.table, u.params, buf, 0, len(url)))
 
     hit_a = [flagged(url) for url, _ in attacks]
     hit_b = [flagged(url) for url in clean]

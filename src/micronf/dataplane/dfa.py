@@ -16,7 +16,7 @@ by a subset construction over byte classes and minimized (Moore partition refine
 ``interegular``'s own concatenation/union/minimization take ~3 s for the default set and did not
 finish in 5 minutes for a variant with a ``/\\*.*\\*/`` comment signature. Accepting states are
 merged into one absorbing state, so a kernel may stop at the first match.
-Building the default :data:`SQLI_SIGNATURES` (20 signatures, 420 states) takes 0.2-1 s;
+Building the default :data:`SQLI_SIGNATURES` (18 signatures, 1079 states) takes 0.4-1.5 s;
 results are cached per process (``functools.lru_cache``) and, when ``NUMBA_CACHE_DIR`` is set (micronf
 sets it on import), on disk as ``$NUMBA_CACHE_DIR/micronf-dfa/<key>.npz``. The arrays are read-only.
 
@@ -57,18 +57,25 @@ lookbehind (``(?=`` ``(?!`` ``(?<=`` ``(?<!``), atomic groups ``(?>...)`` and po
 ``\\u``/``\\N``/unicode properties, non-ASCII characters in the pattern string, and patterns that
 match the empty string unless anchored at both ends (they would flag every input).
 
-URL decoding
-------------
+URL decoding and WAF normalization
+----------------------------------
 :func:`dfa_search_urldecoded` decodes on the fly, exactly like
 ``urllib.parse.unquote_to_bytes(s.replace(b"+", b" "))``: ``%XX`` (hex digits of either case)
 becomes the byte ``0xXX``, ``+`` becomes a space, and a ``%`` not followed by two hex digits inside
-the window is taken literally. A decoded byte is never decoded again (``%2B`` gives ``+``, not a
-space; ``%2527`` gives ``%27``, not ``'``). Decoding is deliberately done ONCE, as the web
-application does: decoding twice would make the DFA see something the application never sees
-(a user's literal ``%41`` arrives as ``%2541`` and is not ``A``). Double encoding is an evasion
-only against applications that decode twice; :data:`SQLI_SIGNATURES` therefore flags an encoded
-SQL metacharacter still present after one decoding (``%27``, ``%22``, ...) instead. Not decoded:
-IIS ``%uXXXX`` sequences and overlong UTF-8 (signatures can match them explicitly).
+the window is taken literally; a decoded byte is never decoded again.
+
+ValidateUrl does more, as a WAF does before matching (:func:`waf_normalize`, run by
+:func:`url_target_search`): a second decoding (double encoding: ``%2527`` -> ``'``), IIS's
+``%uXXXX``, stray ``%`` dropped (ASP), NUL bytes removed, UTF-8 overlong and fullwidth forms folded
+to ASCII, ``/*comments*/`` and ``--``/``#`` comments up to a LF replaced by a space, other control
+bytes and NBSP turned into spaces. An attacker cannot know whether the application decodes once or
+twice, so the WAF inspects the most decoded form; the price is that a benign literal ``%27`` typed
+by a user (``%2527`` on the wire) is seen as a quote, which the signatures tolerate (a quote alone
+is never a match).
+
+The request-target itself is found as lenient servers find it (:func:`http_request_url`): after
+``METHOD`` and a space or TAB, to the blanks before a final ``HTTP/d.d`` on the line, raw spaces
+inside included (``GET /item?q=1' OR 'a'='a HTTP/1.1`` has the target ``/item?q=1' OR 'a'='a``).
 
 Kernels
 -------
@@ -388,39 +395,38 @@ _HEX = _byte_table({c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}, defa
 # '%' (a second decoding, or a stray '%' to drop), '*' (a /*comment*/), LF (a --/# comment up to
 # it), NUL and the other control bytes that are not \s, and every byte >= 0x80 (UTF-8 folding).
 _PASS2 = _byte_table({c: 1 for c in [37, 42, 10, *range(0, 9), *range(14, 32), *range(128, 256)]})
+_MORE = 0x8000  # UrlDfa.cmap: the _PASS2 bit ...
+_COLUMN = 0x7FFF  # ... and the column bits
 
 
 @_njit
-def _decode_at(buf: Bytes, i: int, hi: int, plus: bool) -> tuple[int, int]:
-    """``(byte, next index)``: one URL-decoding step at ``buf[i]`` (``i < hi``), reading before ``hi``.
+def _percent(buf: Bytes, i: int, hi: int) -> tuple[int, int]:
+    """``(byte, next index)`` for the ``%`` at ``buf[i]``, reading before ``hi``.
 
     ``%XX`` gives the byte; IIS's ``%uXXXX`` gives ``XXXX`` when below 0x100, the ASCII twin of
-    a fullwidth form (U+FF01..U+FF5E) and 0x80 for anything else; ``+`` gives a space when
-    ``plus``; any other byte, a ``%`` without the digits among them, stands for itself.
+    a fullwidth form (U+FF01..U+FF5E) and 0x80 for anything else; a ``%`` without the digits
+    stands for itself (``(37, i + 1)``). Only called on a ``%``: the per-byte loops handle every
+    other byte inline (a call taking an array costs an NRT incref/decref pair).
     """
-    c = int(np.int64(buf[i]))
-    if c == 37:
-        if i + 2 < hi:
-            h = int(np.int64(_HEX[buf[i + 1]]))
-            lo4 = int(np.int64(_HEX[buf[i + 2]]))
-            if (h | lo4) < 16:
-                return (h * 16 + lo4, i + 3)
-            if i + 5 < hi and (buf[i + 1] | 0x20) == 117:  # %u
-                cp = 0
-                bad = 0
-                for k in range(2, 6):
-                    d = int(np.int64(_HEX[buf[i + k]]))
-                    bad |= d  # 255 for a non-hex digit
-                    cp = (cp << 4) | d
-                if bad < 16:
-                    if cp < 0x100:
-                        return (cp, i + 6)
-                    if 0xFF01 <= cp <= 0xFF5E:
-                        return (cp - 0xFEE0, i + 6)
-                    return (0x80, i + 6)
-    elif c == 43 and plus:
-        return (32, i + 1)
-    return (c, i + 1)
+    if i + 2 < hi:
+        h = int(np.int64(_HEX[buf[i + 1]]))
+        lo4 = int(np.int64(_HEX[buf[i + 2]]))
+        if (h | lo4) < 16:
+            return (h * 16 + lo4, i + 3)
+        if i + 5 < hi and (buf[i + 1] | 0x20) == 117:  # %u
+            cp = 0
+            bad = 0
+            for k in range(2, 6):
+                d = int(np.int64(_HEX[buf[i + k]]))
+                bad |= d  # 255 for a non-hex digit
+                cp = (cp << 4) | d
+            if bad < 16:
+                if cp < 0x100:
+                    return (cp, i + 6)
+                if 0xFF01 <= cp <= 0xFF5E:
+                    return (cp - 0xFEE0, i + 6)
+                return (0x80, i + 6)
+    return (37, i + 1)
 
 
 @_njit
@@ -443,7 +449,10 @@ def _normalize_in_place(out: Bytes, n: int) -> int:
     w = 0
     no_comment_end = False  # a search for "*/" failed once: every later one would fail too
     while r < n:
-        c, r2 = _decode_at(out, r, n, False)  # the second decoding: %2527 -> %27 -> '
+        c = int(np.int64(out[r]))
+        r2 = r + 1
+        if c == 37:
+            c, r2 = _percent(out, r, n)  # the second decoding: %2527 -> %27 -> ' (no '+' this time)
         if c == 37 and r2 == r + 1:  # a '%' still without hex digits: dropped, as ASP does
             r = r2
             continue
@@ -492,7 +501,7 @@ def waf_normalize(buf: Bytes, begin: int, end: int, out: Bytes) -> int:
     Why: an injection hides from signatures behind encodings and SQL syntax the server or the
     database undoes. Two passes, both linear:
 
-    1. URL decoding (:func:`_decode_at` with ``+`` as a space): ``%XX``, ``%uXXXX``;
+    1. URL decoding (:func:`_percent`, and ``+`` as a space): ``%XX``, ``%uXXXX``;
     2. over that result: a second ``%XX``/``%uXXXX`` decoding (double encoding, ``%2527`` -> ``'``;
        a ``%`` still not followed by hex digits is dropped, as ASP does: ``%S%E%L%E%C%T``); NUL
        bytes removed; UTF-8 overlong 2-byte forms (``%C0%A7``) and fullwidth forms (``%EF%BC%87``)
@@ -509,7 +518,12 @@ def waf_normalize(buf: Bytes, begin: int, end: int, out: Bytes) -> int:
     n = 0
     i = lo
     while i < hi:
-        c, i = _decode_at(buf, i, hi, True)
+        c = int(np.int64(buf[i]))
+        i += 1
+        if c == 37:
+            c, i = _percent(buf, i - 1, hi)
+        elif c == 43:
+            c = 32
         out[n] = c
         n += 1
     return _normalize_in_place(out, n)
@@ -527,8 +541,10 @@ class UrlDfa(NamedTuple):
     last byte, leads to one of them depending on whether the DFA accepts at the end of the input
     (``$`` patterns).
 
-    ``cmap[0:256]`` maps a byte to its column; ``params`` = ``[start offset, stop offset, match
-    offset, END column]``. The table is uint16 when every offset fits, else uint32.
+    ``cmap[0:256]`` maps a byte to its column (``cmap[c] & _COLUMN``), with the bit ``_MORE`` set
+    for the bytes that need the second normalization pass (one load per byte for both);
+    ``params`` = ``[start offset, stop offset, match offset, END column]``. The table is uint16
+    when every offset fits, else uint32.
     """
 
     cmap: npt.NDArray[np.uint16]
@@ -554,7 +570,9 @@ def url_dfa(dfa: Dfa) -> UrlDfa:
         if int(flat.max()) <= np.iinfo(np.uint16).max
         else np.ascontiguousarray(flat, dtype=np.uint32)
     )
-    cmap = np.ascontiguousarray(byte_class, dtype=np.uint16)
+    if k >= _MORE:
+        raise ValueError(f"{k} byte classes do not fit the column bits of UrlDfa.cmap")
+    cmap = np.ascontiguousarray(byte_class | np.where(_PASS2 != 0, _MORE, 0), dtype=np.uint16)
     start = match if now[dfa.start] else dfa.start
     params = np.array([start * width, match * width, match * width, k], dtype=np.int64)
     for arr in (cmap, packed, params):
@@ -569,7 +587,7 @@ def _url_scan(cmap: npt.NDArray[np.uint16], table: npt.NDArray[Any], params: _I6
     stop = int(params[1])
     i = 0
     while i < n and s < stop:
-        s = int(np.int64(table[s + cmap[buf[i]]]))
+        s = int(np.int64(table[s + (cmap[buf[i]] & _COLUMN)]))
         i += 1
     if s < stop:
         s = int(np.int64(table[s + params[3]]))
@@ -578,32 +596,37 @@ def _url_scan(cmap: npt.NDArray[np.uint16], table: npt.NDArray[Any], params: _I6
 
 @_njit
 def url_target_search(cmap: npt.NDArray[np.uint16], table: npt.NDArray[Any], params: _I64, buf: Bytes,
-                      begin: int, end: int, scratch: Bytes) -> bool:
+                      begin: int, end: int) -> bool:
     """Whether the request-target ``buf[begin:end]``, normalized by :func:`waf_normalize`, matches.
 
-    ``scratch`` receives the normalized target; it must hold ``end - begin`` bytes (a longer
-    target is cut to its size). The first pass (URL decoding) runs the DFA as it writes, so a
-    target that needs nothing more (no ``%`` left, no comment, NUL, control or non-ASCII byte:
-    most benign URLs) costs one pass: a decoding step, a store, a flag and one DFA step per byte.
-    Otherwise the second pass normalizes ``scratch`` in place and the DFA runs over it.
+    The first pass URL-decodes and runs the DFA in the same loop, and notes whether the decoded
+    bytes need the second pass of :func:`waf_normalize` (a ``%`` left, a comment, a NUL, control
+    or non-ASCII byte: the high bit of ``cmap``). Most URLs do not: then that pass is the answer,
+    at a decoding step and one DFA step per byte. The others are normalized into a scratch
+    buffer allocated then (so the common path passes no extra array) and matched there. The
+    window is clamped to the array.
     """
     lo = max(begin, 0)
-    hi = min(end, buf.shape[0], lo + scratch.shape[0])
+    hi = min(end, buf.shape[0])
     s = int(params[0])
-    n = 0
     more = 0
     i = lo
     while i < hi:
-        c, i = _decode_at(buf, i, hi, True)
-        scratch[n] = c
-        n += 1
-        more |= _PASS2[c]
-        s = int(np.int64(table[s + cmap[c]]))
-    if more == 0:
+        c = int(np.int64(buf[i]))
+        i += 1
+        if c == 37:
+            c, i = _percent(buf, i - 1, hi)
+        elif c == 43:
+            c = 32
+        k = int(np.int64(cmap[c]))
+        more |= k
+        s = int(np.int64(table[s + (k & _COLUMN)]))
+    if more & _MORE == 0:
         if s < params[1]:
             s = int(np.int64(table[s + params[3]]))
         return bool(s == params[2])
-    return _url_scan(cmap, table, params, scratch, _normalize_in_place(scratch, n))
+    scratch = np.empty(max(hi - lo, 0), dtype=np.uint8)
+    return _url_scan(cmap, table, params, scratch, waf_normalize(buf, lo, hi, scratch))
 
 
 # --------------------------------------------------------------------------- the DFA

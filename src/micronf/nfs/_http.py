@@ -103,13 +103,10 @@ def cached_request_span(words: Words, h: int, frame: Frame) -> tuple[int, int]:
     ValidateUrl see the same target and the line is scanned once per packet.
     """
     at = cached_request_target(words, h, frame)
-    if at < 0:
-        return (-1, -1)
-    cached = np.int64(words[h, M_HTTP_END])
-    if cached != 0:
-        return (at, int(cached) - 1)
-    end = http_target_end(frame, at, frame.shape[0])
-    words[h, M_HTTP_END] = end + 1
+    end = int(np.int64(words[h, M_HTTP_END])) - 1  # -1: not parsed yet (or no request: at < 0)
+    if at >= 0 and end < 0:
+        end = http_target_end(frame, at, frame.shape[0])
+        words[h, M_HTTP_END] = end + 1
     return (at, end)
 
 

@@ -115,7 +115,7 @@ def run(
         say(f"  [dim]{escape(line)}[/]")
     if pcap is not None and out is not None:
         layout = embedded.offline_layout(comp)
-        res = _run_offline_shown(layout, _read_trace(pcap), out, 1)
+        res = _run_offline_shown(layout, _read_trace(pcap), out, 1, quiet=as_json)
         summary = embedded.offline_summary(comp, path, layout, res)
     else:
         summary = _run_live_shown(comp, path, packets, rate, seconds, as_json)
@@ -261,10 +261,11 @@ def chain(
 
 def _read_trace(pcap: Path) -> Trace:
     """The capture's packets; a truncated last record is a warning, a broken file an error (exit 2)."""
-    from micronf.io.pcap import PcapError, read_pcap
+    from micronf.io.linktype import read_ethernet
+    from micronf.io.pcap import PcapError
 
     try:
-        trace = read_pcap(pcap)
+        trace = read_ethernet(pcap)  # raw IP and Linux cooked captures get Ethernet headers
     except PcapError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
@@ -273,21 +274,24 @@ def _read_trace(pcap: Path) -> Trace:
     return trace
 
 
-def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int) -> OfflineResult:
+def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int, quiet: bool = False) -> OfflineResult:
     """``run_offline`` with a progress bar; a stalled graph is an error (exit 1)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from micronf.runtime.offline import GraphStalledError, run_offline
+    from micronf.runtime.offline import GraphStalledError, offline_capacity_note, run_offline
 
     with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("packets", total=len(trace) * loop)
         try:
-            return run_offline(layout, trace, out, loops=loop,
-                               progress=lambda done, _t: bar.update(task, completed=done))
+            res = run_offline(layout, trace, out, loops=loop,
+                              progress=lambda done, _t: bar.update(task, completed=done))
         except GraphStalledError as exc:
             console.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(1) from exc
+    if not quiet:
+        console.print(f"[dim]{offline_capacity_note(res)}[/]")
+    return res
 
 
 @shm_app.command("ls")

@@ -82,7 +82,8 @@ def _ethernet_header(out: U8, o: int, data: U8, s: int, ln: int, kind: int, hdr:
         if kind == _KIND_SLL:
             pkt_type, alen, addr, proto = _be16(data, s), _be16(data, s + 4), s + 6, _be16(data, s + 14)
         else:
-            pkt_type, alen, addr, proto = np.int64(data[s + 10]), np.int64(data[s + 11]), s + 12, _be16(data, s)
+            pkt_type, alen = int(np.int64(data[s + 10])), int(np.int64(data[s + 11]))
+            addr, proto = s + 12, _be16(data, s)
         if proto >= 0x0600:
             etype = proto
         if alen == 6:

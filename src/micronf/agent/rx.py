@@ -2,17 +2,17 @@
 
 One process per deployed graph, forked by the graph's zygote, and the pool's owner (the only
 allocator). Per burst, Python calls the backend's ``recv`` once and :func:`rx_burst` once; the
-kernel allocates buffers, copies each frame into its slot, stamps the Rx time (TSC, once per burst)
-and the input port, computes the flow hash (stored in the metadata: load balancers downstream reuse
-it), classifies the 5-tuple (``classify``) and sends accepted packets to the graph's entry — or,
-once the entry µNF was scaled out, to one of its instances by consistent hash of the flow (flow
-affinity). Everything else is counted and freed: ``unmatched``, ``rule_drop``, ``pool_empty``
-(allocation failed), ``entry_full`` (the entry ring was full), ``oversize`` (longer than the graph's
-frame capacity, or marked by the backend with a negative length as cut on capture: a frame is never
-truncated to fit). Nothing is held between bursts, so pausing it (the supervisor's accounting) is
-safe. After a burst the entry could not take whole, the service sleeps ~50 µs: on a machine with few
-cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames are
-dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
+kernel allocates buffers, copies each frame into its slot (whole, never cut: see ``oversize``),
+stamps the Rx time (TSC, once per burst) and the input port, computes the flow hash (stored in
+the metadata: load balancers downstream reuse it), classifies the 5-tuple (``classify``) and sends
+accepted packets to the graph's entry — or, once the entry µNF was scaled out, to one of its
+instances by consistent hash of the flow (flow affinity). Everything else is counted and freed:
+``unmatched``, ``rule_drop``, ``pool_empty`` (allocation failed), ``entry_full`` (the entry ring
+was full), ``oversize`` (longer than the graph's frame capacity, or marked by the backend with a
+negative length as cut). Nothing is held between bursts, so pausing it (the supervisor's accounting) is safe.
+After a burst the entry could not take whole, the service sleeps ~50 µs: on a machine with few
+cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames
+are dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
 (``io_coalesce_us``, see :mod:`micronf.agent.service_loop`).
 """
 

@@ -160,7 +160,6 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
             w.close()
         return OfflineResult(fed=oversize, per_exit={e.name: 0 for e in exits} | {OVERSIZE_EXIT: oversize},
                              freed_inside=0, seconds=0.0, files=files, frame_capacity=cap)
-    trace = feed
     with GraphRuntime(layout, pool_slots=_pool_slots(layout, cap), frame_capacity=cap) as g:
         mem = g.memory()
         p = mem.pool.arrays
@@ -172,8 +171,8 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
         counts = [0] * len(exits)
         t0 = last_progress = time.monotonic()
         while True:
-            moved = pump(p, mem.rings.ctrl, mem.rings.slots, layout.entry_ring, trace.data, trace.offsets,
-                         trace.lengths, trace.ts_ns, cursor, pend, exit_rings, held, n_held, layout.burst, 1 << 14)
+            moved = pump(p, mem.rings.ctrl, mem.rings.slots, layout.entry_ring, feed.data, feed.offsets,
+                         feed.lengths, feed.ts_ns, cursor, pend, exit_rings, held, n_held, layout.burst, 1 << 14)
             for e, writer in enumerate(writers):
                 n = int(n_held[e])
                 if n:

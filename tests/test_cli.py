@@ -176,7 +176,7 @@ def test_out_holding_an_earlier_run_is_refused_and_force_removes_only_its_files(
     res = _runner().invoke(cli.app, ["--debug", *args, "--force"])
     assert isinstance(res.exception, StartedError)  # the checks passed, the runner would start now
     assert sorted(p.name for p in out.iterdir()) == [cli.MANIFEST, "mine.pcap", "notes.txt"]
-    assert json.loads((out / cli.MANIFEST).read_text())["files"] == ["out.pcap", "MacSwapper.runt.pcap"]
+    assert json.loads((out / cli.MANIFEST).read_text())["files"] == ["out.pcap", "MacSwapper.runt.pcap", "rx.oversize.pcap"]
 
 
 def test_force_never_overwrites_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,7 +203,7 @@ def test_chain_rerun_into_the_same_out(capture: Path, tmp_path: Path) -> None:
     forced = _micronf("chain", "MacSwapper", "--pcap", str(capture), "--out", str(out), "--force", timeout=240)
     assert forced.returncode == 0, forced.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["keep.txt", cli.MANIFEST, "out.pcap", "MacSwapper.runt.pcap"])
+        ["keep.txt", cli.MANIFEST, "out.pcap", "MacSwapper.runt.pcap", "rx.oversize.pcap"])
 
 
 # -- plan ------------------------------------------------------------------------------------------------

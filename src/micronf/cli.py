@@ -199,7 +199,7 @@ def run(
         layout = embedded.offline_layout(comp)
         trace = _read_trace(pcap)
         _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
-        res = _run_offline_shown(layout, trace, out, 1)
+        res = _run_offline_shown(layout, trace, out, 1, quiet=as_json)
         summary = embedded.offline_summary(comp, path, layout, res)
     else:
         count = packets if packets is not None else None if seconds is not None else 1_000_000
@@ -359,10 +359,11 @@ def chain(
 
 def _read_trace(pcap: Path) -> Trace:
     """The capture's packets; a truncated last record is a warning, a broken file an error (exit 2)."""
-    from micronf.io.pcap import PcapError, read_pcap
+    from micronf.io.linktype import read_ethernet
+    from micronf.io.pcap import PcapError
 
     try:
-        trace = read_pcap(pcap)
+        trace = read_ethernet(pcap)  # raw IP and Linux cooked captures get Ethernet headers
     except PcapError as exc:
         raise CliError(str(exc), 2) from exc
     except OSError as exc:
@@ -388,7 +389,9 @@ def _prepare_out(out: Path, exits: list[str], *, force: bool, inputs: tuple[Path
     are refused, or with ``force`` removed — only those, never another file. Then the manifest of
     this run is written: it names the files that are micronf's, and proves the directory writable.
     """
-    names = [f"{e}.pcap" for e in exits]
+    from micronf.runtime.offline import OVERSIZE_EXIT
+
+    names = [f"{e}.pcap" for e in [*exits, OVERSIZE_EXIT]]  # the runner writes the oversize pcap too
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is not a directory", 2)
     manifest = out / MANIFEST
@@ -415,20 +418,23 @@ def _prepare_out(out: Path, exits: list[str], *, force: bool, inputs: tuple[Path
         raise CliError(f"cannot write to --out {out}: {exc.strerror or exc}", 2) from exc
 
 
-def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int) -> OfflineResult:
+def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int, quiet: bool = False) -> OfflineResult:
     """``run_offline`` with a progress bar; a stalled graph is an error (exit 1)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from micronf.runtime.offline import GraphStalledError, run_offline
+    from micronf.runtime.offline import GraphStalledError, offline_capacity_note, run_offline
 
     with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:
         task = bar.add_task("packets", total=len(trace) * loop)
         try:
-            return run_offline(layout, trace, out, loops=loop,
-                               progress=lambda done, _t: bar.update(task, completed=done))
+            res = run_offline(layout, trace, out, loops=loop,
+                              progress=lambda done, _t: bar.update(task, completed=done))
         except GraphStalledError as exc:
             raise CliError(str(exc)) from exc
+    if not quiet:
+        console.print(f"[dim]{offline_capacity_note(res)}[/]")
+    return res
 
 
 @shm_app.command("ls")

@@ -10,6 +10,8 @@ import pytest
 
 from micronf.dataplane.pool import (
     DATA_OFF,
+    DEFAULT_FRAME_CAPACITY,
+    JUMBO_FRAME_CAPACITY,
     M_DATA_OFF,
     M_HASH,
     M_LEN,
@@ -19,6 +21,7 @@ from micronf.dataplane.pool import (
     M_VERDICT,
     Q_RX_TIME,
     PacketPool,
+    slot_size_for,
 )
 from micronf.dataplane.ring import RingTable
 from micronf.dataplane.segment import Segment
@@ -42,8 +45,8 @@ def _make(seg_name: str, n_slots: int, n_clients: int = 2, rings: int = 0, cap: 
 def test_geometry_and_fresh_slots(seg_name: str) -> None:
     with _make(seg_name, 100) as seg:
         pool = PacketPool.attach(seg, "pool")
-        assert (pool.n_slots, pool.slot_size, pool.n_clients, pool.max_frame) == (100, 2112, 2, 2112 - 192)
-        assert (pool.slot_size // 64) % 2 == 1  # an odd number of cache lines: slots spread over the cache sets
+        # the default capacity: a 1518-byte frame + one VLAN tag; 192 + 1522 bytes -> 27 cache lines
+        assert (pool.n_slots, pool.slot_size, pool.n_clients, pool.max_frame) == (100, 27 * 64, 2, 1522)
         s = pool.stats()
         assert (s.capacity, s.free, s.in_use, s.allocated, s.alloc_failures) == (100, 100, 0, 0, 0)
         hs = pool.alloc(100)
@@ -119,9 +122,27 @@ def test_bad_client_and_geometry_are_rejected(seg_name: str) -> None:
         pool = PacketPool.attach(seg, "pool")
         with pytest.raises(ValueError, match="client 5 out of range"):
             pool.free(pool.alloc(1), client=5)
-    for kwargs in ({"n_slots": 0}, {"n_slots": 8, "slot_size": 100}, {"n_slots": 8, "n_clients": 0}):
+    for kwargs in ({"n_slots": 0}, {"n_slots": 8, "frame_capacity": 63}, {"n_slots": 8, "frame_capacity": 65536},
+                   {"n_slots": 8, "n_clients": 0}):
         with pytest.raises(ValueError):
             PacketPool.regions("pool", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("capacity", [64, 1500, DEFAULT_FRAME_CAPACITY, 9000, JUMBO_FRAME_CAPACITY, 65535])
+def test_slot_size_follows_the_frame_capacity(capacity: int) -> None:
+    """Slots hold metadata + headroom + the capacity, in an odd number of whole cache lines (the
+    stride then spreads the slots' metadata lines over every cache set), and no more than needed."""
+    size = slot_size_for(capacity)
+    assert size % 64 == 0 and (size // 64) % 2 == 1
+    assert DATA_OFF + capacity <= size < DATA_OFF + capacity + 128
+    pool = PacketPool.local(4, capacity)
+    assert (pool.slot_size, pool.max_frame) == (size, capacity)
+    (h,) = pool.alloc(1)
+    frame = bytes(range(256)) * (capacity // 256) + bytes(capacity % 256)
+    pool.write_frame(int(h), frame)
+    assert pool.read_frame(int(h)) == frame
+    with pytest.raises(ValueError, match="frame capacity"):
+        pool.write_frame(int(h), frame + b"x")
 
 
 def _client(name: str, client: int, ring: int, seed: int, result: mp.Queue[list[int]]) -> None:

@@ -109,6 +109,30 @@ def test_rx_gets_every_frame_byte_for_byte_in_order(lab: NetLab) -> None:
     assert (stats["kernel_drops"], stats["truncated"]) == (0, 0)
 
 
+def test_rx_marks_frames_the_kernel_cut_with_their_negative_wire_length(lab: NetLab) -> None:
+    """A frame longer than a ring block is cut by the kernel: it is handed out with length
+    ``-wire length`` (the Rx service then drops it whole as oversize), never as a short frame."""
+    a, b = lab.netns(2)
+    link = lab.veth(a, b, mtu=9000)
+    frames = [udp(100, 1), udp(3000, 2), udp(8000, 3), udp(60, 4)]
+    with AfPacketRx(AfPacketSpec(iface=link.if_b, netns=b, block_size=4096, block_count=8)) as rx:
+        assert lab.call(a, send_frames, link.if_a, frames) == len(frames)
+        lengths: list[int] = []
+        kept: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while len(lengths) < len(frames) and time.monotonic() < deadline:
+            batch = rx.recv(64)
+            for i in range(batch.n):
+                n = int(batch.length[i])
+                lengths.append(n)
+                if n >= 0:
+                    kept.append(batch.data[int(batch.off[i]) : int(batch.off[i]) + n].tobytes())
+        stats = rx.stats()
+    assert lengths == [100, 3000, -8000, 60]
+    assert kept == [frames[0], frames[1], frames[3]]
+    assert stats["truncated"] == 1
+
+
 def test_rx_hands_blocks_over_in_pieces_and_loses_nothing_when_paced(lab: NetLab) -> None:
     a, b = lab.netns(2)
     link = lab.veth(a, b)

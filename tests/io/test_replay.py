@@ -138,10 +138,23 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "text.pcap").write_text("hello, world")
     with pytest.raises(PcapError, match=r"text\.pcap: not a pcap or pcapng file"):
         PcapRx(PcapRxSpec(path=tmp_path / "text.pcap"))
+    wifi = tmp_path / "wifi.pcap"
+    wrpcap(str(wifi), [Raw(b"x" * 40)], linktype=105)
+    with pytest.raises(PcapError, match=r"wifi\.pcap: link type 105 \(IEEE 802\.11\) is not supported"):
+        PcapRx(PcapRxSpec(path=wifi))
+
+
+def test_raw_ip_capture_is_replayed_as_ethernet(tmp_path: Path) -> None:
+    """The agent's pcap Rx takes what the offline runners take: a raw IP capture (link type 101)
+    comes out as Ethernet frames carrying the same IP packets."""
+    pkts = [IP(dst="192.0.2.1") / UDP(dport=53 + i) / Raw(b"q" * i) for i in range(4)]
     raw_ip = tmp_path / "rawip.pcap"
-    wrpcap(str(raw_ip), [IP(dst="192.0.2.1") / UDP()], linktype=101)
-    with pytest.raises(PcapError, match=r"rawip\.pcap: link type 101 is not Ethernet \(1\)"):
-        PcapRx(PcapRxSpec(path=raw_ip))
+    wrpcap(str(raw_ip), pkts, linktype=101)
+    rx = PcapRx(PcapRxSpec(path=raw_ip))
+    b = rx.recv(8)
+    got = [Ether(b.data[o : o + n].tobytes()) for o, n in zip(b.off[: b.n], b.length[: b.n], strict=True)]
+    assert [bytes(g[IP]) for g in got] == [bytes(p) for p in pkts]
+    assert all(g.type == 0x0800 for g in got)
 
 
 def test_empty_capture_is_exhausted_at_once(tmp_path: Path) -> None:

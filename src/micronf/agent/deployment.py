@@ -109,7 +109,8 @@ class Deployment:
                                          f"(exits: {', '.join(exits)})")
         self.exit_names = list(dict.fromkeys(exits))
         self.runtime = GraphRuntime(layout, segment=f"mnf-{req.name}", pool_slots=req.pool_slots,
-                                    ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions())
+                                    ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions(),
+                                    frame_capacity=req.frame_capacity)
         self.services: list[Child | None] = [None, None]
         self.ns_per_cycle = 1.0
 
@@ -366,7 +367,7 @@ class Deployment:
         tx = {name: {k: int(txv[e, i]) for i, k in enumerate(TX_COUNTERS)} for e, name in enumerate(self.exit_names)}
         nodes = [self._node_stats(n) for n in g.layout.nodes]
         drops: dict[str, int] = {}
-        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full"):
+        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full", "oversize"):
             if rx[k]:
                 drops[f"@rx.{k}"] = rx[k]
         freed = 0

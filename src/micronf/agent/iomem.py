@@ -26,7 +26,7 @@ from micronf.dataplane.atomics import cycles
 from micronf.dataplane.segment import Memory, read_json, write_json
 from micronf.ports.base import MAX_FANOUT
 
-RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "truncated",
+RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "oversize",
                "batches", "exhausted", "kernel_drops")
 RX_INDEX = {name: i for i, name in enumerate(RX_COUNTERS)}
 TX_COUNTERS = ("frames", "bytes", "refused", "no_output", "batches")

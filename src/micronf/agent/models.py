@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, MAX_FRAME_CAPACITY
 from micronf.runtime.graph import GraphSpec, Policy
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -127,6 +128,10 @@ class DeployRequest(_Strict):
                                 "never wait. 0: poll continuously")
     pool_slots: int = Field(0, ge=0, description="packet buffers (0: sized from the rings)")
     ring_capacity: int = Field(1024, ge=16, le=1 << 20)
+    frame_capacity: int = Field(DEFAULT_FRAME_CAPACITY, ge=64, le=MAX_FRAME_CAPACITY,
+                                description="longest frame in bytes a packet buffer takes (1522: 1518 + one VLAN "
+                                "tag; 9216 for jumbo frames; up to 65535 for GRO/TSO traffic); a longer frame is "
+                                "dropped at Rx and counted as oversize, never cut")
 
     @field_validator("name")
     @classmethod

@@ -2,13 +2,14 @@
 
 One process per deployed graph, forked by the graph's zygote, and the pool's owner (the only
 allocator). Per burst, Python calls the backend's ``recv`` once and :func:`rx_burst` once; the
-kernel allocates buffers, copies each frame into its slot (truncating what does not fit, counted),
+kernel allocates buffers, copies each frame into its slot (whole, never cut: see ``oversize``),
 stamps the Rx time (TSC, once per burst) and the input port, computes the flow hash (stored in
 the metadata: load balancers downstream reuse it), classifies the 5-tuple (``classify``) and sends
 accepted packets to the graph's entry — or, once the entry µNF was scaled out, to one of its
 instances by consistent hash of the flow (flow affinity). Everything else is counted and freed:
 ``unmatched``, ``rule_drop``, ``pool_empty`` (allocation failed), ``entry_full`` (the entry ring
-was full). Nothing is held between bursts, so pausing it (the supervisor's accounting) is safe.
+was full), ``oversize`` (longer than the graph's frame capacity, or marked by the backend with a
+negative length as cut). Nothing is held between bursts, so pausing it (the supervisor's accounting) is safe.
 After a burst the entry could not take whole, the service sleeps ~50 µs: on a machine with few
 cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames
 are dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
@@ -32,6 +33,7 @@ from micronf.dataplane.atomics import cycles, load_acquire, prefetch_write
 from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import (
+    C_FRAME_CAP,
     DATA_OFF,
     M_DATA_OFF,
     M_HASH,
@@ -57,9 +59,9 @@ U32 = npt.NDArray[np.uint32]
 U8 = npt.NDArray[np.uint8]
 I32 = npt.NDArray[np.int32]
 # counters, by index (see iomem.RX_COUNTERS)
-R_FRAMES, R_BYTES, R_ACCEPTED, R_UNMATCHED, R_RULE_DROP, R_POOL_EMPTY, R_ENTRY_FULL, R_TRUNCATED, R_BATCHES = (
+R_FRAMES, R_BYTES, R_ACCEPTED, R_UNMATCHED, R_RULE_DROP, R_POOL_EMPTY, R_ENTRY_FULL, R_OVERSIZE, R_BATCHES = (
     RX_INDEX[k] for k in ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full",
-                          "truncated", "batches"))
+                          "oversize", "batches"))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -83,7 +85,7 @@ def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, data: U8, off
     k = pool_alloc(p, hbuf, n)
     stats[R_POOL_EMPTY] += n - k
     now = cycles()
-    slot = p.data.shape[1]
+    cap = p.ctrl[C_FRAME_CAP]
     n_entries = max(min(load_acquire(entries, 0), MAX_FANOUT), 1)
     n_out = 0
     n_rest = 0
@@ -94,12 +96,13 @@ def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, data: U8, off
             _prefetch_slot(p, hbuf[i + PREFETCH_AHEAD], int(length[i + PREFETCH_AHEAD]))
         h = hbuf[i]
         ln = int(length[i])
-        stats[R_BYTES] += ln
+        stats[R_BYTES] += abs(ln)
+        if ln < 0 or ln > cap:  # never cut a frame to fit: drop it whole
+            stats[R_OVERSIZE] += 1
+            rest[n_rest] = h
+            n_rest += 1
+            continue
         start = int(p.words[h, M_DATA_OFF])
-        room = slot - start
-        if ln > room:
-            ln = room
-            stats[R_TRUNCATED] += 1
         src = off[i]
         copy_bytes(p.data[h], start, data, src, ln)
         p.words[h, M_LEN] = ln

@@ -3,13 +3,20 @@
 A handle is a slot index, not a pointer, so every process may map the pool at any address and
 ASLR stays on (the paper's prototype had to disable it, §VI-B).
 
-Slot layout (``slot_size`` bytes, default 2112 = 33 cache lines):
+Slot layout (``slot_size`` bytes, derived from the pool's *frame capacity*, see
+:func:`slot_size_for`; 1728 = 27 cache lines for the default capacity of 1522 bytes):
 
 ====================  =====================================================================
 bytes 0..63           metadata, as uint32 words ``M_*`` (and int64 word ``Q_RX_TIME``)
 bytes 64..191         headroom, so encapsulation (e.g. NSH) can prepend without a copy
 bytes 192..           the frame; ``M_DATA_OFF`` says where it starts, ``M_LEN`` how long it is
 ====================  =====================================================================
+
+The frame capacity (the longest frame a slot takes at the default data offset) is a per-pool,
+hence per-graph, setting: :data:`DEFAULT_FRAME_CAPACITY` (1518-byte Ethernet frame + one 802.1Q
+tag) up to :data:`MAX_FRAME_CAPACITY` (65535: the largest GRO/TSO frame a capture holds). It is
+stored in the pool's control block, so every process attaching to the pool agrees on it. Whoever
+fills slots never cuts a frame to fit: a longer frame is dropped and counted (``oversize``).
 
 Allocation has one owner at a time (the Rx service of a graph, or a test's source): it pops
 handles from a free stack in shared memory. Any other process frees through its own SPSC
@@ -32,15 +39,31 @@ from numba import njit
 from micronf.dataplane.ring import RingTable, next_pow2, ring_count, ring_dequeue, ring_enqueue
 from micronf.dataplane.segment import Memory, PrivateMemory, SegmentError
 
-DEFAULT_SLOT_SIZE = 2112
-"""33 cache lines, not 32: with a power-of-two stride every slot's metadata line falls in the same
-few cache sets (a 2 KiB stride uses 2 of the 64 sets of a 32 KiB 8-way L1, so a 64-packet batch
-evicts itself). An odd number of lines spreads consecutive slots over all sets, as DPDK's mempool
-does. Measured on the Fig. 11 graph (unf-1proc-pinned): 1.77 -> 2.31 Mpps in one A/B pair, +8 to
-+30 % over three pairs."""
 META_SIZE = 64
 HEADROOM = 128
 DATA_OFF = META_SIZE + HEADROOM
+DEFAULT_FRAME_CAPACITY = 1522  # 1518 (Ethernet with FCS room) + one 802.1Q tag
+JUMBO_FRAME_CAPACITY = 9216  # what jumbo-frame switches accept (9000-byte MTU + headers)
+MAX_FRAME_CAPACITY = 65535  # the largest frame a capture of GRO/TSO traffic holds (IPv4 total length)
+
+
+def slot_size_for(frame_capacity: int) -> int:
+    """Slot size for frames of up to ``frame_capacity`` bytes: metadata + headroom + frame, rounded
+    up to an *odd* number of 64-byte cache lines.
+
+    Why odd: with a power-of-two stride every slot's metadata line falls in the same few cache sets
+    (a 2 KiB stride uses 2 of the 64 sets of a 32 KiB 8-way L1, so a 64-packet batch evicts
+    itself). An odd number of lines spreads consecutive slots over all sets, as DPDK's mempool
+    does. Measured on the Fig. 11 graph (unf-1proc-pinned) with 33-line slots against 32: 1.77 ->
+    2.31 Mpps in one A/B pair, +8 to +30 % over three pairs.
+    """
+    if not 64 <= frame_capacity <= MAX_FRAME_CAPACITY:
+        raise ValueError(f"frame capacity must be in 64..{MAX_FRAME_CAPACITY} bytes, got {frame_capacity}")
+    lines = -(-(DATA_OFF + frame_capacity) // 64)
+    return 64 * (lines | 1)
+
+
+DEFAULT_SLOT_SIZE = slot_size_for(DEFAULT_FRAME_CAPACITY)
 
 # Metadata: uint32 word indices into ``words[h]``.
 M_LEN = 0  # frame length in bytes
@@ -63,6 +86,7 @@ C_MAGIC = 0
 C_NSLOTS = 1
 C_SLOT_SIZE = 2
 C_NCLIENTS = 3
+C_FRAME_CAP = 4
 C_FREE_TOP = 16
 C_ALLOCATED = 17
 C_ALLOC_FAIL = 18
@@ -200,15 +224,16 @@ class PacketPool:
         self.n_slots = int(arrays.free.shape[0])
         self.slot_size = int(arrays.data.shape[1])
         self.n_clients = int(arrays.ret_ctrl.shape[0])
-        self.max_frame = self.slot_size - DATA_OFF
+        self.max_frame = int(arrays.ctrl[C_FRAME_CAP])
+        """The frame capacity: the longest frame a slot takes (at the default data offset)."""
 
     @staticmethod
-    def regions(prefix: str, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 8) -> dict[str, int]:
+    def regions(prefix: str, n_slots: int, frame_capacity: int = DEFAULT_FRAME_CAPACITY,
+                n_clients: int = 8) -> dict[str, int]:
         """Region sizes to pass to :meth:`Segment.create` for a pool of this geometry."""
         if n_slots < 1 or n_slots >= 2**31:
             raise ValueError(f"n_slots must be in 1..2**31-1, got {n_slots}")
-        if slot_size % 64 or slot_size < DATA_OFF + 64:
-            raise ValueError(f"slot_size must be a multiple of 64 and >= {DATA_OFF + 64}, got {slot_size}")
+        slot_size = slot_size_for(frame_capacity)
         if n_clients < 1:
             raise ValueError(f"n_clients must be >= 1, got {n_clients}")
         return {
@@ -220,13 +245,14 @@ class PacketPool:
 
     @classmethod
     def format(
-        cls, seg: Memory, prefix: str, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 8
+        cls, seg: Memory, prefix: str, n_slots: int, frame_capacity: int = DEFAULT_FRAME_CAPACITY, n_clients: int = 8
     ) -> PacketPool:
         """Initialise a pool in a freshly created segment: every slot free, every ring empty."""
         ctrl = seg.view(f"{prefix}.ctrl", np.int64)
         ctrl[:] = 0
         ctrl[C_NSLOTS] = n_slots
-        ctrl[C_SLOT_SIZE] = slot_size
+        ctrl[C_SLOT_SIZE] = slot_size_for(frame_capacity)
+        ctrl[C_FRAME_CAP] = frame_capacity
         ctrl[C_NCLIENTS] = n_clients
         RingTable.format(seg, f"{prefix}.ret", n_clients, next_pow2(n_slots))
         free = seg.view(f"{prefix}.free", np.uint32)
@@ -257,11 +283,11 @@ class PacketPool:
         )
 
     @classmethod
-    def local(cls, n_slots: int, slot_size: int = DEFAULT_SLOT_SIZE, n_clients: int = 1) -> PacketPool:
+    def local(cls, n_slots: int, frame_capacity: int = DEFAULT_FRAME_CAPACITY, n_clients: int = 1) -> PacketPool:
         """A pool in this process's private memory (unit tests, run-to-completion runs): same layout
         and kernels as a shared one, no segment."""
-        memory = PrivateMemory(cls.regions("pool", n_slots, slot_size, n_clients))
-        return cls.format(memory, "pool", n_slots, slot_size, n_clients)
+        memory = PrivateMemory(cls.regions("pool", n_slots, frame_capacity, n_clients))
+        return cls.format(memory, "pool", n_slots, frame_capacity, n_clients)
 
     # -- control-plane helpers (tests, tools); the data path calls the kernels above --------
     def alloc(self, n: int) -> Handles:
@@ -281,7 +307,7 @@ class PacketPool:
     def write_frame(self, h: int, frame: bytes) -> None:
         """Copy ``frame`` into slot ``h`` at its data offset and set its length (the parse cache is reset)."""
         if len(frame) > self.max_frame:
-            raise ValueError(f"frame of {len(frame)} bytes exceeds the slot's {self.max_frame}")
+            raise ValueError(f"frame of {len(frame)} bytes exceeds the pool's frame capacity of {self.max_frame}")
         off = int(self.arrays.words[h, M_DATA_OFF])
         self.arrays.data[h, off : off + len(frame)] = np.frombuffer(frame, dtype=np.uint8)
         self.arrays.words[h, M_LEN] = len(frame)

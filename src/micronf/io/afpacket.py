@@ -27,10 +27,11 @@ in ``tp_vlan_tci``/``tp_vlan_tpid``; the Rx kernel puts the tag back in place (m
 addresses 4 bytes down into the gap the kernel leaves before ``tp_mac``, which is always >= 16
 bytes), so frames come out as they were on the wire, like libpcap does.
 
-Counters (:meth:`AfPacketRx.stats`): ``frames``/``bytes`` handed out, ``truncated`` (frames
-longer than a block could hold, cut), ``blocks`` taken, and the kernel's ``PACKET_STATISTICS``
-(``kernel_drops``: frames lost because the ring was full; ``kernel_freezes``: times the ring
-filled up). The kernel resets those on every read, so they are accumulated here.
+Counters (:meth:`AfPacketRx.stats`): ``frames``/``bytes`` handed out, ``truncated`` (frames longer
+than a block could hold: the kernel cut them, so they are handed out with a negative length, ``-wire
+length``, and the Rx service drops them as ``oversize``), ``blocks`` taken, and the kernel's
+``PACKET_STATISTICS`` (``kernel_drops``: frames lost because the ring was full; ``kernel_freezes``:
+times the ring filled up). The kernel resets those on every read, so they are accumulated here.
 
 Tx (:class:`AfPacketTx`)
 ------------------------
@@ -360,8 +361,7 @@ def _rx_walk(ring: U8, ring32: U32, block_size: int, st: I64, out_off: I64, out_
             h = base + off
             snap = _u32(ring32, h + _H3_SNAPLEN)
             start = h + _u16(ring, h + _H3_MAC)
-            if _u32(ring32, h + _H3_LEN) > snap:
-                st[_R_TRUNC] += 1
+            wire = _u32(ring32, h + _H3_LEN)
             status = _u32(ring32, h + _H3_STATUS)
             if status & TP_STATUS_VLAN_VALID:
                 # Put the stripped tag back: MACs 4 bytes down, then TPID and TCI (big-endian).
@@ -377,6 +377,9 @@ def _rx_walk(ring: U8, ring32: U32, block_size: int, st: I64, out_off: I64, out_
                 snap += _VLAN_HLEN
             out_off[n] = start
             out_len[n] = snap
+            if wire > snap:  # cut by the kernel (longer than a block): handed out as "do not read"
+                st[_R_TRUNC] += 1
+                out_len[n] = -wire
             nbytes += snap
             n += 1
             pos += 1

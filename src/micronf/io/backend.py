@@ -6,12 +6,14 @@ synthetic generator, a pcap replayed from memory or a kernel interface. Each bac
 source into *frame batches* — plain arrays compiled code can read — and each sink takes pool
 handles, so no per-packet Python call exists on either side.
 
-Rx: :meth:`RxBackend.recv` returns a :class:`FrameBatch`: frame ``i`` is
-``data[off[i] : off[i] + length[i]]``. The frames stay valid until the next ``recv`` (or
-``close``): an AF_PACKET backend hands out a TPACKET_V3 block in place and gives the block back
-to the kernel on the next call; a generator or pcap backend hands out a window of frames it keeps
-in memory. ``n == 0`` means nothing right now; ``exhausted`` says nothing will ever come again
-(a finite pcap or a generator with a packet count, once every frame was handed out).
+Rx: :meth:`RxBackend.recv` returns a :class:`FrameBatch`: frame ``i`` is ``data[off[i] : off[i] +
+length[i]]``. A negative ``length[i]`` marks a frame of ``-length[i]`` bytes the backend could not
+hold whole (e.g. cut by the kernel to fit its ring): it must not be read, and the Rx service drops
+it as ``oversize`` (a frame is never forwarded cut). The frames stay valid until the next ``recv``
+(or ``close``): an AF_PACKET backend hands out a TPACKET_V3 block in place and gives the block back
+to the kernel on the next call; a generator or pcap backend hands out a window of frames it keeps in
+memory. ``n == 0`` means nothing right now; ``exhausted`` says nothing will ever come again (a
+finite pcap or a generator with a packet count, once every frame was handed out).
 
 Tx: :meth:`TxBackend.send` writes the frames of pool slots ``handles[:n]`` and returns how many
 it took; it never frees them (the Tx service frees every handle after the call and counts the
@@ -38,7 +40,8 @@ Handles = npt.NDArray[np.uint32]
 
 
 class FrameBatch(NamedTuple):
-    """Frames ``data[off[i] : off[i] + length[i]]`` for ``i < n`` (arrays may be longer than ``n``)."""
+    """Frames ``data[off[i] : off[i] + length[i]]`` for ``i < n`` (arrays may be longer than ``n``);
+    a negative length marks a frame the backend could only hold cut (see the module docstring)."""
 
     data: U8
     off: I64

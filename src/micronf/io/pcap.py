@@ -87,6 +87,7 @@ __all__ = [
     "PcapError",
     "PcapWriter",
     "Trace",
+    "batch_bytes",
     "fill_pool_from_trace",
     "gather_pool_frames",
     "gather_pool_timestamps",
@@ -208,6 +209,13 @@ class Trace:
             raise IndexError(f"frame {i} out of range for a trace of {n} frames")
         off = int(self.offsets[i])
         return self.data[off : off + int(self.lengths[i])].tobytes()
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> Trace:
+        """The frames where ``mask`` is true, in order (sharing ``data``: no frame is copied)."""
+        if mask.all():
+            return self
+        return Trace(self.data, self.offsets[mask], self.lengths[mask], self.orig_lengths[mask], self.ts_ns[mask],
+                     self.linktype, self.truncated)
 
     @classmethod
     def from_frames(
@@ -657,12 +665,25 @@ def _build_records(
     return 0, n, out
 
 
+@njit(cache=True, nogil=True)
+def batch_bytes(words: npt.NDArray[np.uint32], handles: Handles, n: int) -> int:
+    """Total frame length (``M_LEN``) of pool slots ``handles[:n]``; ``words`` is ``PoolArrays.words``.
+
+    Takes the one array it reads, not the whole pool: dispatching a 7-array tuple costs ~4 µs.
+    """
+    total = 0
+    for i in range(n):
+        total += int(words[handles[i], M_LEN])
+    return total
+
+
 @_njit
 def gather_pool_frames(p: PoolArrays, handles: Handles, n: int, out_buf: U8, out_offsets: I64, out_lengths: I64) -> int:
     """Copy the frames of ``handles[:n]`` back to back into ``out_buf``; returns the bytes used.
 
-    ``out_offsets[i]``/``out_lengths[i]`` locate frame ``i``. Size ``out_buf`` as ``n * slot_size``
-    (a buffer too small, or offset/length arrays shorter than ``n``, raise ``ValueError``).
+    ``out_offsets[i]``/``out_lengths[i]`` locate frame ``i``. Size ``out_buf`` with
+    :func:`batch_bytes` (a buffer too small, or offset/length arrays shorter than ``n``, raise
+    ``ValueError``).
     """
     if out_offsets.shape[0] < n or out_lengths.shape[0] < n:
         raise ValueError("gather_pool_frames: out_offsets/out_lengths shorter than n")
@@ -672,7 +693,7 @@ def gather_pool_frames(p: PoolArrays, handles: Handles, n: int, out_buf: U8, out
         f = pkt_frame(p, handles[i])
         ln = f.shape[0]
         if pos + ln > room:
-            raise ValueError("gather_pool_frames: out_buf too small (size it n * slot_size)")
+            raise ValueError("gather_pool_frames: out_buf too small (size it with batch_bytes)")
         copy_bytes(out_buf, pos, f, 0, ln)
         out_offsets[i] = pos
         out_lengths[i] = ln
@@ -774,11 +795,12 @@ class PcapWriter:
 
     def write_pool(self, p: PoolArrays, handles: Handles, n: int) -> None:
         """Append the frames of pool handles ``handles[:n]``, timestamped from ``Q_TIMESTAMP_NS``."""
-        slot = int(p.data.shape[1])
-        if self._scratch is None or self._scratch[1].shape[0] < n:
+        need = int(batch_bytes(p.words, handles, n))  # not n * slot size: slots may hold 64 KiB
+        if self._scratch is None or self._scratch[1].shape[0] < n or self._scratch[0].shape[0] < need:
             k = max(n, 64)
             i64 = np.dtype(np.int64)
-            self._scratch = (np.empty(k * slot, np.uint8), np.empty(k, i64), np.empty(k, i64), np.empty(k, i64))
+            self._scratch = (np.empty(max(2 * need, 1 << 16), np.uint8), np.empty(k, i64), np.empty(k, i64),
+                             np.empty(k, i64))
         buf, off, lens, ts = self._scratch
         gather_pool_frames(p, handles, n, buf, off, lens)
         gather_pool_timestamps(p, handles, n, ts)
@@ -819,9 +841,9 @@ def fill_pool_from_trace(
     """Copy trace frames ``start .. start+n-1`` (modulo the trace length) into ``handles[:n]``.
 
     Each frame lands at its slot's data offset (``M_DATA_OFF``) with ``M_LEN`` set and its trace
-    timestamp in ``qwords[h, Q_TIMESTAMP_NS]``. Frames longer than the slot's room
-    (``slot_size - data offset``, i.e. ``PacketPool.max_frame`` for a fresh slot) are truncated
-    to it: ``M_LEN`` is the truncated length, the rest is dropped. Looped replay repeats the
+    timestamp in ``qwords[h, Q_TIMESTAMP_NS]``. The caller feeds only frames within the pool's
+    frame capacity (``PacketPool.max_frame``; the offline runner diverts longer ones to its
+    ``oversize`` exit): a longer frame is cut to the slot's room only so memory stays safe. Looped replay repeats the
     trace timestamps unchanged; the caller knows the loop count ``(start + i) // len(trace)``.
     An empty trace with ``n > 0`` raises ``ValueError``.
     """

@@ -47,7 +47,7 @@ from micronf.orchestrator.compose import ComposedGraph, Composition, compose_fil
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place
 from micronf.runtime.catalog import explain_drop
 from micronf.runtime.graph import ExitPlan, GraphLayout, plan
-from micronf.runtime.offline import OfflineResult
+from micronf.runtime.offline import OVERSIZE_EXIT, OfflineResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 """The paper's templates and SFCs, installed with the package (``examples/`` in the repository)."""
@@ -287,6 +287,8 @@ def offline_summary(comp: Composition, file: Path, layout: GraphLayout, res: Off
     """The :class:`RunSummary` of ``run_offline(layout, ...)`` (``layout`` from :func:`offline_layout`)."""
     rows, outputs = _exit_counts(comp.after, layout.exits, res.per_exit, res.files)
     dropped = {e.name: res.per_exit[e.name] for e in layout.exits if e.is_drop and res.per_exit[e.name]}
+    if res.per_exit.get(OVERSIZE_EXIT):  # longer than the frame capacity: dropped at input, never cut
+        dropped[OVERSIZE_EXIT] = res.per_exit[OVERSIZE_EXIT]
     if res.freed_inside:
         dropped["(freed inside the graph)"] = res.freed_inside
     return RunSummary(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from micronf.dataplane.pool import M_PORT, PacketPool
+from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, M_PORT, PacketPool
 from micronf.runtime.nf import MicroNF
 
 
@@ -32,7 +32,8 @@ class KernelRun:
 def run_kernel(nf: MicroNF, frames: Sequence[bytes], *, batch: int = 32, in_port: int = 0) -> KernelRun:
     """Push ``frames`` through ``nf``'s kernel in batches of ``batch`` and collect what it decided."""
     cls = type(nf)
-    pool = PacketPool.local(max(batch, 1))
+    longest = max(map(len, frames), default=0)  # the pool takes every frame given, as the offline runner does
+    pool = PacketPool.local(max(batch, 1), max(DEFAULT_FRAME_CAPACITY, longest))
     state = nf.state()
     names = nf.counter_names()
     counters = np.zeros(max(len(names), 1), dtype=np.int64)

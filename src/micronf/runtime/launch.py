@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from micronf.dataplane.atomics import py_store_release
-from micronf.dataplane.pool import PacketPool
+from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, PacketPool
 from micronf.dataplane.ring import RingTable
 from micronf.dataplane.segment import Segment
 from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
@@ -74,8 +74,10 @@ class GraphRuntime:
 
     def __init__(self, layout: GraphLayout, *, segment: str | None = None, pool_slots: int = 0,
                  ring_capacity: int = 1024, io_clients: int = 4, spare_processes: int = 8,
-                 preload: tuple[str, ...] = (), extra_regions: dict[str, int] | None = None) -> None:
+                 preload: tuple[str, ...] = (), extra_regions: dict[str, int] | None = None,
+                 frame_capacity: int = DEFAULT_FRAME_CAPACITY) -> None:
         self.layout = layout
+        self.frame_capacity = frame_capacity  # longest frame the pool's slots take (see dataplane.pool)
         self.segment_name = segment or f"{layout.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         self.ring_capacity = ring_capacity
         self.pool_slots = pool_slots or max(4096, 2 * layout.n_rings * ring_capacity // 2)
@@ -97,7 +99,7 @@ class GraphRuntime:
         """Create and format the segment (no processes yet)."""
         layout_bytes = 4 * len(self.layout.model_dump_json()) + 65536  # room for scale-out instances
         regions = {
-            **PacketPool.regions("pool", self.pool_slots, n_clients=self.n_clients),
+            **PacketPool.regions("pool", self.pool_slots, self.frame_capacity, n_clients=self.n_clients),
             **RingTable.regions("rings", self.layout.n_rings, self.ring_capacity),
             "ctl": (self.max_processes + self.io_clients + 1) * CTL_LINE * 8,
             "layout": layout_bytes,
@@ -108,7 +110,7 @@ class GraphRuntime:
         seg = Segment.create(self.segment_name, regions)
         self.seg = seg
         try:
-            PacketPool.format(seg, "pool", self.pool_slots, n_clients=self.n_clients)
+            PacketPool.format(seg, "pool", self.pool_slots, self.frame_capacity, n_clients=self.n_clients)
             RingTable.format(seg, "rings", self.layout.n_rings, self.ring_capacity)
             write_layout(seg, self.layout)
             entries = seg.view("entries", np.int64)

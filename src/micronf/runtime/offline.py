@@ -9,6 +9,12 @@ packet source (pool owner: replays the trace) and the sink (drains the exit ring
 batches and watches the counters. It ends when every packet fed is accounted for:
 ``fed == written + freed inside the graph``; a graph that stops making progress is reported with
 its counters instead of hanging.
+
+Frame capacity: the graph's pool is sized for the capture (:func:`frame_capacity_for`: the
+default 1522 bytes, or the longest frame, at most 65535), so a capture of jumbo or GRO/TSO frames
+goes through whole. A frame longer than 65535 bytes is never cut: it goes to its own exit,
+``rx.oversize`` (``DIR/rx.oversize.pcap``), and counts as written. A capture without packets is an
+empty run: every exit's pcap is written (empty) and nothing is started.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.dataplane.atomics import sched_yield
-from micronf.dataplane.pool import PoolArrays, pool_alloc, pool_free_owner
+from micronf.dataplane.pool import (
+    DEFAULT_FRAME_CAPACITY,
+    MAX_FRAME_CAPACITY,
+    PoolArrays,
+    pool_alloc,
+    pool_free_owner,
+    slot_size_for,
+)
 from micronf.dataplane.ring import ring_dequeue, ring_enqueue
 from micronf.io.pcap import PcapWriter, Trace, fill_pool_from_trace
 from micronf.ports.base import keep_unsent
@@ -31,6 +44,8 @@ from micronf.runtime.graph import GraphLayout
 from micronf.runtime.launch import GraphRuntime
 
 HOLD = 2048  # handles an exit may hold before Python writes them out
+OVERSIZE_EXIT = "rx.oversize"  # where frames longer than the frame capacity go (no node name starts with "rx.")
+POOL_BUDGET = 128 << 20  # bytes of packet buffers: large frame capacities get fewer slots
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
 
@@ -40,13 +55,16 @@ def pump(p: PoolArrays, rctrl: I64, rslots: U32, entry: int, tdata: npt.NDArray[
          tlen: npt.NDArray[np.int32], tts: I64, cursor: I64, pend: U32, exit_rings: I64, held: U32, n_held: I64,
          burst: int, max_iters: int) -> int:
     """Feed the trace (``cursor`` = [next, total, pending count]) and drain exits into ``held``;
-    returns when an exit's hold is full or after ``max_iters``. Returns packets moved."""
+    returns when an exit's hold is full, when the pool ran dry while exits hold packets (Python
+    must write them out to free buffers), or after ``max_iters``. Returns packets moved."""
     moved = 0
     hold = held.shape[1]
     for _ in range(max_iters):
         work = 0
+        starved = False
         if cursor[2] == 0 and cursor[0] < cursor[1]:
             k = pool_alloc(p, pend, min(burst, cursor[1] - cursor[0]))
+            starved = k == 0
             if k > 0:
                 fill_pool_from_trace(p, tdata, toff, tlen, tts, cursor[0] % toff.shape[0], pend, k)
                 cursor[0] += k
@@ -63,7 +81,7 @@ def pump(p: PoolArrays, rctrl: I64, rslots: U32, entry: int, tdata: npt.NDArray[
             work += k
             full = full or n_held[e] == hold
         moved += work
-        if full:
+        if full or (starved and work == 0 and n_held.sum() > 0):
             break
         if work == 0:
             sched_yield()
@@ -75,10 +93,11 @@ class OfflineResult:
     """What came out where, and the accounting."""
 
     fed: int
-    per_exit: dict[str, int]
+    per_exit: dict[str, int]  # includes OVERSIZE_EXIT
     freed_inside: int
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)
+    frame_capacity: int = DEFAULT_FRAME_CAPACITY
 
     @property
     def written(self) -> int:
@@ -93,31 +112,67 @@ class GraphStalledError(RuntimeError):
     """The graph stopped making progress before every packet was accounted for."""
 
 
+def frame_capacity_for(trace: Trace) -> int:
+    """The smallest frame capacity that fits every frame of ``trace``: the default (1522), or the
+    longest frame when longer, at most 65535 (longer frames are oversize)."""
+    longest = int(trace.lengths.max()) if len(trace) else 0
+    return min(max(DEFAULT_FRAME_CAPACITY, longest), MAX_FRAME_CAPACITY)
+
+
+def offline_capacity_note(res: OfflineResult) -> str:
+    """One line saying which frame capacity the run used and why (printed by the CLI)."""
+    cap, n = res.frame_capacity, res.per_exit.get(OVERSIZE_EXIT, 0)
+    if n:
+        return (f"frame capacity {cap} bytes (the maximum): {n:,} longer frames dropped whole as oversize, "
+                f"written to {res.files[OVERSIZE_EXIT]}")
+    why = "the default" if cap == DEFAULT_FRAME_CAPACITY else "the longest frame of the capture"
+    return f"frame capacity {cap} bytes ({why}): every frame fits"
+
+
+def _pool_slots(layout: GraphLayout, frame_capacity: int) -> int:
+    """Packet buffers: GraphRuntime's default (enough to fill the rings), fewer when that would
+    take more than POOL_BUDGET bytes (64 KiB frames); back-pressure makes a short pool only slower."""
+    default = max(4096, layout.n_rings * 1024)
+    return min(default, max(1024, POOL_BUDGET // slot_size_for(frame_capacity)))
+
+
 def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int = 1, stall_timeout: float = 30.0,
                 progress: Callable[[int, int], None] | None = None) -> OfflineResult:
-    """Run ``trace`` (``loops`` times) through ``layout`` and write ``out_dir/<exit>.pcap`` per exit."""
+    """Run ``trace`` (``loops`` times) through ``layout`` and write ``out_dir/<exit>.pcap`` per exit
+    (and ``out_dir/rx.oversize.pcap``), with the frame capacity :func:`frame_capacity_for` picks."""
     if not layout.capture_drops:
         raise ValueError("the offline runner needs a layout planned with capture_drops=True")
-    if len(trace) == 0:
-        raise ValueError("the trace has no packets")
+    cap = frame_capacity_for(trace)
+    fits = trace.lengths <= cap
+    feed = trace.select(fits)
     out_dir.mkdir(parents=True, exist_ok=True)
     exits = layout.exits
     files = {e.name: out_dir / f"{e.name}.pcap" for e in exits}
+    files[OVERSIZE_EXIT] = out_dir / f"{OVERSIZE_EXIT}.pcap"
+    with PcapWriter(files[OVERSIZE_EXIT], linktype=trace.linktype) as w:
+        for _ in range(loops):
+            w.write_trace(trace.select(~fits))
+    oversize = int((~fits).sum()) * loops
     writers = [PcapWriter(files[e.name], linktype=trace.linktype) for e in exits]
-    total = len(trace) * loops
-    with GraphRuntime(layout) as g:
+    total = len(feed) * loops
+    if total == 0:
+        for w in writers:
+            w.close()
+        return OfflineResult(fed=oversize, per_exit={e.name: 0 for e in exits} | {OVERSIZE_EXIT: oversize},
+                             freed_inside=0, seconds=0.0, files=files, frame_capacity=cap)
+    with GraphRuntime(layout, pool_slots=_pool_slots(layout, cap), frame_capacity=cap) as g:
         mem = g.memory()
         p = mem.pool.arrays
         cursor = np.array([0, total, 0], dtype=np.int64)
         pend = np.empty(layout.burst, dtype=np.uint32)
         exit_rings = np.array([e.ring for e in exits], dtype=np.int64)
-        held = np.empty((len(exits), HOLD), dtype=np.uint32)
+        held = np.empty((len(exits), min(HOLD, mem.pool.n_slots // 4)), dtype=np.uint32)
         n_held = np.zeros(len(exits), dtype=np.int64)
         counts = [0] * len(exits)
         t0 = last_progress = time.monotonic()
         while True:
-            moved = pump(p, mem.rings.ctrl, mem.rings.slots, layout.entry_ring, trace.data, trace.offsets,
-                         trace.lengths, trace.ts_ns, cursor, pend, exit_rings, held, n_held, layout.burst, 1 << 14)
+            moved = pump(p, mem.rings.ctrl, mem.rings.slots, layout.entry_ring, feed.data, feed.offsets,
+                         feed.lengths, feed.ts_ns, cursor, pend, exit_rings, held, n_held, layout.burst, 1 << 14)
             for e, writer in enumerate(writers):
                 n = int(n_held[e])
                 if n:
@@ -131,7 +186,7 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
             if moved:
                 last_progress = now
             if progress is not None:
-                progress(done, total)
+                progress(done + oversize, total + oversize)
             if cursor[0] == total and cursor[2] == 0 and done >= total:
                 break
             if now - last_progress > stall_timeout:
@@ -141,6 +196,7 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
         seconds = time.monotonic() - t0
     for w in writers:
         w.close()
-    return OfflineResult(fed=total, per_exit={e.name: c for e, c in zip(exits, counts, strict=True)},
-                         freed_inside=freed, seconds=seconds, files=files)
+    per_exit = {e.name: c for e, c in zip(exits, counts, strict=True)} | {OVERSIZE_EXIT: oversize}
+    return OfflineResult(fed=total + oversize, per_exit=per_exit, freed_inside=freed, seconds=seconds, files=files,
+                         frame_capacity=cap)
 

@@ -87,7 +87,7 @@ class _Scaling:
 class Deployment:
     """A graph deployed on this machine (see the module docstring)."""
 
-    def __init__(self, req: DeployRequest) -> None:
+    def __init__(self, req: DeployRequest, *, agent_id: str) -> None:
         self.req = req
         self.created_at = time.time()
         self.state: str = "running"
@@ -108,7 +108,7 @@ class Deployment:
             raise InvalidDeploymentError(f"outputs name exits the graph does not have: {', '.join(unknown)} "
                                          f"(exits: {', '.join(exits)})")
         self.exit_names = list(dict.fromkeys(exits))
-        self.runtime = GraphRuntime(layout, segment=f"mnf-{req.name}", pool_slots=req.pool_slots,
+        self.runtime = GraphRuntime(layout, segment=f"mnf-{agent_id}-{req.name}", pool_slots=req.pool_slots,
                                     ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions())
         self.services: list[Child | None] = [None, None]
         self.ns_per_cycle = 1.0

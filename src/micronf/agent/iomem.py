@@ -27,7 +27,7 @@ from micronf.dataplane.segment import Memory, read_json, write_json
 from micronf.ports.base import MAX_FANOUT
 
 RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "truncated",
-               "batches", "exhausted", "kernel_drops")
+               "batches", "exhausted", "kernel_drops", "lost_in_crash")
 RX_INDEX = {name: i for i, name in enumerate(RX_COUNTERS)}
 TX_COUNTERS = ("frames", "bytes", "refused", "no_output", "batches")
 TX_INDEX = {name: i for i, name in enumerate(TX_COUNTERS)}

@@ -339,7 +339,8 @@ def agent(
 
     import uvicorn
 
-    from micronf.agent.core import Agent, agent_identity
+    from micronf.agent.core import Agent
+    from micronf.agent.identity import agent_identity
     from micronf.agent.server import create_app, stop_all
 
     levels = ("critical", "error", "warning", "info", "debug", "trace")

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from micronf.agent.client import AgentClient
-from micronf.agent.core import Agent, agent_identity
+from micronf.agent.core import Agent
+from micronf.agent.identity import agent_identity
 from micronf.agent.models import DeployRequest
 from micronf.dataplane.segment import list_segments
 

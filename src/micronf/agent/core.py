@@ -7,49 +7,31 @@ supervision (restart dead processes) every ``tick_s`` and its autoscaler at the 
 interval. Deploy and remove are serialized with the monitor by one lock, so the monitor never
 looks at a half-built or half-removed graph.
 
-Every agent has an identity (``Agent.id``), part of the name of every segment it creates
-(``mnf-<id>-<deployment>``): two agents on one machine can deploy the same name. ``micronf
-agent`` derives it from the address it listens on (:func:`agent_identity`), so an agent
-restarted on the same address has the same identity and finds its own segments again; an
-in-process agent (``micronf run``, tests) gets a random one.
+Every agent has an identity (``Agent.id``, see :mod:`micronf.agent.identity`), part of the name
+of every segment it creates (``mnf-<id>-<deployment>``): two agents on one machine can deploy
+the same name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import secrets
 import threading
 import time
 
 from micronf import __version__
 from micronf.agent.deployment import Deployment
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
+from micronf.agent.identity import check_identity, random_identity
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
 
 log = logging.getLogger("micronf.agent")
-
-_ID_RE = re.compile(r"^[a-z0-9]{1,16}$")
-_SHARED_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::", "::1", "")
-
-
-def agent_identity(host: str, port: int) -> str:
-    """The identity of the agent serving ``host:port``: the port, plus a short hash of the address
-    unless it is loopback or every interface (those cannot be bound twice on one port, other
-    addresses can: 127.0.0.2:8771 next to 127.0.0.1:8771)."""
-    if host in _SHARED_HOSTS:
-        return str(port)
-    return f"{port}h{hashlib.sha256(host.encode()).hexdigest()[:6]}"
 
 
 class Agent:
     """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`)."""
 
     def __init__(self, *, tick_s: float = 0.05, monitor: bool = True, agent_id: str | None = None) -> None:
-        if agent_id is not None and not _ID_RE.match(agent_id):
-            raise ValueError(f"agent id {agent_id!r} must be 1-16 of [a-z0-9]")
-        self.id = agent_id or secrets.token_hex(4)
+        self.id = check_identity(agent_id) if agent_id is not None else random_identity()
         self.started = time.monotonic()
         self._deployments: dict[str, Deployment] = {}
         self._lock = threading.RLock()

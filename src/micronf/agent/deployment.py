@@ -80,13 +80,15 @@ RX_SLOT, TX_SLOT = 0, 1
 EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
                  EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
 SERVICES = ("micronf.agent.rx", "micronf.agent.tx")
+CONSERVATION_READS = 3  # pairs of passes live conservation is judged on (see Deployment._conservation)
 
 
 @dataclass(frozen=True)
 class _Tally:
-    """Monotonic counters of one graph, read in one pass (see :meth:`Deployment.stats`)."""
+    """Monotonic counters of one graph, read in one pass (see :meth:`Deployment._conservation`)."""
 
     accepted: int  # packets the Rx service put into the graph
+    sent: int  # packets the Tx service sent
     done: int  # packets that left it: sent, refused, freed inside, lost in a µNF crash
     allocated: int  # buffers ever allocated
     freed: int  # buffers ever freed (by the owner, and through every return ring)
@@ -380,20 +382,21 @@ class Deployment:
                              verdicts=s.verdicts, counters=s.counters, ingress=ingress, egress=egress)
 
     def _tally(self) -> _Tally:
-        """One pass over the monotonic counters live conservation is judged on (see :meth:`stats`)."""
+        """One pass over the monotonic counters live conservation is judged on (see :meth:`_conservation`)."""
         g = self.runtime
         mem = g.memory()
         seg = g.segment()
         accepted = int(seg.view("rx.stats", np.int64)[RX_INDEX["accepted"]])
         txv = seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)[: len(self.exit_names)]
-        done = int(txv[:, [TX_INDEX["frames"], TX_INDEX["refused"], TX_INDEX["no_output"]]].sum())
+        sent = int(txv[:, TX_INDEX["frames"]].sum())
+        done = sent + int(txv[:, [TX_INDEX["refused"], TX_INDEX["no_output"]]].sum())
         for node in g.layout.nodes:
             rc = mem.runtime_counters(node)
             done += int(rc[RC_DROPPED] + rc[RC_UNCONNECTED] + rc[RC_FULL] + rc[RC_BAD_VERDICT])
         done += sum(ev.reclaimed_buffers for ev in self.restarts if ev.nodes != ["@rx"])
         p = mem.pool.arrays
         freed = int(p.ctrl[C_OWNER_FREED]) + int(p.ret_ctrl[:, HEAD].sum())
-        return _Tally(accepted=accepted, done=done, allocated=int(p.ctrl[C_ALLOCATED]), freed=freed)
+        return _Tally(accepted=accepted, sent=sent, done=done, allocated=int(p.ctrl[C_ALLOCATED]), freed=freed)
 
     def _held_bound(self) -> int:
         """Buffers the processes may hold between counting and handing over: a burst each (the Rx
@@ -404,24 +407,36 @@ class Deployment:
                    if not all(g.layout.nodes[i].retired for i in plan_.nodes))
         return 2 * max(self.req.burst, 256) + live * g.layout.burst
 
-    def stats(self) -> GraphStats:
-        """Every counter of the graph, and whether every accepted packet is accounted for.
+    def _conservation(self) -> Conservation:
+        """Whether every accepted packet is accounted for, judged live without a torn snapshot.
 
-        Live conservation without a torn snapshot: every term is read twice, all of it (``before``)
-        and again after everything else (``after``). Each term only grows (packets accepted, done
-        = sent + refused + freed inside + lost in a crash, buffers allocated, buffers freed), so at
-        an instant between the passes each lies between its two readings. Buffers in use
-        (allocated - freed) equal accepted - done plus what processes hold between counting and
-        handing over (0 ≤ held ≤ :meth:`_held_bound`: the Rx service counts a packet accepted after
-        allocating it; µNFs and the Tx service count before they free). So a healthy graph
-        provably satisfies both ``allocated₁ - freed₂ ≤ accepted₂ - done₁ + bound`` (no buffer
-        used outside the accounting: a leak) and ``allocated₂ - freed₁ ≥ accepted₁ - done₂`` (no
-        accepted packet vanished); idle, the passes agree and the check is exact up to ``bound``.
-        The figures reported are the second pass's.
+        The terms are counters that only grow (packets accepted, packets done = sent + refused +
+        freed inside + lost in a µNF crash, buffers allocated, buffers freed), read in two passes
+        back to back: at an instant between them each term lies between its two readings. In a
+        healthy graph the buffers in use (allocated - freed) equal accepted - done plus what the
+        processes hold between counting and handing over (0 ≤ held ≤ :meth:`_held_bound`: the Rx
+        service counts a packet accepted after allocating it; µNFs and the Tx service count
+        before they free). So a healthy graph provably satisfies ``allocated₁ - freed₂ ≤
+        accepted₂ - done₁ + bound`` (else buffers are in use that no accepted packet explains: a
+        leak) and ``allocated₂ - freed₁ ≥ accepted₁ - done₂`` (else accepted packets are neither
+        done nor in a buffer). The slack is what moved during a pass (microseconds); a pass that
+        was preempted has more, so the judgement takes :data:`CONSERVATION_READS` pairs and is
+        ``ok`` only if every pair is. Idle, the passes agree and the check is exact up to
+        ``bound``. The figures reported are the last pass's.
         """
+        bound = self._held_bound()
+        ok = True
+        for _ in range(CONSERVATION_READS):
+            before, after = self._tally(), self._tally()
+            ok = ok and (before.allocated - after.freed <= after.accepted - before.done + bound
+                         and after.allocated - before.freed >= before.accepted - after.done)
+        return Conservation(rx=after.accepted, tx=after.sent, dropped=after.done - after.sent,
+                            in_flight=after.allocated - after.freed, ok=ok)
+
+    def stats(self) -> GraphStats:
+        """Every counter of the graph (read while packets move) and its conservation."""
         g = self.runtime
         seg = g.segment()
-        before = self._tally()
         rxv = seg.view("rx.stats", np.int64)
         rx = {k: int(rxv[i]) for i, k in enumerate(RX_COUNTERS)}
         txv = seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
@@ -450,13 +465,7 @@ class Deployment:
                 drops[key] = drops.get(key, 0) + ev.reclaimed_buffers
         pool = g.memory().pool.stats()
         lat = percentiles(seg.view("tx.hist", np.int64))
-        after = self._tally()
-        bound = self._held_bound()
-        ok = (before.allocated - after.freed <= after.accepted - before.done + bound
-              and after.allocated - before.freed >= before.accepted - after.done)
-        sent = sum(int(txv[e, TX_INDEX["frames"]]) for e in range(len(self.exit_names)))
-        cons = Conservation(rx=after.accepted, tx=sent, dropped=after.done - sent,
-                            in_flight=after.allocated - after.freed, ok=ok)
+        cons = self._conservation()
         return GraphStats(
             name=self.req.name, at=time.time(), rx=rx, tx=tx, drops=drops, nodes=nodes,
             pool={"slots": pool.capacity, "free": pool.free, "in_use": pool.in_use, "allocated": pool.allocated,

@@ -53,7 +53,7 @@ from micronf.agent.iomem import (
 )
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
-from micronf.dataplane.atomics import cycles, load_acquire, prefetch_write, store_release
+from micronf.dataplane.atomics import cycles, fence_seq_cst, load_acquire, prefetch_write, store_release
 from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import (
@@ -104,7 +104,7 @@ def _prefetch_slot(p: PoolArrays, h: int, ln: int) -> None:
 @njit(cache=True, nogil=True, inline="always")
 def _journal_open(journal: I64, stats: I64, rctrl: I64, entries: I64, n_entries: int, n: int) -> None:
     """Record the burst about to be worked on, then mark the journal active (release: a successor
-    that sees it active sees the record)."""
+    that sees it active sees the record; the fence: no counter of the burst changes before)."""
     for i in range(N_COUNTERS):
         journal[J_SNAP0 + i] = stats[i]
     for e in range(n_entries):
@@ -114,6 +114,7 @@ def _journal_open(journal: I64, stats: I64, rctrl: I64, entries: I64, n_entries:
     journal[J_RINGS] = n_entries
     journal[J_N] = n
     store_release(journal, J_STATE, J_ACTIVE)
+    fence_seq_cst()
 
 
 @njit(cache=True, nogil=True)

@@ -71,7 +71,11 @@ def _kill_rx(agent: Agent, name: str, journal: np.ndarray, *, mid_burst: bool) -
     """kill -9 the Rx service, wait for its restart; returns what the kill cost."""
     before = agent.stats(name)
     pid = _rx_pid(agent, name)
-    caught = _kill_mid_burst(pid, journal) if mid_burst else (os.kill(pid, signal.SIGKILL) or False)
+    if mid_burst:
+        caught = _kill_mid_burst(pid, journal)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        caught = False
     deadline = time.monotonic() + 10
     while len(agent.stats(name).restarts) == len(before.restarts) or _rx_pid(agent, name) == pid:
         assert time.monotonic() < deadline, "the Rx service was not restarted"

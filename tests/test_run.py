@@ -100,6 +100,7 @@ def test_offline_run_writes_one_pcap_per_exit(tmp_path: Path) -> None:
     assert s["mode"] == "offline" and s["packets_in"] == len(pkts) and s["conservation_ok"]
     assert s["outputs"] == {"appfw.web": len(want["out"]), "appfw.other": len(want["monitor.classify.other"])}
     assert s["dropped"] == {k: len(v) for k, v in want.items() if k not in ("out", "monitor.classify.other")}
+    assert set(s["drop_meanings"]) == set(s["dropped"]) and all(s["drop_meanings"].values())  # each in words
     files = {row["exit"]: row for row in s["exits"]}
     for exit_, frames in want.items():
         trace = read_pcap(out / f"{exit_}.pcap")

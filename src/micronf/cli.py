@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer._click.exceptions import (  # typer vendors click (typer._click)
+    ClickException,
+    NoArgsIsHelpError,
+    UsageError,
+)
+from typer.core import TyperGroup
 
 from micronf import __version__
 
@@ -24,7 +31,61 @@ if TYPE_CHECKING:
     from micronf.runtime.graph import GraphLayout
     from micronf.runtime.offline import OfflineResult
 
+
+class CliError(Exception):
+    """A failure to report as one ``error:`` line on stderr (exit 1; 2 for bad input)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Group(TyperGroup):
+    """The ``micronf`` command group: every error is one ``error: ...`` line on stderr.
+
+    Exit codes: 2 for usage errors (bad options, arguments, input files), 1 for failures at run
+    time, the command's own code otherwise. An unexpected exception is one line too; its traceback
+    is printed only with the global ``--debug`` option. Stdout keeps only what a command prints, so
+    ``--json`` output stays parseable whatever happens.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, windows_expand_args, **extra)
+        _state["debug"] = False
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except CliError as exc:
+            code = _error_line(str(exc), exc.exit_code)
+        except NoArgsIsHelpError as exc:  # ``micronf`` or ``micronf shm`` alone: the help (rich prints it itself)
+            if exc.format_message():
+                err_console.print(exc.format_message(), markup=False)
+            code = 2
+        except UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            code = _error_line(exc.format_message() + hint, 2)
+        except ClickException as exc:
+            code = _error_line(exc.format_message(), exc.exit_code)
+        except typer.Abort:
+            code = _error_line("aborted", 130)
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            code = _error_line(f"{type(exc).__name__}: {exc} (micronf --debug ... prints the traceback)", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error_line(message: str, code: int) -> int:
+    """Print ``error: message`` as one line on stderr; return ``code``."""
+    err_console.print(f"[red]error:[/] {escape(' '.join(message.split()))}")
+    return code
+
+
+_state = {"debug": False}
 app = typer.Typer(
+    cls=_Group,
     help="micronf: network functions and service chains built from small packet-processing processes.",
     no_args_is_help=True,
     add_completion=False,
@@ -32,6 +93,24 @@ app = typer.Typer(
 shm_app = typer.Typer(help="Inspect and clean shared-memory segments.", no_args_is_help=True)
 app.add_typer(shm_app, name="shm")
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+"""Errors, warnings and progress: stdout is the commands' output only (JSON under ``--json``)."""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"micronf {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an unexpected error."),
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                  help="Print the version and exit."),
+) -> None:
+    """micronf: network functions and service chains built from small packet-processing processes."""
+    _state["debug"] = debug
 
 
 @app.command("bench-ring")
@@ -58,8 +137,7 @@ def bench_ring(
     try:
         res = run_pipeline(cfg, seconds=seconds)
     except PermissionError as exc:
-        console.print(f"[red]cannot apply policy {policy!r}: {exc} (real-time policies need root)[/]")
-        raise typer.Exit(1) from exc
+        raise CliError(f"cannot apply policy {policy!r}: {exc} (real-time policies need root)") from exc
     ok = res.marker_errors == 0 and res.allocated == res.delivered + res.in_flight
     table = Table(title="demo result", show_header=False)
     table.add_row("throughput", f"[bold]{res.mpps:.2f} Mpps[/] ({res.packets:,} packets in {res.seconds:.2f} s)")
@@ -83,11 +161,15 @@ def run(
     pcap: Path | None = typer.Option(None, "--pcap", exists=True, dir_okay=False,
                                      help="Offline form: run the SFC on this capture (needs --out)."),
     out: Path | None = typer.Option(None, "--out", file_okay=False, help="Offline form: one pcap per exit here."),
-    packets: int = typer.Option(1_000_000, min=1, help="Live: packets the generator sends."),
+    force: bool = typer.Option(False, "--force", help="Offline form: replace the pcaps of an earlier run in --out "
+                               "(only micronf's own files there)."),
+    packets: int | None = typer.Option(None, min=1, help="Live: packets the generator sends (default: 1,000,000; "
+                                       "with --seconds alone: no limit)."),
     rate: float = typer.Option(200_000.0, min=0.001, help="Live: packets per second the generator offers "
                                       "(200k: what the Fig. 11 graph sustains on a 2-core machine; more "
                                       "than the graph takes: the surplus is counted as dropped at Rx)."),
-    seconds: float | None = typer.Option(None, min=0.1, help="Live: stop after this long even if not all sent."),
+    seconds: float | None = typer.Option(None, min=0.1, help="Live: stop after this long (the graph then drains: "
+                                         "the packets in it still reach Tx or a drop, and are counted)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live display)."),
 ) -> None:
     """Run an SFC here, embedded: compose and optimize it, run its µNF graph (real processes), and
@@ -96,7 +178,8 @@ def run(
     Live (default): an in-process agent deploys the graph with the built-in generator (the paper's
     traffic: 200-byte HTTP GETs, 20% with SQL-injection URLs). Offline (--pcap IN --out DIR): the
     graph runs on the capture and every exit (each SFC output label and each drop reason) is
-    written to DIR/<exit>.pcap. Ctrl-C stops a live run cleanly and prints what was done.
+    written to DIR/<exit>.pcap (an earlier run's pcaps there are refused, or replaced with --force).
+    Ctrl-C stops a live run cleanly: the input stops, the graph drains, and the summary is exact.
     """
     from micronf.orchestrator import embedded
     from micronf.orchestrator.models import SpecError
@@ -106,8 +189,7 @@ def run(
     try:
         comp, path = embedded.load(sfc, live=pcap is None)
     except SpecError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise CliError(str(exc), 2) from exc
     say = (lambda *_a, **_k: None) if as_json else console.print
     say(f"[bold]micronf {__version__}[/]: SFC {escape(comp.sfc)} ({escape(str(path))}): "
         f"{len(comp.before.spec.nodes)} µNFs joined → {len(comp.after.spec.nodes)} after optimization")
@@ -115,10 +197,13 @@ def run(
         say(f"  [dim]{escape(line)}[/]")
     if pcap is not None and out is not None:
         layout = embedded.offline_layout(comp)
-        res = _run_offline_shown(layout, _read_trace(pcap), out, 1)
+        trace = _read_trace(pcap)
+        _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
+        res = _run_offline_shown(layout, trace, out, 1)
         summary = embedded.offline_summary(comp, path, layout, res)
     else:
-        summary = _run_live_shown(comp, path, packets, rate, seconds, as_json)
+        count = packets if packets is not None else None if seconds is not None else 1_000_000
+        summary = _run_live_shown(comp, path, count, rate, seconds, as_json)
     if as_json:
         print(summary.model_dump_json(indent=2))
     else:
@@ -129,7 +214,7 @@ def run(
         raise typer.Exit(130)
 
 
-def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | None, seconds: float | None,
+def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: float | None, seconds: float | None,
                     quiet: bool) -> RunSummary:
     """``embedded.run_live`` with a status while the µNFs start and a live progress table; Ctrl-C
     (SIGINT) only asks the run to stop, so the deployment is always removed."""
@@ -138,6 +223,7 @@ def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | N
 
     from rich.live import Live
 
+    from micronf.agent.errors import DeploymentFailedError
     from micronf.io.generator import paper_traffic
     from micronf.orchestrator import embedded
 
@@ -164,6 +250,8 @@ def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | N
     try:
         return embedded.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
                                  stop=stop, on_deploying=deploying, on_progress=progress)
+    except DeploymentFailedError as exc:
+        raise CliError(str(exc)) from exc
     finally:
         status.stop()
         live.stop()
@@ -176,12 +264,11 @@ def nfs(
     as_json: bool = typer.Option(False, "--json", help="Print the catalog as JSON."),
 ) -> None:
     """List the µNF catalog: descriptor, config fields, labels, drop reasons, counters."""
-    from micronf.runtime.catalog import catalog
+    from micronf.runtime.catalog import SERVICE_DROPS, catalog
 
     entries = [e for e in catalog() if name is None or e.name == name]
     if name is not None and not entries:
-        console.print(f"[red]no µNF named {name!r}[/] (try `micronf nfs`)")
-        raise typer.Exit(2)
+        raise CliError(f"no µNF named {name!r} (try `micronf nfs`)", 2)
     if as_json:
         print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return
@@ -191,8 +278,9 @@ def nfs(
         console.rule(f"[bold]{e.name}[/]")
         console.print(e.summary)
         console.print(f"[dim]descriptor:[/] stateful={d['stateful']} {access} may_drop={d['may_drop']}")
-        drops = ", ".join(e.drop_reasons) or "-"
-        console.print(f"[dim]labels:[/] {', '.join(e.labels)}   [dim]drop reasons:[/] {drops}")
+        console.print(f"[dim]labels:[/] {', '.join(e.labels)}   [dim]drop reasons:[/] {'' if e.drop_reasons else '-'}")
+        for reason, text in e.drop_explanations.items():
+            console.print(f"  {escape(reason)}: {escape(text)}")
         if e.config:
             table = Table("config", "type", "default", "description", box=None, pad_edge=False)
             for f in e.config:
@@ -202,6 +290,14 @@ def nfs(
             console.print(f"[dim]counters:[/] {e.counters}")
         if e.notes:
             console.print(f"[dim]notes:[/] {e.notes}")
+    if name is None:
+        console.rule("[bold]drops outside the µNFs' own reasons[/]")
+        console.print("A drop is counted as WHERE.REASON: a µNF's own reason (above), or one of these, at a µNF "
+                      "(its ring or verdict) or at @rx / an exit (the Rx/Tx services):")
+        table = Table("reason", "meaning", box=None, pad_edge=False)
+        for reason, text in SERVICE_DROPS.items():
+            table.add_row(escape(reason), escape(text))
+        console.print(table)
 
 
 @app.command()
@@ -215,6 +311,8 @@ def chain(
     loop: int = typer.Option(1, min=1, help="Replay the capture this many times."),
     burst: int = typer.Option(32, min=1, max=1024, help="Packets per burst."),
     fused: bool = typer.Option(False, help="Run every µNF in one process (run-to-completion) instead of one each."),
+    force: bool = typer.Option(False, "--force", help="Replace the pcaps of an earlier run in --out (only micronf's "
+                               "own files there)."),
 ) -> None:
     """Run a chain of µNFs (real processes) over a capture; write every exit to its own pcap.
 
@@ -232,9 +330,9 @@ def chain(
         layout = plan(chain_spec(elements, burst=burst, cluster="all" if fused else None),
                       capture_drops=True, on_full="wait")
     except (ChainSyntaxError, GraphError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise CliError(str(exc), 2) from exc
     trace = _read_trace(pcap)
+    _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
     console.print(f"{len(trace):,} packets from {pcap} -> {' -> '.join(names)} "
                   f"({'1 fused process' if fused else f'{len(names)} processes'})")
     res = _run_offline_shown(layout, trace, out, loop)
@@ -266,11 +364,55 @@ def _read_trace(pcap: Path) -> Trace:
     try:
         trace = read_pcap(pcap)
     except PcapError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise CliError(str(exc), 2) from exc
+    except OSError as exc:
+        raise CliError(f"cannot read {pcap}: {exc.strerror or exc}", 2) from exc
+    if len(trace) == 0:
+        why = "its only record is truncated" if trace.truncated else "it has a header only"
+        raise CliError(f"{pcap} holds no complete packet ({why}): nothing to run", 2)
     if trace.truncated:
-        console.print(f"[yellow]warning:[/] {pcap} ends in a truncated record; using the {len(trace)} complete ones")
+        err_console.print(f"[yellow]warning:[/] {escape(str(pcap))} ends in a truncated record; "
+                          f"using the {len(trace)} complete ones")
     return trace
+
+
+MANIFEST = "micronf-manifest.json"
+"""The file an offline run writes in its --out directory first: which files there are its own."""
+
+
+def _prepare_out(out: Path, exits: list[str], *, force: bool, inputs: tuple[Path, ...]) -> None:
+    """Make ``out`` ready for one pcap per exit before any process starts (errors exit 2).
+
+    ``out`` must be (or be creatable as) a writable directory. Files of an earlier run there (the
+    pcaps this run writes, those its manifest lists, the manifest) would mix with the new ones: they
+    are refused, or with ``force`` removed — only those, never another file. Then the manifest of
+    this run is written: it names the files that are micronf's, and proves the directory writable.
+    """
+    names = [f"{e}.pcap" for e in exits]
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is not a directory", 2)
+    manifest = out / MANIFEST
+    listed: list[str] = []
+    if manifest.is_file():
+        try:
+            listed = [str(f) for f in json.loads(manifest.read_text(encoding="utf-8"))["files"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CliError(f"{manifest} is not a micronf manifest ({exc}); remove it or use another --out", 2) from exc
+    ours = [out / f for f in dict.fromkeys(names + listed) if Path(f).name == f] + [manifest]
+    for path in inputs:
+        if any(o.exists() and o.samefile(path) for o in ours):
+            raise CliError(f"--out {out} would overwrite the input {path}; choose another --out", 2)
+    present = [o for o in ours if o.is_file()]
+    if present and not force:
+        raise CliError(f"--out {out} holds the output of an earlier run ({len(present)} files, e.g. "
+                       f"{present[0].name}); use --force to replace them or choose another directory", 2)
+    try:
+        for old in present:
+            old.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({"micronf": __version__, "files": names}, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write to --out {out}: {exc.strerror or exc}", 2) from exc
 
 
 def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int) -> OfflineResult:
@@ -280,14 +422,13 @@ def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int) 
     from micronf.runtime.offline import GraphStalledError, run_offline
 
     with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+                  console=err_console, transient=True) as bar:
         task = bar.add_task("packets", total=len(trace) * loop)
         try:
             return run_offline(layout, trace, out, loops=loop,
                                progress=lambda done, _t: bar.update(task, completed=done))
         except GraphStalledError as exc:
-            console.print(f"[red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(1) from exc
+            raise CliError(str(exc)) from exc
 
 
 @shm_app.command("ls")
@@ -318,8 +459,8 @@ def shm_gc(
 
 @app.command()
 def version() -> None:
-    """Print the micronf version."""
-    console.print(__version__)
+    """Print the micronf version (as ``micronf --version``)."""
+    _print_version(True)
 
 
 @app.command()
@@ -372,11 +513,13 @@ def main() -> None:
 @app.command("plan")
 def plan_sfc(
     sfc: Path = typer.Argument(..., help="The SFC request (YAML or JSON), e.g. examples/sfc-fig11.yaml."),
-    out: Path = typer.Option(Path("."), "--out", file_okay=False, help="Directory for before/after drawings."),
+    out: Path | None = typer.Option(None, "--out", file_okay=False,
+                                    help="Draw both graphs here (before/after .dot, and .svg with Graphviz)."),
     as_json: bool = typer.Option(False, "--json", help="Print the composition (graphs and rewrites) as JSON."),
 ) -> None:
     """Dry run: compose the SFC into a µNF graph, optimize it, print both graphs and every rewrite
-    with its reason, and draw them (DIR/before.svg, DIR/after.svg; .dot without Graphviz)."""
+    with its reason. Writes nothing unless --out DIR is given: then it draws them (DIR/before.svg,
+    DIR/after.svg; .dot without Graphviz)."""
     from micronf.orchestrator.compose import compose_file
     from micronf.orchestrator.models import SpecError
     from micronf.orchestrator.render import INSTALL_HINT, write_drawing
@@ -385,13 +528,15 @@ def plan_sfc(
     try:
         comp = compose_file(sfc)
     except SpecError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise CliError(str(exc), 2) from exc
     if as_json:
         print(comp.model_dump_json(indent=2))
         return
-    drawings = [write_drawing(g, f"{comp.sfc}: {stage}", out / stage)
-                for stage, g in (("before", comp.before), ("after", comp.after))]
+    try:
+        drawings = [] if out is None else [write_drawing(g, f"{comp.sfc}: {stage}", out / stage)
+                                           for stage, g in (("before", comp.before), ("after", comp.after))]
+    except OSError as exc:
+        raise CliError(f"cannot write the drawings to --out {out}: {exc.strerror or exc}", 2) from exc
     print_plan(console, comp, drawings)
     if any(p.suffix == ".dot" for p in drawings):
         console.print(f"[yellow]no SVG:[/] {INSTALL_HINT}")
@@ -406,8 +551,7 @@ def schema(
     from micronf.orchestrator.models import KINDS, json_schemas
 
     if kind is not None and kind not in KINDS:
-        console.print(f"[red]error:[/] no file kind {kind!r} (kinds: {', '.join(KINDS)})")
-        raise typer.Exit(2)
+        raise CliError(f"no file kind {kind!r} (kinds: {', '.join(KINDS)})", 2)
     schemas = {k: s for k, s in json_schemas().items() if kind in (None, k)}
     if out is None:
         print(json.dumps(schemas[kind] if kind else schemas, indent=2))
@@ -453,8 +597,7 @@ def orchestrator(
     try:
         store = Store(db)
     except StoreError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        raise CliError(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     orch = Orchestrator(store, refs)
     with orch.running(reconcile_s):
@@ -469,9 +612,8 @@ def _orch_call(base: str, method: str, path: str, body: object = None) -> object
     try:
         resp = httpx.request(method, base.rstrip("/") + path, json=body, timeout=300.0)
     except httpx.TransportError as exc:
-        console.print(f"[red]error:[/] cannot reach the orchestrator at {escape(base)} ({type(exc).__name__}: "
-                      f"{escape(str(exc))}); is `micronf orchestrator` running?")
-        raise typer.Exit(1) from exc
+        raise CliError(f"cannot reach the orchestrator at {base} ({type(exc).__name__}: {exc}); "
+                       "is `micronf orchestrator` running?") from exc
     if resp.is_success:
         return resp.json() if resp.content else None
     try:
@@ -479,8 +621,7 @@ def _orch_call(base: str, method: str, path: str, body: object = None) -> object
         what = f"{err['error']}: {err['detail']}"
     except (ValueError, KeyError, TypeError):
         what = resp.text[:500] or resp.reason_phrase
-    console.print(f"[red]error ({resp.status_code}):[/] {escape(what)}")
-    raise typer.Exit(1)
+    raise CliError(f"({resp.status_code}) {what}")
 
 
 def _json_arg(text: str, param: str) -> object:
@@ -513,8 +654,7 @@ def deploy(
     try:
         text, files = read_sfc_source(sfc)
     except SpecError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise CliError(str(exc), 2) from exc
     outs: dict[str, object] = {}
     for item in outputs:
         key, sep, spec = item.partition("=")

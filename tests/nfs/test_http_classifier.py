@@ -16,7 +16,7 @@ from micronf.runtime.nf import DOC_SECTIONS, NFConfigError
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"]
 # Reference classification, written independently of the kernel.
-REQUEST_RE = re.compile(rb"^(?:" + b"|".join(m.encode() for m in METHODS) + rb") ")
+REQUEST_RE = re.compile(rb"^(?:" + b"|".join(m.encode() for m in METHODS) + rb")[ \t]")
 
 
 def tcp(payload: bytes, sport: int = 40000, dport: int = 80) -> bytes:
@@ -29,6 +29,14 @@ def test_every_request_method_is_http_and_frames_are_untouched() -> None:
     assert run.verdicts == ["http"] * len(METHODS)
     assert run.outputs["http"] == frames
     assert run.counters == {"requests": len(METHODS), "responses": 0}
+
+
+def test_a_tab_after_the_method_counts_as_the_space() -> None:
+    # lenient servers accept "GET<TAB>/x", so a WAF must see it as a request
+    payloads = [b"GET\t/x HTTP/1.1\r\n\r\n", b"POST\t\t/y\tHTTP/1.0\r\n\r\n", b"GET\x0b/x HTTP/1.1\r\n"]
+    assert [bool(REQUEST_RE.match(p)) for p in payloads] == [True, True, False]
+    run = run_kernel(HttpClassifier(), [tcp(p) for p in payloads])
+    assert run.verdicts == ["http", "http", "other"]
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""The HTTP request-target parse cache (``M_HTTP_TARGET``): filled by the first HTTP µNF, reused by the
-next ones, forgotten whenever the frame may have changed."""
+"""The HTTP request-target parse cache (``M_HTTP_TARGET``, ``M_HTTP_END``): filled by the first HTTP µNF
+that needs it, reused by the next ones, forgotten whenever the frame may have changed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
-from micronf.dataplane.pool import M_DATA_OFF, M_HTTP_TARGET, PacketPool, pkt_forget_parse, pkt_set_len
+from micronf.dataplane.pool import M_DATA_OFF, M_HTTP_END, M_HTTP_TARGET, PacketPool, pkt_forget_parse, pkt_set_len
 from micronf.nfs.count_url import CountUrl
 from micronf.nfs.http_classifier import HttpClassifier
 from micronf.nfs.ip_ttl_decrementer import IPTtlDecrementer
@@ -17,6 +17,7 @@ from micronf.nfs.mac_swapper import MacSwapper
 from micronf.nfs.validate_url import ValidateUrl
 from micronf.runtime.codegen import loop_source
 from micronf.runtime.nf import MicroNF
+from tests.nfs.sqli_corpus import reference_target
 
 
 def _http(payload: bytes, vlan: bool = False) -> Packet:
@@ -65,8 +66,8 @@ class Frames:
         type(nf).kernel(self.pool.arrays, self.handles, n, verdicts, nf.state(), counters)
         return verdicts.tolist(), counters.tolist()
 
-    def cached(self) -> list[int]:
-        words: npt.NDArray[np.uint32] = self.pool.arrays.words[self.handles, M_HTTP_TARGET]
+    def cached(self, word: int = M_HTTP_TARGET) -> list[int]:
+        words: npt.NDArray[np.uint32] = self.pool.arrays.words[self.handles, word]
         return [int(w) for w in words]
 
 
@@ -118,3 +119,26 @@ def test_the_generated_loop_forgets_after_writers_past_l2_only() -> None:
 
     assert forgets([IPTtlDecrementer, CountUrl]) == ["pkt_forget_parse(p, s0.handles, n0)"]  # writes L3
     assert forgets([MacSwapper, HttpClassifier, CountUrl]) == []  # L2 writes move no header
+
+
+def test_the_end_of_the_target_is_parsed_once_and_shared() -> None:
+    pkts = [*traffic(), _http(b"GET /item?q=1' OR 'a'='a HTTP/1.1\r\nHost: x\r\n\r\n")]
+    frames = Frames(pkts)
+    frames.run(HttpClassifier({}))
+    assert frames.cached(M_HTTP_END) == [0] * len(pkts)  # the classifier needs only the start
+    verdicts, _ = frames.run(ValidateUrl({}))
+    ends = []
+    for p in pkts:  # where scapy's payload and the reference parse put the end, + 1; 0: no request
+        payload = bytes(p[Raw].load) if TCP in p else b""
+        target = reference_target(payload)
+        ends.append(0 if target is None else expected_target(p) + len(target) + 1)
+    assert frames.cached(M_HTTP_END) == ends
+    assert verdicts[-1] < 0  # the raw-space injection is dropped
+    # the next µNF reads the end from the cache: cut it short and the injection is no longer seen
+    h = int(frames.handles[-1])
+    frames.pool.arrays.words[h, M_HTTP_END] = expected_target(pkts[-1]) + len(b"/item?q=1") + 1
+    assert frames.run(ValidateUrl({}))[0][-1] == 0
+    # a fresh start (another classifier pass) comes with a fresh end
+    frames.run(HttpClassifier({}))
+    assert frames.cached(M_HTTP_END)[-1] == 0
+    assert frames.run(ValidateUrl({}))[0][-1] < 0

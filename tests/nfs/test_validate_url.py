@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_to_bytes
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP, IPOption_RR
@@ -14,8 +13,8 @@ from micronf.dataplane.dfa import SQLI_SIGNATURES
 from micronf.nfs.validate_url import ValidateUrl
 from micronf.runtime.harness import run_kernel
 from micronf.runtime.nf import DOC_SECTIONS, NFConfigError
+from tests.nfs.sqli_corpus import reference_is_sqli, reference_target
 
-REQUEST_RE = re.compile(rb"^(?:GET|POST|PUT|DELETE|HEAD|OPTIONS|PATCH|CONNECT|TRACE) ([^ \r\n]*)")
 PAYLOAD_AT = 14 + 20 + 20
 
 
@@ -28,20 +27,15 @@ def get(url: bytes) -> bytes:
 
 
 def is_sqli(url: bytes, signatures: list[str]) -> bool:
-    """The reference: Python ``re`` over the URL decoded once (``+`` is a space), ``$`` = end of URL."""
-    decoded = unquote_to_bytes(url.replace(b"+", b" "))
-    for sig in signatures:
-        pattern = sig[:-1] + r"\Z" if sig.endswith("$") else sig
-        if re.search(pattern.encode(), decoded, re.IGNORECASE | re.DOTALL):
-            return True
-    return False
+    """The reference (tests/nfs/sqli_corpus.py): Python ``re`` over the normalized URL."""
+    return reference_is_sqli(url, signatures)
 
 
 def reference_verdict(payload: bytes | None, signatures: list[str]) -> str:
-    m = REQUEST_RE.match(payload) if payload is not None else None
-    if m is None:
+    target = reference_target(payload) if payload is not None else None
+    if target is None:
         return "out"
-    return "drop:sqli" if is_sqli(m.group(1), signatures) else "out"
+    return "drop:sqli" if is_sqli(target, signatures) else "out"
 
 
 ATTACKS = [
@@ -89,7 +83,54 @@ def test_custom_signatures_case_insensitive_and_url_decoded() -> None:
     frames = [get(u) for u in urls]
     run = run_kernel(ValidateUrl({"signatures": sigs}), frames)
     assert run.verdicts == [reference_verdict(frames[k][PAYLOAD_AT:], sigs) for k in range(len(urls))]
-    assert run.verdicts == ["drop:sqli"] * 5 + ["out", "drop:sqli", "out", "out", "out", "out", "out"]
+    # /%2561dmin is decoded twice; the stray '%' of /db.bak% is dropped, so the URL ends in .bak
+    assert run.verdicts == ["drop:sqli"] * 5 + ["out", "drop:sqli", "out", "out", "out", "drop:sqli", "drop:sqli"]
+
+
+# The issue's request line and its variants: the injection follows a raw space, which used to end
+# the target. Each has a benign twin with the same shape that must pass.
+RAW_SPACE_LINES = [
+    (b"GET /item?q=1' OR 'a'='a HTTP/1.1", b"GET /item?q=rock and roll HTTP/1.1"),
+    (b"GET /item?q=1 UNION SELECT password FROM users HTTP/1.1", b"GET /item?q=union station HTTP/1.1"),
+    (b"GET\t/item?q=1\tAND\t1=2 HTTP/1.0", b"GET\t/item?q=1\tand\t2 HTTP/1.0"),
+    (b"GET /p?id=1;  DROP TABLE users   HTTP/1.1  ", b"GET /p?id=1; see drop shipping   HTTP/1.1  "),
+    (b"GET /login?user=admin' --", b"GET /login?user=o'neil -- tom"),  # HTTP/0.9: no version
+    (b"POST /a?x=1 HTTP/1.1 ' OR '1'='1 HTTP/1.1", b"POST /a?x=1 HTTP/1.1 or 1 HTTP/1.1"),
+    (b"GET /s?q=x' or sleep(5)#", b"GET /s?q=x's sleep (5 hours)"),  # cut off: no line end
+]
+
+
+@pytest.mark.parametrize(("attack", "twin"), RAW_SPACE_LINES, ids=lambda b: b.decode("latin-1")[:40])
+def test_raw_space_injections_are_dropped_and_their_twins_pass(attack: bytes, twin: bytes) -> None:
+    sigs = list(SQLI_SIGNATURES)
+    payloads = [attack + b"\r\nHost: x\r\n\r\n" if b"#" not in attack else attack, twin + b"\r\n\r\n"]
+    assert [reference_verdict(p, sigs) for p in payloads] == ["drop:sqli", "out"]
+    run = run_kernel(ValidateUrl(), [tcp(p) for p in payloads])
+    assert run.verdicts == ["drop:sqli", "out"]
+    assert run.counters == {"checked": 2, "not_request": 0}
+
+
+# One injection in every form the issue names; each must be dropped (and the decoded text is
+# checked against the reference normalizer in tests/dataplane/test_dfa.py).
+EVASIONS = [
+    b"/p?id=1%27%20OR%20%271%27%3D%271",  # %XX
+    b"/p?id=1'+OR+'1'='1",  # + as space
+    b"/p?id=1%2527%2520OR%2520%25271%2527%253D%25271",  # double encoding
+    b"/p?id=1%u0027%u0020OR%u0020%u00271%u0027=%u00271",  # %uXXXX
+    b"/p?id=1' oR '1'='1",  # mixed case
+    b"/p?id=1/**/UnIoN/**/SeLeCt/**/password/**/FROM/**/users",  # comments as spaces
+    b"/p?id=1%00'%00OR%00'1'='1",  # NUL bytes
+    b"/p?id=1%EF%BC%87 OR %EF%BC%871%EF%BC%87=%EF%BC%871",  # fullwidth apostrophes
+    b"/p?id=%S%E%L%E%C%T%20%S%L%E%E%P(5)",  # percentage (ASP)
+    b"/p?id=1 UNION--x%0ASELECT 1",  # space2dash
+]
+
+
+def test_every_evasion_form_is_dropped() -> None:
+    sigs = list(SQLI_SIGNATURES)
+    assert all(is_sqli(u, sigs) for u in EVASIONS)
+    run = run_kernel(ValidateUrl(), [get(u) for u in EVASIONS])
+    assert run.verdicts == ["drop:sqli"] * len(EVASIONS)
 
 
 def test_only_the_request_target_is_inspected() -> None:

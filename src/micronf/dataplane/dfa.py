@@ -16,7 +16,7 @@ by a subset construction over byte classes and minimized (Moore partition refine
 ``interegular``'s own concatenation/union/minimization take ~3 s for the default set and did not
 finish in 5 minutes for a variant with a ``/\\*.*\\*/`` comment signature. Accepting states are
 merged into one absorbing state, so a kernel may stop at the first match.
-Building the default :data:`SQLI_SIGNATURES` (20 signatures, 420 states) takes 0.2-1 s;
+Building the default :data:`SQLI_SIGNATURES` (18 signatures, 1079 states) takes 0.4-1.5 s;
 results are cached per process (``functools.lru_cache``) and, when ``NUMBA_CACHE_DIR`` is set (micronf
 sets it on import), on disk as ``$NUMBA_CACHE_DIR/micronf-dfa/<key>.npz``. The arrays are read-only.
 
@@ -57,18 +57,25 @@ lookbehind (``(?=`` ``(?!`` ``(?<=`` ``(?<!``), atomic groups ``(?>...)`` and po
 ``\\u``/``\\N``/unicode properties, non-ASCII characters in the pattern string, and patterns that
 match the empty string unless anchored at both ends (they would flag every input).
 
-URL decoding
-------------
+URL decoding and WAF normalization
+----------------------------------
 :func:`dfa_search_urldecoded` decodes on the fly, exactly like
 ``urllib.parse.unquote_to_bytes(s.replace(b"+", b" "))``: ``%XX`` (hex digits of either case)
 becomes the byte ``0xXX``, ``+`` becomes a space, and a ``%`` not followed by two hex digits inside
-the window is taken literally. A decoded byte is never decoded again (``%2B`` gives ``+``, not a
-space; ``%2527`` gives ``%27``, not ``'``). Decoding is deliberately done ONCE, as the web
-application does: decoding twice would make the DFA see something the application never sees
-(a user's literal ``%41`` arrives as ``%2541`` and is not ``A``). Double encoding is an evasion
-only against applications that decode twice; :data:`SQLI_SIGNATURES` therefore flags an encoded
-SQL metacharacter still present after one decoding (``%27``, ``%22``, ...) instead. Not decoded:
-IIS ``%uXXXX`` sequences and overlong UTF-8 (signatures can match them explicitly).
+the window is taken literally; a decoded byte is never decoded again.
+
+ValidateUrl does more, as a WAF does before matching (:func:`waf_normalize`, run by
+:func:`url_target_search`): a second decoding (double encoding: ``%2527`` -> ``'``), IIS's
+``%uXXXX``, stray ``%`` dropped (ASP), NUL bytes removed, UTF-8 overlong and fullwidth forms folded
+to ASCII, ``/*comments*/`` and ``--``/``#`` comments up to a LF replaced by a space, other control
+bytes and NBSP turned into spaces. An attacker cannot know whether the application decodes once or
+twice, so the WAF inspects the most decoded form; the price is that a benign literal ``%27`` typed
+by a user (``%2527`` on the wire) is seen as a quote, which the signatures tolerate (a quote alone
+is never a match).
+
+The request-target itself is found as lenient servers find it (:func:`http_request_url`): after
+``METHOD`` and a space or TAB, to the blanks before a final ``HTTP/d.d`` on the line, raw spaces
+inside included (``GET /item?q=1' OR 'a'='a HTTP/1.1`` has the target ``/item?q=1' OR 'a'='a``).
 
 Kernels
 -------
@@ -111,9 +118,12 @@ __all__ = [
     "dfa_search_urldecoded",
     "http_method_len",
     "http_request_url",
+    "http_target_end",
+    "http_target_start",
     "le_word8",
     "url_dfa",
     "url_target_search",
+    "waf_normalize",
 ]
 
 ACCEPT_NOW = 1
@@ -127,53 +137,53 @@ Bytes = npt.NDArray[np.uint8]
 _I64 = npt.NDArray[np.int64]
 
 # --------------------------------------------------------------------------- default signatures
-# Written for the URL-DECODED request target (dfa_search_urldecoded), case-insensitive. Each one
-# needs SQL syntax around the keyword, so ordinary paths and queries ("/union-station/selection",
-# "?q=rock+and+roll", "O%27Reilly") do not trigger; see tests/dataplane/test_dfa.py for both sides.
+# Written for the request-target as waf_normalize leaves it (decoded twice, comments as spaces, NULs
+# gone), case-insensitive. Each one needs SQL syntax around the keyword, so ordinary paths and
+# queries ("/union-station/selection", "?q=rock+and+roll", "O%27Reilly", "?order=price&select=all")
+# do not trigger. Measured on the labelled corpus of tests/nfs/sqli_corpus.py (bench/dfa.py).
 SQLI_SIGNATURES: tuple[str, ...] = (
-    # 1. Quote break-out + numeric tautology: ' OR 1=1, ' or '1'='1
-    r"'\s*or\s+'?\d+'?\s*=\s*'?\d+",
-    # 2. Quote break-out + string tautology: ' or 'a'='a, ' AND ''=' (word-only strings: a free
-    #    [^']* middle would double the DFA for no practical gain)
-    r"'\s*(or|and)\s+'\w*'\s*=\s*'",
-    # 3. Boolean blind / numeric tautology after a value: 1 AND 1=1, 1) or 2>1, x' and 5<6
-    r"[\s')](and|or)\s+\d+\s*(=|<|>|!=)",
-    # 4. UNION-based extraction: union select, UNION ALL SELECT, union(select ...), and UNION
-    #    followed by an inline comment (union/**/select, union all/*x*/select). Comments are caught
-    #    at their opening: tracking a whole /*...*/ body would double the DFA.
+    # 1. Boolean test after a value (tautology, boolean blind): ' OR '1'='1, 1 AND 1=2, " OR ""=",
+    #    ') OR ('a'='a, 1' AND 'a'<'b, || and && (symboliclogical), LIKE/BETWEEN for '=' (equaltolike,
+    #    between). The operand must be a number or a quoted word, so "rock and roll" is not one.
+    r"[\s\d'\"()](and|or|xor|&&|\|\|)\s*\(*\s*(\d+|'\w*'?|\"\w*\"?)\s*(=|<|>|!|like\s|not\s|between\s|rlike\s|regexp\s|is\s|in\s*\()",
+    # 2. Boolean test on a function call or a constant after a value: 1 AND LENGTH(database())=8,
+    #    ' || pg_sleep(5), ' or true--
+    r"[\s\d'\"()](and|or|xor|&&|\|\|)\s*((ascii|substr|substring|length|len|mid|if|exp|count|ord|hex|database|user|version|pg_sleep|sleep)\s*\(|true|false)",
+    # 3. UNION-based extraction: union select, UNION ALL SELECT, union(select ...), and UNION
+    #    followed by an unterminated comment (a terminated one is a space by now)
     r"union(\s|\(|all|distinct)+select|union(\s|\(|all|distinct)*/\*",
-    # 5. Stacked query after a statement terminator: ;DROP TABLE, ; shutdown --
-    r";\s*(drop|delete|insert|update|shutdown|alter|create|truncate|exec)\s",
-    # 6. Quote break-out followed by a comment that cuts the rest of the query: admin'--, '#, '/*
-    r"'\s*(--|#|/\*)",
-    # 7. The URL ends in an SQL line comment, MySQL style included: id=1--, id=1-- -, id=1--+
+    # 4. Stacked query after a statement terminator: ;DROP TABLE, ; shutdown --, );SELECT pg_sleep(5)
+    r";\s*(drop|delete|insert|update|shutdown|alter|create|truncate|exec|execute|select|declare|waitfor)[\s(;#-]",
+    # 5. Quote break-out followed by a comment or a terminator: admin'--, '#, '/*, ')--, '; "--
+    r"'\)*\s*(--|#|/\*|;)|\"\)*\s*(--|/\*|;)",
+    # 6. An SQL line comment that cuts the rest of the query: at the end (id=1--, id=1-- -, id=1--+)
+    #    or before the next parameter (id=1--&page=2)
     r"--[\s-]*$",
-    # 8. Time-based blind: sleep(5), pg_sleep(10), benchmark(5000000,md5(1))
-    r"sleep\s*\(\s*\d+\s*\)|benchmark\s*\(",
-    # 9. Time-based blind, MSSQL: waitfor delay '0:0:5'
-    r"waitfor\s+delay\s*'",
-    # 10. Schema enumeration (MySQL/PostgreSQL/MSSQL catalog)
-    r"information_schema",
-    # 11. Long hex literal used to smuggle strings (select 0x61646d696e, concat(0x3a,...)); not after
-    #     '=' or '/', where hashes and ids (?tx=0x5c50..., /tx/0x5c50...) are legitimate
+    r"--[\s-]*&",
+    # 7. Time-based blind: sleep(5), pg_sleep(10), benchmark(5000000,md5(1)), waitfor delay '0:0:5'
+    r"sleep\s*\(\s*\d+\s*\)|benchmark\s*\(|waitfor\s+(delay|time)\s",
+    # 8. Schema enumeration (MySQL/PostgreSQL/MSSQL/SQLite catalogs)
+    r"information_schema|sqlite_master|pg_catalog|sysobjects|syscolumns",
+    # 9. Long hex literal used to smuggle strings (select 0x61646d696e, concat(0x3a,...)); not after
+    #    '=' or '/', where hashes and ids (?tx=0x5c50..., /tx/0x5c50...) are legitimate
     r"[\s(,]0x[0-9a-f]{8,}",
-    # 12. Quote immediately closed by a statement terminator: '; and ' ;
-    r"'\s*;",
-    # 13. MySQL executable comment used to hide keywords: /*!50000union*/, /*!select*/
+    # 10. MySQL executable comment used to hide keywords: /*!50000union*/, /*!0select
     r"/\*!",
-    # 14. Sub-select: (select ..., ((select
-    r"\(\s*select\s",
-    # 15. File read/write from SQL: load_file('/etc/passwd'), into outfile / dumpfile
+    # 11. Sub-select: (select ..., ((select, (SELECT(SLEEP(5)))
+    r"\(\s*select[\s(]",
+    # 12. File read/write from SQL: load_file('/etc/passwd'), into outfile / dumpfile
     r"load_file\s*\(|into\s+(out|dump)file",
-    # 16. MSSQL stored procedures: exec master..xp_cmdshell, execute sp_configure
-    r"exec(ute)?\s+(master\.\.)?(xp|sp)_\w+",
-    # 17. Server fingerprinting: @@version, @@datadir, ...
-    r"@@(version|datadir|hostname|basedir)",
-    # 18. Column-count probing after a value: 1 order by 5, ') ORDER BY 3 (not "order by 5pm")
-    r"[\d')]\s*order\s+by\s+\d",
-    # 19. String building to dodge quote filters: char(97,100), concat(0x61,...), chr(39)
-    r"(char|chr|concat|concat_ws|group_concat)\s*\(\s*(\d|0x)",
-    # 20. Double URL encoding of a SQL metacharacter (%2527 -> %27 after one decoding): ' " ; # -- /*
+    # 13. MSSQL stored procedures: exec master..xp_cmdshell, execute sp_configure, -- sp_password
+    r"exec(ute)?\s+(master\.\.)?(xp|sp)_\w+|xp_cmdshell|sp_password",
+    # 14. Server fingerprinting: @@version, @@datadir, ...
+    r"@@(version|datadir|hostname|basedir|servername)",
+    # 15. Column-count probing after a value: 1 order by 5, ') ORDER BY 3, 1 GROUP BY 1,2 (not
+    #     "order by 5pm"); HAVING after a value; MySQL's PROCEDURE ANALYSE()
+    r"[\d'\")]\s*(order|group)\s+by\s+\d|[\d'\")]\s*having\s|procedure\s+analyse",
+    # 16. String building to dodge quote filters: char(97,100), concat(0x61,...), chr(39);
+    #     error-based extraction: extractvalue(...), updatexml(...)
+    r"(char|chr|concat|concat_ws|group_concat)\s*\(\s*(\d|0x)|extractvalue\s*\(|updatexml\s*\(",
+    # 17. A SQL metacharacter still encoded after two decodings (triple encoding): ' " ; # -- /*
     r"%(27|22|3b|23|2d%2d|2f%2a)",
 )
 
@@ -190,9 +200,6 @@ def _njit(fn: _F) -> _F:
     return cast(_F, njit(cache=True, nogil=True, forceinline=True)(fn))
 
 
-_METHOD_MAX = 7  # len("OPTIONS") == len("CONNECT")
-
-
 def _le_words(prefixes: Sequence[bytes]) -> tuple[_I64, _I64]:
     """``(words, masks)``: each prefix (at most 8 bytes) as a little-endian int64 and its byte mask."""
     words = np.array([np.frombuffer(b.ljust(8, b"\0"), dtype="<i8")[0] for b in prefixes], dtype=np.int64)
@@ -203,10 +210,14 @@ def _le_words(prefixes: Sequence[bytes]) -> tuple[_I64, _I64]:
     return words, masks
 
 
-# "METHOD SP" as 64-bit words: a request line is recognised with one masked compare per method
-_METHOD_WORDS, _METHOD_MASKS = _le_words([m.encode() + b" " for m in HTTP_METHODS])
-_METHOD_LENS = np.array([len(m) + 1 for m in HTTP_METHODS], dtype=np.int64)
+# "METHOD" as 64-bit words: a request line is recognised with one masked compare per method, then
+# one byte test for the separator (SP or TAB) after it
+_METHOD_WORDS, _METHOD_MASKS = _le_words([m.encode() for m in HTTP_METHODS])
+_METHOD_LENS = np.array([len(m) for m in HTTP_METHODS], dtype=np.int64)
 _METHOD_LENS.setflags(write=False)
+_VERSION_WORD = int(np.frombuffer(b"HTTP/0.0", dtype="<i8")[0])  # "HTTP/d.d" with both digits 0
+_VERSION_MASK = int(np.frombuffer(b"\xff\xff\xff\xff\xff\xf0\xff\xf0", dtype="<i8")[0])  # ignores the
+# low nibble of the digits; _is_version checks them
 
 
 @_njit
@@ -283,12 +294,72 @@ def le_word8(buf: Bytes, begin: int, end: int) -> int:
 def http_method_len(word: int) -> int:
     """Length of ``METHOD SP`` (one of :data:`HTTP_METHODS`) at the start of ``word``, or -1.
 
-    ``word`` is :func:`le_word8` of the payload; methods are case-sensitive, as in RFC 9110.
+    ``word`` is :func:`le_word8` of the payload; methods are case-sensitive, as in RFC 9110. A TAB
+    after the method counts as the space (lenient servers accept it, so a WAF must too).
     """
     for m in range(_METHOD_WORDS.shape[0]):
         if (word & _METHOD_MASKS[m]) == _METHOD_WORDS[m]:
-            return int(_METHOD_LENS[m])
+            n = int(_METHOD_LENS[m])
+            sep = (word >> (8 * n)) & 0xFF
+            return n + 1 if sep == 32 or sep == 9 else -1
     return -1
+
+
+@_njit
+def _is_blank(c: int) -> bool:
+    """SP or TAB: what separates the parts of a request line for a lenient server."""
+    return c == 32 or c == 9
+
+
+@_njit
+def _is_version(buf: Bytes, at: int, end: int) -> bool:
+    """Whether ``buf[at:at+8]`` is ``HTTP/d.d`` and lies inside ``[0, end)``."""
+    if at < 0 or at + 8 > end:
+        return False
+    w = le_word8(buf, at, end)
+    if (w & _VERSION_MASK) != _VERSION_WORD:
+        return False
+    return 48 <= (w >> 40) & 0xFF <= 57 and 48 <= (w >> 56) & 0xFF <= 57
+
+
+@_njit
+def http_target_end(buf: Bytes, begin: int, end: int) -> int:
+    """Where the request-target starting at ``buf[begin]`` ends, parsed as lenient servers do.
+
+    The request line ends at the first CR or LF (or at ``end``, clamped to the array, when the
+    packet is cut there). If the line ends with ``SP HTTP/d.d`` (trailing blanks allowed; SP may
+    be a TAB), the target ends before the blanks preceding the version; otherwise (HTTP/0.9, or
+    a cut line) it runs to the end of the line. Trailing blanks are never part of the target.
+    Spaces INSIDE the target are kept: ``GET /a?q=1' OR 'a'='a HTTP/1.1`` has the target
+    ``/a?q=1' OR 'a'='a``, which is what nginx and most application servers hand to the code.
+    """
+    lo = max(begin, 0)
+    hi = min(end, buf.shape[0])
+    e = lo
+    while e < hi:
+        c = buf[e]
+        if c == 13 or c == 10:
+            break
+        e += 1
+    while e > lo and _is_blank(buf[e - 1]):
+        e -= 1
+    if e - lo >= 9 and _is_blank(buf[e - 9]) and _is_version(buf, e - 8, hi):
+        e -= 9
+        while e > lo and _is_blank(buf[e - 1]):
+            e -= 1
+    return e
+
+
+@_njit
+def http_target_start(buf: Bytes, at: int, end: int) -> int:
+    """``at`` past any further blanks: ``GET  /x`` has the target ``/x`` (nginx skips them too).
+
+    ``at`` is the byte after ``METHOD SP``; ``end`` is clamped to the array.
+    """
+    hi = min(end, buf.shape[0])
+    while at < hi and _is_blank(buf[at]):
+        at += 1
+    return at
 
 
 @_njit
@@ -296,48 +367,184 @@ def http_request_url(buf: Bytes, begin: int, end: int) -> tuple[int, int]:
     """``(url_begin, url_end)`` of the request-target if ``buf[begin:end]`` starts an HTTP request.
 
     The window must start with one of :data:`HTTP_METHODS` (case-sensitive, as in RFC 9110)
-    followed by a space; the target runs to the next space, CR or LF, or to ``end`` when the
-    packet is cut. Otherwise ``(-1, -1)``. Only ``buf[begin:end]`` (clamped to the array) is read.
+    followed by a space or a TAB; the target starts at the next byte that is not a blank
+    (:func:`http_target_start`) and ends as :func:`http_target_end` says (at the blanks before a
+    final ``HTTP/d.d``, else at the end of the line or of the window).
+    Otherwise ``(-1, -1)``. Only ``buf[begin:end]`` (clamped to the array) is read.
     """
     lo = max(begin, 0)
     hi = min(end, buf.shape[0])
     n = http_method_len(le_word8(buf, lo, hi))
     if n < 0:
         return (-1, -1)
-    u0 = lo + n
-    u1 = u0
-    while u1 < hi:
-        c = buf[u1]
-        if c == 32 or c == 13 or c == 10:
-            break
-        u1 += 1
-    return (u0, u1)
+    u0 = http_target_start(buf, lo + n, hi)
+    return (u0, http_target_end(buf, u0, hi))
 
 
-# --------------------------------------------------------------------------- the request-target walk
-URL_PCT = 0xFFFF
-"""``UrlDfa.cmap`` code of ``%``: decode ``%XX`` before looking up the class."""
+# --------------------------------------------------------------------------- WAF normalization
+def _byte_table(values: dict[int, int], default: int = 0) -> Bytes:
+    t = np.full(256, default, dtype=np.uint8)
+    for k, v in values.items():
+        t[k] = v
+    t.setflags(write=False)
+    return t
+
+
+_HEX = _byte_table({c: int(chr(c), 16) for c in b"0123456789abcdefABCDEF"}, default=255)
+# Bytes that, once in the first decoding's output, need the second pass of :func:`waf_normalize`:
+# '%' (a second decoding, or a stray '%' to drop), '*' (a /*comment*/), LF (a --/# comment up to
+# it), NUL and the other control bytes that are not \s, and every byte >= 0x80 (UTF-8 folding).
+_PASS2 = _byte_table({c: 1 for c in [37, 42, 10, *range(0, 9), *range(14, 32), *range(128, 256)]})
+_MORE = 0x8000  # UrlDfa.cmap: the _PASS2 bit ...
+_COLUMN = 0x7FFF  # ... and the column bits
+
+
+@_njit
+def _percent(buf: Bytes, i: int, hi: int) -> tuple[int, int]:
+    """``(byte, next index)`` for the ``%`` at ``buf[i]``, reading before ``hi``.
+
+    ``%XX`` gives the byte; IIS's ``%uXXXX`` gives ``XXXX`` when below 0x100, the ASCII twin of
+    a fullwidth form (U+FF01..U+FF5E) and 0x80 for anything else; a ``%`` without the digits
+    stands for itself (``(37, i + 1)``). Only called on a ``%``: the per-byte loops handle every
+    other byte inline (a call taking an array costs an NRT incref/decref pair).
+    """
+    if i + 2 < hi:
+        h = int(np.int64(_HEX[buf[i + 1]]))
+        lo4 = int(np.int64(_HEX[buf[i + 2]]))
+        if (h | lo4) < 16:
+            return (h * 16 + lo4, i + 3)
+        if i + 5 < hi and (buf[i + 1] | 0x20) == 117:  # %u
+            cp = 0
+            bad = 0
+            for k in range(2, 6):
+                d = int(np.int64(_HEX[buf[i + k]]))
+                bad |= d  # 255 for a non-hex digit
+                cp = (cp << 4) | d
+            if bad < 16:
+                if cp < 0x100:
+                    return (cp, i + 6)
+                if 0xFF01 <= cp <= 0xFF5E:
+                    return (cp - 0xFEE0, i + 6)
+                return (0x80, i + 6)
+    return (37, i + 1)
+
+
+@_njit
+def _find_after(buf: Bytes, i: int, hi: int, a: int, b: int) -> int:
+    """Index just past the first ``a`` (followed by ``b`` when ``b >= 0``) in ``buf[i:hi]``, or -1."""
+    while i < hi:
+        if buf[i] == a and (b < 0 or (i + 1 < hi and buf[i + 1] == b)):
+            return i + (1 if b < 0 else 2)
+        i += 1
+    return -1
+
+
+@_njit
+def _normalize_in_place(out: Bytes, n: int) -> int:
+    """The second pass of :func:`waf_normalize` over ``out[0:n]`` (the first decoding), in place.
+
+    Writes never overtake reads, so it works in place; returns the new length.
+    """
+    r = 0
+    w = 0
+    no_comment_end = False  # a search for "*/" failed once: every later one would fail too
+    while r < n:
+        c = int(np.int64(out[r]))
+        r2 = r + 1
+        if c == 37:
+            c, r2 = _percent(out, r, n)  # the second decoding: %2527 -> %27 -> ' (no '+' this time)
+        if c == 37 and r2 == r + 1:  # a '%' still without hex digits: dropped, as ASP does
+            r = r2
+            continue
+        if r2 == r + 1 and c >= 0xC0 and r2 < n:  # UTF-8 that WAFs fold to ASCII
+            c1 = int(np.int64(out[r2]))
+            if c <= 0xC1 and 0x80 <= c1 <= 0xBF:  # overlong 2-byte form of an ASCII byte
+                c = ((c & 1) << 6) | (c1 & 0x3F)
+                r2 += 1
+            elif c == 0xEF and r2 + 1 < n and (c1 == 0xBC or c1 == 0xBD):  # fullwidth U+FF01..U+FF5E
+                c2 = int(np.int64(out[r2 + 1]))
+                v = ((c1 & 3) << 6 | (c2 & 0x3F)) + 0x20
+                if 0x21 <= v <= 0x7E and (c2 & 0xC0) == 0x80:
+                    c = v
+                    r2 += 2
+        elif r2 == r + 1 and c == 47 and not no_comment_end and r2 + 1 < n and out[r2] == 42 and out[r2 + 1] != 33:
+            k = _find_after(out, r2 + 1, n, 42, 47)  # /*comment*/ (not MySQL's executable /*!...*/)
+            if k >= 0:
+                out[w] = 32
+                w += 1
+                r = k
+                continue
+            no_comment_end = True
+        elif r2 == r + 1 and (c == 35 or (c == 45 and r2 < n and out[r2] == 45)):
+            k = _find_after(out, r2, n, 10, -1)  # --comment<LF> or #comment<LF>: a space to SQL
+            if k >= 0:
+                out[w] = 32
+                w += 1
+                r = k
+                continue
+        if c == 0:  # NUL bytes: removed
+            r = r2
+            continue
+        if (c < 32 and c != 9) or c == 0xA0:  # other control bytes and NBSP: blanks to MySQL/MSSQL
+            c = 32
+        out[w] = c
+        w += 1
+        r = r2
+    return w
+
+
+@_njit
+def waf_normalize(buf: Bytes, begin: int, end: int, out: Bytes) -> int:
+    """Normalize the request-target ``buf[begin:end]`` as a WAF does before matching; write it to
+    ``out`` and return its length (at most ``end - begin``; ``out`` is never written past its end).
+
+    Why: an injection hides from signatures behind encodings and SQL syntax the server or the
+    database undoes. Two passes, both linear:
+
+    1. URL decoding (:func:`_percent`, and ``+`` as a space): ``%XX``, ``%uXXXX``;
+    2. over that result: a second ``%XX``/``%uXXXX`` decoding (double encoding, ``%2527`` -> ``'``;
+       a ``%`` still not followed by hex digits is dropped, as ASP does: ``%S%E%L%E%C%T``); NUL
+       bytes removed; UTF-8 overlong 2-byte forms (``%C0%A7``) and fullwidth forms (``%EF%BC%87``)
+       folded to their ASCII byte; ``/*comment*/`` replaced by one space (an unterminated one, and
+       MySQL's executable ``/*!...*/``, are kept: signatures flag them); ``--...`` and ``#...`` up
+       to a LF replaced by one space (space2dash, space2hash); other control bytes and NBSP
+       (0xA0) become spaces (what MySQL and MSSQL take as blanks).
+
+    Case is not folded here: the DFA is case-insensitive. Not undone: ``\\uXXXX``, HTML entities,
+    triple encoding, comments inside keywords (``UN/**/ION`` is two tokens to SQL anyway).
+    """
+    lo = max(begin, 0)
+    hi = min(end, buf.shape[0], lo + out.shape[0])
+    n = 0
+    i = lo
+    while i < hi:
+        c = int(np.int64(buf[i]))
+        i += 1
+        if c == 37:
+            c, i = _percent(buf, i - 1, hi)
+        elif c == 43:
+            c = 32
+        out[n] = c
+        n += 1
+    return _normalize_in_place(out, n)
 
 
 class UrlDfa(NamedTuple):
     """A :class:`Dfa` laid out for :func:`url_target_search`: the hot path of ValidateUrl.
 
     Why this layout (measured, see ``bench/nfs.py``): the dense ``[n, 256]`` uint16 table of the
-    default signatures is 215 KiB and a step costs a multiply and a 2-D index; here bytes map to
-    the DFA's byte classes (46 for the default set) and the table is ``[n_states, n_classes]``
-    row-major with each entry PRE-MULTIPLIED by the row length, so a step is ``s = table[s + k]``
-    (one add, one load; 39 KiB). Two extra columns make the loop's only per-byte tests cheap:
+    default signatures is large and a step costs a multiply and a 2-D index; here bytes map to
+    the DFA's byte classes and the table is ``[n_states, n_classes + 1]`` row-major with each
+    entry PRE-MULTIPLIED by the row length, so a step is ``s = table[s + cmap[c]]`` (one add, one
+    load). The absorbing match state and a "stopped, no match" state are the two last rows, so
+    ``s >= stop`` (one compare) detects a match early; the extra END column, taken once after the
+    last byte, leads to one of them depending on whether the DFA accepts at the end of the input
+    (``$`` patterns).
 
-    * ``STOP`` rows: the absorbing match state and a "stopped, no match" state are the two last
-      rows, so ``s >= stop`` (one compare) detects both an early accept and the end of the URL;
-    * the space, CR and LF bytes map to an END column that leads to one of those two rows,
-      depending on whether the DFA accepts at the end of the input (``$`` patterns); the END
-      column is also taken when the window ends without a terminator.
-
-    ``cmap[0:256]`` maps a raw URL byte to its column (``+`` to the class of a space, ``%`` to
-    :data:`URL_PCT`), ``cmap[256:512]`` a decoded ``%XX`` byte to its class, ``cmap[512:768]`` a
-    byte to its hex value (or 255). ``params`` = ``[start offset, stop offset, match offset,
-    END column]``. The table is uint16 when every offset fits, else uint32.
+    ``cmap[0:256]`` maps a byte to its column (``cmap[c] & _COLUMN``), with the bit ``_MORE`` set
+    for the bytes that need the second normalization pass (one load per byte for both);
+    ``params`` = ``[start offset, stop offset, match offset, END column]``. The table is uint16
+    when every offset fits, else uint32.
     """
 
     cmap: npt.NDArray[np.uint16]
@@ -357,22 +564,15 @@ def url_dfa(dfa: Dfa) -> UrlDfa:
     end = np.where(dfa.accept != 0, match, stopped)[:, None]
     table = np.concatenate([np.concatenate([rows, end], axis=1), np.full((2, k + 1), [[match], [stopped]])])
     width = k + 1
-    offsets = table * width
-    flat = offsets.reshape(-1)
+    flat = (table * width).reshape(-1)
     packed: npt.NDArray[np.uint16] | npt.NDArray[np.uint32] = (
         np.ascontiguousarray(flat, dtype=np.uint16)
         if int(flat.max()) <= np.iinfo(np.uint16).max
         else np.ascontiguousarray(flat, dtype=np.uint32)
     )
-    cmap = np.empty(768, dtype=np.uint16)
-    cmap[:256] = byte_class
-    cmap[ord("+")] = byte_class[ord(" ")]
-    cmap[[ord(" "), ord("\r"), ord("\n")]] = k  # the END column
-    cmap[ord("%")] = URL_PCT
-    cmap[256:512] = byte_class
-    cmap[512:768] = 255
-    for c in b"0123456789abcdefABCDEF":
-        cmap[512 + c] = int(chr(c), 16)
+    if k >= _MORE:
+        raise ValueError(f"{k} byte classes do not fit the column bits of UrlDfa.cmap")
+    cmap = np.ascontiguousarray(byte_class | np.where(_PASS2 != 0, _MORE, 0), dtype=np.uint16)
     start = match if now[dfa.start] else dfa.start
     params = np.array([start * width, match * width, match * width, k], dtype=np.int64)
     for arr in (cmap, packed, params):
@@ -381,37 +581,52 @@ def url_dfa(dfa: Dfa) -> UrlDfa:
 
 
 @_njit
+def _url_scan(cmap: npt.NDArray[np.uint16], table: npt.NDArray[Any], params: _I64, buf: Bytes, n: int) -> bool:
+    """Whether the :class:`UrlDfa` matches ``buf[0:n]`` (stops at the first match)."""
+    s = int(params[0])
+    stop = int(params[1])
+    i = 0
+    while i < n and s < stop:
+        s = int(np.int64(table[s + (cmap[buf[i]] & _COLUMN)]))
+        i += 1
+    if s < stop:
+        s = int(np.int64(table[s + params[3]]))
+    return bool(s == params[2])
+
+
+@_njit
 def url_target_search(cmap: npt.NDArray[np.uint16], table: npt.NDArray[Any], params: _I64, buf: Bytes,
                       begin: int, end: int) -> bool:
-    """Whether the URL-decoded request-target starting at ``buf[begin]`` matches (a :class:`UrlDfa`).
+    """Whether the request-target ``buf[begin:end]``, normalized by :func:`waf_normalize`, matches.
 
-    The target runs to the first space, CR or LF, or to ``end`` (clamped to the array): the same
-    target as :func:`http_request_url`, found in the same pass that matches it. The result is
-    that of :func:`dfa_search_urldecoded` on that target: decoded once (``%XX``, ``+``), a ``%``
-    without two hex digits is literal; a CR, LF or space decoded from ``%0d`` etc. is data, not
-    the end. Stops at the first match. Cost: one add and one load per byte, plus two
-    predictable compares.
+    The first pass URL-decodes and runs the DFA in the same loop, and notes whether the decoded
+    bytes need the second pass of :func:`waf_normalize` (a ``%`` left, a comment, a NUL, control
+    or non-ASCII byte: the high bit of ``cmap``). Most URLs do not: then that pass is the answer,
+    at a decoding step and one DFA step per byte. The others are normalized into a scratch
+    buffer allocated then (so the common path passes no extra array) and matched there. The
+    window is clamped to the array.
     """
     lo = max(begin, 0)
     hi = min(end, buf.shape[0])
     s = int(params[0])
-    stop = int(params[1])
+    more = 0
     i = lo
-    while i < hi and s < stop:
-        k = int(np.int64(cmap[buf[i]]))
+    while i < hi:
+        c = int(np.int64(buf[i]))
         i += 1
-        if k == URL_PCT:
-            k = int(np.int64(cmap[37 + 256]))  # a literal '%'
-            if i + 1 < hi:
-                h = int(np.int64(cmap[512 + buf[i]]))
-                lo4 = int(np.int64(cmap[512 + buf[i + 1]]))
-                if (h | lo4) < 16:
-                    k = int(np.int64(cmap[256 + h * 16 + lo4]))
-                    i += 2
-        s = int(np.int64(table[s + k]))
-    if s < stop:  # the window ended inside the target: take the END column
-        s = int(np.int64(table[s + params[3]]))
-    return bool(s == params[2])
+        if c == 37:
+            c, i = _percent(buf, i - 1, hi)
+        elif c == 43:
+            c = 32
+        k = int(np.int64(cmap[c]))
+        more |= k
+        s = int(np.int64(table[s + (k & _COLUMN)]))
+    if more & _MORE == 0:
+        if s < params[1]:
+            s = int(np.int64(table[s + params[3]]))
+        return bool(s == params[2])
+    scratch = np.empty(max(hi - lo, 0), dtype=np.uint8)
+    return _url_scan(cmap, table, params, scratch, waf_normalize(buf, lo, hi, scratch))
 
 
 # --------------------------------------------------------------------------- the DFA

@@ -10,13 +10,12 @@ from numba import njit
 from pydantic import AfterValidator, Field
 
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import cached_request_target
+from micronf.nfs._http import cached_request_span
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 
 _OUT = 0
 _START, _OUTPUT, _STOP, _WIDTH = 0, 1, 2, 3  # state[2]: offsets of the start, first output and stop rows; width
-_ENDS = b" \r\n"  # bytes that end a request-target
 
 
 @njit(cache=True, nogil=True)
@@ -36,15 +35,14 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         h = handles[i]
         f = pkt_frame(p, h)
         verdicts[i] = _OUT
-        at = cached_request_target(p.words, h, f)
+        at, hi = cached_request_span(p.words, h, f)
         matched = False
         if at >= 0:
-            hi = f.shape[0]
             s = start
             while at < hi:
                 s = int(np.int64(table[s + cmap[f[at]]]))
                 at += 1
-                if s >= output:  # rare: a URL ends here, or the target ended / cannot match any more
+                if s >= output:  # rare: a URL ends here, or the target cannot match any more
                     if s >= stop:
                         break
                     r = (s - output) // width
@@ -65,16 +63,17 @@ def _automaton(urls: list[bytes], contains: bool) -> KernelState:
 
     Why: one pass over the request-target, one table load per byte whatever the number of URLs
     (the naive search compared every URL at every position). The bytes that occur in some URL
-    get a column each, all others share column 0, and space/CR/LF (the end of the target) have
-    the last column, which leads to the STOP row. Rows are ordered [states without a URL ending
-    there][states where some URLs end][STOP], entries are pre-multiplied row offsets, so the
-    kernel's only per-byte test is ``s >= output``. In prefix mode a mismatch also goes to STOP.
+    get a column each, all others share column 0. The kernel walks the request-target that
+    :func:`micronf.nfs._http.cached_request_span` delimits (the same as ValidateUrl's). Rows are
+    ordered [states without a URL ending there][states where some URLs end][STOP], entries are
+    pre-multiplied row offsets, so the kernel's only per-byte test is ``s >= output``. In prefix
+    mode a mismatch goes to STOP, which ends the walk.
     Returns ``(cmap, table, [start, output, stop, width], out_ptr, out_ids)``: the URLs ending in
     the ``r``-th output row are ``out_ids[out_ptr[r]:out_ptr[r + 1]]``.
     """
     alphabet = sorted({c for u in urls for c in u})
     column = {c: j + 1 for j, c in enumerate(alphabet)}
-    width = len(alphabet) + 2
+    width = len(alphabet) + 1
     goto: list[dict[int, int]] = [{}]
     ends: list[list[int]] = [[]]  # URLs ending at each trie node (then: matched at each state)
     for idx, u in enumerate(urls):
@@ -119,7 +118,6 @@ def _automaton(urls: list[bytes], contains: bool) -> KernelState:
     cmap = np.zeros(256, dtype=np.uint16)
     for c, j in column.items():
         cmap[c] = j
-    cmap[list(_ENDS)] = width - 1
     out_lists = [ends[st] for st in rank[n_plain:]]
     out_ptr = np.cumsum([0, *(len(x) for x in out_lists)]).astype(np.int64)
     out_ids = np.array([u for x in out_lists for u in x] or [0], dtype=np.int64)
@@ -150,14 +148,17 @@ class CountUrl(MicroNF):
             HTTP request.
     Notes:
         The URL is the request-target of an HTTP/1.x request line at the start of a TCP
-        payload (after ``GET ``, ``POST ``, ...; up to the next space or line end, or the end of
-        the frame). It is compared byte for byte: case-sensitive and not URL-decoded, so
-        configure URLs the way clients send them (``/a%20b``). A request matching several URLs
-        counts once under each of them, so the ``url<k>`` counters need not add up to the
-        request count. URLs are printable ASCII without spaces (a space ends the
-        request-target). Never modifies or drops a packet. Cost: one pass over the request-target
-        through an Aho-Corasick automaton (a trie in prefix mode), one table load per byte
-        whatever the number of URLs; counters bumped once per batch.
+        payload, parsed as lenient servers do (as ValidateUrl does): from after ``GET ``,
+        ``POST ``, ... (a TAB may replace the space) to the blanks before a final ``HTTP/d.d``,
+        raw spaces inside included, or to the end of the line (or of the frame) without a
+        version. It is compared byte for byte: case-sensitive and not URL-decoded, so configure
+        URLs the way clients send them (``/a%20b``). A request matching several URLs counts once
+        under each of them, so the ``url<k>`` counters need not add up to the request count.
+        URLs are printable ASCII without spaces. Never modifies or drops a packet. Cost: the
+        end of the target (a pass over the request line, shared with ValidateUrl through the
+        parse cache), then one pass over the request-target through an Aho-Corasick automaton
+        (a trie in prefix mode), one table load per byte whatever the number of URLs; counters
+        bumped once per batch.
     """
 
     class Config(NFConfig):

@@ -9,7 +9,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
-from micronf.dataplane.dfa import http_method_len, le_word8
+from micronf.dataplane.dfa import http_method_len, http_target_start, le_word8
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.nfs._http import is_status_line, remember_request_target, tcp_segment
 from micronf.runtime.descriptor import Access, Descriptor
@@ -39,7 +39,8 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         if port_ok[sport] == 0 and port_ok[dport] == 0:
             continue
         method = http_method_len(le_word8(f, payload, f.shape[0]))
-        remember_request_target(p.words, h, payload + method if method > 0 else -1)  # the HTTP µNFs after us reuse it
+        at = http_target_start(f, payload + method, f.shape[0]) if method > 0 else -1
+        remember_request_target(p.words, h, at)  # the HTTP µNFs after us reuse it
         if method > 0:
             requests += 1
             verdicts[i] = _HTTP
@@ -57,7 +58,7 @@ class HttpClassifier(MicroNF):
         responses: also classify status lines (``HTTP/1.``) as HTTP (default true).
         ports: TCP ports of interest, matched against source or destination port (default: any).
     Ports:
-        http: TCP segments whose payload starts with a request method and a space (GET, POST,
+        http: TCP segments whose payload starts with a request method and a space or TAB (GET, POST,
             PUT, DELETE, HEAD, OPTIONS, PATCH, CONNECT, TRACE), or with ``HTTP/1.`` when
             ``responses`` is on.
         other: everything else (non-TCP, non-IPv4, non-first fragments, truncated headers,

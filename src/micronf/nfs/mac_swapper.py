@@ -38,6 +38,7 @@ class MacSwapper(MicroNF):
         (none)
     Ports:
         out: every frame of at least 12 bytes, addresses swapped.
+        drop:runt: frames shorter than 12 bytes (two MAC addresses).
     Counters:
         (none)
     Notes:

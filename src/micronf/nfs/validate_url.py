@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 
 from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns, url_dfa, url_target_search
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import cached_request_target
+from micronf.nfs._http import cached_request_span
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
@@ -32,23 +32,23 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
     for i in range(n):
         h = handles[i]
         f = pkt_frame(p, h)
-        lo = cached_request_target(p.words, h, f)
+        lo, hi = cached_request_span(p.words, h, f)
         if lo < 0:
             not_request += 1
             verdicts[i] = _OUT
         else:
             checked += 1
-            verdicts[i] = _SQLI if url_target_search(cmap, table, params, f, lo, f.shape[0]) else _OUT
+            verdicts[i] = _SQLI if url_target_search(cmap, table, params, f, lo, hi) else _OUT
     counters[_CHECKED] += checked
     counters[_NOT_REQUEST] += not_request
 
 
 class ValidateUrl(MicroNF):
-    """Drop HTTP requests whose URL-decoded request-target matches a SQL-injection signature.
+    """Drop HTTP requests whose normalized request-target matches a SQL-injection signature.
 
     Config:
-        signatures: regular expressions, matched case-insensitively anywhere in the URL-decoded
-            request-target (default: the 20 ``SQLI_SIGNATURES`` of ``micronf.dataplane.dfa``).
+        signatures: regular expressions, matched case-insensitively anywhere in the normalized
+            request-target (default: the ``SQLI_SIGNATURES`` of ``micronf.dataplane.dfa``).
     Ports:
         out: requests whose URL matches no signature, and every packet that does not start an
             HTTP request (responses, continuation segments, non-TCP, non-IPv4, non-first
@@ -59,13 +59,20 @@ class ValidateUrl(MicroNF):
         not_request: packets passed without a check because they carry no request line.
     Notes:
         The URL is the request-target of an HTTP/1.x request line at the start of a TCP payload,
-        up to the next space or line end, or to the end of the frame when the line is cut off;
-        it is URL-decoded once (``%XX`` and ``+``) while matching. Headers and body are not
-        inspected and TCP streams are not reassembled. All signatures run as one DFA
+        parsed as lenient servers (nginx, most application servers) parse it, so the WAF sees what
+        they would hand to the application: from after ``METHOD`` and a space or TAB to the
+        blanks before a final ``HTTP/d.d``, raw spaces inside included (``GET /item?q=1' OR
+        'a'='a HTTP/1.1``), or to the end of the line (of the frame, when it is cut off) without
+        a version. It is normalized as a WAF does before matching: URL-decoded twice (``%XX``,
+        ``+``, IIS ``%uXXXX``; double encoding), stray ``%`` dropped, NUL bytes removed, UTF-8
+        overlong and fullwidth forms folded to ASCII, SQL comments (``/**/``, ``--``/``#`` up to
+        a LF) and control bytes turned into spaces; matching is case-insensitive. Headers and
+        body are not inspected and TCP streams are not reassembled. All signatures run as one DFA
         (``micronf.dataplane.dfa``; see there for the supported regex subset and exact
         semantics, e.g. ``$`` anchors at the end of the URL), so the cost is one table lookup per
-        URL byte whatever the number of signatures. An unsupported regex is a config error that
-        names it. Never modifies a packet.
+        URL byte whatever the number of signatures, plus a second pass over URLs that need more
+        than one decoding (a ``%`` left, comments, control or non-ASCII bytes). An unsupported
+        regex is a config error that names it. Never modifies a packet.
     """
 
     class Config(NFConfig):
@@ -75,7 +82,7 @@ class ValidateUrl(MicroNF):
             default=list(SQLI_SIGNATURES),
             min_length=1,
             description="SQL-injection signatures: regular expressions (Python syntax, the subset "
-            "micronf.dataplane.dfa supports) searched case-insensitively in the URL-decoded URL.",
+            "micronf.dataplane.dfa supports) searched case-insensitively in the normalized URL.",
         )
 
         @field_validator("signatures")

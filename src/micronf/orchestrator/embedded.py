@@ -7,7 +7,8 @@ No orchestrator service and no agent process: this process composes the SFC
   the optimized graph with the built-in generator as its Rx backend (the paper's traffic by
   default: 200-byte HTTP GETs, 20% with SQL-injection URLs) and a null Tx backend per exit, polls
   the agent's stats until every generated packet is accounted for (or the time is up, or the user
-  stopped it), removes the deployment and returns a :class:`RunSummary`; or
+  stopped it: then the input stops and the graph drains, so the count is still exact), removes the
+  deployment and returns a :class:`RunSummary`; or
 - **offline** (:func:`offline_layout`, then :func:`~micronf.runtime.offline.run_offline` and
   :func:`offline_summary`): runs the optimized graph on a capture with the offline runner:
   back-pressure instead of drops, every exit (each label nobody links, each drop reason) written
@@ -38,11 +39,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from micronf.agent.core import Agent
+from micronf.agent.deployment import RX_SLOT
 from micronf.agent.errors import DeploymentFailedError
 from micronf.agent.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, GeneratorSpec
 from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place
+from micronf.runtime.catalog import explain_drop
 from micronf.runtime.graph import ExitPlan, GraphLayout, plan
 from micronf.runtime.offline import OfflineResult
 
@@ -53,6 +56,8 @@ LOCAL_AGENT = AgentRef(url="http://localhost", name="local", cpus=tuple(sorted(o
 """The in-process agent, as placement sees it: this machine's CPUs (those this process may use)."""
 """Firewall → Monitor → Application Firewall (paper Fig. 2(a); optimized it is Fig. 11)."""
 POLL_S = 0.1
+DRAIN_S = 10.0
+"""How long a stopped live run waits for the packets in flight to reach Tx or be dropped."""
 COLD_ATTEMPTS = 4
 log = logging.getLogger("micronf.run")
 
@@ -80,11 +85,13 @@ class RunSummary(BaseModel):
     outputs: dict[str, int]  # SFC output -> packets
     exits: list[ExitCount]
     dropped: dict[str, int]  # 'where.reason' -> packets
+    drop_meanings: dict[str, str] = {}  # 'where.reason' -> what it means, in words
     in_flight: int
+    processed: int  # packets that entered the graph and left it (out or dropped by it): not those dropped at Rx
     seconds: float
-    mpps: float
+    mpps: float  # processed / seconds: the rate the graph sustained
     latency: LatencyStats | None  # live only: Rx stamp → Tx, ns
-    conservation_ok: bool | None  # None: stopped early, the counters were read while packets moved
+    conservation_ok: bool | None  # None: stopped early and the graph did not drain, counters read while moving
     interrupted: bool = False
     traffic: dict[str, int] | None = None  # live: what the generator sent, by sort ("http", "sqli", ...)
     scale_events: list[ScaleEventInfo] = []
@@ -107,7 +114,7 @@ class Progress(BaseModel):
     dropped: int
     in_flight: int
     total: int | None
-    mpps: float  # over the last poll interval
+    mpps: float  # packets the graph processed per second, over the last poll interval
 
 
 def first_run() -> bool:
@@ -176,6 +183,30 @@ def _deploy(agent: Agent, req: DeployRequest, *, cold: bool) -> None:
                         attempt, COLD_ATTEMPTS)
 
 
+def _pause_source(agent: Agent, name: str) -> bool:
+    """Stop the deployment's input: its Rx service pauses after the burst in hand (it holds no packet
+    between bursts). True once it confirmed; the graph then only drains."""
+    g = agent._get(name).runtime  # the in-process agent's own deployment: no API round trip
+    return not g.pause([g.io_line(RX_SLOT)])
+
+
+def _drain(agent: Agent, name: str, timeout: float) -> GraphStats | None:
+    """With the input paused: stats once the graph is empty and still (every packet reached Tx or was
+    dropped, and two reads in a row agree: one read is not atomic, its counters are read one after
+    the other), so the conservation check is exact; None on timeout."""
+    deadline = time.monotonic() + timeout
+    last: tuple[int, int, int] | None = None
+    while True:
+        s = agent.stats(name)
+        now = _accounted(s)
+        if now[2] == 0 and now == last:
+            return s
+        if time.monotonic() > deadline:
+            return None
+        last = now
+        time.sleep(POLL_S / 10)
+
+
 def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: float | None = None,
              stop: threading.Event | None = None, on_deploying: Callable[[int], None] | None = None,
              on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
@@ -183,53 +214,68 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
 
     Ends when every frame of ``traffic.count`` is accounted for (out, dropped, nothing in flight),
     when ``seconds`` have passed since the deployment came up, or when ``stop`` is set (marked
-    ``interrupted``). Stopped early, packets are still moving while the counters are read, so the
-    conservation check is left out (``conservation_ok`` None) rather than reported on a torn
-    snapshot. The deployment is always removed. ``on_deploying(processes)`` is called before the
-    (possibly compiling) start.
+    ``interrupted``). Stopped early, it drains: the input stops (the Rx service pauses) and the run
+    waits, up to ``DRAIN_S``, until no packet is in flight, so the conservation check is exact
+    (``conservation_ok`` None only when the graph did not drain). The deployment is always removed.
+    ``on_deploying(processes)`` is called before the (possibly compiling) start.
     """
     name = deployment_name(comp.sfc)
     req = _live_request(comp, name, traffic)
     layout = plan(req.graph)
     stop = stop or threading.Event()
+    drained: GraphStats | None = None
     with Agent() as agent:
         if on_deploying is not None:
             on_deploying(len(layout.processes))
         _deploy(agent, req, cold=first_run())
         try:
             t0 = last_t = time.monotonic()
-            last_done = 0
+            last_processed = 0
             t_first: float | None = None
             while True:
                 s = agent.stats(name)
                 now = time.monotonic()
                 out, dropped, in_flight = _accounted(s)
                 done = out + dropped
+                processed = s.rx["accepted"] - in_flight  # the rate counts what the graph processed, not Rx drops
                 if t_first is None and s.rx["frames"]:
                     t_first = last_t
                 if on_progress is not None:
                     on_progress(Progress(elapsed=now - t0, packets_in=s.rx["frames"], packets_out=out,
                                          dropped=dropped, in_flight=in_flight, total=traffic.count,
-                                         mpps=(done - last_done) / max(now - last_t, 1e-9) / 1e6))
-                last_t, last_done = now, done
+                                         mpps=(processed - last_processed) / max(now - last_t, 1e-9) / 1e6))
+                last_t, last_processed = now, processed
                 finished = (traffic.count is not None and s.rx["frames"] >= traffic.count and in_flight == 0
                             and done == s.rx["frames"])
                 if finished or stop.is_set() or (seconds is not None and now - t0 >= seconds):
                     break
                 stop.wait(POLL_S)
+            if not finished:
+                drained = _drain(agent, name, DRAIN_S) if _pause_source(agent, name) else None
+                s = drained or agent.stats(name)
             elapsed = max(time.monotonic() - (t_first if t_first is not None else t0), 1e-9)
         finally:
             agent.remove(name)
+    out, dropped, in_flight = _accounted(s)
     rows, outputs = _exit_counts(comp.after, layout.exits, {k: t["frames"] for k, t in s.tx.items()})
     packets_in = s.rx["frames"]
+    exact = finished or drained is not None
+    processed = s.rx["accepted"] - in_flight
     return RunSummary(
         mode="live", sfc=comp.sfc, file=str(file), unfs_before=len(comp.before.spec.nodes),
         unfs_after=len(comp.after.spec.nodes), rewrites=rewrite_lines(comp), processes=len(layout.processes),
         packets_in=packets_in, outputs=outputs, exits=rows, dropped=dict(sorted(s.drops.items())),
-        in_flight=in_flight, seconds=elapsed, mpps=done / elapsed / 1e6, latency=s.latency,
-        conservation_ok=s.conservation.ok and packets_in == out + dropped if finished else None,
+        drop_meanings=drop_meanings(comp, s.drops), in_flight=in_flight, processed=processed, seconds=elapsed,
+        mpps=processed / elapsed / 1e6, latency=s.latency,
+        conservation_ok=s.conservation.ok and in_flight == 0 and packets_in == out + dropped if exact else None,
         interrupted=stop.is_set() and not finished, traffic=traffic_counts(traffic, packets_in),
         scale_events=s.scale_events)
+
+
+def drop_meanings(comp: Composition, drops: dict[str, int]) -> dict[str, str]:
+    """What each drop ``where.reason`` of a run means (see :func:`~micronf.runtime.catalog.explain_drop`)."""
+    types = {n.name: n.type for n in comp.after.spec.nodes}
+    return {key: explain_drop(key, types) for key in sorted(drops)}
 
 
 def offline_layout(comp: Composition, burst: int = 32) -> GraphLayout:
@@ -246,7 +292,8 @@ def offline_summary(comp: Composition, file: Path, layout: GraphLayout, res: Off
     return RunSummary(
         mode="offline", sfc=comp.sfc, file=str(file), unfs_before=len(comp.before.spec.nodes),
         unfs_after=len(comp.after.spec.nodes), rewrites=rewrite_lines(comp), processes=len(layout.processes),
-        packets_in=res.fed, outputs=outputs, exits=rows, dropped=dict(sorted(dropped.items())), in_flight=0,
+        packets_in=res.fed, outputs=outputs, exits=rows, dropped=dict(sorted(dropped.items())),
+        drop_meanings=drop_meanings(comp, dropped), in_flight=0, processed=res.fed,
         seconds=res.seconds, mpps=res.fed / res.seconds / 1e6 if res.seconds > 0 else 0.0, latency=None,
         conservation_ok=res.balanced and res.fed == sum(outputs.values()) + sum(dropped.values()))
 
@@ -286,10 +333,13 @@ def print_summary(console: Console, s: RunSummary) -> None:
     for output, n in s.outputs.items():
         table.add_row(f"out: {escape(output)}", f"{n:,}")
     for where, n in s.dropped.items():
-        table.add_row(f"dropped: {escape(where)}", f"{n:,}")
+        meaning = s.drop_meanings.get(where)
+        table.add_row(f"dropped: {escape(where)}", f"{n:,}" + (f" [dim]— {escape(meaning)}[/]" if meaning else ""))
     if s.in_flight:
         table.add_row("in flight at stop", f"{s.in_flight:,}")
-    table.add_row("rate", f"[bold]{s.mpps:.3f} Mpps[/] ({s.packets_in:,} packets in {s.seconds:.2f} s)")
+    at_rx = sum(n for where, n in s.dropped.items() if where.startswith("@rx."))
+    table.add_row("rate", f"[bold]{s.mpps:.3f} Mpps[/] ({s.processed:,} packets processed by the graph in "
+                  f"{s.seconds:.2f} s" + (f"; the {at_rx:,} dropped at Rx are not counted)" if at_rx else ")"))
     if s.latency is not None and s.latency.count:
         lat = s.latency
         table.add_row("latency (Rx→Tx)", f"p50 {lat.p50_ns / 1e3:,.1f} µs, p90 {lat.p90_ns / 1e3:,.1f} µs, "
@@ -297,7 +347,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
     for ev in s.scale_events:
         table.add_row("scaled", f"{ev.action} {escape(ev.instance)}: {escape(ev.reason)}")
     verdict = {True: "[green]ok[/]", False: "[red]VIOLATED[/]",
-               None: "[yellow]not checked[/] (stopped early: counters read while packets moved)"}[s.conservation_ok]
+               None: "[yellow]not checked[/] (the graph did not drain after the stop: counters read while "
+                     "packets moved)"}[s.conservation_ok]
     flight = f" + {s.in_flight:,} in flight" if s.in_flight else ""
     table.add_row("conservation", f"{s.packets_in:,} in == {s.packets_out:,} out + {s.packets_dropped:,} dropped"
                   f"{flight}: {verdict}")

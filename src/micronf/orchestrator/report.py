@@ -62,3 +62,5 @@ def print_plan(console: Console, comp: Composition, drawings: list[Path]) -> Non
                       f"exits: {escape(exits)}")
     for path in drawings:
         console.print(f"wrote {escape(str(path))}")
+    if not drawings:
+        console.print("[dim]a dry run writes nothing; --out DIR draws both graphs there[/]")

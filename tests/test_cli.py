@@ -176,7 +176,8 @@ def test_out_holding_an_earlier_run_is_refused_and_force_removes_only_its_files(
     res = _runner().invoke(cli.app, ["--debug", *args, "--force"])
     assert isinstance(res.exception, StartedError)  # the checks passed, the runner would start now
     assert sorted(p.name for p in out.iterdir()) == [cli.MANIFEST, "mine.pcap", "notes.txt"]
-    assert json.loads((out / cli.MANIFEST).read_text())["files"] == ["out.pcap", "MacSwapper.runt.pcap", "rx.oversize.pcap"]
+    files = json.loads((out / cli.MANIFEST).read_text())["files"]
+    assert files == ["out.pcap", "MacSwapper.runt.pcap", "rx.oversize.pcap"]
 
 
 def test_force_never_overwrites_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

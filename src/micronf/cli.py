@@ -487,12 +487,13 @@ def agent(
     import uvicorn
 
     from micronf.agent.core import Agent
+    from micronf.agent.identity import agent_identity
     from micronf.agent.server import create_app, stop_all
 
     levels = ("critical", "error", "warning", "info", "debug", "trace")
     if log_level not in levels:
         raise typer.BadParameter(f"must be one of {', '.join(levels)}", param_hint="--log-level")
-    core = Agent()
+    core = Agent(agent_id=agent_identity(host, port))
     server = uvicorn.Server(uvicorn.Config(create_app(core), host=host, port=port, log_level=log_level))
 
     def _stop(_signum: int, _frame: object) -> None:

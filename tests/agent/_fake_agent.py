@@ -86,7 +86,8 @@ class FakeAgent:
     """In-memory deployments; ``fail[method]`` is raised by calls to ``method`` while it is set
     (``fail_times[method]`` limits how many calls raise it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, agent_id: str | None = None) -> None:
+        self.id = agent_id
         self.infos: dict[str, DeploymentInfo] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, Exception] = {}

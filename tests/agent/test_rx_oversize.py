@@ -22,7 +22,7 @@ from scapy.packet import Raw
 
 from micronf.agent.classify import compile_rules
 from micronf.agent.core import Agent
-from micronf.agent.iomem import RX_INDEX
+from micronf.agent.iomem import J_WORDS, RX_INDEX
 from micronf.agent.metrics import AgentCollector
 from micronf.agent.models import DeployRequest
 from micronf.agent.rx import rx_burst
@@ -57,8 +57,9 @@ def test_rx_burst_drops_oversize_frames_whole(capacity: int) -> None:
     entries = np.array([1, 0], np.int64)
     stats = np.zeros(64, np.int64)
     scratch = [np.empty(n, np.uint32) for _ in range(3)]
-    sent = rx_burst(pool.arrays, rings.ctrl, rings.slots, entries, trace.data, off, length, n, compile_rules([]), 0,
-                    stats, *scratch)
+    journal = np.zeros(J_WORDS, np.int64)
+    sent = rx_burst(pool.arrays, rings.ctrl, rings.slots, entries, journal, trace.data, off, length, n,
+                    compile_rules([]), 0, stats, *scratch)
     fits = [f for f in frames if len(f) <= capacity]
     assert sent == stats[RX_INDEX["accepted"]] == len(fits)
     assert stats[RX_INDEX["oversize"]] == n - len(fits)

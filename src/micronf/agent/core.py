@@ -6,6 +6,10 @@ removes them, reports them, and runs one monitor thread that calls every deploym
 supervision (restart dead processes) every ``tick_s`` and its autoscaler at the deployment's own
 interval. Deploy and remove are serialized with the monitor by one lock, so the monitor never
 looks at a half-built or half-removed graph.
+
+Every agent has an identity (``Agent.id``, see :mod:`micronf.agent.identity`), part of the name
+of every segment it creates (``mnf-<id>-<deployment>``): two agents on one machine can deploy
+the same name.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from micronf import __version__
 from micronf.agent.deployment import Deployment
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
+from micronf.agent.identity import check_identity, random_identity
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
 
 log = logging.getLogger("micronf.agent")
@@ -25,7 +30,8 @@ log = logging.getLogger("micronf.agent")
 class Agent:
     """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`)."""
 
-    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True) -> None:
+    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True, agent_id: str | None = None) -> None:
+        self.id = check_identity(agent_id) if agent_id is not None else random_identity()
         self.started = time.monotonic()
         self._deployments: dict[str, Deployment] = {}
         self._lock = threading.RLock()
@@ -58,7 +64,7 @@ class Agent:
         with self._lock:
             if req.name in self._deployments:
                 raise DeploymentExistsError(f"a deployment named {req.name!r} is already running; remove it first")
-            dep = Deployment(req)
+            dep = Deployment(req, agent_id=self.id)
             t0 = time.monotonic()
             dep.start()
             self._deployments[req.name] = dep

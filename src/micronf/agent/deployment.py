@@ -31,7 +31,9 @@ from micronf.agent import reclaim as reclaim_kernels
 from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.agent.iomem import (
     RX_COUNTERS,
+    RX_INDEX,
     TX_COUNTERS,
+    TX_INDEX,
     TX_WORDS,
     calibrate_ns_per_cycle,
     io_regions,
@@ -52,12 +54,22 @@ from micronf.agent.models import (
     ScaleEventInfo,
 )
 from micronf.agent.reclaim import complete_sync_marks, reclaim
+from micronf.dataplane.pool import C_ALLOCATED, C_OWNER_FREED
+from micronf.dataplane.ring import HEAD
 from micronf.dataplane.segment import write_json
 from micronf.io.specs import check_rx, check_tx
 from micronf.ports.base import EG_BRANCH, EG_LB_FLOW, EG_LB_RR, EG_LOCAL, EG_MARK_ONLY, EG_MARKER, EG_PP, IN_SYNC
 from micronf.runtime.graph import GraphError, NodePlan, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
-from micronf.runtime.loop import RC_CYCLES, RC_EG_FULL0, RC_EG_SENT0
+from micronf.runtime.loop import (
+    RC_BAD_VERDICT,
+    RC_CYCLES,
+    RC_DROPPED,
+    RC_EG_FULL0,
+    RC_EG_SENT0,
+    RC_FULL,
+    RC_UNCONNECTED,
+)
 from micronf.runtime.nf import NFConfigError
 from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_STOP, STOP, ctl_line
 from micronf.runtime.zygote import Child, ZygoteError
@@ -68,6 +80,18 @@ RX_SLOT, TX_SLOT = 0, 1
 EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
                  EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
 SERVICES = ("micronf.agent.rx", "micronf.agent.tx")
+CONSERVATION_READS = 3  # pairs of passes live conservation is judged on (see Deployment._conservation)
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """Monotonic counters of one graph, read in one pass (see :meth:`Deployment._conservation`)."""
+
+    accepted: int  # packets the Rx service put into the graph
+    sent: int  # packets the Tx service sent
+    done: int  # packets that left it: sent, refused, freed inside, lost in a µNF crash
+    allocated: int  # buffers ever allocated
+    freed: int  # buffers ever freed (by the owner, and through every return ring)
 
 
 @dataclass
@@ -87,7 +111,7 @@ class _Scaling:
 class Deployment:
     """A graph deployed on this machine (see the module docstring)."""
 
-    def __init__(self, req: DeployRequest) -> None:
+    def __init__(self, req: DeployRequest, *, agent_id: str) -> None:
         self.req = req
         self.created_at = time.time()
         self.state: str = "running"
@@ -108,7 +132,7 @@ class Deployment:
             raise InvalidDeploymentError(f"outputs name exits the graph does not have: {', '.join(unknown)} "
                                          f"(exits: {', '.join(exits)})")
         self.exit_names = list(dict.fromkeys(exits))
-        self.runtime = GraphRuntime(layout, segment=f"mnf-{req.name}", pool_slots=req.pool_slots,
+        self.runtime = GraphRuntime(layout, segment=f"mnf-{agent_id}-{req.name}", pool_slots=req.pool_slots,
                                     ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions(),
                                     frame_capacity=req.frame_capacity)
         self.services: list[Child | None] = [None, None]
@@ -358,7 +382,60 @@ class Deployment:
         return NodeStatsInfo(name=node.name, type=node.type, instance_of=node.instance_of, runtime=s.runtime,
                              verdicts=s.verdicts, counters=s.counters, ingress=ingress, egress=egress)
 
+    def _tally(self) -> _Tally:
+        """One pass over the monotonic counters live conservation is judged on (see :meth:`_conservation`)."""
+        g = self.runtime
+        mem = g.memory()
+        seg = g.segment()
+        accepted = int(seg.view("rx.stats", np.int64)[RX_INDEX["accepted"]])
+        txv = seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)[: len(self.exit_names)]
+        sent = int(txv[:, TX_INDEX["frames"]].sum())
+        done = sent + int(txv[:, [TX_INDEX["refused"], TX_INDEX["no_output"]]].sum())
+        for node in g.layout.nodes:
+            rc = mem.runtime_counters(node)
+            done += int(rc[RC_DROPPED] + rc[RC_UNCONNECTED] + rc[RC_FULL] + rc[RC_BAD_VERDICT])
+        done += sum(ev.reclaimed_buffers for ev in self.restarts if ev.nodes != ["@rx"])
+        p = mem.pool.arrays
+        freed = int(p.ctrl[C_OWNER_FREED]) + int(p.ret_ctrl[:, HEAD].sum())
+        return _Tally(accepted=accepted, sent=sent, done=done, allocated=int(p.ctrl[C_ALLOCATED]), freed=freed)
+
+    def _held_bound(self) -> int:
+        """Buffers the processes may hold between counting and handing over: a burst each (the Rx
+        service's allocated but not yet accepted, the Tx service's and each µNF process's counted
+        but not yet freed)."""
+        g = self.runtime
+        live = sum(1 for k, plan_ in enumerate(g.layout.processes)
+                   if not all(g.layout.nodes[i].retired for i in plan_.nodes))
+        return 2 * max(self.req.burst, 256) + live * g.layout.burst
+
+    def _conservation(self) -> Conservation:
+        """Whether every accepted packet is accounted for, judged live without a torn snapshot.
+
+        The terms are counters that only grow (packets accepted, packets done = sent + refused +
+        freed inside + lost in a µNF crash, buffers allocated, buffers freed), read in two passes
+        back to back: at an instant between them each term lies between its two readings. In a
+        healthy graph the buffers in use (allocated - freed) equal accepted - done plus what the
+        processes hold between counting and handing over (0 ≤ held ≤ :meth:`_held_bound`: the Rx
+        service counts a packet accepted after allocating it; µNFs and the Tx service count
+        before they free). So a healthy graph provably satisfies ``allocated₁ - freed₂ ≤
+        accepted₂ - done₁ + bound`` (else buffers are in use that no accepted packet explains: a
+        leak) and ``allocated₂ - freed₁ ≥ accepted₁ - done₂`` (else accepted packets are neither
+        done nor in a buffer). The slack is what moved during a pass (microseconds); a pass that
+        was preempted has more, so the judgement takes :data:`CONSERVATION_READS` pairs and is
+        ``ok`` only if every pair is. Idle, the passes agree and the check is exact up to
+        ``bound``. The figures reported are the last pass's.
+        """
+        bound = self._held_bound()
+        ok = True
+        for _ in range(CONSERVATION_READS):
+            before, after = self._tally(), self._tally()
+            ok = ok and (before.allocated - after.freed <= after.accepted - before.done + bound
+                         and after.allocated - before.freed >= before.accepted - after.done)
+        return Conservation(rx=after.accepted, tx=after.sent, dropped=after.done - after.sent,
+                            in_flight=after.allocated - after.freed, ok=ok)
+
     def stats(self) -> GraphStats:
+        """Every counter of the graph (read while packets move) and its conservation."""
         g = self.runtime
         seg = g.segment()
         rxv = seg.view("rx.stats", np.int64)
@@ -367,10 +444,9 @@ class Deployment:
         tx = {name: {k: int(txv[e, i]) for i, k in enumerate(TX_COUNTERS)} for e, name in enumerate(self.exit_names)}
         nodes = [self._node_stats(n) for n in g.layout.nodes]
         drops: dict[str, int] = {}
-        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full", "oversize"):
+        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full", "oversize", "lost_in_crash"):
             if rx[k]:
                 drops[f"@rx.{k}"] = rx[k]
-        freed = 0
         for n in nodes:
             for verdict, count in n.verdicts.items():
                 if verdict.startswith("drop:") and count and not g.layout.capture_drops:
@@ -380,24 +456,17 @@ class Deployment:
                 if n.runtime[k]:
                     key = f"{n.instance_of or n.name}.{k}"
                     drops[key] = drops.get(key, 0) + n.runtime[k]
-            freed += n.runtime["dropped"] + n.runtime["unconnected"] + n.runtime["full"] + n.runtime["bad_verdict"]
-        sent = refused = 0
         for name, t in tx.items():
-            sent += t["frames"]
-            refused += t["refused"] + t["no_output"]
             for k in ("refused", "no_output"):
                 if t[k]:
                     drops[f"{name}.{k}"] = t[k]
-        for ev in self.restarts:  # packets a crashed process held: reclaimed, counted as dropped
-            if ev.reclaimed_buffers:
+        for ev in self.restarts:  # packets a crashed µNF held: reclaimed, counted as dropped (the Rx
+            if ev.reclaimed_buffers and ev.nodes != ["@rx"]:  # service counts its own, never accepted)
                 key = f"{'/'.join(ev.nodes)}.lost_in_crash"
                 drops[key] = drops.get(key, 0) + ev.reclaimed_buffers
-                refused += ev.reclaimed_buffers
         pool = g.memory().pool.stats()
-        in_flight = pool.in_use
-        cons = Conservation(rx=rx["accepted"], tx=sent, dropped=freed + refused, in_flight=in_flight,
-                            ok=rx["accepted"] == sent + freed + refused + in_flight)
         lat = percentiles(seg.view("tx.hist", np.int64))
+        cons = self._conservation()
         return GraphStats(
             name=self.req.name, at=time.time(), rx=rx, tx=tx, drops=drops, nodes=nodes,
             pool={"slots": pool.capacity, "free": pool.free, "in_use": pool.in_use, "allocated": pool.allocated,

@@ -6,6 +6,11 @@ written by one process only). A service that cannot start (e.g. an interface tha
 exist) writes its error text into ``io.error`` before exiting, so the agent can report *why* a
 deployment failed, not just that a process died.
 
+Crash safety of the Rx service: ``rx.journal`` records the burst in hand (its frame count, the
+counters before it, the entry rings' heads) while the service works on it, so a restarted Rx
+service settles a burst its predecessor was killed in and continues its source where it stopped
+(see :mod:`micronf.agent.rx`).
+
 Latency: the Rx service stamps each packet with the TSC (``Q_RX_TIME``); the Tx service turns
 ``now - stamp`` into nanoseconds (``ns_per_cycle`` calibrated by the agent) and counts it in a
 log-linear histogram (8 buckets per power of two from 64 ns, like HdrHistogram with 3 significant
@@ -27,8 +32,17 @@ from micronf.dataplane.segment import Memory, read_json, write_json
 from micronf.ports.base import MAX_FANOUT
 
 RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "oversize",
-               "batches", "exhausted", "kernel_drops")
+               "batches", "exhausted", "kernel_drops", "lost_in_crash")
 RX_INDEX = {name: i for i, name in enumerate(RX_COUNTERS)}
+RX_STAT_WORDS = 64
+# rx.journal (int64 words): state (J_IDLE / J_ACTIVE), frames in the burst, number of entry rings,
+# then the entry rings and their heads when the burst began, then the Rx counters before it.
+J_STATE, J_N, J_RINGS = 0, 1, 2
+J_RING0 = 8
+J_HEAD0 = J_RING0 + MAX_FANOUT
+J_SNAP0 = J_HEAD0 + MAX_FANOUT
+J_WORDS = J_SNAP0 + RX_STAT_WORDS
+J_IDLE, J_ACTIVE = 0, 1
 TX_COUNTERS = ("frames", "bytes", "refused", "no_output", "batches")
 TX_INDEX = {name: i for i, name in enumerate(TX_COUNTERS)}
 TX_WORDS = 8  # per exit
@@ -49,7 +63,8 @@ def io_regions() -> dict[str, int]:
     return {
         "io.config": CONFIG_BYTES,
         "io.error": ERROR_BYTES,
-        "rx.stats": 64 * 8,
+        "rx.stats": RX_STAT_WORDS * 8,
+        "rx.journal": J_WORDS * 8,
         "rx.entries": (1 + MAX_FANOUT) * 8,
         "tx.stats": MAX_EXITS * TX_WORDS * 8,
         "tx.hist": HIST_WORDS * 8,

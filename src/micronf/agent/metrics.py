@@ -143,7 +143,8 @@ def _graph(out: _Families, s: GraphStats) -> None:
                     {**dep, "where": where, "reason": reason}, n)
     c = s.conservation
     out.gauge("micronf_in_flight", "Packets inside the graph (in rings or being processed).", dep, c.in_flight)
-    out.gauge("micronf_conservation_ok", "1 if rx == tx + dropped + in_flight holds.", dep, 1 if c.ok else 0)
+    out.gauge("micronf_conservation_ok", "1 if rx == tx + dropped + in_flight holds (judged on a consistent "
+              "live reading, see docs/agent.md).", dep, 1 if c.ok else 0)
     for key, (name, doc, is_counter) in _POOL.items():
         if key in s.pool:
             (out.counter if is_counter else out.gauge)(name, doc, dep, s.pool[key])

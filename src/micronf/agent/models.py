@@ -230,7 +230,11 @@ class LatencyStats(BaseModel):
 
 
 class Conservation(BaseModel):
-    """``rx == tx + dropped + in_flight``: every packet that entered is accounted for."""
+    """``rx == tx + dropped + in_flight``: every packet that entered is accounted for.
+
+    Read live from counters that only grow, twice: ``ok`` is false only when the readings prove a
+    leak or a lost packet (see ``Deployment.stats``); the figures are the second reading's, so
+    under traffic they may differ by what moved meanwhile, idle they add up exactly."""
 
     rx: int
     tx: int

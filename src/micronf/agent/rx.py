@@ -14,6 +14,19 @@ After a burst the entry could not take whole, the service sleeps ~50 µs: on a m
 cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames
 are dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
 (``io_coalesce_us``, see :mod:`micronf.agent.service_loop`).
+
+A killed Rx service neither replays nor loses track of its source. The source's position is the
+``frames`` counter in the graph segment: a replayed source (generator, pcap) that a restarted
+service opens continues from it (:meth:`~micronf.io.replay.FrameReplay.resume`), not from the
+first frame. Each burst runs inside a journal entry (``rx.journal``: the frame count, the counters
+before it, the entry rings' heads) and the entry is closed when the burst's counters are final.
+A service killed in between leaves it open; its successor settles it before it reads a frame
+(:func:`settle`): the counters go back to the journal's, ``frames`` advances by the whole burst,
+the frames that entered the graph (the entry rings' heads moved by that much: only this process
+produces into them) are ``accepted`` and the rest of the burst is ``lost_in_crash``. (The
+agent's crash reclaim has meanwhile given the buffers the dead process held back to the pool.)
+So after any number of kill -9, ``frames == accepted + drops + lost_in_crash`` exactly and no
+frame enters the graph twice.
 """
 
 from __future__ import annotations
@@ -26,10 +39,22 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.agent.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
-from micronf.agent.iomem import RX_INDEX, write_error
+from micronf.agent.iomem import (
+    J_ACTIVE,
+    J_HEAD0,
+    J_IDLE,
+    J_N,
+    J_RING0,
+    J_RINGS,
+    J_SNAP0,
+    J_STATE,
+    RX_COUNTERS,
+    RX_INDEX,
+    write_error,
+)
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
-from micronf.dataplane.atomics import cycles, load_acquire, prefetch_write
+from micronf.dataplane.atomics import cycles, fence_seq_cst, load_acquire, prefetch_write, store_release
 from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import (
@@ -44,8 +69,9 @@ from micronf.dataplane.pool import (
     pool_alloc,
     pool_free_owner,
 )
-from micronf.dataplane.ring import ring_enqueue
+from micronf.dataplane.ring import HEAD, ring_enqueue
 from micronf.dataplane.segment import read_json
+from micronf.io.replay import FrameReplay, TimestampPacer
 from micronf.io.specs import open_rx
 from micronf.ports.base import MAX_FANOUT
 from micronf.ports.loadbalanced import jump_hash
@@ -62,6 +88,8 @@ I32 = npt.NDArray[np.int32]
 R_FRAMES, R_BYTES, R_ACCEPTED, R_UNMATCHED, R_RULE_DROP, R_POOL_EMPTY, R_ENTRY_FULL, R_OVERSIZE, R_BATCHES = (
     RX_INDEX[k] for k in ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full",
                           "oversize", "batches"))
+R_LOST = RX_INDEX["lost_in_crash"]
+N_COUNTERS = len(RX_COUNTERS)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -75,18 +103,35 @@ def _prefetch_slot(p: PoolArrays, h: int, ln: int) -> None:
         prefetch_write(slot, off)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _journal_open(journal: I64, stats: I64, rctrl: I64, entries: I64, n_entries: int, n: int) -> None:
+    """Record the burst about to be worked on, then mark the journal active (release: a successor
+    that sees it active sees the record; the fence: no counter of the burst changes before)."""
+    for i in range(N_COUNTERS):
+        journal[J_SNAP0 + i] = stats[i]
+    for e in range(n_entries):
+        r = entries[1 + e]
+        journal[J_RING0 + e] = r
+        journal[J_HEAD0 + e] = rctrl[r, HEAD]
+    journal[J_RINGS] = n_entries
+    journal[J_N] = n
+    store_release(journal, J_STATE, J_ACTIVE)
+    fence_seq_cst()
+
+
 @njit(cache=True, nogil=True)
-def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, data: U8, off: I64, length: I32, n: int,
-             rules: RuleTables, port: int, stats: I64, hbuf: U32, out: U32, rest: U32) -> int:
+def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, journal: I64, data: U8, off: I64, length: I32,
+             n: int, rules: RuleTables, port: int, stats: I64, hbuf: U32, out: U32, rest: U32) -> int:
     """Move frames ``0..n-1`` into the graph (see the module docstring); returns packets accepted.
     ``hbuf``/``out``/``rest`` are scratch arrays of at least ``n`` handles."""
+    n_entries = max(min(load_acquire(entries, 0), MAX_FANOUT), 1)
+    _journal_open(journal, stats, rctrl, entries, n_entries, n)
     stats[R_FRAMES] += n
     stats[R_BATCHES] += 1
     k = pool_alloc(p, hbuf, n)
     stats[R_POOL_EMPTY] += n - k
     now = cycles()
     cap = p.ctrl[C_FRAME_CAP]
-    n_entries = max(min(load_acquire(entries, 0), MAX_FANOUT), 1)
     n_out = 0
     n_rest = 0
     for i in range(min(PREFETCH_AHEAD, k)):
@@ -145,16 +190,37 @@ def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, data: U8, off
     stats[R_ENTRY_FULL] += n_out - sent_total
     if n_rest:
         pool_free_owner(p, rest, n_rest)
+    store_release(journal, J_STATE, J_IDLE)
     return sent_total
+
+
+def settle(journal: I64, stats: I64, rctrl: I64) -> int:
+    """Close the journal entry of a burst a killed Rx process left open (see the module docstring);
+    returns the frames lost in the crash. Idempotent: killed while settling, the next one redoes it."""
+    if int(journal[J_STATE]) != J_ACTIVE:  # its writer is dead: a plain read
+        return 0
+    n = int(journal[J_N])
+    entered = sum(int(rctrl[int(journal[J_RING0 + e]), HEAD]) - int(journal[J_HEAD0 + e])
+                  for e in range(int(journal[J_RINGS])))
+    stats[:N_COUNTERS] = journal[J_SNAP0 : J_SNAP0 + N_COUNTERS]
+    stats[R_FRAMES] += n
+    stats[R_ACCEPTED] += entered
+    stats[R_LOST] += n - entered
+    journal[J_STATE] = J_IDLE
+    return n - entered
 
 
 def warm(segment: str) -> None:
     """Compile (or load) the Rx kernel with its real argument types (run in the zygote)."""
     mem = GraphMemory.attach(segment)
     scratch = np.zeros(1, dtype=np.uint32)
-    rx_burst(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.seg.view("entries", np.int64),
+    journal = np.zeros(J_SNAP0 + N_COUNTERS, np.int64)  # not the graph's: warming must not touch it
+    rx_burst(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.seg.view("entries", np.int64), journal,
              np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int32), 0, compile_rules([]), 0,
              np.zeros(64, np.int64), scratch, scratch, scratch)
+    # the pcap pacer too: compiled on its first call, it held a replay back while its clock ran,
+    # and then the frames due meanwhile went out at once
+    TimestampPacer(np.array([0, 1], np.int64)).allowed(0, 0)
 
 
 def run(segment: str, line: str) -> int:
@@ -172,9 +238,16 @@ def run(segment: str, line: str) -> int:
     rules = compile_rules(req.rules)
     stats = mem.seg.view("rx.stats", np.int64)
     entries = mem.seg.view("entries", np.int64)
+    journal = mem.seg.view("rx.journal", np.int64)
+    lost = settle(journal, stats, mem.rings.ctrl)
+    if lost:
+        print(f"micronf-rx[{req.name}]: {lost} frames of the burst in hand were lost in the crash", file=sys.stderr)
+    if isinstance(backend, FrameReplay):  # a restart continues the source where it stopped
+        backend.resume(int(stats[R_FRAMES]))
+    kernel_drops = int(stats[RX_INDEX["kernel_drops"]])  # what earlier processes' sockets counted
     burst = max(req.burst, 256)
     hbuf, out, rest = (np.empty(burst, dtype=np.uint32) for _ in range(3))
-    args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, entries)
+    args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, entries, journal)
     next_stats = 0.0
 
     def step() -> int:
@@ -183,7 +256,7 @@ def run(segment: str, line: str) -> int:
             return 0
         b = backend.recv(burst)
         if time.monotonic() >= next_stats:  # what the backend lost before us (e.g. a full kernel ring)
-            stats[RX_INDEX["kernel_drops"]] = backend.stats().get("kernel_drops", 0)
+            stats[RX_INDEX["kernel_drops"]] = kernel_drops + backend.stats().get("kernel_drops", 0)
             next_stats = time.monotonic() + 0.1
         if b.n:
             full = stats[R_ENTRY_FULL]

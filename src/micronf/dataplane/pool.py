@@ -91,6 +91,8 @@ C_FREE_TOP = 16
 C_ALLOCATED = 17
 C_ALLOC_FAIL = 18
 C_FREE_ERRORS = 19
+C_OWNER_FREED = 20  # handles the owner pushed back on its stack (with C_ALLOCATED and the return rings'
+# heads, monotonic counts from which live accounting reads occupancy without a torn snapshot)
 CTRL_WORDS = 64
 
 
@@ -159,6 +161,7 @@ def pool_free_owner(p: PoolArrays, handles: Handles, n: int) -> int:
     for i in range(k):
         p.free[top + i] = handles[i]
     p.ctrl[C_FREE_TOP] = top + k
+    p.ctrl[C_OWNER_FREED] += k
     if k < n:
         p.ctrl[C_FREE_ERRORS] += n - k
     return k

@@ -547,6 +547,9 @@ class TokenBucket:
     def took(self, n: int) -> None:
         self._tokens -= n * self.UNIT
 
+    def resume(self, sent: int) -> None:
+        """Nothing to carry over: a resumed source starts with a full bucket, like a new one."""
+
 
 class GeneratorRx(FrameReplay):
     """An :class:`~micronf.io.backend.RxBackend` replaying the templates of a :class:`GeneratorSpec`.

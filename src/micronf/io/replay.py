@@ -72,6 +72,10 @@ class Pacer(Protocol):
         """``n`` frames went out (at most what :meth:`allowed` just returned)."""
         ...
 
+    def resume(self, sent: int) -> None:
+        """Pace on from frame ``sent`` (the source resumes there, see :meth:`FrameReplay.resume`)."""
+        ...
+
 
 @njit(cache=True, nogil=True)
 def _frames_due(rel: I64, elapsed: int) -> int:
@@ -103,17 +107,23 @@ class TimestampPacer:
         self._period = int(self._rel[-1])
         self._speed = float(speed)
         self._start: int | None = None
+        self._offset = 0  # trace time (ns) of the frame the clock starts at
 
     def allowed(self, now_ns: int, sent: int) -> int:
         if self._start is None:
             self._start = now_ns
         if self._period == 0:
             return _UNLIMITED
-        elapsed = int((now_ns - self._start) * self._speed)
+        elapsed = int((now_ns - self._start) * self._speed) + self._offset
         return max(int(_frames_due(self._rel, elapsed)) - sent, 0)
 
     def took(self, n: int) -> None:
         """Nothing to account: what is due depends only on the clock and on ``sent``."""
+
+    def resume(self, sent: int) -> None:
+        """Frame ``sent`` is due when the clock starts, the gaps after it are honoured."""
+        loops, i = divmod(sent, self._rel.shape[0])
+        self._offset = loops * self._period + int(self._rel[i])
 
 
 class FrameReplay:
@@ -173,6 +183,19 @@ class FrameReplay:
         if self._pacer is not None:
             self._pacer.took(n)
         return FrameBatch(self._data, self._off[pos:end], self._len[pos:end], n)
+
+    def resume(self, sent: int) -> None:
+        """Continue as if ``sent`` frames had gone out already: a restarted Rx service picks its
+        source up where the killed one stopped (the count lives in the graph's segment), instead
+        of replaying it from the first frame. Call before the first ``recv``."""
+        if sent < 0:
+            raise ValueError(f"sent must be >= 0, got {sent}")
+        self._sent = min(sent, self._limit)
+        if self._m:
+            loops, self._pos = divmod(self._sent, self._m)
+            self._bytes = loops * self._cum.item(self._m) + self._cum.item(self._pos)
+        if self._pacer is not None:
+            self._pacer.resume(self._sent)
 
     def stats(self) -> dict[str, int]:
         """``frames`` and ``bytes`` handed out so far."""

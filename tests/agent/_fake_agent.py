@@ -86,7 +86,7 @@ class FakeAgent:
     """In-memory deployments; ``fail[method]`` is raised by calls to ``method`` while it is set
     (``fail_times[method]`` limits how many calls raise it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: object = None) -> None:  # data_dir: as the real Agent takes it (unused)
         self.infos: dict[str, DeploymentInfo] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, Exception] = {}

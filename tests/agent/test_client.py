@@ -22,6 +22,7 @@ from micronf.agent.client import AgentClient, AgentClientError
 from micronf.agent.errors import AgentError, InvalidDeploymentError
 from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
+from micronf.security import read_token_if_any
 from tests.agent._fake_agent import FakeAgent, graph_stats, request_body
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,7 +42,7 @@ def agent() -> FakeAgent:
 @pytest.fixture
 def url(agent: FakeAgent) -> Iterator[str]:
     """A real uvicorn server on a free port of 127.0.0.1, in a thread, serving ``agent``."""
-    server = uvicorn.Server(uvicorn.Config(create_app(agent), host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(agent, token=None), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     started = threading.Event()
@@ -190,11 +191,14 @@ def test_agent_command_removes_deployments_on_signal(tmp_path: Path, sig: signal
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "agent.json"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "FAKE_AGENT_LOG": str(log)}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "FAKE_AGENT_LOG": str(log),
+           "MICRONF_STATE_DIR": str(tmp_path / "state")}
     proc = subprocess.Popen([sys.executable, "-c", _RUN_AGENT, "agent", "--port", str(port), "--log-level", "warning"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    token = lambda: read_token_if_any(tmp_path / "state" / "agent" / "token")  # noqa: E731 - written at start
     try:
-        with AgentClient(f"http://127.0.0.1:{port}", timeout=10, retries=60, backoff=0.1, max_backoff=0.5) as c:
+        with AgentClient(f"http://127.0.0.1:{port}", timeout=10, retries=60, backoff=0.1, max_backoff=0.5,
+                         token=token) as c:
             assert c.health().status == "ok"
             c.deploy(DeployRequest.model_validate(request_body("web")))
             c.deploy(DeployRequest.model_validate(request_body("api")))

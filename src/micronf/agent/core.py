@@ -13,20 +13,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from micronf import __version__
 from micronf.agent.deployment import Deployment
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
+from micronf.agent.files import confine
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.security import agent_data_dir
 
 log = logging.getLogger("micronf.agent")
 
 
 class Agent:
-    """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`)."""
+    """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`).
 
-    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True) -> None:
+    ``data_dir``: the only directory capture files of a request may be in (created 0700 when a
+    request first names a file; default :func:`micronf.security.agent_data_dir`), see
+    :mod:`micronf.agent.files`.
+    """
+
+    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True, data_dir: Path | None = None) -> None:
         self.started = time.monotonic()
+        self.data_dir = agent_data_dir() if data_dir is None else data_dir
         self._deployments: dict[str, Deployment] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -58,9 +67,10 @@ class Agent:
         with self._lock:
             if req.name in self._deployments:
                 raise DeploymentExistsError(f"a deployment named {req.name!r} is already running; remove it first")
-            dep = Deployment(req)
             t0 = time.monotonic()
-            dep.start()
+            with confine(req, self.data_dir) as confined:  # capture files: inside the data directory
+                dep = Deployment(confined)
+                dep.start()
             self._deployments[req.name] = dep
             log.info("deployment %s: %d µNFs up in %.2f s", req.name, len(req.graph.nodes), time.monotonic() - t0)
             return dep.info()

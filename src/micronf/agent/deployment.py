@@ -38,6 +38,7 @@ from micronf.agent.iomem import (
     percentiles,
     read_error,
 )
+from micronf.agent.limits import check_fits
 from micronf.agent.models import (
     Conservation,
     DeploymentInfo,
@@ -110,6 +111,7 @@ class Deployment:
         self.exit_names = list(dict.fromkeys(exits))
         self.runtime = GraphRuntime(layout, segment=f"mnf-{req.name}", pool_slots=req.pool_slots,
                                     ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions())
+        check_fits(self.runtime)  # before anything is created: a sparse tmpfs file would not say
         self.services: list[Child | None] = [None, None]
         self.ns_per_cycle = 1.0
 

@@ -19,6 +19,7 @@ from micronf.runtime.graph import GraphSpec, Policy
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+MAX_POOL_SLOTS = 1 << 24  # 16 M buffers of ~2 KB: 35 GB, more than any machine gives a graph
 
 
 class _Strict(BaseModel):
@@ -76,8 +77,10 @@ class OutputSpec(_Strict):
     """Where the Tx service sends one exit of the graph."""
 
     backend: dict[str, object] = Field(description='a Tx backend spec, e.g. {"kind": "afpacket", "iface": "veth1"}, '
-                                       '{"kind": "pcap", "path": "/tmp/out.pcap"} or {"kind": "null"}')
+                                       '{"kind": "pcap", "path": "out.pcap"} (a name inside the agent\'s data '
+                                       'directory) or {"kind": "null"}')
     next_hop_mac: str | None = Field(None, description="rewrite the destination MAC to this (None: leave it)")
+    overwrite: bool = Field(False, description="a pcap output may replace an existing file (default: refused)")
 
     @field_validator("next_hop_mac")
     @classmethod
@@ -109,7 +112,8 @@ class DeployRequest(_Strict):
     name: str = Field(description="deployment name: lowercase letters, digits and '-', at most 40")
     graph: GraphSpec
     rx: dict[str, object] | None = Field(None, description='an Rx backend spec, e.g. {"kind": "generator", ...}, '
-                                         '{"kind": "pcap", "path": ...} or {"kind": "afpacket", "iface": ...}; '
+                                         '{"kind": "pcap", "path": NAME} (a capture in the agent\'s data directory) or '
+                                         '{"kind": "afpacket", "iface": ...}; '
                                          "None: the graph gets no traffic from this agent")
     rules: list[FlowRule] = Field(default_factory=list, description="5-tuple rules of the Rx service (empty: all)")
     outputs: dict[str, OutputSpec] = Field(default_factory=dict, description="exit name → output; exits not "
@@ -125,8 +129,16 @@ class DeployRequest(_Strict):
                                 "Rx (Tx) service waits this long before polling again, so low rates move in fuller "
                                 "bursts at a fraction of the CPU, adding at most this much latency; busier bursts "
                                 "never wait. 0: poll continuously")
-    pool_slots: int = Field(0, ge=0, description="packet buffers (0: sized from the rings)")
-    ring_capacity: int = Field(1024, ge=16, le=1 << 20)
+    pool_slots: int = Field(0, ge=0, le=MAX_POOL_SLOTS, description="packet buffers (0: sized from the rings); "
+                            "the agent also refuses a pool larger than the free shared memory")
+    ring_capacity: int = Field(1024, ge=16, le=1 << 20, description="slots per ring, a power of two")
+
+    @field_validator("ring_capacity")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"must be a power of two (16, 32, ..., {1 << 20}), got {v}")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -49,7 +49,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from micronf.agent.client import AgentClient, AgentClientError
+from micronf.agent.client import AgentClient, AgentClientError, Token
 from micronf.agent.errors import AgentError
 from micronf.agent.models import Conservation, DeployRequest, GraphStats, LatencyStats
 from micronf.agent.server import AgentCore
@@ -266,9 +266,10 @@ def _as_api_error(agent: AgentRef, f: _Failure, doing: str) -> ApiError:
 Connect = Callable[[AgentRef], AgentCore]
 
 
-def http_agent(agent: AgentRef) -> AgentCore:
-    """The default way to reach an agent: its HTTP API (deploys start processes: a long timeout)."""
-    return AgentClient(agent.url, timeout=120.0, retries=2)
+def http_agent(agent: AgentRef, token: Token = None) -> AgentCore:
+    """The default way to reach an agent: its HTTP API (deploys start processes: a long timeout),
+    with its bearer ``token``."""
+    return AgentClient(agent.url, timeout=120.0, retries=2, token=token)
 
 
 # -- the service ---------------------------------------------------------------------------------

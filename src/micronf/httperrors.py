@@ -106,7 +106,13 @@ class BadJSONError(Exception):
     """A request body that is not JSON (HTTP 400 ``bad_json``)."""
 
 
-def parse_body(model: type[_M], body: bytes, content_type: str) -> _M:
+Precheck = Callable[[Any], None]
+"""Checks the decoded JSON before the model validates it, raising :class:`RequestValidationError`:
+cheap size limits, because pydantic validates in one call that holds the GIL (a worker thread
+alone does not keep a large body from stalling the event loop)."""
+
+
+def parse_body(model: type[_M], body: bytes, content_type: str, precheck: Precheck | None = None) -> _M:
     """``body`` decoded and validated as ``model``; raises :class:`BadJSONError` or a
     :class:`RequestValidationError` (locations under ``body``, as FastAPI's own)."""
     if content_type and "json" not in content_type:
@@ -121,6 +127,8 @@ def parse_body(model: type[_M], body: bytes, content_type: str) -> _M:
         raise BadJSONError(f"request body is not valid JSON: {exc.msg} (at character {exc.pos})") from None
     except UnicodeDecodeError as exc:
         raise BadJSONError(f"request body is not valid JSON: not UTF-8 (at byte {exc.start})") from None
+    if precheck is not None:
+        precheck(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -129,13 +137,14 @@ def parse_body(model: type[_M], body: bytes, content_type: str) -> _M:
         raise BadJSONError("request body is nested too deeply") from None
 
 
-def json_body(model: type[_M]) -> Callable[[Request], Awaitable[_M]]:
-    """A FastAPI dependency: the request body as ``model``, decoded and validated in a worker
-    thread (the body is already in memory: :class:`micronf.security.Guard` read it, bounded)."""
+def json_body(model: type[_M], precheck: Precheck | None = None) -> Callable[[Request], Awaitable[_M]]:
+    """A FastAPI dependency: the request body as ``model``, decoded, prechecked and validated in
+    a worker thread (the body is already in memory: :class:`micronf.security.Guard` read it,
+    bounded)."""
 
     async def dependency(request: Request) -> _M:
         body = await request.body()
-        return await run_in_threadpool(parse_body, model, body, request.headers.get("content-type", ""))
+        return await run_in_threadpool(parse_body, model, body, request.headers.get("content-type", ""), precheck)
 
     return dependency
 

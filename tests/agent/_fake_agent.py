@@ -6,6 +6,7 @@ the next calls of that method) so each error path of the server and client can b
 
 from __future__ import annotations
 
+import textwrap
 import threading
 from typing import Any
 
@@ -156,3 +157,24 @@ class FakeAgent:
 
     def close(self) -> None:
         self.closed = True
+
+
+# `micronf agent` (the real command, uvicorn, the guard) with this fake in place of the agent core
+# (micronf.agent.core, which the command imports): `python -c RUN_FAKE_AGENT agent --port P ...`.
+# Its calls and the deployments left at exit go to the JSON file $FAKE_AGENT_LOG.
+RUN_FAKE_AGENT = textwrap.dedent("""
+    import json, os, sys, types
+    from tests.agent._fake_agent import FakeAgent
+
+    class Agent(FakeAgent):
+        def close(self):
+            with open(os.environ["FAKE_AGENT_LOG"], "w") as f:
+                json.dump({"calls": self.calls, "left": list(self.infos)}, f)
+
+    core = types.ModuleType("micronf.agent.core")
+    core.Agent = Agent
+    sys.modules["micronf.agent.core"] = core
+    from micronf.cli import main
+    sys.argv = ["micronf", *sys.argv[1:]]
+    main()
+""")

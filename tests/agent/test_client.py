@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from micronf.agent.errors import AgentError, InvalidDeploymentError
 from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
 from micronf.security import read_token_if_any
-from tests.agent._fake_agent import FakeAgent, graph_stats, request_body
+from tests.agent._fake_agent import RUN_FAKE_AGENT, FakeAgent, graph_stats, request_body
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +41,8 @@ def agent() -> FakeAgent:
 @pytest.fixture
 def url(agent: FakeAgent) -> Iterator[str]:
     """A real uvicorn server on a free port of 127.0.0.1, in a thread, serving ``agent``."""
-    server = uvicorn.Server(uvicorn.Config(create_app(agent, token=None), host="127.0.0.1", port=0, log_level="warning"))
+    api = create_app(agent, token=None)
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     started = threading.Event()
@@ -166,25 +166,6 @@ def test_bad_settings_are_refused() -> None:
 
 
 # -- the command ------------------------------------------------------------------------------------
-# `micronf agent` with the fake core in place of micronf.agent.core (which the command imports)
-_RUN_AGENT = textwrap.dedent("""
-    import json, os, sys, types
-    from tests.agent._fake_agent import FakeAgent
-
-    class Agent(FakeAgent):
-        def close(self):
-            with open(os.environ["FAKE_AGENT_LOG"], "w") as f:
-                json.dump({"calls": self.calls, "left": list(self.infos)}, f)
-
-    core = types.ModuleType("micronf.agent.core")
-    core.Agent = Agent
-    sys.modules["micronf.agent.core"] = core
-    from micronf.cli import main
-    sys.argv = ["micronf", *sys.argv[1:]]
-    main()
-""")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_agent_command_removes_deployments_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     with socket.socket() as s:
@@ -193,8 +174,9 @@ def test_agent_command_removes_deployments_on_signal(tmp_path: Path, sig: signal
     log = tmp_path / "agent.json"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "FAKE_AGENT_LOG": str(log),
            "MICRONF_STATE_DIR": str(tmp_path / "state")}
-    proc = subprocess.Popen([sys.executable, "-c", _RUN_AGENT, "agent", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-c", RUN_FAKE_AGENT, "agent", "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     token = lambda: read_token_if_any(tmp_path / "state" / "agent" / "token")  # noqa: E731 - written at start
     try:
         with AgentClient(f"http://127.0.0.1:{port}", timeout=10, retries=60, backoff=0.1, max_backoff=0.5,

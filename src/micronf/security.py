@@ -83,10 +83,11 @@ def read_token(path: Path) -> str:
             raise TokenError(f"the token file {path} is not a regular file")
         if st.st_mode & 0o077:
             log.warning("the token file %s is readable by others (mode %o): chmod 600 it", path, st.st_mode & 0o777)
-        token = f.read(4096).decode("utf-8", "replace").strip().splitlines()
-    if not token or not token[0].strip():
+        data: bytes = f.read(4096)
+    lines = data.decode("utf-8", "replace").strip().splitlines()
+    if not lines or not lines[0].strip():
         raise TokenError(f"the token file {path} is empty")
-    return token[0].strip()
+    return lines[0].strip()
 
 
 def load_token(path: Path) -> str:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
 
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
 from micronf.agent.models import (
@@ -178,3 +183,20 @@ RUN_FAKE_AGENT = textwrap.dedent("""
     sys.argv = ["micronf", *sys.argv[1:]]
     main()
 """)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """A real uvicorn server on a free port of 127.0.0.1, in a thread, serving ``app``; its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        threading.Event().wait(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -9,20 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from micronf.agent.client import AgentClient, AgentClientError
 from micronf.agent.errors import AgentError, InvalidDeploymentError
 from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
 from micronf.security import read_token_if_any
-from tests.agent._fake_agent import RUN_FAKE_AGENT, FakeAgent, graph_stats, request_body
+from tests.agent._fake_agent import RUN_FAKE_AGENT, FakeAgent, graph_stats, request_body, serving
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,21 +39,8 @@ def agent() -> FakeAgent:
 @pytest.fixture
 def url(agent: FakeAgent) -> Iterator[str]:
     """A real uvicorn server on a free port of 127.0.0.1, in a thread, serving ``agent``."""
-    api = create_app(agent, token=None)
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not started.wait(0.02):
-        if server.started:
-            started.set()
-        assert thread.is_alive(), "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(create_app(agent, token=None)) as base:
+        yield base
 
 
 def client(url: str, retries: int = 3) -> AgentClient:

@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from micronf.agent.models import ErrorReply
 
@@ -204,8 +205,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_reply(404, "no_route", f"no route {req.method} {req.url.path} (see /openapi.json)")
-        if exc.status_code == 405:
-            return error_reply(405, "method_not_allowed", f"{req.method} is not allowed on {req.url.path}")
+        if exc.status_code == 405:  # with Allow (RFC 9110): the methods of every route of this path
+            allowed = sorted({m for r in app.routes if r.matches(req.scope)[0] != Match.NONE
+                              for m in getattr(r, "methods", None) or ()})
+            return JSONResponse({"error": "method_not_allowed", "detail": f"{req.method} is not allowed on "
+                                 f"{req.url.path} (allowed: {', '.join(allowed)})"}, status_code=405,
+                                headers={"Allow": ", ".join(allowed)})
         return error_reply(exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -109,7 +109,8 @@ class AutoscaleSpec(_Strict):
 class DeployRequest(_Strict):
     """Deploy one processing graph: its µNFs, where its packets come from and where they go."""
 
-    name: str = Field(description="deployment name: lowercase letters, digits and '-', at most 40")
+    name: str = Field(description="deployment name: lowercase letters, digits and '-', at most 40",
+                      json_schema_extra={"pattern": _NAME.pattern})
     graph: GraphSpec
     rx: dict[str, object] | None = Field(None, description='an Rx backend spec, e.g. {"kind": "generator", ...}, '
                                          '{"kind": "pcap", "path": NAME} (a capture in the agent\'s data directory) or '
@@ -131,7 +132,8 @@ class DeployRequest(_Strict):
                                 "never wait. 0: poll continuously")
     pool_slots: int = Field(0, ge=0, le=MAX_POOL_SLOTS, description="packet buffers (0: sized from the rings); "
                             "the agent also refuses a pool larger than the free shared memory")
-    ring_capacity: int = Field(1024, ge=16, le=1 << 20, description="slots per ring, a power of two")
+    ring_capacity: int = Field(1024, ge=16, le=1 << 20, description="slots per ring, a power of two",
+                               json_schema_extra={"enum": [1 << k for k in range(4, 21)]})
 
     @field_validator("ring_capacity")
     @classmethod

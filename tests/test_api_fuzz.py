@@ -9,6 +9,8 @@ the free space) and then records it as the fake does; the orchestrator's agents 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ class DryAgent(FakeAgent):
         return super().deploy(req)
 
 
-_DATA = Path("/tmp") / f"micronf-fuzz-{id(TOKEN)}"
+_DATA = Path(tempfile.mkdtemp(prefix="micronf-fuzz-"))  # the schemas are built at import, before fixtures
 
 
 def _agent_app() -> FastAPI:
@@ -57,8 +59,7 @@ def _agent_app() -> FastAPI:
 def _orchestrator_app() -> FastAPI:
     agents = [AgentRef(url="http://a:1", name="a", cpus=(0, 1))]
     fakes = {a.url: DryAgent(_DATA / "orch-agent") for a in agents}
-    _DATA.mkdir(parents=True, exist_ok=True)
-    orch = Orchestrator(Store(_DATA / f"orch-{id(fakes)}.db"), agents, connect=lambda ref: fakes[ref.url])
+    orch = Orchestrator(Store(_DATA / "orch.db"), agents, connect=lambda ref: fakes[ref.url])
     return orchestrator_app(orch, token=TOKEN)
 
 
@@ -78,7 +79,6 @@ EXCLUDED = [schemathesis.checks.positive_data_acceptance]
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup() -> Iterator[None]:
     yield
-    import shutil
     shutil.rmtree(_DATA, ignore_errors=True)
 
 

@@ -192,6 +192,27 @@ def test_a_pool_larger_than_the_free_shared_memory_is_refused(tmp_path: Path, mo
 
 
 # -- the event loop ------------------------------------------------------------------------------
+def test_agent_health_does_not_wait_for_a_deployment_in_progress(tmp_path: Path) -> None:
+    with Agent(monitor=False, data_dir=tmp_path) as agent:
+        held, release = threading.Event(), threading.Event()
+
+        def deploying() -> None:  # what Agent.deploy does while its processes start (seconds)
+            with agent._lock:
+                held.set()
+                release.wait(10)
+
+        t = threading.Thread(target=deploying)
+        t.start()
+        held.wait(10)
+        t0 = time.perf_counter()
+        assert agent.health().deployments == 0
+        took = time.perf_counter() - t0
+        release.set()
+        t.join()
+    assert took < 0.1
+
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

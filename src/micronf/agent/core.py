@@ -95,11 +95,13 @@ class Agent:
             return self._get(name).stats()
 
     def health(self) -> Health:
-        with self._lock:
-            procs = [p for d in self._deployments.values() for p in d.info().processes]
-            return Health(status="ok", version=__version__, uptime_s=time.monotonic() - self.started,
-                          deployments=len(self._deployments), processes=len(procs),
-                          processes_alive=sum(p.alive for p in procs))
+        """Without the lock: a deployment starting holds it for seconds, and a liveness probe must
+        not wait that long (the snapshot of the running deployments is taken atomically)."""
+        deployments = list(self._deployments.values())
+        procs = [p for d in deployments for p in d.info().processes]
+        return Health(status="ok", version=__version__, uptime_s=time.monotonic() - self.started,
+                      deployments=len(deployments), processes=len(procs),
+                      processes_alive=sum(p.alive for p in procs))
 
     def close(self) -> None:
         """Stop the monitor and remove every deployment."""

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +128,23 @@ def test_a_non_loopback_bind_without_tls_is_refused_unless_insecure(tmp_path: Pa
     assert res.exit_code == 2
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_tls_serves_https_with_the_given_certificate(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    trust = ssl.create_default_context(cafile=str(cert))
+    with _fake_agent_process(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), scheme="https",
+                             verify=trust) as url:
+        token = read_token(tmp_path / "state" / "agent" / "token")
+        with httpx.Client(base_url=url, verify=trust, timeout=10) as c:
+            assert c.get("/v1/deployments").status_code == 401
+            assert c.get("/v1/deployments", headers={"Authorization": f"Bearer {token}"}).json() == []
+        with pytest.raises(httpx.TransportError):  # plain HTTP is not served
+            httpx.get(url.replace("https", "http") + "/health", timeout=5)
+
+
 # -- limits --------------------------------------------------------------------------------------
 def test_a_50_mb_body_is_a_413_before_it_is_read() -> None:
     agent = FakeAgent()
@@ -213,6 +233,34 @@ def test_agent_health_does_not_wait_for_a_deployment_in_progress(tmp_path: Path)
 
 
 
+@contextmanager
+def _fake_agent_process(tmp_path: Path, *args: str, scheme: str = "http",
+                        verify: ssl.SSLContext | bool = True) -> Iterator[str]:
+    """`micronf agent ARGS` (the real command over the fake core) on a free port until its /health
+    answers; its state directory is ``tmp_path/state``. Yields its URL; terminated at the end."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "FAKE_AGENT_LOG": str(tmp_path / "log"),
+           "MICRONF_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen([sys.executable, "-c", RUN_FAKE_AGENT, "agent", "--port", str(port),
+                             "--log-level", "warning", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"{scheme}://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1, verify=verify).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the agent did not come up"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -241,23 +289,7 @@ print(json.dumps(codes))
 
 @pytest.mark.timeout(180)
 def test_health_answers_within_100_ms_while_large_requests_are_rejected(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "FAKE_AGENT_LOG": str(tmp_path / "log"),
-           "MICRONF_STATE_DIR": str(tmp_path / "state")}
-    proc = subprocess.Popen([sys.executable, "-c", RUN_FAKE_AGENT, "agent", "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the agent did not come up"
-            time.sleep(0.1)
+    with _fake_agent_process(tmp_path) as url:
         token = read_token(tmp_path / "state" / "agent" / "token")
         codes: list[int] = []
         done = threading.Event()
@@ -281,6 +313,3 @@ def test_health_answers_within_100_ms_while_large_requests_are_rejected(tmp_path
             t.join()
         assert codes == [422, 413] * 6
         assert worst < 0.1, f"/health took {worst * 1000:.0f} ms while large requests were rejected"
-    finally:
-        proc.terminate()
-        proc.wait(30)

@@ -124,10 +124,16 @@ def parse_body(model: type[_M], body: bytes, content_type: str, precheck: Preche
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "input": None, "msg": "Field required"}])
     try:
         data = json.loads(body)
+        json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate ("\udcff") is no Unicode text
     except json.JSONDecodeError as exc:
         raise BadJSONError(f"request body is not valid JSON: {exc.msg} (at character {exc.pos})") from None
     except UnicodeDecodeError as exc:
         raise BadJSONError(f"request body is not valid JSON: not UTF-8 (at byte {exc.start})") from None
+    except UnicodeEncodeError:
+        raise BadJSONError("request body is not valid JSON text: a string holds a lone UTF-16 surrogate "
+                           "(an unpaired \\ud800-\\udfff escape)") from None
+    except RecursionError:
+        raise BadJSONError("request body is nested too deeply") from None
     if precheck is not None:
         precheck(data)
     try:

@@ -180,6 +180,15 @@ def test_large_inputs_are_not_echoed() -> None:
     assert r.status_code == 422 and len(r.content) < 20_000 and "more errors" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("body", [b'{"name": "\\udcff"}', b'{"name": "a", "graph": {"nodes": [{"name": "\\ud800"}]}}',
+                                  b"[" * 100_000, b'{"a":' * 50_000],
+                         ids=["lone surrogate", "lone surrogate deeper", "nested arrays", "nested objects"])
+def test_bodies_python_cannot_hold_are_400s(body: bytes) -> None:
+    r = call(create_app(FakeAgent(), token=None), "POST", "/v1/deployments", content=body,
+             headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_json", r.text
+
+
 def test_a_graph_above_the_node_limit_is_a_422_naming_it() -> None:
     app = create_app(FakeAgent(), token=None, max_nodes=3)
     nodes = [{"name": f"n{i}", "type": "MacSwapper"} for i in range(4)]

@@ -109,3 +109,27 @@ def test_the_client_commands_find_the_token(tmp_path: Path, monkeypatch: pytest.
     assert _client_token(tmp_path / "f") == "from-file"
     res = CliRunner().invoke(cli_app, ["list", "--token-file", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "cannot read the token file" in res.output
+
+
+@pytest.mark.parametrize("imports", ["/etc/passwd", "/etc/*", "../../../../etc/passwd", "../*", "sub/../../x"])
+def test_sfc_imports_cannot_read_the_orchestrators_files(http: TestClient, imports: str) -> None:
+    sfc = f"kind: sfc\nname: x\nimports: ['{imports}']\nvnfs: [{{name: a, template: edge-firewall}}]\n"
+    r = http.post("/v1/plan", json={"sfc": sfc}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("request.sfc.yaml: imports[0]: expected a path or pattern naming files sent")
+    assert "root:" not in r.text
+
+
+@pytest.mark.parametrize("body", [
+    {"sfc": "kind: sfc", "files": {"a\u0000b": "x"}},
+    {"sfc": "kind: sfc", "files": {"a" * 300: "x"}},
+    {"sfc": "kind: sfc", "files": {"a": "x", "a/b": "y"}},
+    {"sfc": "x: " + "[" * 5000},
+    b'{"sfc": "x", "files": {"a": "\\udcff"}}',
+    b"[" * 100_000,
+], ids=["NUL in a name", "name too long", "file and directory", "YAML nested deep", "lone surrogate", "JSON deep"])
+def test_odd_sfc_requests_are_400s_not_500s(http: TestClient, body: dict[str, object] | bytes) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    r = (http.post("/v1/plan", content=body, headers=headers) if isinstance(body, bytes)
+         else http.post("/v1/plan", json=body, headers=headers))
+    assert r.status_code == 400 and r.json()["error"] in ("invalid_sfc", "bad_json"), r.text

@@ -1,14 +1,16 @@
 """Schemathesis over both OpenAPI documents (issue 12): no 500, every response matches its schema,
 with the token and without it (then 401 everywhere but /health).
 
-Bounded for CI: a few derandomized examples per operation. The agent side never starts a process:
-the agent app's core is :class:`DryAgent`, which validates a deploy request as the real agent does
-(capture files confined to a data directory, the graph planned, its shared memory checked against
-the free space) and then records it as the fake does; the orchestrator's agents are DryAgents too.
+Bounded for CI: a few derandomized examples per operation (``MICRONF_FUZZ_EXAMPLES`` for more).
+The agent side never starts a process: the agent app's core is :class:`DryAgent`, which validates
+a deploy request as the real agent does (capture files confined to a data directory, the graph
+planned, its shared memory checked against the free space) and then records it as the fake does;
+the orchestrator's agents are DryAgents too.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,8 +34,9 @@ from tests.agent._fake_agent import FakeAgent
 
 pytestmark = pytest.mark.timeout(300)
 TOKEN = "fuzz-token"
-FUZZ = settings(max_examples=12, derandomize=True, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+# 12 examples per operation in CI (~30 s for all); MICRONF_FUZZ_EXAMPLES=500 for a deeper run by hand
+FUZZ = settings(max_examples=int(os.environ.get("MICRONF_FUZZ_EXAMPLES", "12")), derandomize=True, deadline=None,
+                database=None, suppress_health_check=list(HealthCheck))
 
 
 class DryAgent(FakeAgent):

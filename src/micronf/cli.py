@@ -347,7 +347,8 @@ def _serving(host: str, tls_cert: Path | None, tls_key: Path | None, insecure: b
         str, dict[str, Any]]:
     """The API token (from ``token_file``, created when missing) and uvicorn's TLS options; refuses
     (exit 2) a non-loopback bind without TLS unless ``insecure``, and warns when it is allowed."""
-    from micronf.security import ExposureError, TokenError, check_exposure, load_token
+    from micronf.security import ExposureError, check_exposure
+    from micronf.statedir import TokenError, load_token
 
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="--tls-cert/--tls-key")
@@ -398,7 +399,7 @@ def agent(
 
     from micronf.agent.core import Agent
     from micronf.agent.server import create_app, stop_all
-    from micronf.security import agent_token_file
+    from micronf.statedir import agent_token_file
 
     levels = ("critical", "error", "warning", "info", "debug", "trace")
     if log_level not in levels:
@@ -488,7 +489,7 @@ _TOKEN_OPTION = typer.Option(None, "--token-file", dir_okay=False, help="The orc
 def _client_token(token_file: Path | None) -> str | None:
     """The token the client commands send: --token-file, else $MICRONF_TOKEN, else the local
     orchestrator's default token file if there is one (so the local demo needs no setup)."""
-    from micronf.security import TokenError, orchestrator_token_file, read_token, read_token_if_any
+    from micronf.statedir import TokenError, orchestrator_token_file, read_token, read_token_if_any
 
     if token_file is not None:
         try:
@@ -533,7 +534,7 @@ def orchestrator(
     from micronf.orchestrator.placement import AgentRef
     from micronf.orchestrator.service import Orchestrator, http_agent
     from micronf.orchestrator.store import Store, StoreError
-    from micronf.security import agent_token_file, orchestrator_token_file, read_token_if_any
+    from micronf.statedir import agent_token_file, orchestrator_token_file, read_token_if_any
 
     try:
         refs = [AgentRef.parse(a) for a in agents]
@@ -560,7 +561,7 @@ def orchestrator(
 
 def _agent_token_files(refs: list[AgentRef], items: list[str]) -> dict[str, Path]:
     """Agent URL -> its token file, from ``--agent-token-file [AGENT=]FILE`` items (see orchestrator)."""
-    from micronf.security import agent_token_file
+    from micronf.statedir import agent_token_file
 
     files = {r.url: agent_token_file() for r in refs}
     for item in items:
@@ -579,7 +580,7 @@ def _orch_call(base: str, method: str, path: str, body: object = None, token_fil
     command with a readable message."""
     import httpx
 
-    from micronf.security import bearer
+    from micronf.statedir import bearer
 
     headers = bearer(_client_token(token_file))
     try:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from micronf.agent.client import AgentClient, AgentClientError
 from micronf.agent.models import DeployRequest
 from micronf.dataplane.segment import list_segments
-from micronf.security import agent_token_file, bearer, read_token
+from micronf.statedir import agent_token_file, bearer, read_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -19,7 +19,7 @@ from micronf.agent.client import AgentClient, AgentClientError
 from micronf.agent.errors import AgentError, InvalidDeploymentError
 from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
-from micronf.security import read_token_if_any
+from micronf.statedir import read_token_if_any
 from tests.agent._fake_agent import RUN_FAKE_AGENT, FakeAgent, graph_stats, request_body, serving
 
 pytestmark = pytest.mark.timeout(60)

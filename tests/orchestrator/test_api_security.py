@@ -21,7 +21,7 @@ from micronf.orchestrator.api import create_app
 from micronf.orchestrator.placement import AgentRef
 from micronf.orchestrator.service import Orchestrator, http_agent
 from micronf.orchestrator.store import Store
-from micronf.security import agent_token_file, load_token, orchestrator_token_file, read_token_if_any
+from micronf.statedir import agent_token_file, load_token, orchestrator_token_file, read_token_if_any
 from tests.agent._fake_agent import FakeAgent, serving
 from tests.orchestrator.test_api import AGENTS, UNREACHABLE, fig11_body
 

@@ -20,7 +20,7 @@ from micronf.agent.deployment import Deployment
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
 from micronf.agent.files import confine
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
-from micronf.security import agent_data_dir
+from micronf.statedir import agent_data_dir
 
 log = logging.getLogger("micronf.agent")
 
@@ -29,7 +29,7 @@ class Agent:
     """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`).
 
     ``data_dir``: the only directory capture files of a request may be in (created 0700 when a
-    request first names a file; default :func:`micronf.security.agent_data_dir`), see
+    request first names a file; default :func:`micronf.statedir.agent_data_dir`), see
     :mod:`micronf.agent.files`.
     """
 

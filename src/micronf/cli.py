@@ -343,8 +343,8 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def _serving(host: str, tls_cert: Path | None, tls_key: Path | None, insecure: bool, token_file: Path) -> tuple[
-        str, dict[str, Any]]:
+def _serving(host: str, tls_cert: Path | None, tls_key: Path | None, insecure: bool,
+             token_file: Path) -> tuple[str, dict[str, Any]]:
     """The API token (from ``token_file``, created when missing) and uvicorn's TLS options; refuses
     (exit 2) a non-loopback bind without TLS unless ``insecure``, and warns when it is allowed."""
     from micronf.security import ExposureError, check_exposure

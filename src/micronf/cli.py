@@ -25,9 +25,11 @@ from typer.core import TyperGroup
 from micronf import __version__
 
 if TYPE_CHECKING:
+    from micronf.agent.server import AgentCore
     from micronf.io.pcap import Trace
     from micronf.orchestrator.compose import Composition
     from micronf.orchestrator.embedded import RunSummary
+    from micronf.orchestrator.placement import AgentRef
     from micronf.runtime.graph import GraphLayout
     from micronf.runtime.offline import OfflineResult
 
@@ -469,15 +471,69 @@ def version() -> None:
     _print_version(True)
 
 
+# -- serving an API safely (see docs/security.md) ------------------------------------------------
+_TLS_CERT = typer.Option(None, "--tls-cert", exists=True, dir_okay=False, help="Serve HTTPS with this certificate "
+                         "(PEM; with --tls-key).")
+_TLS_KEY = typer.Option(None, "--tls-key", exists=True, dir_okay=False, help="The certificate's private key (PEM).")
+_INSECURE = typer.Option(False, "--insecure", help="Allow a non-loopback --host without TLS (the token and every "
+                         "request then cross the network in clear text).")
+_MAX_BODY = typer.Option(1 << 20, "--max-body", min=1024, help="Largest request body in bytes (larger: 413).")
+
+
+def _freeze_heap() -> None:
+    """Exempt what is loaded at start (numba, numpy, the µNF modules: a large heap) from the
+    garbage collector: a full collection triggered by a request's many small objects otherwise
+    stops the server, /health included, for 100+ ms."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def _serving(host: str, tls_cert: Path | None, tls_key: Path | None, insecure: bool,
+             token_file: Path) -> tuple[str, dict[str, Any]]:
+    """The API token (from ``token_file``, created when missing) and uvicorn's TLS options; refuses
+    (exit 2) a non-loopback bind without TLS unless ``insecure``, and warns when it is allowed."""
+    from micronf.security import ExposureError, check_exposure
+    from micronf.statedir import TokenError, load_token
+
+    if (tls_cert is None) != (tls_key is None):
+        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="--tls-cert/--tls-key")
+    try:
+        warning = check_exposure(host, tls=tls_cert is not None, insecure=insecure)
+    except ExposureError as exc:
+        raise CliError(str(exc), 2) from exc
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+    try:
+        token = load_token(token_file)
+    except TokenError as exc:
+        raise CliError(str(exc), 2) from exc
+    tls = {} if tls_cert is None else {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)}
+    return token, tls
+
+
 @app.command()
 def agent(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; the API has no "
-                             "authentication, so expose it only to the orchestrator's network)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; needs --tls-cert/"
+                             "--tls-key or --insecure)."),
     port: int = typer.Option(8771, min=1, max=65535, help="TCP port to listen on."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug or trace."),
+    token_file: Path | None = typer.Option(None, "--token-file", dir_okay=False, help="The API's bearer token "
+                                           "(created, mode 0600, with a new random token when missing; default: "
+                                           "STATE/agent/token, STATE = $MICRONF_STATE_DIR or ~/.local/state/micronf)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", file_okay=False, help="The only directory capture "
+                                         "files of a deploy request may be in, by name (default: STATE/agent/data)."),
+    metrics_public: bool = typer.Option(False, "--metrics-public", help="Serve /metrics without the token to any "
+                                        "client (default: only to loopback clients)."),
+    tls_cert: Path | None = _TLS_CERT,
+    tls_key: Path | None = _TLS_KEY,
+    insecure: bool = _INSECURE,
+    max_body: int = _MAX_BODY,
 ) -> None:
     """Run the agent of this machine: the southbound HTTP API that deploys processing graphs of µNFs
     here, with GET /health, GET /metrics (Prometheus) and GET /openapi.json (the API's schema).
+    Every route but /health (and /metrics from loopback) needs the bearer token in --token-file.
 
     On SIGTERM or Ctrl+C it stops serving, then removes every deployment (its processes and shared
     memory) before it exits; a second signal during that cleanup exits at once.
@@ -489,12 +545,16 @@ def agent(
     from micronf.agent.core import Agent
     from micronf.agent.identity import agent_identity
     from micronf.agent.server import create_app, stop_all
+    from micronf.statedir import agent_token_file
 
     levels = ("critical", "error", "warning", "info", "debug", "trace")
     if log_level not in levels:
         raise typer.BadParameter(f"must be one of {', '.join(levels)}", param_hint="--log-level")
-    core = Agent(agent_id=agent_identity(host, port))
-    server = uvicorn.Server(uvicorn.Config(create_app(core), host=host, port=port, log_level=log_level))
+    token, tls = _serving(host, tls_cert, tls_key, insecure, token_file or agent_token_file())
+    core = Agent(agent_id=agent_identity(host, port), data_dir=data_dir)
+    api = create_app(core, token=token, metrics_public=metrics_public, max_body=max_body)
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level=log_level, **tls))
+    _freeze_heap()
 
     def _stop(_signum: int, _frame: object) -> None:
         server.should_exit = True
@@ -571,11 +631,27 @@ def schema(
 # -- the orchestrator and its clients -----------------------------------------------------------
 ORCHESTRATOR_URL = "http://127.0.0.1:8770"
 _ORCH_OPTION = typer.Option(ORCHESTRATOR_URL, "--orchestrator", help="The orchestrator's URL.")
+_TOKEN_OPTION = typer.Option(None, "--token-file", dir_okay=False, help="The orchestrator's token file (default: "
+                             "$MICRONF_TOKEN, else STATE/orchestrator.token, the local orchestrator's).")
+
+
+def _client_token(token_file: Path | None) -> str | None:
+    """The token the client commands send: --token-file, else $MICRONF_TOKEN, else the local
+    orchestrator's default token file if there is one (so the local demo needs no setup)."""
+    from micronf.statedir import TokenError, orchestrator_token_file, read_token, read_token_if_any
+
+    if token_file is not None:
+        try:
+            return read_token(token_file)
+        except TokenError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--token-file") from exc
+    return os.environ.get("MICRONF_TOKEN") or read_token_if_any(orchestrator_token_file())
 
 
 @app.command()
 def orchestrator(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (the API has no authentication)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (non-loopback: needs --tls-cert/--tls-key "
+                             "or --insecure)."),
     port: int = typer.Option(8770, min=1, max=65535, help="TCP port to listen on."),
     db: Path = typer.Option(Path("~/.local/state/micronf/orchestrator.db"), help="The SQLite state file."),
     agents: list[str] = typer.Option(["http://127.0.0.1:8771"], "--agent", help="An agent, [NAME=]URL[#cpus=LIST] "
@@ -583,18 +659,31 @@ def orchestrator(
     reconcile_s: float = typer.Option(10.0, "--reconcile-interval", min=0.1,
                                       help="Seconds between reconciles with the agents."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug or trace."),
+    token_file: Path | None = typer.Option(None, "--token-file", dir_okay=False, help="The API's bearer token "
+                                           "(created, mode 0600, when missing; default: STATE/orchestrator.token; "
+                                           "the micronf client commands read it by default)."),
+    agent_tokens: list[str] = typer.Option([], "--agent-token-file", help="[AGENT=]FILE: the token file of an "
+                                           "agent (AGENT: its name or URL; without: every agent). Read at each "
+                                           "request. Default: the local agent's, STATE/agent/token."),
+    tls_cert: Path | None = _TLS_CERT,
+    tls_key: Path | None = _TLS_KEY,
+    insecure: bool = _INSECURE,
+    max_body: int = _MAX_BODY,
 ) -> None:
     """Run the orchestrator: the northbound HTTP API (SFC create/list/get/delete, stats, plan) over
     the given agents, with every deployment kept in a SQLite file. On start it reconciles the stored
-    deployments with the agents (redeploys what a restarted agent lost), then again periodically."""
+    deployments with the agents (redeploys what a restarted agent lost), then again periodically.
+    Every route but /health needs the bearer token in --token-file; each agent gets its own token."""
     import logging
+    from functools import partial
 
     import uvicorn
 
     from micronf.orchestrator.api import create_app
     from micronf.orchestrator.placement import AgentRef
-    from micronf.orchestrator.service import Orchestrator
+    from micronf.orchestrator.service import Orchestrator, http_agent
     from micronf.orchestrator.store import Store, StoreError
+    from micronf.statedir import agent_token_file, orchestrator_token_file, read_token_if_any
 
     try:
         refs = [AgentRef.parse(a) for a in agents]
@@ -604,19 +693,47 @@ def orchestrator(
         store = Store(db)
     except StoreError as exc:
         raise CliError(str(exc)) from exc
+    token, tls = _serving(host, tls_cert, tls_key, insecure, token_file or orchestrator_token_file())
+    files = _agent_token_files(refs, agent_tokens)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    orch = Orchestrator(store, refs)
+
+    def connect(ref: AgentRef) -> AgentCore:  # the token file is read per request: the agent may start later
+        return http_agent(ref, token=partial(read_token_if_any, files.get(ref.url, agent_token_file())))
+
+    orch = Orchestrator(store, refs, connect=connect)
+    _freeze_heap()
     with orch.running(reconcile_s):
-        uvicorn.run(create_app(orch), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(orch, token=token, max_body=max_body), host=host, port=port, log_level=log_level,
+                    **tls)
     store.close()
 
 
-def _orch_call(base: str, method: str, path: str, body: object = None) -> object:
-    """One request to the orchestrator; failures end the command with a readable message."""
+def _agent_token_files(refs: list[AgentRef], items: list[str]) -> dict[str, Path]:
+    """Agent URL -> its token file, from ``--agent-token-file [AGENT=]FILE`` items (see orchestrator)."""
+    from micronf.statedir import agent_token_file
+
+    files = {r.url: agent_token_file() for r in refs}
+    for item in items:
+        who, sep, file = item.rpartition("=")
+        hit = [r for r in refs if not sep or who in (r.name, r.url)]
+        if not hit:
+            raise typer.BadParameter(f"no --agent named {who!r} (agents: {', '.join(r.name for r in refs)})",
+                                     param_hint="--agent-token-file")
+        for r in hit:
+            files[r.url] = Path(file).expanduser()
+    return files
+
+
+def _orch_call(base: str, method: str, path: str, body: object = None, token_file: Path | None = None) -> object:
+    """One request to the orchestrator (with the token of :func:`_client_token`); failures end the
+    command with a readable message."""
     import httpx
 
+    from micronf.statedir import bearer
+
+    headers = bearer(_client_token(token_file))
     try:
-        resp = httpx.request(method, base.rstrip("/") + path, json=body, timeout=300.0)
+        resp = httpx.request(method, base.rstrip("/") + path, json=body, timeout=300.0, headers=headers)
     except httpx.TransportError as exc:
         raise CliError(f"cannot reach the orchestrator at {base} ({type(exc).__name__}: {exc}); "
                        "is `micronf orchestrator` running?") from exc
@@ -651,6 +768,7 @@ def deploy(
                                       'exit goes, SPEC an output JSON or @FILE, e.g. \'{"backend": {"kind": "null"}}\' '
                                       "(repeatable; default: every exit to null)."),
     orchestrator_url: str = _ORCH_OPTION,
+    token_file: Path | None = _TOKEN_OPTION,
 ) -> None:
     """Deploy an SFC: the orchestrator composes it into an optimized µNF graph and deploys it on an
     agent. The SFC file and the templates it imports are sent with the request."""
@@ -669,16 +787,17 @@ def deploy(
         outs[key] = _json_arg(spec, "--output")
     body = {"sfc": text, "files": files, "name": name, "agent": agent, "outputs": outs,
             "rx": None if rx is None else _json_arg(rx, "--rx")}
-    info = _orch_call(orchestrator_url, "POST", "/v1/sfcs", body)
+    info = _orch_call(orchestrator_url, "POST", "/v1/sfcs", body, token_file)
     assert isinstance(info, dict)
     console.print(f"deployed [bold]{escape(info['name'])}[/] ({len(info['graph']['nodes'])} µNFs, "
                   f"{len(info['rewrites'])} rewrites) on {', '.join(info['agents'])}: {info['state']}")
 
 
 @app.command()
-def undeploy(name: str = typer.Argument(..., help="The deployment."), orchestrator_url: str = _ORCH_OPTION) -> None:
+def undeploy(name: str = typer.Argument(..., help="The deployment."), orchestrator_url: str = _ORCH_OPTION,
+             token_file: Path | None = _TOKEN_OPTION) -> None:
     """Remove a deployment from its agents and from the orchestrator."""
-    _orch_call(orchestrator_url, "DELETE", f"/v1/sfcs/{name}")
+    _orch_call(orchestrator_url, "DELETE", f"/v1/sfcs/{name}", token_file=token_file)
     console.print(f"undeployed {escape(name)}")
 
 
@@ -696,9 +815,9 @@ def _deployments_table(infos: list[dict[str, object]]) -> Table:
 
 
 @app.command("list")
-def list_sfcs(orchestrator_url: str = _ORCH_OPTION) -> None:
+def list_sfcs(orchestrator_url: str = _ORCH_OPTION, token_file: Path | None = _TOKEN_OPTION) -> None:
     """List the SFC deployments the orchestrator knows, with their state."""
-    infos = _orch_call(orchestrator_url, "GET", "/v1/sfcs")
+    infos = _orch_call(orchestrator_url, "GET", "/v1/sfcs", token_file=token_file)
     assert isinstance(infos, list)
     console.print(_deployments_table(infos))
 
@@ -732,18 +851,19 @@ def status(
     watch: bool = typer.Option(False, "--watch", help="Refresh until Ctrl+C."),
     interval: float = typer.Option(1.0, min=0.1, help="Seconds between the two samples a rate comes from."),
     orchestrator_url: str = _ORCH_OPTION,
+    token_file: Path | None = _TOKEN_OPTION,
 ) -> None:
     """The live state of a deployment: per µNF its rate (from two samples), packets, drops and ring
     occupancy; per SFC packets in/out per output, drops by reason, latency p50/p99, conservation."""
     from rich.live import Live
 
     if name is None:
-        list_sfcs(orchestrator_url)
+        list_sfcs(orchestrator_url, token_file)
         return
     path = f"/v1/sfcs/{name}/stats"
 
     def sample() -> dict[str, Any]:
-        s = _orch_call(orchestrator_url, "GET", path)
+        s = _orch_call(orchestrator_url, "GET", path, token_file=token_file)
         assert isinstance(s, dict)
         return s
 

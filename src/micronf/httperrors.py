@@ -8,24 +8,37 @@ defaults and never sees a traceback. This module holds what makes that so, share
   client; its ``kind`` and ``status`` become the reply;
 - :func:`install_error_handlers`: maps ApiError, request validation errors (422, or 400 for a body
   that is not JSON), unknown routes/methods and bugs (500) to that shape;
-- :func:`error_responses`: the OpenAPI ``responses`` entries of a route's error statuses.
+- :func:`error_responses`: the OpenAPI ``responses`` entries of a route's error statuses;
+- :func:`json_body`: a request body parsed and validated in a worker thread (FastAPI's own body
+  handling decodes and validates on the event loop, where a large graph would stall every other
+  request, ``/health`` included), and :func:`body_openapi`, its OpenAPI entry.
+
+Replies never echo large inputs: each error line and each ``input`` of a 422's ``errors`` is cut
+to :data:`ECHO_LIMIT` characters.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from micronf.agent.models import ErrorReply
 
 log = logging.getLogger(__name__)
+
+ECHO_LIMIT = 200  # characters of a client's input an error reply may quote
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -57,13 +70,109 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return out or "body"
 
 
-def describe_validation_errors(errors: Sequence[Any]) -> str:
-    """One line per pydantic error, ``field.path: problem``, joined with ``; ``."""
+def _cut(text: str, limit: int = ECHO_LIMIT) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def describe_validation_errors(errors: Sequence[Any], *, max_errors: int = 20) -> str:
+    """One line per pydantic error, ``field.path: problem``, joined with ``; `` (each line cut
+    to :data:`ECHO_LIMIT` characters, at most ``max_errors`` lines)."""
     lines = []
-    for e in errors:
+    for e in errors[:max_errors]:
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(f"{_field_path(e.get('loc', ()))}: {msg}")
+        lines.append(_cut(f"{_field_path(e.get('loc', ()))}: {msg}"))
+    if len(errors) > max_errors:
+        lines.append(f"and {len(errors) - max_errors} more errors")
     return "; ".join(lines)
+
+
+def _bounded(errors: Sequence[Any], max_errors: int = 20) -> list[Any]:
+    """pydantic's error list for a reply: at most ``max_errors``, each ``input``/``ctx``/``msg`` cut."""
+    out = []
+    for e in jsonable_encoder(list(errors[:max_errors])):
+        e.pop("url", None)
+        if "input" in e:
+            text = e["input"] if isinstance(e["input"], str) else json.dumps(e["input"])
+            if len(text) > ECHO_LIMIT:
+                e["input"] = _cut(text)
+        if "ctx" in e:
+            e["ctx"] = {k: _cut(str(v)) for k, v in e["ctx"].items()}
+        if "msg" in e:
+            e["msg"] = _cut(str(e["msg"]))
+        out.append(e)
+    return out
+
+
+class BadJSONError(Exception):
+    """A request body that is not JSON (HTTP 400 ``bad_json``)."""
+
+
+Precheck = Callable[[Any], None]
+"""Checks the decoded JSON before the model validates it, raising :class:`RequestValidationError`:
+cheap size limits, because pydantic validates in one call that holds the GIL (a worker thread
+alone does not keep a large body from stalling the event loop)."""
+
+
+def parse_body(model: type[_M], body: bytes, content_type: str, precheck: Precheck | None = None) -> _M:
+    """``body`` decoded and validated as ``model``; raises :class:`BadJSONError` or a
+    :class:`RequestValidationError` (locations under ``body``, as FastAPI's own)."""
+    if content_type and "json" not in content_type:
+        raise RequestValidationError([{
+            "type": "model_attributes_type", "loc": ("body",), "input": body.decode("utf-8", "replace"),
+            "msg": "Input should be a valid dictionary or object to extract fields from"}])
+    if not body.strip():
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "input": None, "msg": "Field required"}])
+    try:
+        data = json.loads(body)
+        json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate ("\udcff") is no Unicode text
+    except json.JSONDecodeError as exc:
+        raise BadJSONError(f"request body is not valid JSON: {exc.msg} (at character {exc.pos})") from None
+    except UnicodeDecodeError as exc:
+        raise BadJSONError(f"request body is not valid JSON: not UTF-8 (at byte {exc.start})") from None
+    except UnicodeEncodeError:
+        raise BadJSONError("request body is not valid JSON text: a string holds a lone UTF-16 surrogate "
+                           "(an unpaired \\ud800-\\udfff escape)") from None
+    except RecursionError:
+        raise BadJSONError("request body is nested too deeply") from None
+    if precheck is not None:
+        precheck(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    except RecursionError:  # absurdly deep nesting: a client mistake, not a crash
+        raise BadJSONError("request body is nested too deeply") from None
+
+
+def json_body(model: type[_M], precheck: Precheck | None = None) -> Callable[[Request], Awaitable[_M]]:
+    """A FastAPI dependency: the request body as ``model``, decoded, prechecked and validated in
+    a worker thread (the body is already in memory: :class:`micronf.security.Guard` read it,
+    bounded)."""
+
+    async def dependency(request: Request) -> _M:
+        body = await request.body()
+        return await run_in_threadpool(parse_body, model, body, request.headers.get("content-type", ""), precheck)
+
+    return dependency
+
+
+def body_openapi(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``openapi_extra`` of a route that takes ``model`` through :func:`json_body` (the schema
+    itself is added to the components by :func:`add_schemas`)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def add_schemas(schema: dict[str, Any], *models: type[BaseModel]) -> dict[str, Any]:
+    """Add the JSON Schemas of ``models`` (request bodies read by :func:`json_body`) and of the
+    models they use to an OpenAPI document's components (in place; returned)."""
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        full = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in full.pop("$defs", {}).items():
+            comps.setdefault(name, sub)
+        comps[model.__name__] = full
+    return schema
 
 
 def error_reply(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
@@ -76,7 +185,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
-        return error_reply(exc.status, exc.kind, str(exc) or exc.kind)
+        return error_reply(exc.status, exc.kind, _cut(str(exc), 4000) or exc.kind)
+
+    @app.exception_handler(BadJSONError)
+    async def _bad_json(_req: Request, exc: BadJSONError) -> JSONResponse:
+        return error_reply(400, "bad_json", str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -89,19 +202,24 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_reply(400, "bad_json", f"request body is not valid JSON: {why} (at character {pos})")
         detail = describe_validation_errors(errors)
         content_type = req.headers.get("content-type", "")
-        if content_type and "json" not in content_type:  # FastAPI then validates the raw bytes
-            detail += f" (the body was sent as {content_type!r}: send JSON with Content-Type: application/json)"
-        return error_reply(422, "invalid_request", detail, errors=jsonable_encoder(errors))
+        if content_type and "json" not in content_type:  # the raw bytes were validated
+            sent = _cut(content_type, 60)
+            detail += f" (the body was sent as {sent!r}: send JSON with Content-Type: application/json)"
+        return error_reply(422, "invalid_request", detail, errors=_bounded(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_reply(404, "no_route", f"no route {req.method} {req.url.path} (see /openapi.json)")
-        if exc.status_code == 405:
-            return error_reply(405, "method_not_allowed", f"{req.method} is not allowed on {req.url.path}")
+        if exc.status_code == 405:  # with Allow (RFC 9110): the methods of every route of this path
+            allowed = sorted({m for r in app.routes if r.matches(req.scope)[0] != Match.NONE
+                              for m in getattr(r, "methods", None) or ()})
+            return JSONResponse({"error": "method_not_allowed", "detail": f"{req.method} is not allowed on "
+                                 f"{req.url.path} (allowed: {', '.join(allowed)})"}, status_code=405,
+                                headers={"Allow": ", ".join(allowed)})
         return error_reply(exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _bug(req: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", req.method, req.url.path)
-        return error_reply(500, "internal", f"{type(exc).__name__}: {exc}")
+        return error_reply(500, "internal", _cut(f"{type(exc).__name__}: {exc}"))

@@ -6,8 +6,14 @@ the next calls of that method) so each error path of the server and client can b
 
 from __future__ import annotations
 
+import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
 
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
 from micronf.agent.models import (
@@ -86,8 +92,8 @@ class FakeAgent:
     """In-memory deployments; ``fail[method]`` is raised by calls to ``method`` while it is set
     (``fail_times[method]`` limits how many calls raise it)."""
 
-    def __init__(self, *, agent_id: str | None = None) -> None:
-        self.id = agent_id
+    def __init__(self, *, agent_id: str | None = None, data_dir: object = None) -> None:
+        self.id = agent_id  # agent_id, data_dir: as the real Agent takes them (data_dir unused)
         self.infos: dict[str, DeploymentInfo] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, Exception] = {}
@@ -157,3 +163,41 @@ class FakeAgent:
 
     def close(self) -> None:
         self.closed = True
+
+
+# `micronf agent` (the real command, uvicorn, the guard) with this fake in place of the agent core
+# (micronf.agent.core, which the command imports): `python -c RUN_FAKE_AGENT agent --port P ...`.
+# Its calls and the deployments left at exit go to the JSON file $FAKE_AGENT_LOG.
+RUN_FAKE_AGENT = textwrap.dedent("""
+    import json, os, sys, types
+    from tests.agent._fake_agent import FakeAgent
+
+    class Agent(FakeAgent):
+        def close(self):
+            with open(os.environ["FAKE_AGENT_LOG"], "w") as f:
+                json.dump({"calls": self.calls, "left": list(self.infos)}, f)
+
+    core = types.ModuleType("micronf.agent.core")
+    core.Agent = Agent
+    sys.modules["micronf.agent.core"] = core
+    from micronf.cli import main
+    sys.argv = ["micronf", *sys.argv[1:]]
+    main()
+""")
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """A real uvicorn server on a free port of 127.0.0.1, in a thread, serving ``app``; its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        threading.Event().wait(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -59,11 +59,11 @@ def test_pcap_in_graph_pcap_out_byte_for_byte(tmp_path: Path) -> None:
     src = tmp_path / "in.pcap"
     with PcapWriter(src) as w:
         w.write_frames(frames)
-    req = DeployRequest.model_validate(_chain(
-        "pcap-e2e", rx={"kind": "pcap", "path": str(src)}, ring_capacity=4096,
-        outputs={"out": {"backend": {"kind": "pcap", "path": str(tmp_path / "out.pcap")}, "next_hop_mac": NEXT_HOP},
-                 "expired": {"backend": {"kind": "pcap", "path": str(tmp_path / "expired.pcap")}}}))
-    with Agent() as agent:
+    req = DeployRequest.model_validate(_chain(  # file names inside the agent's data directory
+        "pcap-e2e", rx={"kind": "pcap", "path": "in.pcap"}, ring_capacity=4096,
+        outputs={"out": {"backend": {"kind": "pcap", "path": "out.pcap"}, "next_hop_mac": NEXT_HOP},
+                 "expired": {"backend": {"kind": "pcap", "path": "expired.pcap"}}}))
+    with Agent(data_dir=tmp_path) as agent:
         agent.deploy(req)
         s = _wait_done(agent, "pcap-e2e", len(frames))
         agent.remove("pcap-e2e")
@@ -88,7 +88,7 @@ def test_pcap_in_graph_pcap_out_byte_for_byte(tmp_path: Path) -> None:
 
 
 def test_bad_requests_and_failed_deployment_leave_nothing(tmp_path: Path) -> None:
-    with Agent() as agent:
+    with Agent(data_dir=tmp_path) as agent:
         with pytest.raises(InvalidDeploymentError, match="no label 'nope'"):
             agent.deploy(DeployRequest.model_validate(
                 {"name": "bad", "graph": {"nodes": [{"name": "a", "type": "MacSwapper"}, {"name": "b",
@@ -99,9 +99,10 @@ def test_bad_requests_and_failed_deployment_leave_nothing(tmp_path: Path) -> Non
                 _chain("bad2", outputs={"nowhere": {"backend": {"kind": "null"}}})))
         with pytest.raises(InvalidDeploymentError, match=r"rx: .*'carrier-pigeon'.*'generator', 'pcap', 'afpacket'"):
             agent.deploy(DeployRequest.model_validate(_chain("bad3", rx={"kind": "carrier-pigeon"})))
-        missing = str(tmp_path / "no-such-file.pcap")
-        with pytest.raises(DeploymentFailedError, match=r"no-such-file\.pcap"):
-            agent.deploy(DeployRequest.model_validate(_chain("fails", rx={"kind": "pcap", "path": missing})))
+        with pytest.raises(InvalidDeploymentError, match=r"rx.path: no file 'no-such-file\.pcap'"):
+            agent.deploy(DeployRequest.model_validate(_chain("bad4", rx={"kind": "pcap", "path": "no-such-file.pcap"})))
+        with pytest.raises(DeploymentFailedError, match=r"mnf-nosuch0"):  # valid, but the Rx service cannot start
+            agent.deploy(DeployRequest.model_validate(_chain("fails", rx={"kind": "afpacket", "iface": "mnf-nosuch0"})))
         assert agent.deployments() == []
         assert not [s for s in list_segments() if "fails" in s.name]
         assert not [p for p in _micronf_pids() if "fails" in p[1]]

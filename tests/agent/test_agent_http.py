@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from micronf.agent.client import AgentClient, AgentClientError
 from micronf.agent.models import DeployRequest
 from micronf.dataplane.segment import list_segments
+from micronf.statedir import agent_token_file, bearer, read_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -27,8 +29,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def agent_url() -> Iterator[str]:
+def agent_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     port = _free_port()
+    monkeypatch.setenv("MICRONF_STATE_DIR", str(tmp_path))  # the agent writes its token here
     cmd = [sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port", str(port)]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
@@ -46,7 +49,8 @@ def agent_url() -> Iterator[str]:
 
 
 def test_deploy_observe_scrape_remove_over_http(agent_url: str) -> None:
-    client = AgentClient(agent_url)
+    token = read_token(agent_token_file())
+    client = AgentClient(agent_url, token=token)
     total = 20_000
     body = {"name": "http-e2e",
             "graph": {"nodes": [{"name": "chk", "type": "CheckIPHeader"}, {"name": "swap", "type": "MacSwapper"}],
@@ -74,7 +78,7 @@ def test_deploy_observe_scrape_remove_over_http(agent_url: str) -> None:
     with pytest.raises(AgentClientError) as gone:
         client.stats("http-e2e")
     assert gone.value.status == 404
-    bad = httpx.post(f"{agent_url}/v1/deployments", json={**body, "name": "Bad Name"})
+    bad = httpx.post(f"{agent_url}/v1/deployments", json={**body, "name": "Bad Name"}, headers=bearer(token))
     assert bad.status_code == 422 and "name" in bad.json()["detail"]
     assert not [seg for seg in list_segments() if "http-e2e" in seg.name]
     assert client.health().deployments == 0

@@ -9,20 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from micronf.agent.client import AgentClient, AgentClientError
 from micronf.agent.errors import AgentError, InvalidDeploymentError
 from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
-from tests.agent._fake_agent import FakeAgent, graph_stats, request_body
+from micronf.statedir import read_token_if_any
+from tests.agent._fake_agent import RUN_FAKE_AGENT, FakeAgent, graph_stats, request_body, serving
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,20 +39,8 @@ def agent() -> FakeAgent:
 @pytest.fixture
 def url(agent: FakeAgent) -> Iterator[str]:
     """A real uvicorn server on a free port of 127.0.0.1, in a thread, serving ``agent``."""
-    server = uvicorn.Server(uvicorn.Config(create_app(agent), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not started.wait(0.02):
-        if server.started:
-            started.set()
-        assert thread.is_alive(), "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(create_app(agent, token=None)) as base:
+        yield base
 
 
 def client(url: str, retries: int = 3) -> AgentClient:
@@ -165,36 +151,21 @@ def test_bad_settings_are_refused() -> None:
 
 
 # -- the command ------------------------------------------------------------------------------------
-# `micronf agent` with the fake core in place of micronf.agent.core (which the command imports)
-_RUN_AGENT = textwrap.dedent("""
-    import json, os, sys, types
-    from tests.agent._fake_agent import FakeAgent
-
-    class Agent(FakeAgent):
-        def close(self):
-            with open(os.environ["FAKE_AGENT_LOG"], "w") as f:
-                json.dump({"calls": self.calls, "left": list(self.infos)}, f)
-
-    core = types.ModuleType("micronf.agent.core")
-    core.Agent = Agent
-    sys.modules["micronf.agent.core"] = core
-    from micronf.cli import main
-    sys.argv = ["micronf", *sys.argv[1:]]
-    main()
-""")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_agent_command_removes_deployments_on_signal(tmp_path: Path, sig: signal.Signals) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = tmp_path / "agent.json"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "FAKE_AGENT_LOG": str(log)}
-    proc = subprocess.Popen([sys.executable, "-c", _RUN_AGENT, "agent", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "FAKE_AGENT_LOG": str(log),
+           "MICRONF_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen([sys.executable, "-c", RUN_FAKE_AGENT, "agent", "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    token = lambda: read_token_if_any(tmp_path / "state" / "agent" / "token")  # noqa: E731 - written at start
     try:
-        with AgentClient(f"http://127.0.0.1:{port}", timeout=10, retries=60, backoff=0.1, max_backoff=0.5) as c:
+        with AgentClient(f"http://127.0.0.1:{port}", timeout=10, retries=60, backoff=0.1, max_backoff=0.5,
+                         token=token) as c:
             assert c.health().status == "ok"
             c.deploy(DeployRequest.model_validate(request_body("web")))
             c.deploy(DeployRequest.model_validate(request_body("api")))

@@ -146,7 +146,7 @@ def test_no_deployment_no_per_deployment_series() -> None:
 
 def test_metrics_endpoint_uses_a_private_registry(agent: FakeAgent) -> None:
     async def get() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(agent))
+        transport = httpx.ASGITransport(app=create_app(agent, token=None))
         async with httpx.AsyncClient(transport=transport, base_url="http://agent") as c:
             return await c.get("/metrics")
 

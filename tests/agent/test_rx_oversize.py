@@ -87,10 +87,10 @@ def test_jumbo_deployment_forwards_jumbo_frames_and_counts_longer_ones(tmp_path:
     with PcapWriter(src) as w:
         w.write_frames(frames)
     req = DeployRequest.model_validate({
-        "name": "jumbo", "frame_capacity": 9216, "rx": {"kind": "pcap", "path": str(src)},
+        "name": "jumbo", "frame_capacity": 9216, "rx": {"kind": "pcap", "path": "in.pcap"},
         "graph": {"nodes": [{"name": "swap", "type": "MacSwapper"}], "edges": [], "entry": "swap"},
-        "outputs": {"out": {"backend": {"kind": "pcap", "path": str(tmp_path / "out.pcap")}}}})
-    with Agent() as agent:
+        "outputs": {"out": {"backend": {"kind": "pcap", "path": "out.pcap"}}}})
+    with Agent(data_dir=tmp_path) as agent:
         agent.deploy(req)
         deadline = time.monotonic() + 60
         while True:

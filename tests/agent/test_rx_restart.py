@@ -39,7 +39,7 @@ def _request(name: str, rx: dict[str, Any], out: Path, busy_rx: bool = False) ->
                             {"name": "swap", "type": "MacSwapper"}],
                   "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
         "rx": rx, "rules": rules, "ring_capacity": 4096, "pool_slots": 16384,
-        "outputs": {"out": {"backend": {"kind": "pcap", "path": str(out)}}}, "autoscale": {"enabled": False}})
+        "outputs": {"out": {"backend": {"kind": "pcap", "path": out.name}}}, "autoscale": {"enabled": False}})
 
 
 def _rx_pid(agent: Agent, name: str) -> int:
@@ -127,7 +127,7 @@ def test_kill_9_of_rx_during_a_generator_run(tmp_path: Path) -> None:
     inputs = [trace.frame(i) for i in range(total)]
     out = tmp_path / "out.pcap"
     kills = []
-    with Agent() as agent:
+    with Agent(data_dir=tmp_path) as agent:
         info = agent.deploy(_request("rx-gen", spec.model_dump(mode="json"), out, busy_rx=True))
         seg = Segment.attach(info.segment)
         try:
@@ -161,8 +161,8 @@ def test_kill_9_of_rx_during_a_paced_pcap_replay(tmp_path: Path) -> None:
         w.write_frames(inputs, ts_ns=np.arange(n, dtype=np.int64) * gap_ns)
     out = tmp_path / "out.pcap"
     kills = []
-    with Agent() as agent:
-        info = agent.deploy(_request("rx-pcap", {"kind": "pcap", "path": str(src), "timing": "original"}, out))
+    with Agent(data_dir=tmp_path) as agent:
+        info = agent.deploy(_request("rx-pcap", {"kind": "pcap", "path": src.name, "timing": "original"}, out))
         seg = Segment.attach(info.segment)
         try:
             journal = seg.view("rx.journal", np.int64)

@@ -38,7 +38,7 @@ def agent() -> FakeAgent:
 
 @pytest.fixture
 def app(agent: FakeAgent) -> FastAPI:
-    return create_app(agent)
+    return create_app(agent, token=None)
 
 
 def test_deploy_list_get_stats_remove(app: FastAPI, agent: FakeAgent) -> None:
@@ -74,7 +74,7 @@ def test_the_agent_gets_the_validated_request(app: FastAPI) -> None:
             return super().deploy(req)
 
     body = request_body("web")
-    assert call(create_app(Recording()), "POST", "/v1/deployments", json=body).status_code == 201
+    assert call(create_app(Recording(), token=None), "POST", "/v1/deployments", json=body).status_code == 201
     assert seen == [DeployRequest.model_validate(body)]
     assert seen[0].rules[0].dport == 53 and seen[0].graph.name == "web"
 
@@ -235,7 +235,7 @@ def test_deploy_and_remove_never_overlap() -> None:
 
     slow = Slow()
     FakeAgent.deploy(slow, DeployRequest.model_validate(request_body("old")))
-    app = create_app(slow)
+    app = create_app(slow, token=None)
     codes: list[int] = []
 
     async def scenario() -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from micronf.agent.core import Agent
 from micronf.agent.identity import agent_identity
 from micronf.agent.models import DeployRequest
 from micronf.dataplane.segment import list_segments
+from micronf.statedir import read_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -29,10 +31,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _agent() -> Iterator[tuple[str, int]]:
+def _agent(token_file: Path) -> Iterator[tuple[str, int]]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port",
-                             str(port)])
+                             str(port), "--token-file", str(token_file)])
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -57,7 +59,7 @@ def test_identity_follows_the_listening_address() -> None:
         Agent(monitor=False, agent_id="No/Slash")
 
 
-def test_two_agents_on_one_machine_deploy_the_same_name() -> None:
+def test_two_agents_on_one_machine_deploy_the_same_name(tmp_path: Path) -> None:
     total = 5_000
     body = {"name": "same-name",
             "graph": {"nodes": [{"name": "swap", "type": "MacSwapper"}], "edges": [], "entry": "swap"},
@@ -65,8 +67,9 @@ def test_two_agents_on_one_machine_deploy_the_same_name() -> None:
             "outputs": {"out": {"backend": {"kind": "null"}}}}
     req = DeployRequest.model_validate(body)
     with ExitStack() as stack:
-        agents = [stack.enter_context(_agent()) for _ in range(2)]
-        clients = [AgentClient(url) for url, _ in agents]
+        tokens = [tmp_path / f"token{i}" for i in range(2)]
+        agents = [stack.enter_context(_agent(t)) for t in tokens]
+        clients = [AgentClient(url, token=read_token(t)) for (url, _), t in zip(agents, tokens, strict=True)]
         infos = [c.deploy(req) for c in clients]  # the second one used to fail: 500 SegmentError
         assert infos[0].segment != infos[1].segment
         assert [i.segment for i in infos] == [f"mnf-{port}-same-name" for _, port in agents]

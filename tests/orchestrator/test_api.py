@@ -28,7 +28,7 @@ class Env:
         self.db = tmp / "orch.db"
         self.fakes = {a.url: FakeAgent() for a in AGENTS}
         self.orch = self.new_orchestrator()
-        self.http = TestClient(create_app(self.orch))
+        self.http = TestClient(create_app(self.orch, token=None))
 
     def new_orchestrator(self) -> Orchestrator:
         return Orchestrator(Store(self.db), AGENTS, connect=lambda ref: self.fakes[ref.url])
@@ -165,7 +165,7 @@ def test_restart_reconciles_lost_and_unreachable_deployments(env: Env) -> None:
     assert acts["gone"].after == "running" and orch.get("gone").error is None
     # a delete while the agent is unreachable stays 'deleting' and completes at a later reconcile
     b.fail["remove"] = UNREACHABLE
-    http = TestClient(create_app(orch))
+    http = TestClient(create_app(orch, token=None))
     _err(http.delete("/v1/sfcs/gone"), 503, "agent_unreachable", "did not remove it")
     assert orch.get("gone").state == "deleting" and "gone" in b.infos
     del b.fail["remove"]

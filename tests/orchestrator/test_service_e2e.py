@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 from micronf.cli import app
 from micronf.dataplane.segment import list_segments
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, paper_traffic
+from micronf.statedir import agent_token_file, bearer, orchestrator_token_file, read_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -115,7 +116,7 @@ def _cli(*args: str) -> str:
 def _wait_drained(orch: str, timeout: float = 180.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        s = httpx.get(f"{orch}/v1/sfcs/fig11/stats", timeout=30).json()
+        s = httpx.get(f"{orch}/v1/sfcs/fig11/stats", timeout=30, headers=_auth("orchestrator")).json()
         entered = sum(g["rx"]["frames"] for g in s.get("graphs", {}).values())
         if entered == COUNT and s["conservation"]["in_flight"] == 0:
             return s
@@ -123,7 +124,9 @@ def _wait_drained(orch: str, timeout: float = 180.0) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def test_deploy_status_restart_undeploy(tmp_path: Path) -> None:
+def test_deploy_status_restart_undeploy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # agent, orchestrator and CLI share a state directory: the tokens need no setup by hand
+    monkeypatch.setenv("MICRONF_STATE_DIR", str(tmp_path / "state"))
     agent_port, orch_port = _free_port(), _free_port()
     db = tmp_path / "orch.db"
     orch_args = ["orchestrator", "--db", str(db), "--agent", f"http://127.0.0.1:{agent_port}",
@@ -139,7 +142,7 @@ def test_deploy_status_restart_undeploy(tmp_path: Path) -> None:
             out = _cli("deploy", str(EXAMPLES / "sfc-fig11.yaml"), "--orchestrator", orch, "--rx",
                        json.dumps(rx))
             assert "deployed fig11" in out and "running" in out
-            info = httpx.get(f"{agent}/v1/deployments/fig11", timeout=30).json()
+            info = httpx.get(f"{agent}/v1/deployments/fig11", timeout=30, headers=_auth("agent")).json()
             pids = [p["pid"] for p in info["processes"]]
             segment = info["segment"]
             s = _wait_drained(orch)
@@ -149,23 +152,28 @@ def test_deploy_status_restart_undeploy(tmp_path: Path) -> None:
                 assert unf in out
             assert "p99" in out
         # the orchestrator is gone; the deployment keeps running on the agent
-        assert httpx.get(f"{agent}/v1/deployments/fig11", timeout=30).is_success
+        assert httpx.get(f"{agent}/v1/deployments/fig11", timeout=30, headers=_auth("agent")).is_success
         with _serve(orch_args, orch_port, tmp_path / "orch2.log") as orch:
-            got = httpx.get(f"{orch}/v1/sfcs/fig11", timeout=30).json()
+            got = httpx.get(f"{orch}/v1/sfcs/fig11", timeout=30, headers=_auth("orchestrator")).json()
             assert got["state"] == "running" and got["agents"] == [f"http://127.0.0.1:{agent_port}"]
             assert "fig11" in _cli("list", "--orchestrator", orch)
-            again = httpx.get(f"{agent}/v1/deployments/fig11", timeout=30).json()
+            again = httpx.get(f"{agent}/v1/deployments/fig11", timeout=30, headers=_auth("agent")).json()
             assert again["created_at"] == info["created_at"]  # reconciled, not redeployed
             assert _wait_drained(orch)["outputs"] == s["outputs"]
             out = _cli("undeploy", "fig11", "--orchestrator", orch)
             assert "undeployed fig11" in out
-            assert httpx.get(f"{orch}/v1/sfcs", timeout=30).json() == []
-        assert httpx.get(f"{agent}/v1/deployments", timeout=30).json() == []
+            assert httpx.get(f"{orch}/v1/sfcs", timeout=30, headers=_auth("orchestrator")).json() == []
+        assert httpx.get(f"{agent}/v1/deployments", timeout=30, headers=_auth("agent")).json() == []
     deadline = time.monotonic() + 30
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], "µNF processes outlived the undeploy"
     assert segment not in {i.name for i in list_segments()}
+
+
+def _auth(server: str) -> dict[str, str]:
+    """The bearer header for the agent or the orchestrator (their token files in the state dir)."""
+    return bearer(read_token(agent_token_file() if server == "agent" else orchestrator_token_file()))
 
 
 def _alive(pid: int) -> bool:

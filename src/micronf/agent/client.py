@@ -15,6 +15,9 @@ Retries: a request is retried, with exponential backoff, only when repeating it 
   :meth:`AgentClient.deployment` and decide.
 * 4xx replies are never retried: they name a problem that repeating does not fix.
 
+Authentication: ``token`` (a string, or a function returning one, called per request so a token
+file can be re-read) is sent as ``Authorization: Bearer <token>``.
+
 Every failure is an :class:`AgentClientError` carrying the HTTP status (``None`` when the agent was
 unreachable) and the ``kind``/``detail`` of the agent's :class:`~micronf.agent.models.ErrorReply`.
 """
@@ -22,6 +25,7 @@ unreachable) and the ``kind``/``detail`` of the agent's :class:`~micronf.agent.m
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -54,17 +58,36 @@ class AgentClientError(Exception):
         super().__init__(f"{status or 'no reply'} {kind}: {detail}{where}")
 
 
+Token = str | Callable[[], str | None] | None
+"""A bearer token, or a function that returns the current one (``None``: send none)."""
+
+
+class BearerAuth(httpx.Auth):
+    """``Authorization: Bearer <token>`` on every request (see :data:`Token`)."""
+
+    def __init__(self, token: Token) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._token() if callable(self._token) else self._token
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 class AgentClient:
     """Synchronous client of one agent, e.g. ``AgentClient("http://127.0.0.1:8771")``.
 
     ``timeout`` bounds every request in seconds (``deploy`` starts processes: keep it at several
     seconds); ``retries`` is how many times a retryable failure is repeated, waiting ``backoff``,
-    then twice as long each time (capped at ``max_backoff``). ``transport`` replaces the network
+    then twice as long each time (capped at ``max_backoff``). ``token``: the agent's bearer token
+    (see :data:`Token`). ``transport`` replaces the network
     (e.g. :class:`httpx.MockTransport` in tests). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, base_url: str, *, timeout: float = 60.0, retries: int = 3, backoff: float = 0.1,
-                 max_backoff: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
+                 max_backoff: float = 2.0, transport: httpx.BaseTransport | None = None,
+                 token: Token = None) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if timeout <= 0 or backoff < 0 or max_backoff < 0:
@@ -73,7 +96,8 @@ class AgentClient:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  auth=BearerAuth(token))
 
     # -- the API --------------------------------------------------------------------------------
     def deploy(self, req: DeployRequest) -> DeploymentInfo:

@@ -17,22 +17,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from micronf import __version__
 from micronf.agent.deployment import Deployment
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
+from micronf.agent.files import confine
 from micronf.agent.identity import check_identity, random_identity
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.statedir import agent_data_dir
 
 log = logging.getLogger("micronf.agent")
 
 
 class Agent:
-    """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`)."""
+    """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`).
 
-    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True, agent_id: str | None = None) -> None:
+    ``data_dir``: the only directory capture files of a request may be in (created 0700 when a
+    request first names a file; default :func:`micronf.statedir.agent_data_dir`), see
+    :mod:`micronf.agent.files`.
+    """
+
+    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True, agent_id: str | None = None,
+                 data_dir: Path | None = None) -> None:
         self.id = check_identity(agent_id) if agent_id is not None else random_identity()
         self.started = time.monotonic()
+        self.data_dir = agent_data_dir() if data_dir is None else data_dir
         self._deployments: dict[str, Deployment] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -64,9 +74,10 @@ class Agent:
         with self._lock:
             if req.name in self._deployments:
                 raise DeploymentExistsError(f"a deployment named {req.name!r} is already running; remove it first")
-            dep = Deployment(req, agent_id=self.id)
             t0 = time.monotonic()
-            dep.start()
+            with confine(req, self.data_dir) as confined:  # capture files: inside the data directory
+                dep = Deployment(confined, agent_id=self.id)
+                dep.start()
             self._deployments[req.name] = dep
             log.info("deployment %s: %d µNFs up in %.2f s", req.name, len(req.graph.nodes), time.monotonic() - t0)
             return dep.info()
@@ -91,11 +102,13 @@ class Agent:
             return self._get(name).stats()
 
     def health(self) -> Health:
-        with self._lock:
-            procs = [p for d in self._deployments.values() for p in d.info().processes]
-            return Health(status="ok", version=__version__, uptime_s=time.monotonic() - self.started,
-                          deployments=len(self._deployments), processes=len(procs),
-                          processes_alive=sum(p.alive for p in procs))
+        """Without the lock: a deployment starting holds it for seconds, and a liveness probe must
+        not wait that long (the snapshot of the running deployments is taken atomically)."""
+        deployments = list(self._deployments.values())
+        procs = [p for d in deployments for p in d.info().processes]
+        return Health(status="ok", version=__version__, uptime_s=time.monotonic() - self.started,
+                      deployments=len(deployments), processes=len(procs),
+                      processes_alive=sum(p.alive for p in procs))
 
     def close(self) -> None:
         """Stop the monitor and remove every deployment."""

@@ -40,6 +40,7 @@ from micronf.agent.iomem import (
     percentiles,
     read_error,
 )
+from micronf.agent.limits import check_fits
 from micronf.agent.models import (
     Conservation,
     DeploymentInfo,
@@ -135,6 +136,7 @@ class Deployment:
         self.runtime = GraphRuntime(layout, segment=f"mnf-{agent_id}-{req.name}", pool_slots=req.pool_slots,
                                     ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions(),
                                     frame_capacity=req.frame_capacity)
+        check_fits(self.runtime)  # before anything is created: a sparse tmpfs file would not say
         self.services: list[Child | None] = [None, None]
         self.ns_per_cycle = 1.0
 

@@ -20,6 +20,7 @@ from micronf.runtime.graph import GraphSpec, Policy
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+MAX_POOL_SLOTS = 1 << 24  # 16 M buffers of ~2 KB: 35 GB, more than any machine gives a graph
 
 
 class _Strict(BaseModel):
@@ -77,8 +78,10 @@ class OutputSpec(_Strict):
     """Where the Tx service sends one exit of the graph."""
 
     backend: dict[str, object] = Field(description='a Tx backend spec, e.g. {"kind": "afpacket", "iface": "veth1"}, '
-                                       '{"kind": "pcap", "path": "/tmp/out.pcap"} or {"kind": "null"}')
+                                       '{"kind": "pcap", "path": "out.pcap"} (a name inside the agent\'s data '
+                                       'directory) or {"kind": "null"}')
     next_hop_mac: str | None = Field(None, description="rewrite the destination MAC to this (None: leave it)")
+    overwrite: bool = Field(False, description="a pcap output may replace an existing file (default: refused)")
 
     @field_validator("next_hop_mac")
     @classmethod
@@ -107,10 +110,12 @@ class AutoscaleSpec(_Strict):
 class DeployRequest(_Strict):
     """Deploy one processing graph: its µNFs, where its packets come from and where they go."""
 
-    name: str = Field(description="deployment name: lowercase letters, digits and '-', at most 40")
+    name: str = Field(description="deployment name: lowercase letters, digits and '-', at most 40",
+                      json_schema_extra={"pattern": _NAME.pattern})
     graph: GraphSpec
     rx: dict[str, object] | None = Field(None, description='an Rx backend spec, e.g. {"kind": "generator", ...}, '
-                                         '{"kind": "pcap", "path": ...} or {"kind": "afpacket", "iface": ...}; '
+                                         '{"kind": "pcap", "path": NAME} (a capture in the agent\'s data directory) or '
+                                         '{"kind": "afpacket", "iface": ...}; '
                                          "None: the graph gets no traffic from this agent")
     rules: list[FlowRule] = Field(default_factory=list, description="5-tuple rules of the Rx service (empty: all)")
     outputs: dict[str, OutputSpec] = Field(default_factory=dict, description="exit name → output; exits not "
@@ -126,8 +131,17 @@ class DeployRequest(_Strict):
                                 "Rx (Tx) service waits this long before polling again, so low rates move in fuller "
                                 "bursts at a fraction of the CPU, adding at most this much latency; busier bursts "
                                 "never wait. 0: poll continuously")
-    pool_slots: int = Field(0, ge=0, description="packet buffers (0: sized from the rings)")
-    ring_capacity: int = Field(1024, ge=16, le=1 << 20)
+    pool_slots: int = Field(0, ge=0, le=MAX_POOL_SLOTS, description="packet buffers (0: sized from the rings); "
+                            "the agent also refuses a pool larger than the free shared memory")
+    ring_capacity: int = Field(1024, ge=16, le=1 << 20, description="slots per ring, a power of two",
+                               json_schema_extra={"enum": [1 << k for k in range(4, 21)]})
+
+    @field_validator("ring_capacity")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"must be a power of two (16, 32, ..., {1 << 20}), got {v}")
+        return v
     frame_capacity: int = Field(DEFAULT_FRAME_CAPACITY, ge=64, le=MAX_FRAME_CAPACITY,
                                 description="longest frame in bytes a packet buffer takes (1522: 1518 + one VLAN "
                                 "tag; 9216 for jumbo frames; up to 65535 for GRO/TSO traffic); a longer frame is "

@@ -7,10 +7,15 @@ deploy/remove with one lock so two deployments never race over CPUs or names, an
 failure into one JSON shape, ``{"error": kind, "detail": message}`` (:class:`ErrorReply`), so a
 client never has to parse FastAPI's or Starlette's defaults and never sees a traceback.
 
+In front of it all, :class:`micronf.security.Guard`: a bearer token on every route but
+``/health`` (and ``/metrics`` from loopback), and a bounded request body. The deploy body is
+decoded and validated in a worker thread (:func:`micronf.httperrors.json_body`), so a large
+request never holds up the event loop; a graph of more than ``max_nodes`` µNFs is a 422.
+
 Routes (all JSON except ``/metrics``):
 
 ========================================  =====================================================
-``POST /v1/deployments``                  deploy a graph (201 DeploymentInfo; 400/409/422/500)
+``POST /v1/deployments``                  deploy a graph (201 DeploymentInfo; 400/409/413/422/500)
 ``GET /v1/deployments``                   list deployments
 ``GET /v1/deployments/{name}``            one deployment (404 if unknown)
 ``DELETE /v1/deployments/{name}``         stop and remove it (204; 404 if unknown)
@@ -27,14 +32,16 @@ import logging
 import threading
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from micronf import __version__
 from micronf.agent.errors import DeploymentNotFoundError
 from micronf.agent.metrics import AgentCollector
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
-from micronf.httperrors import error_responses, install_error_handlers
+from micronf.httperrors import Precheck, body_openapi, error_responses, install_error_handlers, json_body
+from micronf.security import MAX_BODY, Guard, install_openapi
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +92,35 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return error_responses(_ERRORS, *statuses)
 
 
-def create_app(agent: AgentCore) -> FastAPI:
+MAX_NODES = 512  # µNFs per deployment: each is a process on this machine
+
+
+def _node_limit(max_nodes: int) -> Precheck:
+    """The precheck of a deploy body: at most ``max_nodes`` µNFs (and 8 edges per µNF), counted
+    in the decoded JSON before the (GIL-holding) model validation of a possibly huge graph."""
+
+    def check(data: Any) -> None:
+        graph = data.get("graph") if isinstance(data, dict) else None
+        for key, limit in (("nodes", max_nodes), ("edges", 8 * max_nodes)):
+            items = graph.get(key) if isinstance(graph, dict) else None
+            if isinstance(items, list) and len(items) > limit:
+                raise RequestValidationError([{
+                    "type": "too_long", "loc": ("body", "graph", key), "input": len(items),
+                    "msg": f"{len(items)} {'µNFs' if key == 'nodes' else 'edges'}, at most {limit} per "
+                           "deployment on this agent"}])
+
+    return check
+
+
+def create_app(agent: AgentCore, *, token: str | None, metrics_public: bool = False, max_body: int = MAX_BODY,
+               max_nodes: int = MAX_NODES) -> FastAPI:
     """The agent's HTTP app: the southbound API, ``/health``, ``/metrics`` and the OpenAPI schema.
 
-    Each app gets its own Prometheus registry, so several apps (tests, or agents in one process)
-    never share or collide on metrics.
+    ``token``: the bearer token every route but ``/health`` needs (``None``: no authentication,
+    for an app that is not exposed); ``metrics_public``: ``/metrics`` without the token from any
+    client (default: only from loopback); ``max_body``: bytes per request body (larger: 413);
+    ``max_nodes``: µNFs per deployment (more: 422). Each app gets its own Prometheus registry, so
+    several apps (tests, or agents in one process) never share or collide on metrics.
     """
     app = FastAPI(
         title="micronf agent",
@@ -98,15 +129,19 @@ def create_app(agent: AgentCore) -> FastAPI:
                     "remove them, read their counters. Every error reply is `{\"error\": kind, \"detail\": message}`.",
     )
     install_error_handlers(app)
+    app.add_middleware(Guard, token=token, metrics_public=metrics_public, max_body=max_body)
+    body = json_body(DeployRequest, _node_limit(max_nodes))
     lifecycle = threading.Lock()  # one deploy/remove at a time: names, CPUs and segments never race
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent))
 
     @app.post("/v1/deployments", status_code=201, response_model=DeploymentInfo, tags=["deployments"],
-              summary="Deploy a processing graph", responses=_errors(400, 409, 422, 500))
-    def deploy(req: DeployRequest, response: Response) -> DeploymentInfo:
+              summary="Deploy a processing graph", responses=_errors(400, 409, 422, 500),
+              openapi_extra=body_openapi(DeployRequest))
+    def deploy(response: Response, req: DeployRequest = Depends(body)) -> DeploymentInfo:  # noqa: B008
         """Create the deployment's memory, start its µNFs and its Rx/Tx services. Comes up whole or
-        is rolled back whole (500 `deployment_failed` says why)."""
+        is rolled back whole (500 `deployment_failed` says why). Capture files are names inside
+        the agent's data directory."""
         with lifecycle:
             info = agent.deploy(req)
         response.headers["Location"] = f"/v1/deployments/{info.name}"
@@ -150,6 +185,7 @@ def create_app(agent: AgentCore) -> FastAPI:
         """Every deployment's counters in the Prometheus text format (read at scrape time)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_openapi(app, DeployRequest)
     return app
 
 

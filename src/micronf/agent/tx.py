@@ -7,11 +7,13 @@ itself one batched call); :func:`tx_release` counts what was sent and refused, r
 end-to-end latency of sent packets (Tx time - Rx stamp, see ``iomem``) and frees every buffer.
 An exit with no configured output is drained and counted as ``no_output``. Exits added by a
 scale-out of the last µNF (same exit name, new ring) are picked up when the layout changes.
+Every :data:`FLUSH_S` the backends are flushed, so a pcap output is readable while the graph runs.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,7 @@ from micronf.io.specs import open_tx
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import G_LAYOUT_GEN, GraphMemory, read_layout
 
+FLUSH_S = 0.5  # at most this long between a frame's transmission and its arrival in a pcap output
 I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
 U8 = npt.NDArray[np.uint8]
@@ -149,8 +152,15 @@ def run(segment: str, line: str, client: str) -> int:
     gen = int(ctl[G_LAYOUT_GEN])
     exits = _Exits(mem, names)
 
+    next_flush = time.monotonic() + FLUSH_S
+
     def step() -> int:
-        nonlocal gen, exits
+        nonlocal gen, exits, next_flush
+        if time.monotonic() >= next_flush:  # files stay readable while the graph runs
+            for b in backends:
+                if b is not None:
+                    b.flush()
+            next_flush = time.monotonic() + FLUSH_S
         if ctl[G_LAYOUT_GEN] != gen:  # the layout was rewritten (scale-out): re-read the exit rings
             gen = int(ctl[G_LAYOUT_GEN])
             exits = _Exits(mem, names)

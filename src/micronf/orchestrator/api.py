@@ -15,7 +15,8 @@ Routes:
 ``DELETE /v1/sfcs/{name}``                undeploy it (204)
 ``GET /v1/sfcs/{name}/stats``             per-SFC and per-µNF counters from its agents
 ``POST /v1/plan``                         dry run: composition and placement, nothing deployed
-``GET /health``                           the orchestrator, its agents and deployment counts
+``GET /health``                           the orchestrator, its agents (``degraded`` when one is
+                                          unreachable) and deployment counts
 ``GET /openapi.json``, ``/docs``          the schema of all of the above
 ========================================  =====================================================
 
@@ -24,6 +25,9 @@ request as YAML/JSON text or as an object), ``files`` (the template/descriptor f
 name, by relative path: ``micronf deploy`` sends them), and optionally ``name``, ``agent``, ``rx``,
 ``rules``, ``outputs`` and ``autoscale`` (what the SFC does not say: where its traffic comes from
 and where each output goes; see :class:`~micronf.orchestrator.placement.Traffic`).
+
+As on the agent, :class:`micronf.security.Guard` sits in front (a bearer token on every route but
+``/health``, a bounded body) and request bodies are decoded and validated in a worker thread.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from fastapi import FastAPI, Response
-from pydantic import BaseModel
+from fastapi import Depends, FastAPI, Response
+from pydantic import BaseModel, Field
 
 from micronf import __version__
-from micronf.httperrors import error_responses, install_error_handlers
+from micronf.httperrors import body_openapi, error_responses, install_error_handlers, json_body
 from micronf.orchestrator.service import Orchestrator, PlanReply, SFCCreate, SFCInfo, SFCStats
+from micronf.security import MAX_BODY, Guard, install_openapi
 
 _ERRORS = {
     400: "the SFC, its files or its options are invalid, cannot be placed, or an agent refused the request",
@@ -59,15 +64,17 @@ class AgentHealth(BaseModel):
 
 
 class OrchestratorHealth(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="degraded: some agents do not answer")
+    unreachable: list[str] = Field(description="names of the agents that do not answer")
     version: str
     uptime_s: float
     deployments: dict[str, int]
     agents: list[AgentHealth]
 
 
-def create_app(orch: Orchestrator) -> FastAPI:
-    """The northbound API app over ``orch`` (which the caller starts and closes)."""
+def create_app(orch: Orchestrator, *, token: str | None, max_body: int = MAX_BODY) -> FastAPI:
+    """The northbound API app over ``orch`` (which the caller starts and closes); ``token``: the
+    bearer token every route but ``/health`` needs (``None``: none); ``max_body``: bytes per body."""
     app = FastAPI(
         title="micronf orchestrator",
         version=__version__,
@@ -76,11 +83,13 @@ def create_app(orch: Orchestrator) -> FastAPI:
                     "`{\"error\": kind, \"detail\": message}`.",
     )
     install_error_handlers(app)
+    app.add_middleware(Guard, token=token, max_body=max_body)
+    body = json_body(SFCCreate)
     started = time.monotonic()
 
     @app.post("/v1/sfcs", status_code=201, response_model=SFCInfo, tags=["sfcs"], summary="Deploy an SFC",
-              responses=_errors(400, 409, 422, 502, 503))
-    def create(req: SFCCreate, response: Response) -> SFCInfo:
+              responses=_errors(400, 409, 422, 502, 503), openapi_extra=body_openapi(SFCCreate))
+    def create(response: Response, req: SFCCreate = Depends(body)) -> SFCInfo:  # noqa: B008
         """Compose the SFC into an optimized µNF graph, place it, deploy it. Comes up on every agent
         or is rolled back on every agent (the error stays readable on the failed deployment)."""
         info = orch.create(req)
@@ -111,21 +120,23 @@ def create_app(orch: Orchestrator) -> FastAPI:
         return orch.stats(name)
 
     @app.post("/v1/plan", response_model=PlanReply, tags=["sfcs"], summary="Dry run",
-              responses=_errors(400, 422, 503))
-    def plan(req: SFCCreate) -> PlanReply:
+              responses=_errors(400, 422, 503), openapi_extra=body_openapi(SFCCreate))
+    def plan(req: SFCCreate = Depends(body)) -> PlanReply:  # noqa: B008
         """What `POST /v1/sfcs` would deploy: the composition (graphs before and after, rewrites)
         and the request each agent would get. Nothing is deployed or stored."""
         return orch.plan(req)
 
     @app.get("/health", response_model=OrchestratorHealth, tags=["orchestrator"], summary="Orchestrator health")
     def health() -> OrchestratorHealth:
-        """Uptime, deployments by state, and which agents answer."""
+        """Uptime, deployments by state, and which agents answer (`degraded` when one does not)."""
         by_state: dict[str, int] = {}
         for info in orch.sfcs():
             by_state[info.state] = by_state.get(info.state, 0) + 1
         agents = [AgentHealth(url=c.agent.url, name=c.agent.name, reachable=c.load is not None)
                   for c in orch.candidates()]
-        return OrchestratorHealth(status="ok", version=__version__, uptime_s=time.monotonic() - started,
-                                  deployments=by_state, agents=agents)
+        down = [a.name for a in agents if not a.reachable]
+        return OrchestratorHealth(status="degraded" if down else "ok", unreachable=down, version=__version__,
+                                  uptime_s=time.monotonic() - started, deployments=by_state, agents=agents)
 
+    install_openapi(app, SFCCreate)
     return app

@@ -49,7 +49,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from micronf.agent.client import AgentClient, AgentClientError
+from micronf.agent.client import AgentClient, AgentClientError, Token
 from micronf.agent.errors import AgentError
 from micronf.agent.models import Conservation, DeployRequest, GraphStats, LatencyStats
 from micronf.agent.server import AgentCore
@@ -219,19 +219,41 @@ def compose_source(sfc: str | dict[str, Any], files: dict[str, str], *, parallel
         root = Path(tmp)
         for rel, text in files.items():
             p = PurePosixPath(rel)
-            if p.is_absolute() or ".." in p.parts or not p.parts:
+            if p.is_absolute() or ".." in p.parts or not p.parts or "\0" in rel:
                 raise SpecError(f"files[{rel!r}]", "", "a relative path inside the SFC's directory", repr(rel))
-            (root / p).parent.mkdir(parents=True, exist_ok=True)
-            (root / p).write_text(text, encoding="utf-8")
+            try:
+                (root / p).parent.mkdir(parents=True, exist_ok=True)
+                (root / p).write_text(text, encoding="utf-8")
+            except OSError as exc:  # a name too long, a file where another one needs a directory, ...
+                raise SpecError(f"files[{rel!r}]", "", "a file path that can be created next to the others",
+                                exc.strerror or type(exc).__name__) from None
         sfc_file = root / "request.sfc.json" if isinstance(sfc, dict) else root / "request.sfc.yaml"
         if sfc_file.name in files:
             raise SpecError(f"files[{sfc_file.name!r}]", "", "a file name other than the request's own", "that")
         sfc_file.write_text(json.dumps(sfc) if isinstance(sfc, dict) else sfc, encoding="utf-8")
         try:
+            _check_imports(sfc_file)
             return compose_file(sfc_file, parallelize=parallelize)
+        except RecursionError:  # YAML/JSON nested thousands deep
+            raise SpecError(sfc_file.name, "", "a document nested less deeply", "deeper nesting") from None
         except SpecError as exc:
             file = exc.file.removeprefix(tmp + "/")
             raise SpecError(file, exc.path, exc.expected, exc.found) from None
+
+
+def _check_imports(sfc_file: Path) -> None:
+    """Refuse imports that would read the orchestrator's own files: an absolute pattern, a ``..``,
+    or a match outside the request's directory (the loader globs the patterns as given)."""
+    doc = read_document(sfc_file)
+    imports = doc.get("imports") if isinstance(doc, dict) else None
+    root = sfc_file.parent.resolve()
+    for i, pattern in enumerate(imports if isinstance(imports, list) else []):
+        p = PurePosixPath(str(pattern))
+        outside = p.is_absolute() or ".." in p.parts or any(
+            not Path(m).resolve().is_relative_to(root) for m in glob(str(sfc_file.parent / str(pattern))))
+        if outside:
+            raise SpecError(sfc_file.name, f"imports[{i}]", "a path or pattern naming files sent with the request "
+                            "(relative, no '..')", repr(str(pattern))[:200])
 
 
 # -- agent failures ------------------------------------------------------------------------------
@@ -266,9 +288,10 @@ def _as_api_error(agent: AgentRef, f: _Failure, doing: str) -> ApiError:
 Connect = Callable[[AgentRef], AgentCore]
 
 
-def http_agent(agent: AgentRef) -> AgentCore:
-    """The default way to reach an agent: its HTTP API (deploys start processes: a long timeout)."""
-    return AgentClient(agent.url, timeout=120.0, retries=2)
+def http_agent(agent: AgentRef, token: Token = None) -> AgentCore:
+    """The default way to reach an agent: its HTTP API (deploys start processes: a long timeout),
+    with its bearer ``token``."""
+    return AgentClient(agent.url, timeout=120.0, retries=2, token=token)
 
 
 # -- the service ---------------------------------------------------------------------------------

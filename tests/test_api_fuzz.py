@@ -48,7 +48,7 @@ class DryAgent(FakeAgent):
 
     def deploy(self, req: DeployRequest) -> DeploymentInfo:
         with confine(req, self.data_dir) as confined:
-            Deployment(confined)  # plans the graph and checks its memory; start() is what is skipped
+            Deployment(confined, agent_id="fuzz")  # plans the graph and checks its memory; start() is what is skipped
         return super().deploy(req)
 
 

@@ -35,6 +35,7 @@ from micronf.orchestrator.models import (
     VNFTemplate,
 )
 from micronf.runtime.descriptor import Descriptor
+from micronf.runtime.graph import find_cycle
 from micronf.runtime.nf import MicroNF, load_library
 
 _NAME = re.compile(NAME_PATTERN)
@@ -210,24 +211,12 @@ def check_config(unf: UNFType, config: Mapping[str, Any], file: str, prefix: str
 
 
 # -- graph helpers ------------------------------------------------------------------------------
-def find_cycle(succ: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """A cycle of the directed graph ``succ`` as a node list ending where it starts, or None."""
-    state: dict[str, int] = {}
-
-    def visit(n: str, path: list[str]) -> list[str] | None:
-        state[n] = 1
-        for m in succ.get(n, ()):
-            if state.get(m) == 1:
-                return [*path[path.index(m):], m]  # m is on the current path
-            if m not in state and (found := visit(m, [*path, m])) is not None:
-                return found
-        state[n] = 2
-        return None
-
-    for start in succ:
-        if start not in state and (cycle := visit(start, [start])) is not None:
-            return cycle
-    return None
+def successors(links: Iterable[tuple[str, str]], nodes: Iterable[str]) -> dict[str, list[str]]:
+    """``nodes`` (in order) -> the destinations of their ``(src, dst)`` links, in link order."""
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    for src, dst in links:
+        succ[src].append(dst)
+    return succ
 
 
 def reachable(succ: Mapping[str, Iterable[str]], start: str) -> set[str]:
@@ -306,7 +295,7 @@ def check_template(tpl: VNFTemplate, file: str, types: Mapping[str, UNFType]) ->
             if (owner, label) not in used:
                 raise SpecError(file, "outputs", f"every label of every node linked or listed in an output "
                                 f"(label {label!r} of {owner} is neither)", _show(tpl.outputs))
-    succ = {n: [lk.dst for lk in links if lk.src == n] for n in names}
+    succ = successors(((lk.src, lk.dst) for lk in links), names)
     cycle = find_cycle(succ)
     if cycle is not None:
         raise SpecError(file, "links", "links without a cycle", "the cycle " + " -> ".join(cycle))
@@ -407,15 +396,19 @@ def _check_sfc(sfc: SFCRequest, file: str, templates: Mapping[str, SourcedTempla
             raise SpecError(file, f"links[{i}].label",
                             _one_of(f"an output of {link.src} (template {vnf_template[link.src].name})", outs),
                             _show(link.label))
+        if not outs[link.label]:
+            raise SpecError(file, f"links[{i}].label", f"an output that some packets leave by (template "
+                            f"{vnf_template[link.src].name} lists no endpoint for it)", _show(link.label))
         if (link.src, link.label) in linked:
             raise SpecError(file, f"links[{i}]", f"one link for output {link.src}.{link.label}",
                             f"a second one, to {link.dst}")
         linked.add((link.src, link.label))
-    succ = {n: [lk.dst for lk in sfc.links if lk.src == n] for n in names}
+    succ = successors(((lk.src, lk.dst) for lk in sfc.links), names)
     cycle = find_cycle(succ)
     if cycle is not None:
         raise SpecError(file, "links", "links without a cycle", "the cycle " + " -> ".join(cycle))
-    heads = [n for n in names if not any(lk.dst == n for lk in sfc.links)]
+    fed = {lk.dst for lk in sfc.links}
+    heads = [n for n in names if n not in fed]
     entry = sfc.entry
     if entry is None:
         if len(heads) != 1:

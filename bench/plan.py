@@ -10,7 +10,8 @@ Two generated inputs, each size in a fresh interpreter:
              monitoring, application-firewall (``web`` to the next VNF, ``other`` an exit) and
              load-balancer (it rewrites the headers, so the next VNF's checks stay).
 
-Timed steps (seconds): ``compose`` = load + check + compose (:func:`compose_file`, what the
+Timed steps, in CPU seconds of the measuring process (on a loaded machine the wall clock mostly
+measures the other load; ``--json`` has both): ``compose`` = load + check + compose (:func:`compose_file`, what the
 orchestrator does per deploy), ``wire`` = :func:`micronf.runtime.graph.plan` of the optimized
 graph (what the agent does), ``place`` = :func:`~micronf.orchestrator.placement.place` on a 2-CPU
 agent with the chained composition (``parallelize=False``, fused, as the orchestrator does when
@@ -134,9 +135,12 @@ def measure(kind: str, n: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _step(out: dict[str, Any], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
+    """Time a step: CPU seconds of this process as ``name`` (what the step costs, whatever else the
+    machine runs), wall-clock seconds as ``name_wall``."""
+    cpu, wall = time.process_time(), time.perf_counter()
     yield
-    out[name] = round(time.perf_counter() - t0, 3)
+    out[name] = round(time.process_time() - cpu, 3)
+    out[f"{name}_wall"] = round(time.perf_counter() - wall, 3)
 
 
 def run_one(src: Path, kind: str, n: int, limit: float) -> dict[str, Any]:
@@ -196,6 +200,7 @@ def main() -> int:
     if args.json:
         print(json.dumps({"after": after, "before": before if args.before else None}, indent=2))
         return 0
+    print("CPU seconds per step (see --help); µNFs: before → after optimization")
     print(f"{'input':>12} {'µNFs':>12} {'rewrites':>8} | {'compose':>8} {'wire':>6} {'place':>6} {'cli':>6}"
           + (f" | before: {'compose':>8} {'wire':>6} {'place':>6} {'cli':>6}" if args.before else ""))
     for (kind, n), new, old in zip(cases, after, before, strict=True):

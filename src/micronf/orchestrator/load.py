@@ -87,6 +87,14 @@ def _declared_type(doc: UNFDescriptorFile, file: str, known: Mapping[str, UNFTyp
 
 
 # -- documents ----------------------------------------------------------------------------------
+MAX_DEPTH = 100
+"""How deeply lists and mappings may nest in an input file (the examples: 6). Deeper is refused
+before it is built: the YAML composers (and everything that walks the result) recurse per level, and
+libyaml's crashes the interpreter at some 20,000 levels."""
+
+_Yaml: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: ~7x faster
+
+
 def read_document(path: Path) -> Any:
     """Parse a JSON or YAML file: by extension (.json, .yaml, .yml), otherwise by its content."""
     file = str(path)
@@ -95,17 +103,63 @@ def read_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(file, "", "a readable UTF-8 file", f"{type(exc).__name__}: {exc}") from None
     as_json = path.suffix == ".json" or (path.suffix not in (".yaml", ".yml") and text.lstrip().startswith("{"))
+    too_deep = SpecError(file, "", f"lists and mappings nested at most {MAX_DEPTH} deep", "deeper nesting")
     if as_json:
         try:
-            return json.loads(text)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(file, "", "valid JSON", f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        except RecursionError:
+            raise too_deep from None
+        if _depth(data) > MAX_DEPTH:
+            raise too_deep
+        return data
     try:
-        return yaml.safe_load(text)
+        if _yaml_depth(text) > MAX_DEPTH:
+            raise too_deep
+        return yaml.load(text, Loader=_Yaml)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise SpecError(file, "", "valid YAML", f"{getattr(exc, 'problem', None) or exc}{where}") from None
+        raise SpecError(file, "", "valid YAML", _yaml_problem(text, exc)) from None
+
+
+def _yaml_problem(text: str, exc: yaml.YAMLError) -> str:
+    """What is wrong with the YAML ``text`` (libyaml said ``exc``): in the pure-Python parser's words
+    when it fails too, since they say what it expected and what it found."""
+    try:
+        yaml.load(text, Loader=yaml.SafeLoader)  # the error comes before any nesting deeper than MAX_DEPTH
+    except yaml.YAMLError as py_exc:
+        exc = py_exc
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or exc}{where}"
+
+
+def _yaml_depth(text: str) -> int:
+    """The deepest nesting of the YAML ``text``, from the parser's events (no document built)."""
+    depth = deepest = 0
+    for event in yaml.parse(text, Loader=_Yaml):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return deepest
+
+
+def _depth(data: Any) -> int:
+    """The deepest nesting of lists and mappings in ``data`` (iterative)."""
+    deepest = 0
+    todo = [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+            todo += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
+    return deepest
 
 
 InputFile = UNFDescriptorFile | VNFTemplate | SFCRequest

@@ -88,9 +88,9 @@ def _declared_type(doc: UNFDescriptorFile, file: str, known: Mapping[str, UNFTyp
 
 # -- documents ----------------------------------------------------------------------------------
 MAX_DEPTH = 100
-"""How deeply lists and mappings may nest in an input file (the examples: 6). Deeper is refused
-before it is built: the YAML composers (and everything that walks the result) recurse per level, and
-libyaml's crashes the interpreter at some 20,000 levels."""
+"""How deeply lists and mappings may nest in an input file (the examples: 5). Deeper is refused,
+for YAML before it is built: the YAML composers (and everything that walks the result) recurse per
+level, and libyaml's crashes the interpreter at some 20,000 levels."""
 
 _Yaml: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: ~7x faster
 
@@ -103,23 +103,25 @@ def read_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(file, "", "a readable UTF-8 file", f"{type(exc).__name__}: {exc}") from None
     as_json = path.suffix == ".json" or (path.suffix not in (".yaml", ".yml") and text.lstrip().startswith("{"))
-    too_deep = SpecError(file, "", f"lists and mappings nested at most {MAX_DEPTH} deep", "deeper nesting")
+    too_deep = f"lists and mappings nested deeper than {MAX_DEPTH}"
     if as_json:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(file, "", "valid JSON", f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
         except RecursionError:
-            raise too_deep from None
-        if _depth(data) > MAX_DEPTH:
-            raise too_deep
-        return data
-    try:
-        if _yaml_depth(text) > MAX_DEPTH:
-            raise too_deep
-        return yaml.load(text, Loader=_Yaml)
-    except yaml.YAMLError as exc:
-        raise SpecError(file, "", "valid YAML", _yaml_problem(text, exc)) from None
+            raise SpecError(file, "", "plain data", too_deep) from None
+    else:
+        try:
+            if _yaml_depth(text) > MAX_DEPTH:
+                raise SpecError(file, "", "plain data", too_deep)
+            data = yaml.load(text, Loader=_Yaml)
+        except yaml.YAMLError as exc:
+            raise SpecError(file, "", "valid YAML", _yaml_problem(text, exc)) from None
+    problem = _plain_problem(data, budget=2 * len(text) + 10_000)
+    if problem is not None:
+        raise SpecError(file, "", "plain data", problem)
+    return data
 
 
 def _yaml_problem(text: str, exc: yaml.YAMLError) -> str:
@@ -131,7 +133,7 @@ def _yaml_problem(text: str, exc: yaml.YAMLError) -> str:
         exc = py_exc
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{getattr(exc, 'problem', None) or exc}{where}"
+    return " ".join(f"{getattr(exc, 'problem', None) or exc}{where}".split())
 
 
 def _yaml_depth(text: str) -> int:
@@ -148,18 +150,35 @@ def _yaml_depth(text: str) -> int:
     return deepest
 
 
-def _depth(data: Any) -> int:
-    """The deepest nesting of lists and mappings in ``data`` (iterative)."""
-    deepest = 0
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain_problem(data: Any, budget: int) -> str | None:
+    """Why ``data`` is not plain JSON-like data (nested at most :data:`MAX_DEPTH` deep, mapping keys
+    strings, values strings, numbers, booleans, null, lists and mappings, at most ``budget`` values
+    counting every use of a YAML alias), or None. YAML also makes dates, sets and binary, which no
+    µNF config takes and not every consumer can store, and aliases of aliases make a few hundred
+    bytes stand for billions of values that everything after the parser would walk."""
     todo = [(data, 1)]
     while todo:
         value, depth = todo.pop()
-        if isinstance(value, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                break
-            todo += [(v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)]
-    return deepest
+        budget -= 1
+        if budget < 0:
+            return "far more values than the text spells out (YAML aliases expanding to too much)"
+        if isinstance(value, _PLAIN):
+            continue
+        if not isinstance(value, dict | list):
+            return f"a value of type {type(value).__name__} (use strings, numbers, true/false, null, lists, mappings)"
+        if depth > MAX_DEPTH:
+            return f"lists and mappings nested deeper than {MAX_DEPTH}"
+        if isinstance(value, dict):
+            key = next((k for k in value if not isinstance(k, str)), None)
+            if key is not None:
+                return f"a mapping key that is not a string ({_show(key)})"
+            todo += [(v, depth + 1) for v in value.values()]
+        else:
+            todo += [(v, depth + 1) for v in value]
+    return None
 
 
 InputFile = UNFDescriptorFile | VNFTemplate | SFCRequest
@@ -172,7 +191,7 @@ def load_file(path: Path | str) -> InputFile:
     if not isinstance(data, dict):
         raise SpecError(str(path), "", "a mapping with a kind field", type(data).__name__)
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         found = "no kind field" if "kind" not in data else _show(kind)
         raise SpecError(str(path), "kind", f"one of {', '.join(KINDS)}", found)
     model = KINDS[kind]
@@ -388,8 +407,10 @@ class SFCBundle:
         return self.sfc.entry
 
 
-def load_sfc(path: Path | str) -> SFCBundle:
-    """Read an SFC request and its imports, check them all, and return the bundle."""
+def load_sfc(path: Path | str, *, within: Path | None = None) -> SFCBundle:
+    """Read an SFC request and its imports, check them all, and return the bundle. With ``within``
+    (the orchestrator's API: files a client sent), imports must be relative patterns naming files
+    inside that directory (no absolute path, no ``..``, no symlink leading out)."""
     path = Path(path)
     file = str(path)
     sfc = load_file(path)
@@ -397,10 +418,16 @@ def load_sfc(path: Path | str) -> SFCBundle:
         raise SpecError(file, "kind", "sfc", _show(sfc.kind))
     imported: list[tuple[str, InputFile]] = []
     for i, pattern in enumerate(sfc.imports):
+        if within is not None and (Path(pattern).is_absolute() or ".." in Path(pattern).parts):
+            raise SpecError(file, f"imports[{i}]", "a relative path or pattern without '..'", _show(pattern))
         matches = sorted(glob(str(path.parent / pattern)))
         if not matches:
             raise SpecError(file, f"imports[{i}]", f"a file or pattern matching a file (relative to {path.parent})",
                             _show(pattern))
+        for m in matches:
+            if within is not None and not Path(m).resolve().is_relative_to(within.resolve()):
+                raise SpecError(file, f"imports[{i}]", "files inside the SFC's directory",
+                                f"{_show(pattern)} matching a link to outside")
         imported += [(m, load_file(m)) for m in matches]
     types = library_types()
     for f, doc in imported:

@@ -228,7 +228,7 @@ def compose_source(sfc: str | dict[str, Any], files: dict[str, str], *, parallel
             raise SpecError(f"files[{sfc_file.name!r}]", "", "a file name other than the request's own", "that")
         sfc_file.write_text(json.dumps(sfc) if isinstance(sfc, dict) else sfc, encoding="utf-8")
         try:
-            return compose_file(sfc_file, parallelize=parallelize)
+            return compose_file(sfc_file, parallelize=parallelize, within=root)  # imports: only the files sent
         except SpecError as exc:
             file = exc.file.removeprefix(tmp + "/")
             raise SpecError(file, exc.path, exc.expected, exc.found) from None

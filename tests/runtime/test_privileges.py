@@ -18,7 +18,7 @@ from scapy.layers.l2 import Ether
 
 from micronf.runtime.graph import chain_spec, plan
 from micronf.runtime.launch import GraphRuntime
-from micronf.runtime.privileges import CAP_SYS_NICE, DEFAULT_UID_BASE, UID_BASE_ENV, UID_SLOTS, drop
+from micronf.runtime.privileges import CAP_SYS_NICE, DEFAULT_UID_BASE, UID_BASE_ENV, UID_SLOTS, drop, uid_base
 from tests.graphio import pump
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it starts µNFs as other uids")
@@ -95,6 +95,8 @@ def test_a_realtime_unf_keeps_only_cap_sys_nice() -> None:
         try:
             os.close(r)
             drop(DEFAULT_UID_BASE + UID_SLOTS - 1, DEFAULT_UID_BASE + UID_SLOTS - 1, keep=[CAP_SYS_NICE])
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # what the kept capability is for
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # (no loop runs meanwhile)
             os.write(w, Path("/proc/self/status").read_bytes())
         finally:
             os._exit(0)
@@ -115,3 +117,14 @@ def test_off_keeps_root(monkeypatch: pytest.MonkeyPatch, seg_name: str) -> None:
     with GraphRuntime(plan(chain_spec([("MacSwapper", {})])), segment=seg_name) as g:
         assert g.uid is None and g.seg is not None and g.seg.path.stat().st_uid == 0
         assert _status(g.pids()[0])["Uid"].split() == ["0"] * 4
+
+
+def test_uid_base_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(UID_BASE_ENV, "300000")
+    assert uid_base() == 300_000
+    monkeypatch.setenv(UID_BASE_ENV, "lots")
+    with pytest.raises(ValueError, match="MICRONF_UID_BASE='lots': expected a uid"):
+        uid_base()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root: graphs keep the caller's uid
+    monkeypatch.delenv(UID_BASE_ENV)
+    assert uid_base() is None

@@ -35,6 +35,7 @@ from micronf.orchestrator.models import (
     VNFTemplate,
 )
 from micronf.runtime.descriptor import Descriptor
+from micronf.runtime.graph import find_cycle
 from micronf.runtime.nf import MicroNF, load_library
 
 _NAME = re.compile(NAME_PATTERN)
@@ -86,6 +87,14 @@ def _declared_type(doc: UNFDescriptorFile, file: str, known: Mapping[str, UNFTyp
 
 
 # -- documents ----------------------------------------------------------------------------------
+MAX_DEPTH = 100
+"""How deeply lists and mappings may nest in an input file (the examples: 5). Deeper is refused,
+for YAML before it is built: the YAML composers (and everything that walks the result) recurse per
+level, and libyaml's crashes the interpreter at some 20,000 levels."""
+
+_Yaml: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: ~7x faster
+
+
 def read_document(path: Path) -> Any:
     """Parse a JSON or YAML file: by extension (.json, .yaml, .yml), otherwise by its content."""
     file = str(path)
@@ -94,17 +103,82 @@ def read_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(file, "", "a readable UTF-8 file", f"{type(exc).__name__}: {exc}") from None
     as_json = path.suffix == ".json" or (path.suffix not in (".yaml", ".yml") and text.lstrip().startswith("{"))
+    too_deep = f"lists and mappings nested deeper than {MAX_DEPTH}"
     if as_json:
         try:
-            return json.loads(text)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(file, "", "valid JSON", f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        except RecursionError:
+            raise SpecError(file, "", "plain data", too_deep) from None
+    else:
+        try:
+            if _yaml_depth(text) > MAX_DEPTH:
+                raise SpecError(file, "", "plain data", too_deep)
+            data = yaml.load(text, Loader=_Yaml)
+        except yaml.YAMLError as exc:
+            raise SpecError(file, "", "valid YAML", _yaml_problem(text, exc)) from None
+    problem = _plain_problem(data, budget=2 * len(text) + 10_000)
+    if problem is not None:
+        raise SpecError(file, "", "plain data", problem)
+    return data
+
+
+def _yaml_problem(text: str, exc: yaml.YAMLError) -> str:
+    """What is wrong with the YAML ``text`` (libyaml said ``exc``): in the pure-Python parser's words
+    when it fails too, since they say what it expected and what it found."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise SpecError(file, "", "valid YAML", f"{getattr(exc, 'problem', None) or exc}{where}") from None
+        yaml.load(text, Loader=yaml.SafeLoader)  # the error comes before any nesting deeper than MAX_DEPTH
+    except yaml.YAMLError as py_exc:
+        exc = py_exc
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{getattr(exc, 'problem', None) or exc}{where}".split())
+
+
+def _yaml_depth(text: str) -> int:
+    """The deepest nesting of the YAML ``text``, from the parser's events (no document built)."""
+    depth = deepest = 0
+    for event in yaml.parse(text, Loader=_Yaml):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return deepest
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain_problem(data: Any, budget: int) -> str | None:
+    """Why ``data`` is not plain JSON-like data (nested at most :data:`MAX_DEPTH` deep, mapping keys
+    strings, values strings, numbers, booleans, null, lists and mappings, at most ``budget`` values
+    counting every use of a YAML alias), or None. YAML also makes dates, sets and binary, which no
+    µNF config takes and not every consumer can store, and aliases of aliases make a few hundred
+    bytes stand for billions of values that everything after the parser would walk."""
+    todo = [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        budget -= 1
+        if budget < 0:
+            return "far more values than the text spells out (YAML aliases expanding to too much)"
+        if isinstance(value, _PLAIN):
+            continue
+        if not isinstance(value, dict | list):
+            return f"a value of type {type(value).__name__} (use strings, numbers, true/false, null, lists, mappings)"
+        if depth > MAX_DEPTH:
+            return f"lists and mappings nested deeper than {MAX_DEPTH}"
+        if isinstance(value, dict):
+            key = next((k for k in value if not isinstance(k, str)), None)
+            if key is not None:
+                return f"a mapping key that is not a string ({_show(key)})"
+            todo += [(v, depth + 1) for v in value.values()]
+        else:
+            todo += [(v, depth + 1) for v in value]
+    return None
 
 
 InputFile = UNFDescriptorFile | VNFTemplate | SFCRequest
@@ -117,7 +191,7 @@ def load_file(path: Path | str) -> InputFile:
     if not isinstance(data, dict):
         raise SpecError(str(path), "", "a mapping with a kind field", type(data).__name__)
     kind = data.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         found = "no kind field" if "kind" not in data else _show(kind)
         raise SpecError(str(path), "kind", f"one of {', '.join(KINDS)}", found)
     model = KINDS[kind]
@@ -210,24 +284,12 @@ def check_config(unf: UNFType, config: Mapping[str, Any], file: str, prefix: str
 
 
 # -- graph helpers ------------------------------------------------------------------------------
-def find_cycle(succ: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """A cycle of the directed graph ``succ`` as a node list ending where it starts, or None."""
-    state: dict[str, int] = {}
-
-    def visit(n: str, path: list[str]) -> list[str] | None:
-        state[n] = 1
-        for m in succ.get(n, ()):
-            if state.get(m) == 1:
-                return [*path[path.index(m):], m]  # m is on the current path
-            if m not in state and (found := visit(m, [*path, m])) is not None:
-                return found
-        state[n] = 2
-        return None
-
-    for start in succ:
-        if start not in state and (cycle := visit(start, [start])) is not None:
-            return cycle
-    return None
+def successors(links: Iterable[tuple[str, str]], nodes: Iterable[str]) -> dict[str, list[str]]:
+    """``nodes`` (in order) -> the destinations of their ``(src, dst)`` links, in link order."""
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    for src, dst in links:
+        succ[src].append(dst)
+    return succ
 
 
 def reachable(succ: Mapping[str, Iterable[str]], start: str) -> set[str]:
@@ -306,7 +368,7 @@ def check_template(tpl: VNFTemplate, file: str, types: Mapping[str, UNFType]) ->
             if (owner, label) not in used:
                 raise SpecError(file, "outputs", f"every label of every node linked or listed in an output "
                                 f"(label {label!r} of {owner} is neither)", _show(tpl.outputs))
-    succ = {n: [lk.dst for lk in links if lk.src == n] for n in names}
+    succ = successors(((lk.src, lk.dst) for lk in links), names)
     cycle = find_cycle(succ)
     if cycle is not None:
         raise SpecError(file, "links", "links without a cycle", "the cycle " + " -> ".join(cycle))
@@ -345,8 +407,10 @@ class SFCBundle:
         return self.sfc.entry
 
 
-def load_sfc(path: Path | str) -> SFCBundle:
-    """Read an SFC request and its imports, check them all, and return the bundle."""
+def load_sfc(path: Path | str, *, within: Path | None = None) -> SFCBundle:
+    """Read an SFC request and its imports, check them all, and return the bundle. With ``within``
+    (the orchestrator's API: files a client sent), imports must be relative patterns naming files
+    inside that directory (no absolute path, no ``..``, no symlink leading out)."""
     path = Path(path)
     file = str(path)
     sfc = load_file(path)
@@ -354,10 +418,16 @@ def load_sfc(path: Path | str) -> SFCBundle:
         raise SpecError(file, "kind", "sfc", _show(sfc.kind))
     imported: list[tuple[str, InputFile]] = []
     for i, pattern in enumerate(sfc.imports):
+        if within is not None and (Path(pattern).is_absolute() or ".." in Path(pattern).parts):
+            raise SpecError(file, f"imports[{i}]", "a relative path or pattern without '..'", _show(pattern))
         matches = sorted(glob(str(path.parent / pattern)))
         if not matches:
             raise SpecError(file, f"imports[{i}]", f"a file or pattern matching a file (relative to {path.parent})",
                             _show(pattern))
+        for m in matches:
+            if within is not None and not Path(m).resolve().is_relative_to(within.resolve()):
+                raise SpecError(file, f"imports[{i}]", "files inside the SFC's directory",
+                                f"{_show(pattern)} matching a link to outside")
         imported += [(m, load_file(m)) for m in matches]
     types = library_types()
     for f, doc in imported:
@@ -407,15 +477,19 @@ def _check_sfc(sfc: SFCRequest, file: str, templates: Mapping[str, SourcedTempla
             raise SpecError(file, f"links[{i}].label",
                             _one_of(f"an output of {link.src} (template {vnf_template[link.src].name})", outs),
                             _show(link.label))
+        if not outs[link.label]:
+            raise SpecError(file, f"links[{i}].label", f"an output that some packets leave by (template "
+                            f"{vnf_template[link.src].name} lists no endpoint for it)", _show(link.label))
         if (link.src, link.label) in linked:
             raise SpecError(file, f"links[{i}]", f"one link for output {link.src}.{link.label}",
                             f"a second one, to {link.dst}")
         linked.add((link.src, link.label))
-    succ = {n: [lk.dst for lk in sfc.links if lk.src == n] for n in names}
+    succ = successors(((lk.src, lk.dst) for lk in sfc.links), names)
     cycle = find_cycle(succ)
     if cycle is not None:
         raise SpecError(file, "links", "links without a cycle", "the cycle " + " -> ".join(cycle))
-    heads = [n for n in names if not any(lk.dst == n for lk in sfc.links)]
+    fed = {lk.dst for lk in sfc.links}
+    heads = [n for n in names if n not in fed]
     entry = sfc.entry
     if entry is None:
         if len(heads) != 1:

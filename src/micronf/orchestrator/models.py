@@ -36,7 +36,8 @@ class SpecError(ValueError):
         self.path = path
         self.expected = expected
         self.found = found
-        super().__init__(f"{file}: {path or '(document)'}: expected {expected}, found {found}")
+        text = f"{file}: {path or '(document)'}: expected {expected}, found {found}"
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))  # one line, whatever the input's keys
 
 
 class _Strict(BaseModel):

@@ -232,28 +232,12 @@ def compose_source(sfc: str | dict[str, Any], files: dict[str, str], *, parallel
             raise SpecError(f"files[{sfc_file.name!r}]", "", "a file name other than the request's own", "that")
         sfc_file.write_text(json.dumps(sfc) if isinstance(sfc, dict) else sfc, encoding="utf-8")
         try:
-            _check_imports(sfc_file)
-            return compose_file(sfc_file, parallelize=parallelize)
+            return compose_file(sfc_file, parallelize=parallelize, within=root)  # imports: only the files sent
         except RecursionError:  # YAML/JSON nested thousands deep
             raise SpecError(sfc_file.name, "", "a document nested less deeply", "deeper nesting") from None
         except SpecError as exc:
             file = exc.file.removeprefix(tmp + "/")
             raise SpecError(file, exc.path, exc.expected, exc.found) from None
-
-
-def _check_imports(sfc_file: Path) -> None:
-    """Refuse imports that would read the orchestrator's own files: an absolute pattern, a ``..``,
-    or a match outside the request's directory (the loader globs the patterns as given)."""
-    doc = read_document(sfc_file)
-    imports = doc.get("imports") if isinstance(doc, dict) else None
-    root = sfc_file.parent.resolve()
-    for i, pattern in enumerate(imports if isinstance(imports, list) else []):
-        p = PurePosixPath(str(pattern))
-        outside = p.is_absolute() or ".." in p.parts or any(
-            not Path(m).resolve().is_relative_to(root) for m in glob(str(sfc_file.parent / str(pattern))))
-        if outside:
-            raise SpecError(sfc_file.name, f"imports[{i}]", "a path or pattern naming files sent with the request "
-                            "(relative, no '..')", repr(str(pattern))[:200])
 
 
 # -- agent failures ------------------------------------------------------------------------------

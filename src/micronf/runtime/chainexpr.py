@@ -9,56 +9,88 @@ inline and in the file is an error rather than a silent override.
 from __future__ import annotations
 
 import ast
-import json
+import math
 from pathlib import Path
 from typing import Any
 
-import yaml
+from micronf.orchestrator.load import read_document
+from micronf.orchestrator.models import SpecError
 
 
 class ChainSyntaxError(ValueError):
     """A chain expression or config file that cannot be read; the message says where."""
 
 
+_LITERALS = "a literal (string, number, true/false, None, or a list or dict of them with string keys)"
+
+
 def parse_chain(expr: str) -> list[tuple[str, dict[str, Any]]]:
     """``[(type, inline config), ...]`` in chain order."""
     parts = [p.strip() for p in expr.split("->")]
     if not expr.strip() or any(not p for p in parts):
-        raise ChainSyntaxError(f"empty element in chain {expr!r}: write 'A -> B -> C'")
+        raise ChainSyntaxError(f"empty element in chain {_show(expr)}: write 'A -> B -> C'")
     out: list[tuple[str, dict[str, Any]]] = []
     for k, part in enumerate(parts, start=1):
+        where = f"element {k} {_show(part)}"
         try:
             node = ast.parse(part, mode="eval").body
         except SyntaxError as exc:
-            raise ChainSyntaxError(f"element {k} {part!r}: {exc.msg}") from None
+            raise ChainSyntaxError(f"{where}: {exc.msg}") from None
+        except (ValueError, MemoryError, RecursionError) as exc:  # surrogates; nesting too deep for the parser
+            why = "nested too deeply" if not isinstance(exc, ValueError) else "text Python cannot read"
+            raise ChainSyntaxError(f"{where}: {why}") from None
         if isinstance(node, ast.Name):
             out.append((node.id, {}))
             continue
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)) or node.args:
-            raise ChainSyntaxError(f"element {k} {part!r}: expected Name or Name(key=value, ...)")
+            raise ChainSyntaxError(f"{where}: expected Name or Name(key=value, ...)")
         config: dict[str, Any] = {}
         for kw in node.keywords:
             if kw.arg is None:
-                raise ChainSyntaxError(f"element {k} {part!r}: '**' is not allowed")
+                raise ChainSyntaxError(f"{where}: '**' is not allowed")
+            if kw.arg in config:
+                raise ChainSyntaxError(f"{where}: {kw.arg!r} is given twice")
             try:
-                config[kw.arg] = ast.literal_eval(kw.value)
-            except ValueError:
-                raise ChainSyntaxError(f"element {k} {part!r}: the value of {kw.arg!r} must be a literal "
-                                       f"(string, number, list, dict, True/False)") from None
+                value = ast.literal_eval(kw.value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                value = ...  # not a literal, or one Python cannot build (a list as a dict key)
+            if not _plain(value):
+                raise ChainSyntaxError(f"{where}: the value of {kw.arg!r} must be {_LITERALS}") from None
+            config[kw.arg] = value
         out.append((node.func.id, config))
     return out
 
 
+def _plain(value: Any) -> bool:
+    """True for JSON-like data: what a µNF config holds (no tuples, sets, bytes, complex, inf or nan)."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                return False
+            todo += v.values()
+        elif isinstance(v, list):
+            todo += v
+        elif not isinstance(v, str | int | float | bool | None):
+            return False
+    return True
+
+
+def _show(text: str) -> str:
+    """``text`` quoted, shortened to 60 characters (an error message stays one readable line)."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
 def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
-    """A mapping ``node name or µNF type -> config`` from YAML or JSON."""
+    """A mapping ``node name or µNF type -> config`` from YAML or JSON (read as the orchestrator reads
+    its input files: the same limits on nesting, value types and size)."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ChainSyntaxError(f"{path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ChainSyntaxError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        data = read_document(path)
+    except SpecError as exc:
+        raise ChainSyntaxError(f"{path}: expected {exc.expected}, found {exc.found}") from None
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):

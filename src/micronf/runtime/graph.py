@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -225,6 +226,12 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
 
     # processes (fused clusters) first: links inside a cluster are local, not rings
     processes, proc_of = _clusters(spec)
+    fused_at = {spec.nodes[i].name: k for members in processes for k, i in enumerate(members)}  # place in its process
+    succs: dict[str, set[str]] = defaultdict(set)
+    preds: dict[str, set[str]] = defaultdict(set)
+    for e in spec.edges:
+        succs[e.src].add(e.dst)
+        preds[e.dst].add(e.src)
     ring_count = 1  # ring 0: the graph's input, to the entry node
     ingress: dict[str, list[IngressPlan]] = {n: [] for n in nodes}
     egress: dict[str, list[EgressPlan]] = {n: [] for n in nodes}
@@ -250,9 +257,7 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
         return len(egress[src]) - 1
 
     def _is_local(src: str, dst: str) -> bool:
-        p = processes[proc_of[src]]
-        order = [spec.nodes[i].name for i in p]
-        return proc_of[src] == proc_of[dst] and order.index(dst) == order.index(src) + 1
+        return proc_of[src] == proc_of[dst] and fused_at[dst] == fused_at[src] + 1
 
     in_parallel = {d for dsts in groups.values() if len(dsts) > 1 for d in dsts}
     for (src, label, from_node), dsts in groups.items():
@@ -263,7 +268,7 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
             continue
         if len(dsts) > MAX_FANOUT:
             raise GraphError(f"{src} -[{label}]-> has {len(dsts)} parallel branches, at most {MAX_FANOUT}")
-        join = _join_of(spec, src, label, dsts, nfs)
+        join = _join_of(src, label, dsts, nfs, succs, preds)
         branch_rings = []
         for d in dsts:
             if proc_of[d] == proc_of[src]:
@@ -352,23 +357,41 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
 
 
 def _check_acyclic(spec: GraphSpec) -> None:
-    succ: dict[str, set[str]] = defaultdict(set)
+    succ: dict[str, set[str]] = {n.name: set() for n in spec.nodes}
     for e in spec.edges:
         succ[e.src].add(e.dst)
-    state: dict[str, int] = {}
+    cycle = find_cycle({n: sorted(dsts) for n, dsts in succ.items()})
+    if cycle is not None:
+        raise GraphError(f"the graph has a cycle: {' -> '.join(cycle)}")
 
-    def visit(n: str, path: list[str]) -> None:
-        state[n] = 1
-        for m in sorted(succ[n]):
-            if state.get(m) == 1:
-                raise GraphError(f"the graph has a cycle: {' -> '.join([*path, n, m])}")
-            if m not in state:
-                visit(m, [*path, n])
-        state[n] = 2
 
-    for node in spec.nodes:
-        if node.name not in state:
-            visit(node.name, [])
+def find_cycle(succ: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A cycle of the directed graph ``succ`` as a node list ending where it starts, or None.
+
+    Depth-first with an explicit stack (no recursion limit: a chain of 100,000 nodes is fine), in
+    the order of ``succ`` and of each node's successors, so the cycle reported is deterministic."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in succ:
+        if start in state:
+            continue
+        path = [start]
+        where = {start: 0}  # node -> its index in path
+        stack = [iter(succ.get(start, ()))]
+        state[start] = 1
+        while stack:
+            m = next(stack[-1], None)
+            if m is None:
+                stack.pop()
+                state[path[-1]] = 2
+                del where[path.pop()]
+            elif state.get(m) == 1:
+                return [*path[where[m]:], m]  # m is on the current path
+            elif m not in state:
+                state[m] = 1
+                where[m] = len(path)
+                path.append(m)
+                stack.append(iter(succ.get(m, ())))
+    return None
 
 
 def _clusters(spec: GraphSpec) -> tuple[list[list[int]], dict[str, int]]:
@@ -398,18 +421,18 @@ def _clusters(spec: GraphSpec) -> tuple[list[list[int]], dict[str, int]]:
     return processes, proc_of
 
 
-def _join_of(spec: GraphSpec, src: str, label: str, dsts: list[str], nfs: dict[str, MicroNF]) -> str:
-    """The node where parallel branches ``dsts`` meet again (every branch leads only there)."""
-    joins = set()
+def _join_of(src: str, label: str, dsts: list[str], nfs: dict[str, MicroNF], outs: Mapping[str, set[str]],
+             ins: Mapping[str, set[str]]) -> str:
+    """The node where parallel branches ``dsts`` meet again (every branch leads only there);
+    ``outs``/``ins``: each node's successors/predecessors."""
+    joins: set[str] = set()
     for d in dsts:
         if type(nfs[d]).descriptor.may_drop:
             raise GraphError(f"{src} -[{label}]-> {d}: {nfs[d].__class__.__name__} may drop packets, so it cannot run "
                              f"in parallel (§V-B); chain it instead")
-        outs = {e.dst for e in spec.edges if e.src == d}
-        ups = {e.src for e in spec.edges if e.dst == d}
-        if ups != {src} or len(outs) != 1:
+        if ins[d] != {src} or len(outs[d]) != 1:
             raise GraphError(f"parallel branch {d!r} must have {src!r} as its only input and exactly one next node")
-        joins |= outs
+        joins |= outs[d]
     if len(joins) != 1:
         raise GraphError(f"the parallel branches of {src} -[{label}]-> ({', '.join(dsts)}) must all lead to one node")
     return joins.pop()

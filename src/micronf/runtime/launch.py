@@ -25,6 +25,7 @@ from micronf.dataplane.segment import Segment
 from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
 from micronf.runtime.graph import EgressPlan, GraphLayout, IngressPlan, NodePlan, ProcessPlan
 from micronf.runtime.loop import RC_NAMES, RC_VERDICT0
+from micronf.runtime.privileges import assign_uid, uid_base
 from micronf.runtime.stage import (
     CTL_LINE,
     G_LAYOUT_GEN,
@@ -75,9 +76,11 @@ class GraphRuntime:
     def __init__(self, layout: GraphLayout, *, segment: str | None = None, pool_slots: int = 0,
                  ring_capacity: int = 1024, io_clients: int = 4, spare_processes: int = 8,
                  preload: tuple[str, ...] = (), extra_regions: dict[str, int] | None = None,
-                 frame_capacity: int = DEFAULT_FRAME_CAPACITY) -> None:
+                 frame_capacity: int = DEFAULT_FRAME_CAPACITY, unprivileged: bool = True) -> None:
         self.layout = layout
         self.frame_capacity = frame_capacity  # longest frame the pool's slots take (see dataplane.pool)
+        self.uid_base = uid_base() if unprivileged else None  # None: the µNFs keep our uid (see privileges)
+        self.uid: int | None = None  # the graph's own uid, once created
         self.segment_name = segment or f"{layout.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         self.ring_capacity = ring_capacity
         self.pool_slots = pool_slots or max(4096, 2 * layout.n_rings * ring_capacity // 2)
@@ -110,6 +113,8 @@ class GraphRuntime:
         seg = Segment.create(self.segment_name, regions)
         self.seg = seg
         try:
+            if self.uid_base is not None:
+                self.uid = assign_uid(seg.path, self.uid_base)
             PacketPool.format(seg, "pool", self.pool_slots, self.frame_capacity, n_clients=self.n_clients)
             RingTable.format(seg, "rings", self.layout.n_rings, self.ring_capacity)
             write_layout(seg, self.layout)

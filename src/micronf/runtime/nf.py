@@ -154,16 +154,23 @@ def nf_class(name: str) -> type[MicroNF]:
 PLUGINS_ENV = "MICRONF_NF_MODULES"
 
 
+_loaded_with: list[str] = []  # the $MICRONF_NF_MODULES values load_library has loaded the µNFs for
+
+
 def load_library() -> None:
     """Import every module of ``micronf.nfs``, and the modules named (comma-separated) in
     ``$MICRONF_NF_MODULES``, so all µNFs are registered. µNF processes inherit the variable, so
-    third-party µNFs work everywhere the library's do."""
+    third-party µNFs work everywhere the library's do. Done once per value of the variable
+    (:func:`nf_class` calls this for every node of a graph)."""
     import importlib
     import os
     import pkgutil
 
     import micronf.nfs as pkg
 
+    plugins = os.environ.get(PLUGINS_ENV, "")
+    if plugins in _loaded_with:
+        return
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")
     for name in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
@@ -171,3 +178,4 @@ def load_library() -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise ImportError(f"cannot import µNF module {name!r} named in ${PLUGINS_ENV}: {exc}") from exc
+    _loaded_with.append(plugins)

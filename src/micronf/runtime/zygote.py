@@ -32,6 +32,7 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
+from micronf.runtime.privileges import drop_for_graph
 from micronf.runtime.stage import P_EXITED, P_STATUS, GraphMemory
 
 ENTRY_PROCESS = "micronf.runtime.process:run"
@@ -232,6 +233,8 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str]) -> int:
                     _boosted = True
                 except PermissionError:
                     pass
+                if entry == ENTRY_PROCESS:
+                    drop_for_graph(mem, int(args[1]))  # a µNF: its graph's uid, no capabilities it does not need
                 code = _call(entry, args)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1

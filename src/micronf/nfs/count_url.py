@@ -10,7 +10,7 @@ from numba import njit
 from pydantic import AfterValidator, Field
 
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import cached_request_span
+from micronf.nfs._http import borrowed, borrowed_pool, cached_request_span
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 
@@ -21,14 +21,15 @@ _START, _OUTPUT, _STOP, _WIDTH = 0, 1, 2, 3  # state[2]: offsets of the start, f
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    cmap = state[0]
-    table = state[1]
+    p = borrowed_pool(p)  # no refcounting of the frame and tables per packet
+    cmap = borrowed(state[0])
+    table = borrowed(state[1])
     start = int(state[2][_START])
     output = int(state[2][_OUTPUT])
     stop = int(state[2][_STOP])
     width = int(state[2][_WIDTH])
-    out_ptr = state[3]
-    out_ids = state[4]
+    out_ptr = borrowed(state[3])
+    out_ids = borrowed(state[4])
     k = counters.shape[0] - 1
     work = np.zeros(2 * k + 1, dtype=np.int64)  # hits per URL, then "other"; then 1 + the last packet seen per URL
     for i in range(n):

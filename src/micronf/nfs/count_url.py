@@ -41,7 +41,7 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         if at >= 0:
             s = start
             while at < hi:
-                s = int(np.int64(table[s + cmap[f[at]]]))
+                s = int(np.int64(table[np.uint64(s + cmap[f[at]])]))  # unsigned: no wraparound code
                 at += 1
                 if s >= output:  # rare: a URL ends here, or the target cannot match any more
                     if s >= stop:

@@ -335,17 +335,19 @@ def http_target_end(buf: Bytes, begin: int, end: int) -> int:
     """
     lo = max(begin, 0)
     hi = min(end, buf.shape[0])
+    # unsigned indices (all >= lo >= 0): numba adds no negative-index wraparound code; one
+    # rarely taken branch per byte (c <= 13) instead of two compares
     e = lo
     while e < hi:
-        c = buf[e]
-        if c == 13 or c == 10:
+        c = buf[np.uint64(e)]
+        if c <= 13 and (c == 13 or c == 10):
             break
         e += 1
-    while e > lo and _is_blank(buf[e - 1]):
+    while e > lo and _is_blank(buf[np.uint64(e - 1)]):
         e -= 1
-    if e - lo >= 9 and _is_blank(buf[e - 9]) and _is_version(buf, e - 8, hi):
+    if e - lo >= 9 and _is_blank(buf[np.uint64(e - 9)]) and _is_version(buf, e - 8, hi):
         e -= 9
-        while e > lo and _is_blank(buf[e - 1]):
+        while e > lo and _is_blank(buf[np.uint64(e - 1)]):
             e -= 1
     return e
 

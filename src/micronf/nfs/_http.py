@@ -13,65 +13,16 @@ so a start line split over two segments is only seen in its first segment.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar, cast
-
 import numpy as np
 import numpy.typing as npt
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from micronf.dataplane.dfa import http_method_len, http_request_url, http_target_end, http_target_start, le_word8
 from micronf.dataplane.headers import IPPROTO_TCP, ipv4_offset, ipv4_proto, l4_offset, l4_ports, tcp_header_len
-from micronf.dataplane.pool import M_HTTP_END, M_HTTP_TARGET, PoolArrays
+from micronf.dataplane.pool import M_HTTP_END, M_HTTP_TARGET
 
 Frame = npt.NDArray[np.uint8]
 Words = npt.NDArray[np.uint32]  # PoolArrays.words: passing the whole pool costs a refcount per array
-
-
-@intrinsic
-def _borrowed(typingctx: Any, ary: Any) -> Any:
-    """``borrowed(ary)``: the same view of ``ary``'s memory, with no meminfo to count references on.
-
-    Why: numba wraps every call that takes an array (and many assignments of one) in an atomic
-    incref/decref of the array's meminfo, and the helpers here are calls to numba even when LLVM
-    inlines them. A kernel handing the frame, the pool's arrays and its tables to a dozen helpers
-    per packet paid ~20 cycles per pair: measured with ``bench/nfs.py``, ValidateUrl spent ~170 of
-    its ~300 cycles per packet on them. NRT skips an array whose meminfo is NULL, and a view of a
-    borrowed array is borrowed too. Only for arrays the caller keeps alive (a kernel's arguments,
-    for the duration of the call); never store one or return it to Python.
-    """
-    if not isinstance(ary, types.Array):
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        src = context.make_array(ary)(context, builder, value=args[0])
-        out = context.make_array(ary)(context, builder)
-        for name in ("nitems", "itemsize", "data", "shape", "strides"):
-            setattr(out, name, getattr(src, name))
-        out.meminfo = context.get_constant_null(types.MemInfoPointer(ary.dtype))  # type: ignore[no-untyped-call]
-        out.parent = context.get_constant_null(types.pyobject)
-        return out._getvalue()
-
-    return ary(ary), codegen
-
-
-_A = TypeVar("_A", bound=npt.NDArray[Any])
-
-
-class _Borrow(Protocol):
-    """The type of :data:`borrowed` for mypy: an array of the same type back."""
-
-    def __call__(self, ary: _A) -> _A: ...
-
-
-borrowed = cast(_Borrow, _borrowed)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def borrowed_pool(p: PoolArrays) -> PoolArrays:
-    """``p`` with every array :func:`borrowed`: frames and metadata taken from it cost no refcounts."""
-    return PoolArrays(borrowed(p.data), borrowed(p.words), borrowed(p.qwords), borrowed(p.ctrl), borrowed(p.free),
-                      borrowed(p.ret_ctrl), borrowed(p.ret_slots))
 
 
 _STATUS_WORD = int(np.frombuffer(b"HTTP/1.\0", dtype="<i8")[0])  # le_word8 of a status line, masked

@@ -9,8 +9,9 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import AfterValidator, Field
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import borrowed, borrowed_pool, cached_request_span
+from micronf.nfs._http import cached_request_span
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 

@@ -1,4 +1,4 @@
-"""``micronf.nfs._http.borrowed``/``borrowed_pool``: the same memory without NRT reference counting."""
+"""``micronf.dataplane.borrow.borrowed``/``borrowed_pool``: the same memory without NRT reference counting."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.pool import PacketPool, PoolArrays, pkt_frame
-from micronf.nfs._http import borrowed, borrowed_pool
 
 
 @njit(cache=True)

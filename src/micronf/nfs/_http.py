@@ -24,7 +24,6 @@ from micronf.dataplane.pool import M_HTTP_END, M_HTTP_TARGET
 Frame = npt.NDArray[np.uint8]
 Words = npt.NDArray[np.uint32]  # PoolArrays.words: passing the whole pool costs a refcount per array
 
-
 _STATUS_WORD = int(np.frombuffer(b"HTTP/1.\0", dtype="<i8")[0])  # le_word8 of a status line, masked
 _STATUS_MASK = (1 << 56) - 1  # its first 7 bytes
 

@@ -66,7 +66,11 @@ SFC: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # the files a µNF module may import that can change with it (rewired to the baseline copies)
 CHAIN = "in sequence (fused)"
-HELPERS = {"micronf.nfs._http": "nfs/_http.py", "micronf.dataplane.dfa": "dataplane/dfa.py"}
+HELPERS = {
+    "micronf.nfs._http": "nfs/_http.py",
+    "micronf.dataplane.dfa": "dataplane/dfa.py",
+    "micronf.nfs.check_ip_header": "nfs/check_ip_header.py",  # L3L4Filter imports its header check
+}
 
 
 def _import_this_tree() -> None:

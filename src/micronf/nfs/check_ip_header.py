@@ -15,6 +15,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.headers import (
     ETHERTYPE_IPV4,
     IPV4_MIN_HLEN,
@@ -88,7 +89,8 @@ def ipv4_header_check(frame: Frame) -> tuple[int, int, int]:
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    bad_src = state[0]
+    p = borrowed_pool(p)  # no refcounting of the frame and the table per packet
+    bad_src = borrowed(state[0])
     check_sum = state[1][0] != 0
     trimmed = 0
     for i in range(n):

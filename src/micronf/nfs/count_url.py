@@ -9,6 +9,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import AfterValidator, Field
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.nfs._http import cached_request_span
 from micronf.runtime.descriptor import Access, Descriptor
@@ -21,14 +22,15 @@ _START, _OUTPUT, _STOP, _WIDTH = 0, 1, 2, 3  # state[2]: offsets of the start, f
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    cmap = state[0]
-    table = state[1]
+    p = borrowed_pool(p)  # no refcounting of the frame and tables per packet
+    cmap = borrowed(state[0])
+    table = borrowed(state[1])
     start = int(state[2][_START])
     output = int(state[2][_OUTPUT])
     stop = int(state[2][_STOP])
     width = int(state[2][_WIDTH])
-    out_ptr = state[3]
-    out_ids = state[4]
+    out_ptr = borrowed(state[3])
+    out_ids = borrowed(state[4])
     k = counters.shape[0] - 1
     work = np.zeros(2 * k + 1, dtype=np.int64)  # hits per URL, then "other"; then 1 + the last packet seen per URL
     for i in range(n):
@@ -40,7 +42,7 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         if at >= 0:
             s = start
             while at < hi:
-                s = int(np.int64(table[s + cmap[f[at]]]))
+                s = int(np.int64(table[np.uint64(s + cmap[f[at]])]))  # unsigned: no wraparound code
                 at += 1
                 if s >= output:  # rare: a URL ends here, or the target cannot match any more
                     if s >= stop:

@@ -9,6 +9,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.dfa import http_method_len, http_target_start, le_word8
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.nfs._http import is_status_line, remember_request_target, tcp_segment
@@ -24,7 +25,8 @@ _RESPONSES = 1
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    port_ok = state[0]
+    p = borrowed_pool(p)  # no refcounting of the frame per packet
+    port_ok = borrowed(state[0])
     responses = state[1][0] != 0
     requests = 0
     replies = 0

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator, model_validator
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.headers import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
@@ -159,7 +160,8 @@ def _first_match(rules: npt.NDArray[np.int64], src: int, dst: int, proto: int, s
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    rules = state[0]
+    p = borrowed_pool(p)  # no refcounting of the frame and the rules per packet
+    rules = borrowed(state[0])
     default_verdict = state[1][0]
     non_ip_verdict = state[1][1]
     n_rules = rules.shape[0]

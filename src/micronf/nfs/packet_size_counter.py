@@ -10,6 +10,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.runtime.descriptor import Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
@@ -20,7 +21,8 @@ _OUT = 0
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    bounds = state[0]
+    p = borrowed_pool(p)  # no refcounting of the frame per packet
+    bounds = borrowed(state[0])
     nb = bounds.shape[0]
     hist = np.zeros(nb + 1, dtype=np.int64)
     for i in range(n):

@@ -9,6 +9,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns, url_dfa, url_target_search
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.nfs._http import cached_request_span
@@ -24,9 +25,10 @@ _NOT_REQUEST = 1
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    cmap = state[0]
-    table = state[1]
-    params = state[2]
+    p = borrowed_pool(p)  # no refcounting of the frame and tables per packet (most of the cost otherwise)
+    cmap = borrowed(state[0])
+    table = borrowed(state[1])
+    params = borrowed(state[2])
     checked = 0
     not_request = 0
     for i in range(n):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -32,6 +36,20 @@ app = typer.Typer(
 shm_app = typer.Typer(help="Inspect and clean shared-memory segments.", no_args_is_help=True)
 app.add_typer(shm_app, name="shm")
 console = Console()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def stop_signals(handler: Callable[[int, FrameType | None], None] = signal.default_int_handler) -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP (``timeout``, ``kill``, a closed terminal) do what Ctrl-C
+    does: ``handler`` (by default: raise KeyboardInterrupt), so a run stops, reports and removes
+    its processes and shared memory instead of dying with them left behind."""
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @app.command("bench-ring")
@@ -96,7 +114,8 @@ def run(
     Live (default): an in-process agent deploys the graph with the built-in generator (the paper's
     traffic: 200-byte HTTP GETs, 20% with SQL-injection URLs). Offline (--pcap IN --out DIR): the
     graph runs on the capture and every exit (each SFC output label and each drop reason) is
-    written to DIR/<exit>.pcap. Ctrl-C stops a live run cleanly and prints what was done.
+    written to DIR/<exit>.pcap. Ctrl-C, SIGTERM or SIGHUP stop a live run cleanly and print what
+    was done; a killed run (kill -9) takes its processes with it (`micronf shm gc` removes the segment).
     """
     from micronf.orchestrator import embedded
     from micronf.orchestrator.models import SpecError
@@ -115,7 +134,8 @@ def run(
         say(f"  [dim]{escape(line)}[/]")
     if pcap is not None and out is not None:
         layout = embedded.offline_layout(comp)
-        res = _run_offline_shown(layout, _read_trace(pcap), out, 1)
+        with stop_signals():
+            res = _run_offline_shown(layout, _read_trace(pcap), out, 1)
         summary = embedded.offline_summary(comp, path, layout, res)
     else:
         summary = _run_live_shown(comp, path, packets, rate, seconds, as_json)
@@ -132,8 +152,7 @@ def run(
 def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | None, seconds: float | None,
                     quiet: bool) -> RunSummary:
     """``embedded.run_live`` with a status while the µNFs start and a live progress table; Ctrl-C
-    (SIGINT) only asks the run to stop, so the deployment is always removed."""
-    import signal
+    (SIGINT), SIGTERM and SIGHUP only ask the run to stop, so the deployment is always removed."""
     import threading
 
     from rich.live import Live
@@ -142,7 +161,6 @@ def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | N
     from micronf.orchestrator import embedded
 
     stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
     live = Live(console=console, transient=True, auto_refresh=False)
     status = console.status("")
 
@@ -162,12 +180,12 @@ def _run_live_shown(comp: Composition, path: Path, packets: int, rate: float | N
         live.update(embedded.progress_table(p), refresh=True)
 
     try:
-        return embedded.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
-                                 stop=stop, on_deploying=deploying, on_progress=progress)
+        with stop_signals(lambda _s, _f: stop.set()):
+            return embedded.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
+                                     stop=stop, on_deploying=deploying, on_progress=progress)
     finally:
         status.stop()
         live.stop()
-        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -220,6 +238,8 @@ def chain(
 
     Exits are the last µNF's labels (DIR/out.pcap, ...), every label nobody links
     (DIR/<node>.<label>.pcap) and every drop reason (DIR/<node>.<reason>.pcap): nothing disappears.
+    Ctrl-C, SIGTERM or SIGHUP stop it and remove its processes and shared memory; so does kill -9
+    (then `micronf shm gc` removes the segment).
     """
     from micronf.runtime.chainexpr import ChainSyntaxError, load_config_file, merge_configs, parse_chain
     from micronf.runtime.graph import GraphError, chain_names, chain_spec, plan
@@ -237,7 +257,8 @@ def chain(
     trace = _read_trace(pcap)
     console.print(f"{len(trace):,} packets from {pcap} -> {' -> '.join(names)} "
                   f"({'1 fused process' if fused else f'{len(names)} processes'})")
-    res = _run_offline_shown(layout, trace, out, loop)
+    with stop_signals():
+        res = _run_offline_shown(layout, trace, out, loop)
     main_outputs = {e.name for e in layout.exits if not e.is_drop and "." not in e.name}
     table = Table("exit", "packets", "file")
     empty = 0

@@ -5,7 +5,9 @@ creates the graph's segment, formats the pool and rings, writes every µNF's por
 layout, starts the graph's zygote (a fork server that loads every hot loop once: µNF processes
 then start in milliseconds, see ``micronf.runtime.zygote``), forks one process per µNF or fused
 cluster from it, and waits for each to report ready. ``stop()`` asks every process to stop and
-waits; ``close()`` removes the segment. Pool clients (and control lines) from ``max_processes``
+waits; ``close()`` removes the segment. By default the graph's processes end with the process
+that started it (even on ``kill -9``); ``detached=True`` lets them outlive it (the agent's graphs,
+see ``micronf.runtime.zygote``). Pool clients (and control lines) from ``max_processes``
 on are for I/O processes (source, sink, Rx, Tx).
 """
 
@@ -74,8 +76,10 @@ class GraphRuntime:
 
     def __init__(self, layout: GraphLayout, *, segment: str | None = None, pool_slots: int = 0,
                  ring_capacity: int = 1024, io_clients: int = 4, spare_processes: int = 8,
-                 preload: tuple[str, ...] = (), extra_regions: dict[str, int] | None = None) -> None:
+                 preload: tuple[str, ...] = (), extra_regions: dict[str, int] | None = None,
+                 detached: bool = False) -> None:
         self.layout = layout
+        self.detached = detached
         self.segment_name = segment or f"{layout.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
         self.ring_capacity = ring_capacity
         self.pool_slots = pool_slots or max(4096, 2 * layout.n_rings * ring_capacity // 2)
@@ -140,7 +144,7 @@ class GraphRuntime:
         µNF process from it and wait until all report ready. On failure nothing is left running."""
         self.mem or self.create()
         try:
-            self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout)
+            self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout, detached=self.detached)
             for k in range(len(self.layout.processes)):
                 self._spawn(k)
             self._wait_ready(range(len(self.procs)), timeout)
@@ -151,7 +155,7 @@ class GraphRuntime:
 
     def _zygote(self) -> Zygote:
         if self.zygote is None or not self.zygote.alive:
-            self.zygote = Zygote(self.segment_name, preload=self.preload)
+            self.zygote = Zygote(self.segment_name, preload=self.preload, detached=self.detached)
         return self.zygote
 
     def _spawn(self, k: int) -> None:

@@ -327,11 +327,23 @@ def shm_ls() -> None:
 @shm_app.command("gc")
 def shm_gc(
     invalid: bool = typer.Option(False, "--invalid", help="Also remove micronf-* files that are not valid segments."),
+    kill: bool = typer.Option(False, "--kill", help="Also stop the processes still mapping a segment whose creator "
+                              "is dead (SIGTERM, then SIGKILL), then remove it."),
 ) -> None:
-    """Remove segments whose creator is dead (e.g. after a crash or kill -9)."""
-    from micronf.dataplane.segment import remove_stale
+    """Remove segments whose creator is dead (e.g. after a crash or kill -9).
 
-    removed = remove_stale(include_invalid=invalid)
+    A segment that live processes still map (a graph whose agent died keeps forwarding, and the next
+    agent adopts it) is kept and its processes are named; --kill stops them and removes it.
+    """
+    from micronf.dataplane.segment import remove_stale, stale_segments
+
+    if not kill:
+        for info, users in stale_segments(include_invalid=invalid):
+            if users:
+                who = ", ".join(f"{u.pid} ({escape(u.command[:60])})" for u in users)
+                console.print(f"[yellow]kept[/] {info.path}: its creator (pid {info.owner_pid}) is gone but "
+                              f"{len(users)} process(es) still map it: {who}; --kill stops them")
+    removed = remove_stale(include_invalid=invalid, kill=kill)
     for info in removed:
         console.print(f"removed {info.path} (owner pid {info.owner_pid or '-'})")
     console.print(f"{len(removed)} segment(s) removed")

@@ -378,7 +378,7 @@ def agent(
     levels = ("critical", "error", "warning", "info", "debug", "trace")
     if log_level not in levels:
         raise typer.BadParameter(f"must be one of {', '.join(levels)}", param_hint="--log-level")
-    core = Agent()
+    core = Agent(detached=True, adopt=True)  # graphs outlive this process; adopt those a previous agent left
     server = uvicorn.Server(uvicorn.Config(create_app(core), host=host, port=port, log_level=log_level))
 
     def _stop(_signum: int, _frame: object) -> None:

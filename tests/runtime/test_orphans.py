@@ -1,21 +1,13 @@
 """No process outlives its owner: ``micronf run`` and ``micronf chain`` under SIGTERM, SIGHUP and kill -9.
 
-Each run gets its own segment directory (``MICRONF_SHM_DIR``), so ``micronf shm gc`` here only sees
-this test's segments, and a marker in its environment, which every process it starts inherits
-(zygote, µNFs, Rx, Tx): the test finds them through ``/proc/*/environ``, independently of the
-code under test.
+Each run gets its own segment directory and a marker every process it starts inherits (see
+``tests.procs``), so the test finds them through ``/proc``, independently of the code under test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,91 +15,9 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
+from tests.procs import Owner, cmdlines, marked, wait_for
+
 pytestmark = [pytest.mark.timeout(300)]
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-MARK = "MICRONF_TEST_MARK"
-
-
-def marked(mark: str) -> list[int]:
-    """Live (not zombie) processes whose environment carries ``MARK=mark``."""
-    pids = []
-    needle = f"{MARK}={mark}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.rfind(")") + 2] not in "ZX":
-            pids.append(int(entry.name))
-    return pids
-
-
-def cmdlines(pids: list[int]) -> list[str]:
-    out = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
-    return out
-
-
-def wait_for(cond: object, timeout: float, what: str) -> float:
-    """Poll ``cond()`` until true; returns the seconds it took (fails the test after ``timeout``)."""
-    t0 = time.monotonic()
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() - t0 < timeout, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
-    return time.monotonic() - t0
-
-
-class Owner:
-    """A ``micronf`` command run as a subprocess with a marker and a private segment directory."""
-
-    def __init__(self, shm_dir: Path, *args: str) -> None:
-        self.mark = uuid.uuid4().hex
-        self.shm_dir = shm_dir
-        self.env = {**os.environ, MARK: self.mark, "MICRONF_SHM_DIR": str(shm_dir),
-                    "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "micronf", *args], env=self.env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def segments(self) -> list[Path]:
-        return sorted(self.shm_dir.glob("micronf-*"))
-
-    def wait_running(self, processes: int, timeout: float = 180.0) -> None:
-        """Until the owner and ``processes`` more (zygote, µNFs, services) run and the segment exists."""
-        wait_for(lambda: self.proc.poll() is not None or (len(marked(self.mark)) >= processes + 1
-                                                          and self.segments()), timeout, "the graph to start")
-        assert self.proc.poll() is None, self.proc.communicate()
-        time.sleep(0.5)  # let the last ones report ready
-
-    def gc(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "micronf", "shm", "gc", *args], env=self.env, text=True,
-                              capture_output=True, timeout=60, check=False)
-
-    def kill_all(self) -> None:
-        for pid in marked(self.mark):
-            os.kill(pid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.communicate(timeout=10)
-        for seg in self.segments():
-            seg.unlink()
-
-
-@pytest.fixture
-def shm_dir() -> Iterator[Path]:
-    path = Path("/dev/shm") / f"micronf-test-dir-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
-    yield path
-    for p in path.iterdir():
-        p.unlink()
-    path.rmdir()
-
 
 def live_run(shm_dir: Path) -> Owner:
     """A ``micronf run`` that would go on for minutes: a paced generator and a long --seconds."""

@@ -6,6 +6,17 @@ removes them, reports them, and runs one monitor thread that calls every deploym
 supervision (restart dead processes) every ``tick_s`` and its autoscaler at the deployment's own
 interval. Deploy and remove are serialized with the monitor by one lock, so the monitor never
 looks at a half-built or half-removed graph.
+
+What survives what (``detached=True``, as ``micronf agent`` runs): a graph's processes do not
+depend on the agent. Its zygote runs in its own session and its µNF, Rx and Tx processes get no
+death signal, so when the agent dies (kill -9, a crash, an upgrade) they keep forwarding; only the
+zygote exits (restarts wait for the next agent). A new agent (``adopt=True``) scans the segments:
+one whose creator is dead and which live processes still map is adopted — the request, the
+layout, the pids and the restart events are read back from it (:meth:`Deployment.adopt`), it
+becomes the owner, starts a new zygote and resumes supervision, stats and autoscaling; one nobody
+maps any more is removed; one that cannot be read back is stopped (its processes) and removed,
+never left running. Embedded use (``micronf run``) keeps the default ``detached=False``: the
+graphs end with the process, even on kill -9 (see ``micronf.runtime.zygote``).
 """
 
 from __future__ import annotations
@@ -15,9 +26,10 @@ import threading
 import time
 
 from micronf import __version__
-from micronf.agent.deployment import Deployment
+from micronf.agent.deployment import SEGMENT_PREFIX, Deployment
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.dataplane.segment import Segment, SegmentInfo, list_segments, segment_users, stop_processes
 
 log = logging.getLogger("micronf.agent")
 
@@ -25,13 +37,17 @@ log = logging.getLogger("micronf.agent")
 class Agent:
     """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`)."""
 
-    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True) -> None:
+    def __init__(self, *, tick_s: float = 0.05, monitor: bool = True, detached: bool = False,
+                 adopt: bool = False) -> None:
         self.started = time.monotonic()
         self._deployments: dict[str, Deployment] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self.tick_s = tick_s
+        self.detached = detached
         self._thread: threading.Thread | None = None
+        if adopt:
+            self.adopt_running()
         if monitor:
             self._thread = threading.Thread(target=self._monitor, name="micronf-agent-monitor", daemon=True)
             self._thread.start()
@@ -46,6 +62,58 @@ class Agent:
                     except Exception:  # a bug here must not stop supervision of the other graphs
                         log.exception("deployment %s: monitor step failed", dep.req.name)
 
+    def adopt_running(self) -> list[str]:
+        """Adopt every graph left running by an agent that is gone; remove what cannot be adopted
+        (see the module docstring). Returns the names of the deployments adopted."""
+        adopted = []
+        with self._lock:
+            stale = [i for i in list_segments() if i.valid and not i.owner_alive and i.name.startswith(SEGMENT_PREFIX)]
+            users = segment_users(i.path for i in stale)
+            for info in stale:
+                alive = {u.pid for u in users[info.path]}
+                if not alive:
+                    log.warning("segment %s: left by pid %d, no process maps it any more: removed", info.name,
+                                info.owner_pid)
+                    info.path.unlink(missing_ok=True)
+                    continue
+                dep = self._adopt(info, alive)
+                if dep is not None:
+                    self._deployments[dep.req.name] = dep
+                    adopted.append(dep.req.name)
+        return adopted
+
+    def _adopt(self, info: SegmentInfo, alive: set[int]) -> Deployment | None:
+        """Adopt the graph of ``info`` (``alive``: the pids mapping it), or stop and remove it."""
+        seg: Segment | None = None
+        try:
+            seg = Segment.attach(info.name)
+            dep = Deployment.adopt(seg, alive, detached=self.detached)
+        except Exception as exc:  # whatever is unreadable in it: it must not be left running
+            log.error("segment %s: cannot adopt its graph (%s): stopping its %d processes and removing it",
+                      info.name, exc, len(alive))
+            stop_processes(alive)
+            if seg is not None:
+                seg.close()
+            info.path.unlink(missing_ok=True)
+            return None
+        running = sum(c is not None and c.poll() is None for c in [*dep.runtime.procs, *dep.services])
+        log.info("deployment %s: adopted from segment %s (left by pid %d), %d processes running",
+                 dep.req.name, info.name, info.owner_pid, running)
+        return dep
+
+    def _clear_stale_segment(self, dep: Deployment) -> None:
+        """Before creating ``dep``'s segment: one of that name left by a dead creator is removed when
+        no process maps it (never under a running graph: that one is adopted at start)."""
+        for info in list_segments():
+            if info.name != dep.runtime.segment_name or not info.valid or info.owner_alive:
+                continue
+            users = segment_users([info.path])[info.path]
+            if users:
+                raise DeploymentExistsError(f"segment {info.name!r} is still used by processes "
+                                   f"{', '.join(str(u.pid) for u in users)} (their agent is gone)")
+            log.warning("segment %s: left by pid %d, removed before deploying again", info.name, info.owner_pid)
+            info.path.unlink(missing_ok=True)
+
     def _get(self, name: str) -> Deployment:
         dep = self._deployments.get(name)
         if dep is None:
@@ -58,7 +126,8 @@ class Agent:
         with self._lock:
             if req.name in self._deployments:
                 raise DeploymentExistsError(f"a deployment named {req.name!r} is already running; remove it first")
-            dep = Deployment(req)
+            dep = Deployment(req, detached=self.detached)
+            self._clear_stale_segment(dep)
             t0 = time.monotonic()
             dep.start()
             self._deployments[req.name] = dep

@@ -48,6 +48,7 @@ ENV_DIR = "MICRONF_SHM_DIR"
 
 # magic, version, header size, owner pid, owner start ticks, created (ns), total size, directory length
 _HEADER = struct.Struct("<8sIIqQqQI")
+_OWNER_OFFSET = 16  # owner pid, then its start ticks
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
@@ -241,6 +242,13 @@ class Segment:
         raise SegmentNotFoundError(
             f"no micronf segment named {name!r} (looked in {', '.join(map(str, search_dirs()))})"
         )
+
+    def take_ownership(self) -> None:
+        """Record this process as the segment's owner (a new agent adopting a running graph), so that
+        ``list_segments`` sees a live owner again and this process may unlink it."""
+        pid = os.getpid()
+        struct.pack_into("<qQ", self.buffer, _OWNER_OFFSET, pid, process_start_ticks(pid))
+        self.is_owner = True
 
     def close(self) -> None:
         """Unmap. Numpy views still alive keep the mapping until they are garbage collected."""

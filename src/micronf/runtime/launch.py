@@ -153,6 +153,29 @@ class GraphRuntime:
             self.close()
             raise LaunchError(str(exc)) from None
 
+    def adopt(self, seg: Segment, alive: set[int], timeout: float = 120.0) -> list[Child | None]:
+        """Take over this graph, already running from ``seg`` (its creator is gone: an agent restart).
+
+        The segment is the source of truth: the layout (with any scale-out instances) and every
+        process's pid are read from it; ``alive`` are the pids that map it right now (so a reused
+        pid is not mistaken for ours). A process not alive is adopted as exited, for the supervisor
+        to restart. A new zygote is started for those restarts. Returns the children of the I/O
+        control lines (None where nothing ever ran)."""
+        seg.take_ownership()
+        self.seg = seg
+        self.mem = GraphMemory.of(seg)
+        self.layout = self.mem.layout
+        self.procs = [self._adopted(ctl_line(k), alive) for k in range(len(self.layout.processes))]
+        io = [self._adopted(self.io_line(s), alive) if self.mem.ctl[self.io_line(s) + P_PID] else None
+              for s in range(self.io_clients)]
+        self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout, detached=self.detached)
+        return io
+
+    def _adopted(self, line: int, alive: set[int]) -> Child:
+        mem = self.memory()
+        pid = int(mem.ctl[line + P_PID])
+        return Child(pid if pid in alive else 0, mem.ctl, line, adopted=True)
+
     def _zygote(self) -> Zygote:
         if self.zygote is None or not self.zygote.alive:
             self.zygote = Zygote(self.segment_name, preload=self.preload, detached=self.detached)

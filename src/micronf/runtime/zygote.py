@@ -99,14 +99,17 @@ class ZygoteError(RuntimeError):
 
 
 class Child:
-    """A process forked by a zygote, watched through a pidfd (it is not our child)."""
+    """A process forked by a zygote, watched through a pidfd (it is not our child). ``adopted``: it
+    was forked by an earlier agent's zygote, which is gone, so no exit status will be recorded
+    (``pid`` 0: it is already gone)."""
 
-    def __init__(self, pid: int, ctl: npt.NDArray[np.int64], line: int) -> None:
+    def __init__(self, pid: int, ctl: npt.NDArray[np.int64], line: int, *, adopted: bool = False) -> None:
         self.pid = pid
         self._ctl = ctl
         self._line = line
+        self._reaped_by_zygote = not adopted
         try:
-            self._fd: int | None = os.pidfd_open(pid)
+            self._fd: int | None = os.pidfd_open(pid) if pid > 0 else None
         except ProcessLookupError:
             self._fd = None  # already gone (and reaped): the status is in the control line
 
@@ -126,7 +129,7 @@ class Child:
         """The exit status if the process has ended (waiting briefly for the zygote to reap it)."""
         if not self._exited():
             return None
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + (1.0 if self._reaped_by_zygote else 0.0)
         while self.returncode is None and time.monotonic() < deadline:
             time.sleep(0.001)
         code = self.returncode
@@ -308,11 +311,15 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
 def main() -> None:
     args = sys.argv[1:]
     if len(args) == 2 and args[1] == "--detached":
-        sys.exit(serve(args[0], sys.stdin, sys.stdout))
-    if len(args) == 3 and args[1] == "--owner" and args[2].isdigit():
-        sys.exit(serve(args[0], sys.stdin, sys.stdout, owner=int(args[2])))
-    print("usage: python -m micronf.runtime.zygote SEGMENT (--owner PID | --detached)", file=sys.stderr)
-    sys.exit(2)
+        code = serve(args[0], sys.stdin, sys.stdout)
+    elif len(args) == 3 and args[1] == "--owner" and args[2].isdigit():
+        code = serve(args[0], sys.stdin, sys.stdout, owner=int(args[2]))
+    else:
+        print("usage: python -m micronf.runtime.zygote SEGMENT (--owner PID | --detached)", file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown (a second or more with numba loaded on a busy machine)
 
 
 if __name__ == "__main__":

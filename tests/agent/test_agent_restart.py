@@ -1,0 +1,128 @@
+"""An agent crash does not stop traffic, and the next agent adopts the running graph.
+
+Real ``micronf agent`` processes over HTTP, a real graph with generator traffic; the graph's
+processes are found through ``/proc`` (``tests.procs``), its Tx counter read straight from the
+segment while no agent runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from micronf.dataplane.segment import Segment
+from tests.procs import Owner, cmdlines, marked, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+TOTAL = 150_000
+BODY = {"name": "adopt",
+        "graph": {"nodes": [{"name": "chk", "type": "CheckIPHeader"}, {"name": "swap", "type": "MacSwapper"}],
+                  "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
+        "rx": {"kind": "generator", "count": TOTAL, "rate_pps": 20_000, "flows": 32},
+        "outputs": {"out": {"backend": {"kind": "null"}}}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_agent(shm_dir: Path, log: Path, mark: str | None = None) -> tuple[Owner, str]:
+    port = _free_port()
+    agent = Owner(shm_dir, "agent", "--port", str(port), log=log, mark=mark)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert agent.proc.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 120, "the agent to serve")
+    return agent, url
+
+
+def tx_frames(shm_dir: Path, segment: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Frames the Tx service sent, read from the segment (no agent needed)."""
+    monkeypatch.setenv("MICRONF_SHM_DIR", str(shm_dir))
+    seg = Segment.attach(segment)
+    try:
+        return int(seg.view("tx.stats", np.int64)[0])  # exit 0, counter "frames"
+    finally:
+        seg.close()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Owner]]:
+    started: list[Owner] = []
+    yield started
+    for agent in started:
+        agent.kill_all()
+
+
+def test_graph_survives_kill9_of_its_agent_and_the_next_agent_adopts_it(
+        shm_dir: Path, tmp_path: Path, agents: list[Owner], monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "agents.log"
+    first, url = start_agent(shm_dir, log)
+    agents.append(first)
+    reply = httpx.post(f"{url}/v1/deployments", json=BODY, timeout=180)
+    assert reply.status_code == 201, reply.text
+    info = reply.json()
+    segment = info["segment"]
+    graph = {p["pid"] for p in info["processes"]}
+    assert len(graph) == 4 and all(p["alive"] for p in info["processes"])  # chk, swap, Rx, Tx
+    wait_for(lambda: tx_frames(shm_dir, segment, monkeypatch) > 5_000, 60, "traffic")
+    zygotes = set(marked(first.mark)) - graph - {first.proc.pid}
+    assert len(zygotes) == 1 and "micronf.runtime.zygote" in cmdlines(list(zygotes))[0]
+
+    first.proc.kill()
+    first.proc.wait()
+    wait_for(lambda: not zygotes & set(marked(first.mark)), 2, "the zygote to exit with its agent")
+    assert graph <= set(marked(first.mark)), "a graph process died with its agent"
+    before = tx_frames(shm_dir, segment, monkeypatch)
+    time.sleep(0.5)
+    after = tx_frames(shm_dir, segment, monkeypatch)
+    assert after > before, "no traffic while no agent runs"
+    print(f"no agent: Tx {before} -> {after} frames in 0.5 s")
+
+    second, url = start_agent(shm_dir, log, mark=first.mark)
+    agents.append(second)
+    listed: list[dict[str, Any]] = httpx.get(f"{url}/v1/deployments").json()
+    assert [d["name"] for d in listed] == ["adopt"] and listed[0]["segment"] == segment
+    assert {p["pid"] for p in listed[0]["processes"]} == graph and all(p["alive"] for p in listed[0]["processes"])
+
+    # supervision resumed: a µNF killed now is restarted by the new agent (from its new zygote)
+    swap = next(p["pid"] for p in listed[0]["processes"] if p["nodes"] == ["swap"])
+    os.kill(swap, signal.SIGKILL)
+    wait_for(lambda: httpx.get(f"{url}/v1/deployments/adopt/stats").json()["restarts"], 30, "a restart")
+
+    def drained() -> dict[str, Any] | None:
+        s: dict[str, Any] = httpx.get(f"{url}/v1/deployments/adopt/stats").json()
+        return s if s["rx"]["frames"] == TOTAL and s["conservation"]["in_flight"] == 0 else None
+
+    wait_for(drained, 120, "every generated packet to be accounted for")
+    s = drained()
+    assert s is not None
+    c = s["conservation"]
+    assert c["ok"] and c["rx"] == c["tx"] + c["dropped"], c
+    # in == out + dropped[reason], the Rx side's drops (e.g. entry_full) included
+    assert s["tx"]["out"]["frames"] + sum(s["drops"].values()) == s["rx"]["frames"] == TOTAL, s["drops"]
+    assert [e["nodes"] for e in s["restarts"]] == [["swap"]]
+
+    assert httpx.delete(f"{url}/v1/deployments/adopt").status_code == 204
+    assert set(marked(first.mark)) == {second.proc.pid}, cmdlines(marked(first.mark))
+    assert second.segments() == []
+    second.proc.send_signal(signal.SIGTERM)
+    assert second.proc.wait(timeout=60) == 0

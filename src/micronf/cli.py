@@ -361,12 +361,16 @@ def agent(
                              "authentication, so expose it only to the orchestrator's network)."),
     port: int = typer.Option(8771, min=1, max=65535, help="TCP port to listen on."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug or trace."),
+    keep_graphs: bool = typer.Option(False, "--keep-graphs", help="On SIGTERM/Ctrl+C leave the graphs running "
+                                     "for the next agent to adopt (an upgrade) instead of removing them."),
 ) -> None:
     """Run the agent of this machine: the southbound HTTP API that deploys processing graphs of µNFs
     here, with GET /health, GET /metrics (Prometheus) and GET /openapi.json (the API's schema).
 
     On SIGTERM or Ctrl+C it stops serving, then removes every deployment (its processes and shared
-    memory) before it exits; a second signal during that cleanup exits at once.
+    memory) before it exits (with --keep-graphs: leaves them running); a second signal during that
+    cleanup exits at once. The graphs do not depend on the agent process: if it dies (kill -9, a
+    crash) they keep forwarding, and the next agent started on this machine adopts them.
     """
     import signal
 
@@ -393,7 +397,10 @@ def agent(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        stop_all(core)  # also when uvicorn could not start (it exits 1 after logging why, e.g. port taken)
+        if keep_graphs:
+            core.leave_running()
+        else:
+            stop_all(core)  # also when uvicorn could not start (it exits 1 after logging why, e.g. port taken)
 
 
 def main() -> None:

@@ -24,11 +24,11 @@ from tests.procs import Owner, cmdlines, marked, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TOTAL = 150_000
+TOTAL = 200_000  # 20 s at 10 kpps: still flowing while no agent runs, even on a slow machine
 BODY = {"name": "adopt",
         "graph": {"nodes": [{"name": "chk", "type": "CheckIPHeader"}, {"name": "swap", "type": "MacSwapper"}],
                   "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
-        "rx": {"kind": "generator", "count": TOTAL, "rate_pps": 20_000, "flows": 32},
+        "rx": {"kind": "generator", "count": TOTAL, "rate_pps": 10_000, "flows": 32},
         "outputs": {"out": {"backend": {"kind": "null"}}}}
 
 
@@ -38,9 +38,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_agent(shm_dir: Path, log: Path, mark: str | None = None) -> tuple[Owner, str]:
+def start_agent(shm_dir: Path, log: Path, *args: str, mark: str | None = None) -> tuple[Owner, str]:
     port = _free_port()
-    agent = Owner(shm_dir, "agent", "--port", str(port), log=log, mark=mark)
+    agent = Owner(shm_dir, "agent", "--port", str(port), *args, log=log, mark=mark)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -97,19 +97,19 @@ def test_graph_survives_kill9_of_its_agent_and_the_next_agent_adopts_it(
     assert after > before, "no traffic while no agent runs"
     print(f"no agent: Tx {before} -> {after} frames in 0.5 s")
 
-    second, url = start_agent(shm_dir, log, mark=first.mark)
+    second, url = start_agent(shm_dir, log, "--keep-graphs", mark=first.mark)
     agents.append(second)
-    listed: list[dict[str, Any]] = httpx.get(f"{url}/v1/deployments").json()
+    listed: list[dict[str, Any]] = httpx.get(f"{url}/v1/deployments", timeout=60).json()
     assert [d["name"] for d in listed] == ["adopt"] and listed[0]["segment"] == segment
     assert {p["pid"] for p in listed[0]["processes"]} == graph and all(p["alive"] for p in listed[0]["processes"])
 
     # supervision resumed: a µNF killed now is restarted by the new agent (from its new zygote)
     swap = next(p["pid"] for p in listed[0]["processes"] if p["nodes"] == ["swap"])
     os.kill(swap, signal.SIGKILL)
-    wait_for(lambda: httpx.get(f"{url}/v1/deployments/adopt/stats").json()["restarts"], 30, "a restart")
+    wait_for(lambda: httpx.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()["restarts"], 30, "a restart")
 
     def drained() -> dict[str, Any] | None:
-        s: dict[str, Any] = httpx.get(f"{url}/v1/deployments/adopt/stats").json()
+        s: dict[str, Any] = httpx.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()
         return s if s["rx"]["frames"] == TOTAL and s["conservation"]["in_flight"] == 0 else None
 
     wait_for(drained, 120, "every generated packet to be accounted for")
@@ -121,8 +121,20 @@ def test_graph_survives_kill9_of_its_agent_and_the_next_agent_adopts_it(
     assert s["tx"]["out"]["frames"] + sum(s["drops"].values()) == s["rx"]["frames"] == TOTAL, s["drops"]
     assert [e["nodes"] for e in s["restarts"]] == [["swap"]]
 
-    assert httpx.delete(f"{url}/v1/deployments/adopt").status_code == 204
-    assert set(marked(first.mark)) == {second.proc.pid}, cmdlines(marked(first.mark))
-    assert second.segments() == []
+    # an upgrade: the agent stops (SIGTERM, --keep-graphs), the graph stays, the next agent adopts it
+    graph = {p["pid"] for p in httpx.get(f"{url}/v1/deployments/adopt", timeout=60).json()["processes"]}
     second.proc.send_signal(signal.SIGTERM)
     assert second.proc.wait(timeout=60) == 0
+    assert graph <= set(marked(first.mark)) and second.segments()
+    third, url = start_agent(shm_dir, log, mark=first.mark)
+    agents.append(third)
+    [again] = httpx.get(f"{url}/v1/deployments", timeout=60).json()
+    assert {p["pid"] for p in again["processes"]} == graph and all(p["alive"] for p in again["processes"])
+    restarts = httpx.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()["restarts"]
+    assert [e["nodes"] for e in restarts] == [["swap"]]  # the history came along, in the segment
+
+    assert httpx.delete(f"{url}/v1/deployments/adopt", timeout=60).status_code == 204
+    assert set(marked(first.mark)) == {third.proc.pid}, cmdlines(marked(first.mark))
+    assert third.segments() == []
+    third.proc.send_signal(signal.SIGTERM)
+    assert third.proc.wait(timeout=60) == 0

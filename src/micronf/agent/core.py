@@ -160,6 +160,22 @@ class Agent:
                           deployments=len(self._deployments), processes=len(procs),
                           processes_alive=sum(p.alive for p in procs))
 
+    def leave_running(self) -> list[str]:
+        """Stop the monitor and let go of every deployment without stopping it (an agent upgrade:
+        the graphs keep forwarding and the next agent adopts them). Only for a ``detached`` agent;
+        returns the names left running."""
+        if not self.detached:
+            raise RuntimeError("only a detached agent's graphs can outlive it")
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            names = list(self._deployments)
+            for name in names:
+                self._deployments.pop(name).leave_running()
+                log.info("deployment %s: left running for the next agent", name)
+        return names
+
     def close(self) -> None:
         """Stop the monitor and remove every deployment."""
         self._stop.set()

@@ -205,6 +205,20 @@ class Deployment:
         g.stop()
         g.close()
 
+    def leave_running(self) -> None:
+        """Let go of the graph without stopping it: end the zygote (its processes live on), close
+        this agent's handles; the segment stays for the next agent to adopt."""
+        self.state = "stopping"
+        g = self.runtime
+        for child in [*g.procs, *self.services]:
+            if child is not None:
+                child.close()
+        if g.zygote is not None:
+            g.zygote.close()
+            g.zygote = None
+        if g.seg is not None:
+            g.seg.close()
+
     # -- supervision -------------------------------------------------------------------------
     def _live_lines(self, skip: int) -> list[int]:
         g = self.runtime

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,10 @@ import httpx
 import numpy as np
 import pytest
 
-from micronf.dataplane.segment import Segment
+from micronf.agent.core import Agent
+from micronf.agent.errors import DeploymentExistsError
+from micronf.agent.models import DeployRequest
+from micronf.dataplane.segment import Segment, segment_users
 from tests.procs import Owner, cmdlines, marked, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -138,3 +143,48 @@ def test_graph_survives_kill9_of_its_agent_and_the_next_agent_adopts_it(
     assert third.segments() == []
     third.proc.send_signal(signal.SIGTERM)
     assert third.proc.wait(timeout=60) == 0
+
+
+LEFTOVER = """
+import os, signal, sys, time
+from micronf.dataplane.segment import Segment
+seg = Segment.create(sys.argv[1], {"data": 4096})
+if sys.argv[2] == "mapped" and os.fork() == 0:  # the child keeps the mapping, the creator dies
+    print("ready", flush=True)
+    time.sleep(120)
+    os._exit(0)
+if sys.argv[2] != "mapped":
+    print("ready", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _leftover(name: str, *, mapped: bool) -> None:
+    """A dead creator's segment ``name`` (a killed agent's); with ``mapped``, a process still maps it."""
+    proc = subprocess.Popen([sys.executable, "-c", LEFTOVER, name, "mapped" if mapped else "-"],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    assert proc.wait() == -signal.SIGKILL
+
+
+def test_a_dead_agents_leftover_segment_never_blocks_a_redeploy(shm_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MICRONF_SHM_DIR", str(shm_dir))
+    body = {**BODY, "rx": {"kind": "generator", "count": 1_000, "rate_pps": 10_000}}
+    req = DeployRequest.model_validate(body)
+    _leftover("mnf-adopt", mapped=False)
+    [path] = list(shm_dir.glob("micronf-*"))
+    with Agent() as agent:
+        info = agent.deploy(req)  # the leftover was removed, a fresh segment made
+        assert info.segment == "mnf-adopt" and all(p.alive for p in info.processes)
+        agent.remove("adopt")
+    assert not path.exists()
+    _leftover("mnf-adopt", mapped=True)
+    holder = next(u for u in segment_users([path])[path])
+    try:
+        with Agent() as agent, pytest.raises(DeploymentExistsError, match=f"still used by processes {holder.pid}"):
+            agent.deploy(req)
+        assert path.exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        path.unlink()

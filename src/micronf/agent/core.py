@@ -109,8 +109,9 @@ class Agent:
                 continue
             users = segment_users([info.path])[info.path]
             if users:
-                raise DeploymentExistsError(f"segment {info.name!r} is still used by processes "
-                                   f"{', '.join(str(u.pid) for u in users)} (their agent is gone)")
+                pids = ", ".join(str(u.pid) for u in users)
+                raise DeploymentExistsError(f"segment {info.name!r} is still used by processes {pids} (their agent "
+                                            f"is gone; `micronf shm gc --kill` stops them)")
             log.warning("segment %s: left by pid %d, removed before deploying again", info.name, info.owner_pid)
             info.path.unlink(missing_ok=True)
 

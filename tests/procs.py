@@ -40,6 +40,15 @@ def marked(mark: str) -> list[int]:
     return pids
 
 
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
 def cmdlines(pids: list[int]) -> list[str]:
     out = []
     for pid in pids:

@@ -25,7 +25,7 @@ from micronf.agent.core import Agent
 from micronf.agent.errors import DeploymentExistsError
 from micronf.agent.models import DeployRequest
 from micronf.dataplane.segment import Segment, segment_users
-from tests.procs import Owner, cmdlines, marked, wait_for
+from tests.procs import Owner, cmdlines, marked, running, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -188,3 +188,16 @@ def test_a_dead_agents_leftover_segment_never_blocks_a_redeploy(shm_dir: Path,
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         path.unlink()
+
+
+def test_a_graph_that_cannot_be_adopted_is_stopped_and_removed(shm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead agent's segment that live processes map but that holds no deployment the new agent
+    can read back: its processes are stopped and the segment removed, never left running unowned."""
+    monkeypatch.setenv("MICRONF_SHM_DIR", str(shm_dir))
+    _leftover("mnf-unreadable", mapped=True)
+    [path] = list(shm_dir.glob("micronf-*"))
+    [holder] = segment_users([path])[path]
+    with Agent(detached=True, adopt=True, monitor=False) as agent:
+        assert agent.deployments() == []
+    assert not path.exists()
+    wait_for(lambda: not running(holder.pid), 5, "the process mapping it to be stopped")

@@ -71,13 +71,19 @@ def test_sigterm_and_sighup_stop_a_live_run_like_ctrl_c(shm_dir: Path, sig: sign
         owner.kill_all()
 
 
-def test_sigterm_stops_a_chain_and_removes_its_processes_and_segment(shm_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_sigterm_stops_a_chain_and_removes_its_processes_and_segment(shm_dir: Path, tmp_path: Path,
+                                                                      when: str) -> None:
     owner = chain_run(shm_dir, tmp_path)
     try:
-        owner.wait_running(3)
+        if when == "running":
+            owner.wait_running(3)
+        else:  # while the zygote loads the hot loops, before any µNF runs
+            wait_for(lambda: len(marked(owner.mark)) >= 2, 120, "the zygote to start")
         owner.proc.send_signal(signal.SIGTERM)
         _out, err = owner.proc.communicate(timeout=60)
         assert owner.proc.returncode != 0, err
+        assert "Traceback" not in err, err
         assert not marked(owner.mark), cmdlines(marked(owner.mark))
         assert owner.segments() == []
     finally:

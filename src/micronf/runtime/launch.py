@@ -148,10 +148,12 @@ class GraphRuntime:
             for k in range(len(self.layout.processes)):
                 self._spawn(k)
             self._wait_ready(range(len(self.procs)), timeout)
-        except (LaunchError, ZygoteError) as exc:
+        except BaseException as exc:  # also Ctrl-C/SIGTERM while starting: nothing may stay behind
             self.stop()
             self.close()
-            raise LaunchError(str(exc)) from None
+            if isinstance(exc, LaunchError | ZygoteError):
+                raise LaunchError(str(exc)) from None
+            raise
 
     def adopt(self, seg: Segment, alive: set[int], timeout: float = 120.0) -> list[Child | None]:
         """Take over this graph, already running from ``seg`` (its creator is gone: an agent restart).

@@ -310,14 +310,17 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
 
 def main() -> None:
     args = sys.argv[1:]
-    if len(args) == 2 and args[1] == "--detached":
-        code = serve(args[0], sys.stdin, sys.stdout)
-    elif len(args) == 3 and args[1] == "--owner" and args[2].isdigit():
-        code = serve(args[0], sys.stdin, sys.stdout, owner=int(args[2]))
-    else:
-        print("usage: python -m micronf.runtime.zygote SEGMENT (--owner PID | --detached)", file=sys.stderr)
-        code = 2
-    sys.stdout.flush()
+    try:
+        if len(args) == 2 and args[1] == "--detached":
+            code = serve(args[0], sys.stdin, sys.stdout)
+        elif len(args) == 3 and args[1] == "--owner" and args[2].isdigit():
+            code = serve(args[0], sys.stdin, sys.stdout, owner=int(args[2]))
+        else:
+            print("usage: python -m micronf.runtime.zygote SEGMENT (--owner PID | --detached)", file=sys.stderr)
+            code = 2
+        sys.stdout.flush()
+    except BrokenPipeError:  # whoever started us is gone (or gave up waiting): nothing to answer
+        code = 0
     sys.stderr.flush()
     os._exit(code)  # no interpreter teardown (a second or more with numba loaded on a busy machine)
 

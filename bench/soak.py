@@ -14,7 +14,7 @@ segment's Tx counter) and the packets lost in the crash (buffers the dead proces
 end, once the generator's ``count`` is sent and nothing is in flight: ``in == out +
 dropped[reason]`` exactly (``lost_in_crash`` is a reason), the frames the generator produced
 beyond its count (a restarted Rx source replaying frames: duplicates; the generator stamps no
-per-frame sequence number, so this is the duplicate check it allows), the RSS growth of every
+per-frame sequence number, so this is the duplicate check it allows), the private RSS growth of every
 process role, and an SVG of the Tx rate over time with the events marked. Exit status 0 only when
 the accounting is exact and nothing was generated twice.
 
@@ -62,7 +62,7 @@ NAME = "soak"
 KINDS = ("unf", "rx", "tx", "zygote", "agent")
 MARK = "MICRONF_SOAK"
 SAMPLE_S = 0.5
-HTTP_TIMEOUT = 60.0
+HTTP_TIMEOUT = 300.0  # a deploy on a busy 2-core machine can take minutes (the agent allows 120 s per start)
 
 
 def _free_port() -> int:
@@ -133,9 +133,11 @@ def marked(mark: str) -> dict[int, str]:
 
 
 def rss_kb(pid: int) -> int:
+    """Private resident memory of ``pid`` (RssAnon: the graph's shared segment, which every process
+    maps and touches over time, is not counted)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -216,15 +218,16 @@ def run(minutes: float, load: float, every: tuple[float, float], kinds: list[str
                 continue
             rounds = rounds or rng.sample(kinds, len(kinds))
             kind = rounds.pop()
+            t_kill = time.monotonic() - t_start
             event = chaos(kind, agent, mark, counters, rng, log)
-            event["t"] = time.monotonic() - t_start
+            event["t"] = t_kill
             events.append(event)
             if kind == "agent":
                 agent = event.pop("new_agent")
                 agents.append(agent)
             print(f"  t={event['t']:6.1f} s  {kind:6s} {event['what']}: downtime {event['downtime_ms']:.0f} ms, "
                   f"lost {event['lost']}", flush=True)
-            next_at = event["t"] + rng.uniform(*every)
+            next_at = time.monotonic() - t_start + rng.uniform(*every)
         final = drain(agent, count)
         rss1 = {role: rss_kb(pid) for role, pid in roles(agent, mark).items()}
         stop.set()
@@ -284,17 +287,22 @@ def chaos(kind: str, agent: AgentProcess, mark: str, counters: Counters, rng: ra
         time.sleep(0.05)
 
 
-def drain(agent: AgentProcess, count: int, timeout: float = 300.0) -> dict[str, Any]:
-    """The final stats, once the generator sent its count and nothing is in flight."""
+def drain(agent: AgentProcess, count: int, timeout: float = 120.0) -> dict[str, Any]:
+    """The final stats once the source is done and the graph quiet: the Rx service produced at
+    least ``count`` frames, nothing is in flight and nothing moved for a second (else, after
+    ``timeout``, the last reading: a restarted Rx that replays its source is still sending)."""
     deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
     while True:
         s: dict[str, Any] = agent.call("GET", f"/v1/deployments/{NAME}/stats")
-        if s["rx"]["frames"] >= count and s["conservation"]["in_flight"] == 0:
-            time.sleep(0.5)  # Tx returns buffers after counting: one more read after it went quiet
-            return dict(agent.call("GET", f"/v1/deployments/{NAME}/stats"))
+        quiet = (last is not None and s["rx"]["frames"] == last["rx"]["frames"]
+                 and s["conservation"]["tx"] == last["conservation"]["tx"])
+        if s["rx"]["frames"] >= count and s["conservation"]["in_flight"] == 0 and quiet:
+            return s
         if time.monotonic() > deadline:
             return s
-        time.sleep(0.2)
+        last = s
+        time.sleep(1.0)
 
 
 def report(capacity: float, rate: float, count: int, duration: float, events: list[dict[str, Any]],
@@ -310,7 +318,8 @@ def report(capacity: float, rate: float, count: int, duration: float, events: li
         "seconds": duration, "events": events,
         "packets_in": frames, "packets_out": out, "dropped": dropped, "lost_in_crash": lost,
         "in_flight": int(final["conservation"]["in_flight"]),
-        "balanced": frames == out + sum(dropped.values()) and final["conservation"]["in_flight"] == 0,
+        "balanced": frames == out + sum(dropped.values()) + int(final["conservation"]["in_flight"]),
+        "drained": final["conservation"]["in_flight"] == 0 and frames >= count,
         "generated_beyond_count": frames - count,
         "rss_kb": {role: {"start": rss0.get(role, 0), "end": rss1.get(role, 0)} for role in sorted({*rss0, *rss1})},
         "rate": rates,
@@ -362,12 +371,13 @@ def print_report(r: dict[str, Any]) -> None:
     dropped = sum(r["dropped"].values())
     print(f"\nin {r['packets_in']:,} == out {r['packets_out']:,} + dropped {dropped:,} "
           f"(of which lost_in_crash {r['lost_in_crash']:,}) + in flight {r['in_flight']:,}: "
-          f"{'exact' if r['balanced'] else 'VIOLATED'}")
+          f"{'exact' if r['balanced'] else 'VIOLATED'}"
+          + ("" if r["drained"] else " (read while packets still moved: the source had not stopped)"))
     for k, v in r["dropped"].items():
         print(f"  dropped {k}: {v:,}")
     print(f"generated beyond the count (replayed by a restarted Rx: duplicates): {r['generated_beyond_count']:,}")
     rss = [[role, f"{v['start']:,}", f"{v['end']:,}", f"{v['end'] - v['start']:+,}"] for role, v in r["rss_kb"].items()]
-    print("\n".join(text_table(["process", "RSS start kB", "RSS end kB", "growth kB"], rss)))
+    print("\n".join(text_table(["process", "private RSS start kB", "end kB", "growth kB"], rss)))
     print("(a role whose process was killed is a new process at the end)")
 
 
@@ -396,7 +406,7 @@ def main() -> None:
     print(f"plot: {args.plot}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2, default=str))
-    sys.exit(0 if r["balanced"] and r["generated_beyond_count"] == 0 else 1)
+    sys.exit(0 if r["balanced"] and r["drained"] and r["generated_beyond_count"] == 0 else 1)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def test_one_minute_soak_survives_every_kill_and_accounts_for_every_packet(tmp_p
     assert "left running" not in proc.stderr, proc.stderr
     r = json.loads(out.read_text())
     assert {e["kind"] for e in r["events"]} == set(KINDS), r["events"]
-    assert r["packets_in"] == r["count"] and r["generated_beyond_count"] == 0  # none twice
+    assert r["drained"] and r["packets_in"] == r["count"] and r["generated_beyond_count"] == 0  # none twice
     assert r["packets_in"] == r["packets_out"] + sum(r["dropped"].values()) and r["in_flight"] == 0
     assert r["lost_in_crash"] == sum(e["lost"] for e in r["events"])
     for e in r["events"]:

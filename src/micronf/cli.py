@@ -342,7 +342,7 @@ def shm_gc(
             if users:
                 who = ", ".join(f"{u.pid} ({escape(u.command[:60])})" for u in users)
                 console.print(f"[yellow]kept[/] {info.path}: its creator (pid {info.owner_pid}) is gone but "
-                              f"{len(users)} process(es) still map it: {who}; --kill stops them")
+                              f"{len(users)} process(es) still map it: {who}; --kill stops them", soft_wrap=True)
     removed = remove_stale(include_invalid=invalid, kill=kill)
     for info in removed:
         console.print(f"removed {info.path} (owner pid {info.owner_pid or '-'})")

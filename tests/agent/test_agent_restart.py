@@ -201,3 +201,23 @@ def test_a_graph_that_cannot_be_adopted_is_stopped_and_removed(shm_dir: Path, mo
         assert agent.deployments() == []
     assert not path.exists()
     wait_for(lambda: not running(holder.pid), 5, "the process mapping it to be stopped")
+
+
+def test_a_dead_zygote_is_replaced_at_once_so_the_next_restart_is_quick(shm_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MICRONF_SHM_DIR", str(shm_dir))
+    req = DeployRequest.model_validate({**BODY, "rx": {"kind": "generator", "count": 40_000, "rate_pps": 10_000}})
+    with Agent(detached=True) as agent:
+        info = agent.deploy(req)
+        runtime = agent._get("adopt").runtime
+        assert runtime.zygote is not None
+        old = runtime.zygote._proc.pid
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: runtime.zygote is not None and runtime.zygote._proc.pid != old and runtime.zygote.alive,
+                 60, "a new zygote")
+        assert all(p.alive for p in agent.deployment("adopt").processes)  # the graph did not notice
+        swap = next(p.pid for p in info.processes if p.nodes == ["swap"])
+        os.kill(swap, signal.SIGKILL)
+        wait_for(lambda: agent.stats("adopt").restarts, 30, "the restart")
+        assert agent.stats("adopt").restarts[0].downtime_ms < 1_000  # forked from the warm new zygote
+        agent.remove("adopt")

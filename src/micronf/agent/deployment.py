@@ -228,10 +228,14 @@ class Deployment:
         return [ln for ln in lines if ln != skip]
 
     def supervise(self) -> None:
-        """Restart every process that died (see the module docstring)."""
+        """Restart every process that died, and the zygote (see the module docstring)."""
         if self.state != "running":
             return
         g = self.runtime
+        if g.zygote is not None and not g.zygote.alive:
+            # start the next one now, not when a process dies and would wait seconds for it
+            log.warning("deployment %s: the zygote exited; starting a new one", self.req.name)
+            g.ensure_zygote()
         for k, child in enumerate(list(g.procs)):
             retired = all(g.layout.nodes[i].retired for i in g.layout.processes[k].nodes)
             code = child.poll()

@@ -178,8 +178,11 @@ class GraphRuntime:
         pid = int(mem.ctl[line + P_PID])
         return Child(pid if pid in alive else 0, mem.ctl, line, adopted=True)
 
-    def _zygote(self) -> Zygote:
+    def ensure_zygote(self) -> Zygote:
+        """The graph's zygote, started again (loading every hot loop: seconds) if it is gone."""
         if self.zygote is None or not self.zygote.alive:
+            if self.zygote is not None:
+                self.zygote.close()  # reap the dead one, close its pipes
             self.zygote = Zygote(self.segment_name, preload=self.preload, detached=self.detached)
         return self.zygote
 
@@ -189,7 +192,7 @@ class GraphRuntime:
         line = ctl_line(k)
         mem.ctl[line + P_READY] = 0
         mem.ctl[line + P_STOP] = 0
-        child = self._zygote().spawn(line, ENTRY_PROCESS, self.segment_name, str(k), ctl=mem.ctl)
+        child = self.ensure_zygote().spawn(line, ENTRY_PROCESS, self.segment_name, str(k), ctl=mem.ctl)
         if k < len(self.procs):
             self.procs[k].close()
             self.procs[k] = child
@@ -202,7 +205,7 @@ class GraphRuntime:
         line = self.io_line(slot)
         mem.ctl[line + P_READY] = 0
         mem.ctl[line + P_STOP] = 0
-        return self._zygote().spawn(line, entry, self.segment_name, *args, ctl=mem.ctl)
+        return self.ensure_zygote().spawn(line, entry, self.segment_name, *args, ctl=mem.ctl)
 
     def io_line(self, slot: int) -> int:
         """Control line of I/O service ``slot`` (0 .. io_clients-1): after every µNF process slot."""

@@ -313,12 +313,17 @@ def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int) 
 
 @shm_app.command("ls")
 def shm_ls() -> None:
-    """List micronf shared-memory segments and whether their creator still runs."""
-    from micronf.dataplane.segment import list_segments
+    """List micronf shared-memory segments and whether their creator still runs (a segment whose
+    creator is gone but that processes still map is a graph left running by a dead agent)."""
+    from micronf.dataplane.segment import list_segments, segment_users
 
     table = Table("name", "size", "owner pid", "created", "state")
-    for info in list_segments():
+    infos = list_segments()
+    users = segment_users(i.path for i in infos if i.valid and not i.owner_alive)
+    for info in infos:
         state = "invalid" if not info.valid else ("live" if info.owner_alive else "[yellow]stale[/]")
+        if users.get(info.path):
+            state = f"[yellow]owner gone[/], mapped by {len(users[info.path])} process(es)"
         created = datetime.fromtimestamp(info.created).isoformat(timespec="seconds") if info.valid else "-"
         table.add_row(str(info.path), f"{info.size:,}", str(info.owner_pid or "-"), created, state)
     console.print(table)

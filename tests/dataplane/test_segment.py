@@ -174,6 +174,9 @@ def test_gc_never_removes_a_segment_live_processes_map(seg_name: str, tmp_path: 
         gc = subprocess.run([sys.executable, "-m", "micronf", "shm", "gc"], env=env, capture_output=True,
                             text=True, timeout=60, check=True)
         assert f"{user.pid} (" in gc.stdout and "0 segment(s) removed" in gc.stdout, gc.stdout
+        ls = subprocess.run([sys.executable, "-m", "micronf", "shm", "ls"], env={**env, "COLUMNS": "250"},
+                            capture_output=True, text=True, timeout=60, check=True)
+        assert "owner gone, mapped by 1 process(es)" in ls.stdout, ls.stdout
         assert path.exists() and user.poll() is None
         gc = subprocess.run([sys.executable, "-m", "micronf", "shm", "gc", "--kill"], env=env,
                             capture_output=True, text=True, timeout=60, check=True)

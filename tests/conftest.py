@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +31,14 @@ def seg_name(request: pytest.FixtureRequest) -> str:
 
 def shm_files() -> set[str]:
     return {p.name for p in Path("/dev/shm").glob("micronf-*")}
+
+
+@pytest.fixture
+def shm_dir() -> Iterator[Path]:
+    """A private segment directory (set it as MICRONF_SHM_DIR), emptied and removed afterwards."""
+    path = Path("/dev/shm") / f"mnftest-{uuid.uuid4().hex[:8]}"  # not micronf-*: no segment
+    path.mkdir()
+    yield path
+    for p in path.iterdir():
+        p.unlink()
+    path.rmdir()

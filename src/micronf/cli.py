@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -115,6 +118,22 @@ def _global(
     _state["debug"] = debug
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def stop_signals(handler: Callable[[int, FrameType | None], None] = signal.default_int_handler) -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP (``timeout``, ``kill``, a closed terminal) do what Ctrl-C
+    does: ``handler`` (by default: raise KeyboardInterrupt), so a run stops, reports and removes
+    its processes and shared memory instead of dying with them left behind."""
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 @app.command("bench-ring")
 def bench_ring(
     stages: int = typer.Option(1, min=1, max=16, help="Forwarding stages between source and sink."),
@@ -181,7 +200,9 @@ def run(
     traffic: 200-byte HTTP GETs, 20% with SQL-injection URLs). Offline (--pcap IN --out DIR): the
     graph runs on the capture and every exit (each SFC output label and each drop reason) is
     written to DIR/<exit>.pcap (an earlier run's pcaps there are refused, or replaced with --force).
-    Ctrl-C stops a live run cleanly: the input stops, the graph drains, and the summary is exact.
+    Ctrl-C, SIGTERM or SIGHUP stop a live run cleanly: the input stops, the graph drains, and the
+    summary is exact; a killed run (kill -9) takes its processes with it (`micronf shm gc` removes
+    the segment).
     """
     from micronf.orchestrator import embedded
     from micronf.orchestrator.models import SpecError
@@ -201,7 +222,8 @@ def run(
         layout = embedded.offline_layout(comp)
         trace = _read_trace(pcap)
         _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
-        res = _run_offline_shown(layout, trace, out, 1, quiet=as_json)
+        with stop_signals():
+            res = _run_offline_shown(layout, trace, out, 1, quiet=as_json)
         summary = embedded.offline_summary(comp, path, layout, res)
     else:
         count = packets if packets is not None else None if seconds is not None else 1_000_000
@@ -219,8 +241,7 @@ def run(
 def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: float | None, seconds: float | None,
                     quiet: bool) -> RunSummary:
     """``embedded.run_live`` with a status while the µNFs start and a live progress table; Ctrl-C
-    (SIGINT) only asks the run to stop, so the deployment is always removed."""
-    import signal
+    (SIGINT), SIGTERM and SIGHUP only ask the run to stop, so the deployment is always removed."""
     import threading
 
     from rich.live import Live
@@ -230,7 +251,6 @@ def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: fl
     from micronf.orchestrator import embedded
 
     stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
     live = Live(console=console, transient=True, auto_refresh=False)
     status = console.status("")
 
@@ -250,14 +270,14 @@ def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: fl
         live.update(embedded.progress_table(p), refresh=True)
 
     try:
-        return embedded.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
-                                 stop=stop, on_deploying=deploying, on_progress=progress)
+        with stop_signals(lambda _s, _f: stop.set()):
+            return embedded.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
+                                     stop=stop, on_deploying=deploying, on_progress=progress)
     except DeploymentFailedError as exc:
         raise CliError(str(exc)) from exc
     finally:
         status.stop()
         live.stop()
-        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -320,6 +340,8 @@ def chain(
 
     Exits are the last µNF's labels (DIR/out.pcap, ...), every label nobody links
     (DIR/<node>.<label>.pcap) and every drop reason (DIR/<node>.<reason>.pcap): nothing disappears.
+    Ctrl-C, SIGTERM or SIGHUP stop it and remove its processes and shared memory; so does kill -9
+    (then `micronf shm gc` removes the segment).
     """
     from micronf.runtime.chainexpr import ChainSyntaxError, load_config_file, merge_configs, parse_chain
     from micronf.runtime.graph import GraphError, chain_names, chain_spec, plan
@@ -337,7 +359,8 @@ def chain(
     _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
     console.print(f"{len(trace):,} packets from {pcap} -> {' -> '.join(names)} "
                   f"({'1 fused process' if fused else f'{len(names)} processes'})")
-    res = _run_offline_shown(layout, trace, out, loop)
+    with stop_signals():
+        res = _run_offline_shown(layout, trace, out, loop)
     main_outputs = {e.name for e in layout.exits if not e.is_drop and "." not in e.name}
     table = Table("exit", "packets", "file")
     empty = 0
@@ -441,12 +464,17 @@ def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int, 
 
 @shm_app.command("ls")
 def shm_ls() -> None:
-    """List micronf shared-memory segments and whether their creator still runs."""
-    from micronf.dataplane.segment import list_segments
+    """List micronf shared-memory segments and whether their creator still runs (a segment whose
+    creator is gone but that processes still map is a graph left running by a dead agent)."""
+    from micronf.dataplane.segment import list_segments, segment_users
 
     table = Table("name", "size", "owner pid", "created", "state")
-    for info in list_segments():
+    infos = list_segments()
+    users = segment_users(i.path for i in infos if i.valid and not i.owner_alive)
+    for info in infos:
         state = "invalid" if not info.valid else ("live" if info.owner_alive else "[yellow]stale[/]")
+        if users.get(info.path):
+            state = f"[yellow]owner gone[/], mapped by {len(users[info.path])} process(es)"
         created = datetime.fromtimestamp(info.created).isoformat(timespec="seconds") if info.valid else "-"
         table.add_row(str(info.path), f"{info.size:,}", str(info.owner_pid or "-"), created, state)
     console.print(table)
@@ -455,11 +483,23 @@ def shm_ls() -> None:
 @shm_app.command("gc")
 def shm_gc(
     invalid: bool = typer.Option(False, "--invalid", help="Also remove micronf-* files that are not valid segments."),
+    kill: bool = typer.Option(False, "--kill", help="Also stop the processes still mapping a segment whose creator "
+                              "is dead (SIGTERM, then SIGKILL), then remove it."),
 ) -> None:
-    """Remove segments whose creator is dead (e.g. after a crash or kill -9)."""
-    from micronf.dataplane.segment import remove_stale
+    """Remove segments whose creator is dead (e.g. after a crash or kill -9).
 
-    removed = remove_stale(include_invalid=invalid)
+    A segment that live processes still map (a graph whose agent died keeps forwarding, and the next
+    agent adopts it) is kept and its processes are named; --kill stops them and removes it.
+    """
+    from micronf.dataplane.segment import remove_stale, stale_segments
+
+    if not kill:
+        for info, users in stale_segments(include_invalid=invalid):
+            if users:
+                who = ", ".join(f"{u.pid} ({escape(u.command[:60])})" for u in users)
+                console.print(f"[yellow]kept[/] {info.path}: its creator (pid {info.owner_pid}) is gone but "
+                              f"{len(users)} process(es) still map it: {who}; --kill stops them", soft_wrap=True)
+    removed = remove_stale(include_invalid=invalid, kill=kill)
     for info in removed:
         console.print(f"removed {info.path} (owner pid {info.owner_pid or '-'})")
     console.print(f"{len(removed)} segment(s) removed")
@@ -530,13 +570,17 @@ def agent(
     tls_key: Path | None = _TLS_KEY,
     insecure: bool = _INSECURE,
     max_body: int = _MAX_BODY,
+    keep_graphs: bool = typer.Option(False, "--keep-graphs", help="On SIGTERM/Ctrl+C leave the graphs running "
+                                     "for the next agent to adopt (an upgrade) instead of removing them."),
 ) -> None:
     """Run the agent of this machine: the southbound HTTP API that deploys processing graphs of µNFs
     here, with GET /health, GET /metrics (Prometheus) and GET /openapi.json (the API's schema).
     Every route but /health (and /metrics from loopback) needs the bearer token in --token-file.
 
     On SIGTERM or Ctrl+C it stops serving, then removes every deployment (its processes and shared
-    memory) before it exits; a second signal during that cleanup exits at once.
+    memory) before it exits (with --keep-graphs: leaves them running); a second signal during that
+    cleanup exits at once. The graphs do not depend on the agent process: if it dies (kill -9, a
+    crash) they keep forwarding, and the next agent started on this machine adopts them.
     """
     import signal
 
@@ -551,7 +595,8 @@ def agent(
     if log_level not in levels:
         raise typer.BadParameter(f"must be one of {', '.join(levels)}", param_hint="--log-level")
     token, tls = _serving(host, tls_cert, tls_key, insecure, token_file or agent_token_file())
-    core = Agent(agent_id=agent_identity(host, port), data_dir=data_dir)
+    # graphs outlive this process; adopt those a previous agent on this address left
+    core = Agent(agent_id=agent_identity(host, port), data_dir=data_dir, detached=True, adopt=True)
     api = create_app(core, token=token, metrics_public=metrics_public, max_body=max_body)
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level=log_level, **tls))
     _freeze_heap()
@@ -568,7 +613,10 @@ def agent(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        stop_all(core)  # also when uvicorn could not start (it exits 1 after logging why, e.g. port taken)
+        if keep_graphs:
+            core.leave_running()
+        else:
+            stop_all(core)  # also when uvicorn could not start (it exits 1 after logging why, e.g. port taken)
 
 
 def main() -> None:

@@ -20,7 +20,10 @@ from micronf.dataplane.segment import (
     SegmentNotFoundError,
     list_segments,
     remove_stale,
+    stale_segments,
 )
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def test_create_attach_share_and_unlink(seg_name: str) -> None:
@@ -129,3 +132,59 @@ def test_close_with_live_views_does_not_raise(seg_name: str) -> None:
         view[0] = 1  # the mapping stays valid while the view lives
         with pytest.raises(SegmentError, match="is closed"):
             seg.view("a")
+
+
+def _python(code: str) -> subprocess.Popen[bytes]:
+    """A Python process running ``code``, which prints 'ready' once set up."""
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+def test_gc_never_removes_a_segment_live_processes_map(seg_name: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead creator is not enough: a process still mapping the segment (a graph whose agent died)
+    keeps it; gc names that process, and only --kill stops it and removes the segment."""
+    monkeypatch.setenv("MICRONF_SHM_DIR", str(tmp_path))  # this test's gc sees only this test's segment
+    creator = _python(f"""
+        import time
+        from micronf.dataplane.segment import Segment
+        seg = Segment.create({seg_name!r}, {{"data": 1 << 16}})
+        print("ready", flush=True)
+        time.sleep(120)
+    """)
+    user = _python(f"""
+        import time
+        from micronf.dataplane.segment import Segment
+        seg = Segment.attach({seg_name!r})
+        view = seg.view("data")
+        print("ready", flush=True)
+        time.sleep(120)
+    """)
+    path = tmp_path / f"{PREFIX}{seg_name}"
+    try:
+        os.kill(creator.pid, signal.SIGKILL)
+        creator.wait()
+        [(info, users)] = stale_segments()
+        assert info.path == path and not info.owner_alive
+        assert [u.pid for u in users] == [user.pid] and "Segment.attach" in users[0].command
+        assert remove_stale() == [] and path.exists()
+        env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        gc = subprocess.run([sys.executable, "-m", "micronf", "shm", "gc"], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+        assert f"{user.pid} (" in gc.stdout and "0 segment(s) removed" in gc.stdout, gc.stdout
+        ls = subprocess.run([sys.executable, "-m", "micronf", "shm", "ls"], env={**env, "COLUMNS": "250"},
+                            capture_output=True, text=True, timeout=60, check=True)
+        assert "owner gone, mapped by 1 process(es)" in ls.stdout, ls.stdout
+        assert path.exists() and user.poll() is None
+        gc = subprocess.run([sys.executable, "-m", "micronf", "shm", "gc", "--kill"], env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+        assert "1 segment(s) removed" in gc.stdout, gc.stdout
+        assert user.wait(timeout=5) == -signal.SIGTERM
+        assert not path.exists()
+    finally:
+        for proc in (creator, user):
+            proc.kill()
+            proc.wait()
+        path.unlink(missing_ok=True)

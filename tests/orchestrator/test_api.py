@@ -3,6 +3,7 @@ get a 4xx naming the problem; deploy, rollback on failure, delete and reconcile 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from micronf.agent.client import AgentClientError
 from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
+from micronf.orchestrator import service
 from micronf.orchestrator.api import create_app
 from micronf.orchestrator.placement import AgentRef
 from micronf.orchestrator.service import Orchestrator, read_sfc_source
@@ -172,6 +174,38 @@ def test_restart_reconciles_lost_and_unreachable_deployments(env: Env) -> None:
     acts = {x.name: x for x in orch.reconcile()}
     assert acts["gone"].after is None and "gone" not in b.infos
     assert [s.name for s in orch.sfcs()] == ["fig11"]
+    orch.close()
+
+
+def test_a_refused_redeploy_is_retried_with_back_off_also_after_a_restart(env: Env,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent that lost a deployment and refuses it again (e.g. a segment still in use) does not
+    leave the SFC 'failed' for good: reconcile retries with a doubling delay, and at once after an
+    orchestrator restart."""
+    monkeypatch.setattr(service, "RETRY_FIRST_S", 0.2)
+    monkeypatch.setattr(service, "RETRY_MAX_S", 0.4)
+    assert env.http.post("/v1/sfcs", json=fig11_body()).status_code == 201
+    a = env.fakes["http://a:1"]
+    a.infos.clear()  # the agent restarted and lost it
+    a.fail["deploy"] = DeploymentFailedError("segment 'mnf-fig11' is still used by processes 7 (their agent is gone)")
+    deploys = a.count("deploy")
+    delays = []
+    for _ in range(3):
+        [act] = env.orch.reconcile()
+        assert act.after == "retrying" and "still used" in (env.orch.get("fig11").error or "")
+        delays.append(env.orch.get("fig11").error.split("retry in ")[1])  # type: ignore[union-attr]
+        assert env.orch.reconcile() == []  # within the back-off: not asked again
+        time.sleep(0.45)
+    assert delays == ["0.2 s)", "0.4 s)", "0.4 s)"] and a.count("deploy") == deploys + 3  # doubling, capped
+    env.orch.close()
+    orch = env.new_orchestrator()  # restarted: the stored 'retrying' state is retried at once
+    [act] = orch.reconcile()
+    assert (act.before, act.after) == ("retrying", "retrying")
+    del a.fail["deploy"]
+    time.sleep(0.25)
+    [act] = orch.reconcile()
+    assert act.after == "running" and orch.get("fig11").error is None and "fig11" in a.infos
+    assert orch.reconcile() == []
     orch.close()
 
 

@@ -10,6 +10,17 @@ looks at a half-built or half-removed graph.
 Every agent has an identity (``Agent.id``, see :mod:`micronf.agent.identity`), part of the name
 of every segment it creates (``mnf-<id>-<deployment>``): two agents on one machine can deploy
 the same name.
+
+What survives what (``detached=True``, as ``micronf agent`` runs): a graph's processes do not
+depend on the agent. Its zygote runs in its own session and its µNF, Rx and Tx processes get no
+death signal, so when the agent dies (kill -9, a crash, an upgrade) they keep forwarding; only the
+zygote exits (restarts wait for the next agent). A new agent (``adopt=True``) scans the segments:
+one whose creator is dead and which live processes still map is adopted — the request, the
+layout, the pids and the restart events are read back from it (:meth:`Deployment.adopt`), it
+becomes the owner, starts a new zygote and resumes supervision, stats and autoscaling; one nobody
+maps any more is removed; one that cannot be read back is stopped (its processes) and removed,
+never left running. Embedded use (``micronf run``) keeps the default ``detached=False``: the
+graphs end with the process, even on kill -9 (see ``micronf.runtime.zygote``).
 """
 
 from __future__ import annotations
@@ -20,11 +31,12 @@ import time
 from pathlib import Path
 
 from micronf import __version__
-from micronf.agent.deployment import Deployment
+from micronf.agent.deployment import SEGMENT_PREFIX, Deployment
 from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
 from micronf.agent.files import confine
 from micronf.agent.identity import check_identity, random_identity
 from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.dataplane.segment import Segment, SegmentInfo, list_segments, segment_users, stop_processes
 from micronf.statedir import agent_data_dir
 
 log = logging.getLogger("micronf.agent")
@@ -35,11 +47,11 @@ class Agent:
 
     ``data_dir``: the only directory capture files of a request may be in (created 0700 when a
     request first names a file; default :func:`micronf.statedir.agent_data_dir`), see
-    :mod:`micronf.agent.files`.
+    :mod:`micronf.agent.files`. ``detached``/``adopt``: see the module docstring.
     """
 
     def __init__(self, *, tick_s: float = 0.05, monitor: bool = True, agent_id: str | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, detached: bool = False, adopt: bool = False) -> None:
         self.id = check_identity(agent_id) if agent_id is not None else random_identity()
         self.started = time.monotonic()
         self.data_dir = agent_data_dir() if data_dir is None else data_dir
@@ -47,7 +59,10 @@ class Agent:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self.tick_s = tick_s
+        self.detached = detached
         self._thread: threading.Thread | None = None
+        if adopt:
+            self.adopt_running()
         if monitor:
             self._thread = threading.Thread(target=self._monitor, name="micronf-agent-monitor", daemon=True)
             self._thread.start()
@@ -61,6 +76,60 @@ class Agent:
                         dep.autoscale()
                     except Exception:  # a bug here must not stop supervision of the other graphs
                         log.exception("deployment %s: monitor step failed", dep.req.name)
+
+    def adopt_running(self) -> list[str]:
+        """Adopt every graph left running by an agent that is gone; remove what cannot be adopted
+        (see the module docstring). Returns the names of the deployments adopted."""
+        adopted = []
+        with self._lock:
+            ours = f"{SEGMENT_PREFIX}{self.id}-"  # another agent's graphs are that agent's to adopt
+            stale = [i for i in list_segments() if i.valid and not i.owner_alive and i.name.startswith(ours)]
+            users = segment_users(i.path for i in stale)
+            for info in stale:
+                alive = {u.pid for u in users[info.path]}
+                if not alive:
+                    log.warning("segment %s: left by pid %d, no process maps it any more: removed", info.name,
+                                info.owner_pid)
+                    info.path.unlink(missing_ok=True)
+                    continue
+                dep = self._adopt(info, alive)
+                if dep is not None:
+                    self._deployments[dep.req.name] = dep
+                    adopted.append(dep.req.name)
+        return adopted
+
+    def _adopt(self, info: SegmentInfo, alive: set[int]) -> Deployment | None:
+        """Adopt the graph of ``info`` (``alive``: the pids mapping it), or stop and remove it."""
+        seg: Segment | None = None
+        try:
+            seg = Segment.attach(info.name)
+            dep = Deployment.adopt(seg, alive, agent_id=self.id, detached=self.detached)
+        except Exception as exc:  # whatever is unreadable in it: it must not be left running
+            log.error("segment %s: cannot adopt its graph (%s): stopping its %d processes and removing it",
+                      info.name, exc, len(alive))
+            stop_processes(alive)
+            if seg is not None:
+                seg.close()
+            info.path.unlink(missing_ok=True)
+            return None
+        running = sum(c is not None and c.poll() is None for c in [*dep.runtime.procs, *dep.services])
+        log.info("deployment %s: adopted from segment %s (left by pid %d), %d processes running",
+                 dep.req.name, info.name, info.owner_pid, running)
+        return dep
+
+    def _clear_stale_segment(self, dep: Deployment) -> None:
+        """Before creating ``dep``'s segment: one of that name left by a dead creator is removed when
+        no process maps it (never under a running graph: that one is adopted at start)."""
+        for info in list_segments():
+            if info.name != dep.runtime.segment_name or not info.valid or info.owner_alive:
+                continue
+            users = segment_users([info.path])[info.path]
+            if users:
+                pids = ", ".join(str(u.pid) for u in users)
+                raise DeploymentExistsError(f"segment {info.name!r} is still used by processes {pids} (their agent "
+                                            f"is gone; `micronf shm gc --kill` stops them)")
+            log.warning("segment %s: left by pid %d, removed before deploying again", info.name, info.owner_pid)
+            info.path.unlink(missing_ok=True)
 
     def _get(self, name: str) -> Deployment:
         dep = self._deployments.get(name)
@@ -76,7 +145,8 @@ class Agent:
                 raise DeploymentExistsError(f"a deployment named {req.name!r} is already running; remove it first")
             t0 = time.monotonic()
             with confine(req, self.data_dir) as confined:  # capture files: inside the data directory
-                dep = Deployment(confined, agent_id=self.id)
+                dep = Deployment(confined, agent_id=self.id, detached=self.detached)
+                self._clear_stale_segment(dep)
                 dep.start()
             self._deployments[req.name] = dep
             log.info("deployment %s: %d µNFs up in %.2f s", req.name, len(req.graph.nodes), time.monotonic() - t0)
@@ -109,6 +179,22 @@ class Agent:
         return Health(status="ok", version=__version__, uptime_s=time.monotonic() - self.started,
                       deployments=len(deployments), processes=len(procs),
                       processes_alive=sum(p.alive for p in procs))
+
+    def leave_running(self) -> list[str]:
+        """Stop the monitor and let go of every deployment without stopping it (an agent upgrade:
+        the graphs keep forwarding and the next agent adopts them). Only for a ``detached`` agent;
+        returns the names left running."""
+        if not self.detached:
+            raise RuntimeError("only a detached agent's graphs can outlive it")
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            names = list(self._deployments)
+            for name in names:
+                self._deployments.pop(name).leave_running()
+                log.info("deployment %s: left running for the next agent", name)
+        return names
 
     def close(self) -> None:
         """Stop the monitor and remove every deployment."""

@@ -15,6 +15,10 @@ interface"). ``tick()`` is called by the agent's monitor thread every few tens o
   by default); then the node's cool-down must pass before its next decision. A scaled node whose
   instances are all lightly loaded (total busy fraction below ``idle_busy`` × (instances − 1) for
   ``idle_window`` samples, no drops) is scaled back in by one instance.
+
+The segment is the deployment's source of truth (``io.config``: the request, the calibration, the
+restart events so far; the layout and every process's pid): :meth:`Deployment.adopt` rebuilds a
+deployment from it when a new agent takes over graphs that kept running without one.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from micronf.agent.models import (
 from micronf.agent.reclaim import complete_sync_marks, reclaim
 from micronf.dataplane.pool import C_ALLOCATED, C_OWNER_FREED
 from micronf.dataplane.ring import HEAD
-from micronf.dataplane.segment import write_json
+from micronf.dataplane.segment import Segment, read_json, write_json
 from micronf.io.specs import check_rx, check_tx
 from micronf.ports.base import EG_BRANCH, EG_LB_FLOW, EG_LB_RR, EG_LOCAL, EG_MARK_ONLY, EG_MARKER, EG_PP, IN_SYNC
 from micronf.runtime.graph import GraphError, NodePlan, plan
@@ -81,6 +85,8 @@ RX_SLOT, TX_SLOT = 0, 1
 EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
                  EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
 SERVICES = ("micronf.agent.rx", "micronf.agent.tx")
+SEGMENT_PREFIX = "mnf-"  # a deployment's segment is SEGMENT_PREFIX + "<agent id>-" + its name
+
 CONSERVATION_READS = 3  # pairs of passes live conservation is judged on (see Deployment._conservation)
 
 
@@ -112,7 +118,7 @@ class _Scaling:
 class Deployment:
     """A graph deployed on this machine (see the module docstring)."""
 
-    def __init__(self, req: DeployRequest, *, agent_id: str) -> None:
+    def __init__(self, req: DeployRequest, *, agent_id: str, detached: bool = False) -> None:
         self.req = req
         self.created_at = time.time()
         self.state: str = "running"
@@ -133,9 +139,10 @@ class Deployment:
             raise InvalidDeploymentError(f"outputs name exits the graph does not have: {', '.join(unknown)} "
                                          f"(exits: {', '.join(exits)})")
         self.exit_names = list(dict.fromkeys(exits))
-        self.runtime = GraphRuntime(layout, segment=f"mnf-{agent_id}-{req.name}", pool_slots=req.pool_slots,
+        segment = f"{SEGMENT_PREFIX}{agent_id}-{req.name}"
+        self.runtime = GraphRuntime(layout, segment=segment, pool_slots=req.pool_slots,
                                     ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions(),
-                                    frame_capacity=req.frame_capacity)
+                                    frame_capacity=req.frame_capacity, detached=detached)
         check_fits(self.runtime)  # before anything is created: a sparse tmpfs file would not say
         self.services: list[Child | None] = [None, None]
         self.ns_per_cycle = 1.0
@@ -147,9 +154,7 @@ class Deployment:
             g.create()
             reclaim_kernels.warm()
             self.ns_per_cycle = calibrate_ns_per_cycle()
-            cfg = {"request": self.req.model_dump(mode="json"), "exit_names": self.exit_names,
-                   "ns_per_cycle": self.ns_per_cycle}
-            write_json(g.segment(), "io.config", cfg)
+            self._save()
             g.start(timeout)
             self._start_service(TX_SLOT)  # the exits drain before the first frame enters
             self._wait_services(timeout, (TX_SLOT,))
@@ -159,6 +164,31 @@ class Deployment:
             why = read_error(g.segment()) if g.seg is not None else ""
             self.stop()
             raise DeploymentFailedError(f"deployment {self.req.name!r} did not start: {why or exc}") from None
+
+    def _save(self) -> None:
+        """Store in the segment what the services read (request, exit names, calibration) and what a
+        new agent needs to adopt this deployment (also: when it was created, its restarts so far)."""
+        cfg = {"request": self.req.model_dump(mode="json"), "exit_names": self.exit_names,
+               "ns_per_cycle": self.ns_per_cycle, "created_at": self.created_at,
+               "restarts": [ev.model_dump(mode="json") for ev in self.restarts]}
+        write_json(self.runtime.segment(), "io.config", cfg)
+
+    @classmethod
+    def adopt(cls, seg: Segment, alive: set[int], *, agent_id: str, detached: bool = True) -> Deployment:
+        """The deployment running from ``seg`` since an earlier agent (see the module docstring);
+        ``alive``: the pids that map the segment. Raises if the segment cannot be read back."""
+        cfg = read_json(seg, "io.config")
+        dep = cls(DeployRequest.model_validate(cfg["request"]), agent_id=agent_id, detached=detached)
+        if dep.runtime.segment_name != seg.name:
+            raise InvalidDeploymentError(f"segment {seg.name!r} does not hold deployment {dep.req.name!r}")
+        dep.created_at = float(cfg["created_at"])
+        dep.ns_per_cycle = float(cfg["ns_per_cycle"])
+        dep.restarts = [RestartEventInfo.model_validate(ev) for ev in cfg["restarts"]]
+        for ev in dep.restarts:
+            dep.restart_count[ev.process] = dep.restart_count.get(ev.process, 0) + 1
+        io = dep.runtime.adopt(seg, alive)
+        dep.services = [io[RX_SLOT], io[TX_SLOT]]
+        return dep
 
     def _start_service(self, slot: int) -> None:
         g = self.runtime
@@ -203,6 +233,20 @@ class Deployment:
         g.stop()
         g.close()
 
+    def leave_running(self) -> None:
+        """Let go of the graph without stopping it: end the zygote (its processes live on), close
+        this agent's handles; the segment stays for the next agent to adopt."""
+        self.state = "stopping"
+        g = self.runtime
+        for child in [*g.procs, *self.services]:
+            if child is not None:
+                child.close()
+        if g.zygote is not None:
+            g.zygote.close()
+            g.zygote = None
+        if g.seg is not None:
+            g.seg.close()
+
     # -- supervision -------------------------------------------------------------------------
     def _live_lines(self, skip: int) -> list[int]:
         g = self.runtime
@@ -212,10 +256,14 @@ class Deployment:
         return [ln for ln in lines if ln != skip]
 
     def supervise(self) -> None:
-        """Restart every process that died (see the module docstring)."""
+        """Restart every process that died, and the zygote (see the module docstring)."""
         if self.state != "running":
             return
         g = self.runtime
+        if g.zygote is not None and not g.zygote.alive:
+            # start the next one now, not when a process dies and would wait seconds for it
+            log.warning("deployment %s: the zygote exited; starting a new one", self.req.name)
+            g.ensure_zygote()
         for k, child in enumerate(list(g.procs)):
             retired = all(g.layout.nodes[i].retired for i in g.layout.processes[k].nodes)
             code = child.poll()
@@ -266,6 +314,7 @@ class Deployment:
         event = RestartEventInfo(at=time.time(), process=index, nodes=nodes, exit_status=status,
                                  reclaimed_buffers=reclaimed, downtime_ms=(time.monotonic() - t0) * 1e3)
         self.restarts.append(event)
+        self._save()
         log.warning("deployment %s: %s %s; restarted in %.0f ms (%s), %d buffers reclaimed%s", self.req.name,
                     "/".join(nodes), status, event.downtime_ms, phases, reclaimed,
                     f" (processes {stuck} did not pause: no reclaim)" if stuck else "")

@@ -12,7 +12,10 @@ reuse), and a JSON directory of named, page-aligned regions. Attaching reads the
 process needs only the segment name.
 
 Stale segments (owner dead, e.g. after ``kill -9``) are found by :func:`list_segments` and
-removed by :func:`remove_stale` (``micronf shm gc`` on the command line).
+removed by :func:`remove_stale` (``micronf shm gc`` on the command line) — but never under
+processes that still map them (:func:`segment_users` reads ``/proc/*/maps``): a graph whose agent
+died keeps forwarding and a new agent adopts it, so its segment is not garbage. Those processes are
+named, and stopped only when asked (``kill=True``, ``micronf shm gc --kill``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import json
 import mmap
 import os
 import re
+import select
+import signal
 import struct
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ ENV_DIR = "MICRONF_SHM_DIR"
 
 # magic, version, header size, owner pid, owner start ticks, created (ns), total size, directory length
 _HEADER = struct.Struct("<8sIIqQqQI")
+_OWNER_OFFSET = 16  # owner pid, then its start ticks
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
@@ -237,6 +243,13 @@ class Segment:
             f"no micronf segment named {name!r} (looked in {', '.join(map(str, search_dirs()))})"
         )
 
+    def take_ownership(self) -> None:
+        """Record this process as the segment's owner (a new agent adopting a running graph), so that
+        ``list_segments`` sees a live owner again and this process may unlink it."""
+        pid = os.getpid()
+        struct.pack_into("<qQ", self.buffer, _OWNER_OFFSET, pid, process_start_ticks(pid))
+        self.is_owner = True
+
     def close(self) -> None:
         """Unmap. Numpy views still alive keep the mapping until they are garbage collected."""
         mm, self._mmap = self._mmap, None
@@ -331,6 +344,45 @@ def _read_info(path: Path) -> SegmentInfo:
     return SegmentInfo(name, path, size, pid, created / 1e9, owner_alive(pid, start), True)
 
 
+@dataclass(frozen=True)
+class SegmentUser:
+    """A live process that maps a segment."""
+
+    pid: int
+    command: str
+
+
+def _command(pid: int) -> str:
+    try:
+        return " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
+    except OSError:
+        return "?"
+
+
+def segment_users(paths: Iterable[Path]) -> dict[Path, list[SegmentUser]]:
+    """The live processes mapping each of ``paths``, from ``/proc/*/maps`` (processes this user may
+    not inspect are not seen; zombies map nothing)."""
+    wanted = {str(p): p for p in paths}
+    users: dict[Path, list[SegmentUser]] = {p: [] for p in wanted.values()}
+    if not wanted:
+        return users
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/maps") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if not any(w in text for w in wanted):
+            continue
+        mapped = {line.split(maxsplit=5)[5].removesuffix(" (deleted)") for line in text.splitlines()
+                  if line.count(" ") >= 5 and "/" in line}
+        for path in mapped & wanted.keys():
+            users[wanted[path]].append(SegmentUser(int(entry.name), _command(int(entry.name))))
+    return users
+
+
 def list_segments() -> list[SegmentInfo]:
     """Every ``micronf-*`` file in the segment directories, with its owner's liveness."""
     infos: list[SegmentInfo] = []
@@ -340,14 +392,58 @@ def list_segments() -> list[SegmentInfo]:
     return infos
 
 
-def remove_stale(*, include_invalid: bool = False) -> list[SegmentInfo]:
-    """Unlink segments whose creator is dead (and, if asked, files that are not valid segments)."""
+def stale_segments(*, include_invalid: bool = False) -> list[tuple[SegmentInfo, list[SegmentUser]]]:
+    """Segments whose creator is dead (and, if asked, files that are not valid segments), each with
+    the live processes that still map it."""
+    stale = [i for i in list_segments() if (i.valid and not i.owner_alive) or (include_invalid and not i.valid)]
+    users = segment_users(i.path for i in stale)
+    return [(i, users[i.path]) for i in stale]
+
+
+def _wait_gone(fds: list[int], seconds: float) -> None:
+    """Wait up to ``seconds`` for the processes of pidfds ``fds`` to exit; closes and drops each that did."""
+    deadline = time.monotonic() + seconds
+    while fds and (left := deadline - time.monotonic()) > 0:
+        for fd in select.select(fds, [], [], left)[0]:
+            fds.remove(fd)
+            os.close(fd)
+
+
+def stop_processes(pids: Iterable[int], timeout: float = 2.0) -> None:
+    """SIGTERM ``pids`` (a µNF stops cleanly on it), SIGKILL what still runs after half of
+    ``timeout``, and wait the other half for them to be gone."""
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fd = os.pidfd_open(pid)
+            fds.append(fd)
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+    try:
+        _wait_gone(fds, timeout / 2)
+        for fd in fds:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        _wait_gone(fds, timeout / 2)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def remove_stale(*, include_invalid: bool = False, kill: bool = False) -> list[SegmentInfo]:
+    """Unlink segments whose creator is dead (and, if asked, files that are not valid segments).
+
+    A segment that live processes still map (e.g. a graph whose agent died) stays, unless ``kill``:
+    then those processes are stopped first (:func:`stop_processes`)."""
     removed = []
-    for info in list_segments():
-        if (info.valid and not info.owner_alive) or (include_invalid and not info.valid):
-            with contextlib.suppress(FileNotFoundError):
-                info.path.unlink()
-            removed.append(info)
+    for info, users in stale_segments(include_invalid=include_invalid):
+        if users and kill:
+            stop_processes(u.pid for u in users)
+            users = segment_users([info.path])[info.path]
+        if users:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            info.path.unlink()
+        removed.append(info)
     return removed
 
 

@@ -16,11 +16,16 @@ intent in the store and finishes it:
 stored state                   reconcile
 =============================  ==============================================================
 deploying/running/unreachable  ask each agent; one that lost it (restarted) gets the stored
-                               request again; unreachable: ``unreachable`` (retried later);
-                               all present: ``running``
+/retrying                      request again; unreachable: ``unreachable`` (retried later);
+                               the agent refused the redeploy: ``retrying`` (retried with
+                               back-off, 1 s doubling up to 60 s, also after an orchestrator
+                               restart); all present: ``running``
 deleting                       remove on every agent (already gone is fine), then forget it
 failed                         nothing (the error stays readable; a new request replaces it)
 =============================  ==============================================================
+
+``failed`` is only for a request that never came up (it was rolled back); a deployment that ran
+and that an agent lost is the operator's intent still, so reconcile keeps trying.
 
 A failed deployment is rolled back on every agent already called, including the one that failed
 when its reply does not prove it has nothing (a timeout), except when it answered 409: that
@@ -39,6 +44,7 @@ import json
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,6 +82,9 @@ log = logging.getLogger("micronf.orchestrator")
 
 
 # -- errors (each becomes {"error": kind, "detail": message} with its status) --------------------
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0  # back-off of a redeploy the agent refused
+
+
 class InvalidSFCError(ApiError):
     """The SFC, its files or its traffic options are invalid, or it cannot be placed as asked."""
 
@@ -297,6 +306,7 @@ class Orchestrator:
         self._lifecycle = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._retry: dict[str, tuple[float, float]] = {}  # 'retrying' deployment -> (last delay, not before)
 
     def _client(self, url: str) -> AgentCore:
         if url not in self._clients:
@@ -440,7 +450,7 @@ class Orchestrator:
         actions = []
         with self._lifecycle:
             for rec in self.store.records():
-                if rec.state == "failed":
+                if rec.state == "failed" or (rec.state == "retrying" and not self._retry_due(rec.name)):
                     continue
                 action = self._reconcile_one(rec)
                 if action is not None:
@@ -469,8 +479,11 @@ class Orchestrator:
                 client.deploy(DeployRequest.model_validate_json(body))
             except Exception as exc:
                 f = _failure(exc)
-                state: State = "unreachable" if f.status is None else "failed"
-                return self._mark(rec, state, f"redeploy on {url}: {f.kind}: {f.detail}", "redeploy failed")
+                error = f"redeploy on {url}: {f.kind}: {f.detail}"
+                if f.status is None:
+                    return self._mark(rec, "unreachable", error, "redeploy failed")
+                delay = self._back_off(rec.name)
+                return self._mark(rec, "retrying", f"{error} (retry in {delay:g} s)", "redeploy failed")
             done.append(url)
         if done:
             return self._mark(rec, "running", None, f"redeployed on {', '.join(done)} (the agent had lost it)")
@@ -478,7 +491,20 @@ class Orchestrator:
             return self._mark(rec, "running", None, "every agent runs it")
         return None
 
+    def _retry_due(self, name: str) -> bool:
+        """True when a 'retrying' deployment's back-off has passed (at once after a restart)."""
+        return time.monotonic() >= self._retry.get(name, (0.0, 0.0))[1]
+
+    def _back_off(self, name: str) -> float:
+        """Schedule the next retry of ``name``: 1 s after the first failure, doubling up to 60 s."""
+        last = self._retry.get(name, (0.0, 0.0))[0]
+        delay = min(RETRY_MAX_S, last * 2 if last else RETRY_FIRST_S)
+        self._retry[name] = (delay, time.monotonic() + delay)
+        return delay
+
     def _mark(self, rec: Record, state: State, error: str | None, action: str) -> ReconcileAction:
+        if state != "retrying":
+            self._retry.pop(rec.name, None)
         self.store.set_state(rec.name, state, error)
         return ReconcileAction(name=rec.name, before=rec.state, after=state, action=action)
 

@@ -26,7 +26,7 @@ from typing import Literal, get_args
 
 SCHEMA_VERSION = 1
 
-State = Literal["deploying", "running", "failed", "unreachable", "deleting"]
+State = Literal["deploying", "running", "failed", "unreachable", "retrying", "deleting"]
 STATES: tuple[str, ...] = get_args(State)
 
 _SCHEMA = """

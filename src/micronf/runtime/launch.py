@@ -5,7 +5,9 @@ creates the graph's segment, formats the pool and rings, writes every µNF's por
 layout, starts the graph's zygote (a fork server that loads every hot loop once: µNF processes
 then start in milliseconds, see ``micronf.runtime.zygote``), forks one process per µNF or fused
 cluster from it, and waits for each to report ready. ``stop()`` asks every process to stop and
-waits; ``close()`` removes the segment. Pool clients (and control lines) from ``max_processes``
+waits; ``close()`` removes the segment. By default the graph's processes end with the process
+that started it (even on ``kill -9``); ``detached=True`` lets them outlive it (the agent's graphs,
+see ``micronf.runtime.zygote``). Pool clients (and control lines) from ``max_processes``
 on are for I/O processes (source, sink, Rx, Tx).
 """
 
@@ -76,8 +78,10 @@ class GraphRuntime:
     def __init__(self, layout: GraphLayout, *, segment: str | None = None, pool_slots: int = 0,
                  ring_capacity: int = 1024, io_clients: int = 4, spare_processes: int = 8,
                  preload: tuple[str, ...] = (), extra_regions: dict[str, int] | None = None,
-                 frame_capacity: int = DEFAULT_FRAME_CAPACITY, unprivileged: bool = True) -> None:
+                 frame_capacity: int = DEFAULT_FRAME_CAPACITY, unprivileged: bool = True,
+                 detached: bool = False) -> None:
         self.layout = layout
+        self.detached = detached
         self.frame_capacity = frame_capacity  # longest frame the pool's slots take (see dataplane.pool)
         self.uid_base = uid_base() if unprivileged else None  # None: the µNFs keep our uid (see privileges)
         self.uid: int | None = None  # the graph's own uid, once created
@@ -147,18 +151,46 @@ class GraphRuntime:
         µNF process from it and wait until all report ready. On failure nothing is left running."""
         self.mem or self.create()
         try:
-            self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout)
+            self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout, detached=self.detached)
             for k in range(len(self.layout.processes)):
                 self._spawn(k)
             self._wait_ready(range(len(self.procs)), timeout)
-        except (LaunchError, ZygoteError) as exc:
+        except BaseException as exc:  # also Ctrl-C/SIGTERM while starting: nothing may stay behind
             self.stop()
             self.close()
-            raise LaunchError(str(exc)) from None
+            if isinstance(exc, LaunchError | ZygoteError):
+                raise LaunchError(str(exc)) from None
+            raise
 
-    def _zygote(self) -> Zygote:
+    def adopt(self, seg: Segment, alive: set[int], timeout: float = 120.0) -> list[Child | None]:
+        """Take over this graph, already running from ``seg`` (its creator is gone: an agent restart).
+
+        The segment is the source of truth: the layout (with any scale-out instances) and every
+        process's pid are read from it; ``alive`` are the pids that map it right now (so a reused
+        pid is not mistaken for ours). A process not alive is adopted as exited, for the supervisor
+        to restart. A new zygote is started for those restarts. Returns the children of the I/O
+        control lines (None where nothing ever ran)."""
+        seg.take_ownership()
+        self.seg = seg
+        self.mem = GraphMemory.of(seg)
+        self.layout = self.mem.layout
+        self.procs = [self._adopted(ctl_line(k), alive) for k in range(len(self.layout.processes))]
+        io = [self._adopted(self.io_line(s), alive) if self.mem.ctl[self.io_line(s) + P_PID] else None
+              for s in range(self.io_clients)]
+        self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout, detached=self.detached)
+        return io
+
+    def _adopted(self, line: int, alive: set[int]) -> Child:
+        mem = self.memory()
+        pid = int(mem.ctl[line + P_PID])
+        return Child(pid if pid in alive else 0, mem.ctl, line, adopted=True)
+
+    def ensure_zygote(self) -> Zygote:
+        """The graph's zygote, started again (loading every hot loop: seconds) if it is gone."""
         if self.zygote is None or not self.zygote.alive:
-            self.zygote = Zygote(self.segment_name, preload=self.preload)
+            if self.zygote is not None:
+                self.zygote.close()  # reap the dead one, close its pipes
+            self.zygote = Zygote(self.segment_name, preload=self.preload, detached=self.detached)
         return self.zygote
 
     def _spawn(self, k: int) -> None:
@@ -167,7 +199,7 @@ class GraphRuntime:
         line = ctl_line(k)
         mem.ctl[line + P_READY] = 0
         mem.ctl[line + P_STOP] = 0
-        child = self._zygote().spawn(line, ENTRY_PROCESS, self.segment_name, str(k), ctl=mem.ctl)
+        child = self.ensure_zygote().spawn(line, ENTRY_PROCESS, self.segment_name, str(k), ctl=mem.ctl)
         if k < len(self.procs):
             self.procs[k].close()
             self.procs[k] = child
@@ -180,7 +212,7 @@ class GraphRuntime:
         line = self.io_line(slot)
         mem.ctl[line + P_READY] = 0
         mem.ctl[line + P_STOP] = 0
-        return self._zygote().spawn(line, entry, self.segment_name, *args, ctl=mem.ctl)
+        return self.ensure_zygote().spawn(line, entry, self.segment_name, *args, ctl=mem.ctl)
 
     def io_line(self, slot: int) -> int:
         """Control line of I/O service ``slot`` (0 .. io_clients-1): after every µNF process slot."""

@@ -13,18 +13,33 @@ Protocol on stdin/stdout (one line each way per request):
 segment: the zygote reaps every child and writes its exit status there (``P_STATUS``, negative =
 killed by that signal, then ``P_EXITED = 1``), which is how :class:`Child` (in the parent, which
 is not the child's parent) learns it. ``preload MODULE`` → ``ok``: import MODULE in the zygote and
-call its ``warm(segment_name)`` if it has one. EOF on stdin: the zygote exits (children live on
-until told to stop through the segment).
+call its ``warm(segment_name)`` if it has one.
+
+Who outlives whom (``--owner PID`` or ``--detached``):
+
+- *tied* (the default: ``micronf run``, ``micronf chain``, tests): the graph lives no longer than
+  the process that started it. The zygote watches its owner through a pidfd (a thread: it also
+  fires while the hot loops are still compiling) and exits the moment the owner is gone, and
+  every child is forked with ``PR_SET_PDEATHSIG = SIGKILL`` (then checks ``getppid()`` to close
+  the race with a zygote that died in between), so a ``kill -9`` of the owner ends the zygote and
+  every µNF/Rx/Tx process within milliseconds. EOF on stdin (the owner closed it, or died) ends
+  the zygote too, and with it any child still running.
+- *detached* (``micronf agent``): the graph must survive its agent (a crash, an upgrade). The
+  zygote runs in its own session (no terminal signal reaches it), children get no death signal,
+  and EOF on stdin only ends the zygote: the µNFs keep forwarding until told to stop through the
+  segment, and a new agent adopts them from it (see ``micronf.agent.core``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 from typing import IO
@@ -48,19 +63,54 @@ def started() -> None:
         _boosted = False
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent ``parent`` exits; exit at once
+    if that already happened (we were reparented between fork and prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def exit_with_owner(owner: int) -> None:
+    """End this process (at once, whatever its main thread is doing) when process ``owner`` ends.
+
+    A pidfd watched by a daemon thread: unlike ``PR_SET_PDEATHSIG`` it does not depend on which
+    thread of the owner started us, and it also covers the minutes a first compile can take."""
+    try:
+        fd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os._exit(0)
+    if os.getppid() != owner:  # it died before the pidfd was opened (and its pid may be reused)
+        os._exit(0)
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
 class ZygoteError(RuntimeError):
     """The fork server failed to start or to answer."""
 
 
 class Child:
-    """A process forked by a zygote, watched through a pidfd (it is not our child)."""
+    """A process forked by a zygote, watched through a pidfd (it is not our child). ``adopted``: it
+    was forked by an earlier agent's zygote, which is gone, so no exit status will be recorded
+    (``pid`` 0: it is already gone)."""
 
-    def __init__(self, pid: int, ctl: npt.NDArray[np.int64], line: int) -> None:
+    def __init__(self, pid: int, ctl: npt.NDArray[np.int64], line: int, *, adopted: bool = False) -> None:
         self.pid = pid
         self._ctl = ctl
         self._line = line
+        self._reaped_by_zygote = not adopted
         try:
-            self._fd: int | None = os.pidfd_open(pid)
+            self._fd: int | None = os.pidfd_open(pid) if pid > 0 else None
         except ProcessLookupError:
             self._fd = None  # already gone (and reaped): the status is in the control line
 
@@ -80,7 +130,7 @@ class Child:
         """The exit status if the process has ended (waiting briefly for the zygote to reap it)."""
         if not self._exited():
             return None
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + (1.0 if self._reaped_by_zygote else 0.0)
         while self.returncode is None and time.monotonic() < deadline:
             time.sleep(0.001)
         code = self.returncode
@@ -113,11 +163,15 @@ class Child:
 
 
 class Zygote:
-    """The parent's handle on a graph's fork server."""
+    """The parent's handle on a graph's fork server; ``detached``: the graph may outlive this
+    process (see the module docstring), else it ends with it."""
 
-    def __init__(self, segment: str, *, preload: tuple[str, ...] = (), timeout: float = 300.0) -> None:
-        cmd = [sys.executable, "-m", "micronf.runtime.zygote", segment]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    def __init__(self, segment: str, *, preload: tuple[str, ...] = (), timeout: float = 300.0,
+                 detached: bool = False) -> None:
+        tie = ["--detached"] if detached else ["--owner", str(os.getpid())]
+        cmd = [sys.executable, "-m", "micronf.runtime.zygote", segment, *tie]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                      start_new_session=detached)
         self.segment = segment
         self._expect("ready", timeout)
         for module in preload:
@@ -175,8 +229,11 @@ def _call(entry: str, args: list[str]) -> int:
     return int(result or 0)
 
 
-def serve(segment: str, stdin: IO[str], stdout: IO[str]) -> int:
-    """The zygote's loop (see the module docstring)."""
+def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = None) -> int:
+    """The zygote's loop (see the module docstring); ``owner``: tied to that process, else detached."""
+    if owner is not None:
+        exit_with_owner(owner)
+    zygote = os.getpid()
     mem = GraphMemory.attach(segment)
     lines: dict[int, int] = {}  # child pid -> control line
 
@@ -225,6 +282,8 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str]) -> int:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                if owner is not None:
+                    die_with_parent(zygote)
                 os.dup2(2, 1)  # our stdout is the protocol pipe
                 os.close(0)
                 global _boosted
@@ -253,10 +312,20 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str]) -> int:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        print("usage: python -m micronf.runtime.zygote SEGMENT", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(serve(sys.argv[1], sys.stdin, sys.stdout))
+    args = sys.argv[1:]
+    try:
+        if len(args) == 2 and args[1] == "--detached":
+            code = serve(args[0], sys.stdin, sys.stdout)
+        elif len(args) == 3 and args[1] == "--owner" and args[2].isdigit():
+            code = serve(args[0], sys.stdin, sys.stdout, owner=int(args[2]))
+        else:
+            print("usage: python -m micronf.runtime.zygote SEGMENT (--owner PID | --detached)", file=sys.stderr)
+            code = 2
+        sys.stdout.flush()
+    except BrokenPipeError:  # whoever started us is gone (or gave up waiting): nothing to answer
+        code = 0
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown (a second or more with numba loaded on a busy machine)
 
 
 if __name__ == "__main__":

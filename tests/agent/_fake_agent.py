@@ -92,8 +92,9 @@ class FakeAgent:
     """In-memory deployments; ``fail[method]`` is raised by calls to ``method`` while it is set
     (``fail_times[method]`` limits how many calls raise it)."""
 
-    def __init__(self, *, agent_id: str | None = None, data_dir: object = None) -> None:
-        self.id = agent_id  # agent_id, data_dir: as the real Agent takes them (data_dir unused)
+    def __init__(self, *, agent_id: str | None = None, data_dir: object = None, detached: bool = False,
+                 adopt: bool = False) -> None:
+        self.id = agent_id  # the keywords the real Agent takes (all but agent_id unused here)
         self.infos: dict[str, DeploymentInfo] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[str, Exception] = {}

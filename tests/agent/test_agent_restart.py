@@ -43,8 +43,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_agent(shm_dir: Path, log: Path, *args: str, mark: str | None = None) -> tuple[Owner, str]:
-    port = _free_port()
+def start_agent(shm_dir: Path, log: Path, *args: str, mark: str | None = None,
+                port: int | None = None) -> tuple[Owner, str]:
+    """A ``micronf agent`` on ``port`` (default: a free one; the next agent of the same graphs
+    listens where the last one did: its identity, and so the segments it adopts, follow the port)."""
+    port = port or _free_port()
     agent = Owner(shm_dir, "agent", "--port", str(port), *args, log=log, mark=mark)
     url = f"http://127.0.0.1:{port}"
 
@@ -80,9 +83,13 @@ def agents() -> Iterator[list[Owner]]:
 def test_graph_survives_kill9_of_its_agent_and_the_next_agent_adopts_it(
         shm_dir: Path, tmp_path: Path, agents: list[Owner], monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "agents.log"
+    monkeypatch.setenv("MICRONF_STATE_DIR", str(tmp_path / "state"))  # the agents' token and data directory
     first, url = start_agent(shm_dir, log)
+    port = int(url.rsplit(":", 1)[1])
     agents.append(first)
-    reply = httpx.post(f"{url}/v1/deployments", json=BODY, timeout=180)
+    token = (tmp_path / "state" / "agent" / "token").read_text().strip()
+    http = httpx.Client(headers={"Authorization": f"Bearer {token}"})
+    reply = http.post(f"{url}/v1/deployments", json=BODY, timeout=180)
     assert reply.status_code == 201, reply.text
     info = reply.json()
     segment = info["segment"]
@@ -102,19 +109,19 @@ def test_graph_survives_kill9_of_its_agent_and_the_next_agent_adopts_it(
     assert after > before, "no traffic while no agent runs"
     print(f"no agent: Tx {before} -> {after} frames in 0.5 s")
 
-    second, url = start_agent(shm_dir, log, "--keep-graphs", mark=first.mark)
+    second, url = start_agent(shm_dir, log, "--keep-graphs", mark=first.mark, port=port)
     agents.append(second)
-    listed: list[dict[str, Any]] = httpx.get(f"{url}/v1/deployments", timeout=60).json()
+    listed: list[dict[str, Any]] = http.get(f"{url}/v1/deployments", timeout=60).json()
     assert [d["name"] for d in listed] == ["adopt"] and listed[0]["segment"] == segment
     assert {p["pid"] for p in listed[0]["processes"]} == graph and all(p["alive"] for p in listed[0]["processes"])
 
     # supervision resumed: a µNF killed now is restarted by the new agent (from its new zygote)
     swap = next(p["pid"] for p in listed[0]["processes"] if p["nodes"] == ["swap"])
     os.kill(swap, signal.SIGKILL)
-    wait_for(lambda: httpx.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()["restarts"], 30, "a restart")
+    wait_for(lambda: http.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()["restarts"], 30, "a restart")
 
     def drained() -> dict[str, Any] | None:
-        s: dict[str, Any] = httpx.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()
+        s: dict[str, Any] = http.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()
         return s if s["rx"]["frames"] == TOTAL and s["conservation"]["in_flight"] == 0 else None
 
     wait_for(drained, 120, "every generated packet to be accounted for")
@@ -127,18 +134,18 @@ def test_graph_survives_kill9_of_its_agent_and_the_next_agent_adopts_it(
     assert [e["nodes"] for e in s["restarts"]] == [["swap"]]
 
     # an upgrade: the agent stops (SIGTERM, --keep-graphs), the graph stays, the next agent adopts it
-    graph = {p["pid"] for p in httpx.get(f"{url}/v1/deployments/adopt", timeout=60).json()["processes"]}
+    graph = {p["pid"] for p in http.get(f"{url}/v1/deployments/adopt", timeout=60).json()["processes"]}
     second.proc.send_signal(signal.SIGTERM)
     assert second.proc.wait(timeout=60) == 0
     assert graph <= set(marked(first.mark)) and second.segments()
-    third, url = start_agent(shm_dir, log, mark=first.mark)
+    third, url = start_agent(shm_dir, log, mark=first.mark, port=port)
     agents.append(third)
-    [again] = httpx.get(f"{url}/v1/deployments", timeout=60).json()
+    [again] = http.get(f"{url}/v1/deployments", timeout=60).json()
     assert {p["pid"] for p in again["processes"]} == graph and all(p["alive"] for p in again["processes"])
-    restarts = httpx.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()["restarts"]
+    restarts = http.get(f"{url}/v1/deployments/adopt/stats", timeout=60).json()["restarts"]
     assert [e["nodes"] for e in restarts] == [["swap"]]  # the history came along, in the segment
 
-    assert httpx.delete(f"{url}/v1/deployments/adopt", timeout=60).status_code == 204
+    assert http.delete(f"{url}/v1/deployments/adopt", timeout=60).status_code == 204
     assert set(marked(first.mark)) == {third.proc.pid}, cmdlines(marked(first.mark))
     assert third.segments() == []
     third.proc.send_signal(signal.SIGTERM)
@@ -172,17 +179,18 @@ def test_a_dead_agents_leftover_segment_never_blocks_a_redeploy(shm_dir: Path,
     monkeypatch.setenv("MICRONF_SHM_DIR", str(shm_dir))
     body = {**BODY, "rx": {"kind": "generator", "count": 1_000, "rate_pps": 10_000}}
     req = DeployRequest.model_validate(body)
-    _leftover("mnf-adopt", mapped=False)
+    _leftover("mnf-t1-adopt", mapped=False)  # left by an agent of id t1
     [path] = list(shm_dir.glob("micronf-*"))
-    with Agent() as agent:
+    with Agent(agent_id="t1") as agent:
         info = agent.deploy(req)  # the leftover was removed, a fresh segment made
-        assert info.segment == "mnf-adopt" and all(p.alive for p in info.processes)
+        assert info.segment == "mnf-t1-adopt" and all(p.alive for p in info.processes)
         agent.remove("adopt")
     assert not path.exists()
-    _leftover("mnf-adopt", mapped=True)
+    _leftover("mnf-t1-adopt", mapped=True)
     holder = next(u for u in segment_users([path])[path])
     try:
-        with Agent() as agent, pytest.raises(DeploymentExistsError, match=f"still used by processes {holder.pid}"):
+        with Agent(agent_id="t1") as agent, \
+                pytest.raises(DeploymentExistsError, match=f"still used by processes {holder.pid}"):
             agent.deploy(req)
         assert path.exists()
     finally:
@@ -194,13 +202,21 @@ def test_a_graph_that_cannot_be_adopted_is_stopped_and_removed(shm_dir: Path, mo
     """A dead agent's segment that live processes map but that holds no deployment the new agent
     can read back: its processes are stopped and the segment removed, never left running unowned."""
     monkeypatch.setenv("MICRONF_SHM_DIR", str(shm_dir))
-    _leftover("mnf-unreadable", mapped=True)
+    _leftover("mnf-t2-unreadable", mapped=True)
     [path] = list(shm_dir.glob("micronf-*"))
     [holder] = segment_users([path])[path]
-    with Agent(detached=True, adopt=True, monitor=False) as agent:
-        assert agent.deployments() == []
-    assert not path.exists()
-    wait_for(lambda: not running(holder.pid), 5, "the process mapping it to be stopped")
+    _leftover("mnf-t3-unreadable", mapped=True)  # another agent's (id t3): not t2's to adopt or stop
+    [other] = set(shm_dir.glob("micronf-*")) - {path}
+    [bystander] = segment_users([other])[other]
+    try:
+        with Agent(agent_id="t2", detached=True, adopt=True, monitor=False) as agent:
+            assert agent.deployments() == []
+        assert not path.exists()
+        wait_for(lambda: not running(holder.pid), 5, "the process mapping it to be stopped")
+        assert other.exists() and running(bystander.pid)
+    finally:
+        os.kill(bystander.pid, signal.SIGKILL)
+        other.unlink()
 
 
 def test_a_dead_zygote_is_replaced_at_once_so_the_next_restart_is_quick(shm_dir: Path,

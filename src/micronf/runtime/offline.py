@@ -149,10 +149,11 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
     exits = layout.exits
     files = {e.name: out_dir / f"{e.name}.pcap" for e in exits}
     files[OVERSIZE_EXIT] = out_dir / f"{OVERSIZE_EXIT}.pcap"
+    too_long = trace.select(~fits)
     with PcapWriter(files[OVERSIZE_EXIT], linktype=trace.linktype) as w:
-        for _ in range(loops):
-            w.write_trace(trace.select(~fits))
-    oversize = int((~fits).sum()) * loops
+        for _ in range(loops if len(too_long) else 0):  # no per-loop work when every frame fits
+            w.write_trace(too_long)
+    oversize = len(too_long) * loops
     writers = [PcapWriter(files[e.name], linktype=trace.linktype) for e in exits]
     total = len(feed) * loops
     if total == 0:

@@ -4,6 +4,9 @@ sent to it, and the client commands' token."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -19,7 +22,7 @@ from micronf.cli import _agent_token_files, _client_token
 from micronf.cli import app as cli_app
 from micronf.orchestrator.api import create_app
 from micronf.orchestrator.placement import AgentRef
-from micronf.orchestrator.service import Orchestrator, http_agent
+from micronf.orchestrator.service import PROBE_TIMEOUT_S, Orchestrator, http_agent
 from micronf.orchestrator.store import Store
 from micronf.statedir import agent_token_file, load_token, orchestrator_token_file, read_token_if_any
 from tests.agent._fake_agent import FakeAgent, serving
@@ -73,6 +76,31 @@ def test_health_is_open_and_degraded_when_an_agent_does_not_answer(http: TestCli
     assert h.status_code == 200
     assert (h.json()["status"], h.json()["unreachable"]) == ("degraded", ["b"])
     assert [a["reachable"] for a in h.json()["agents"]] == [True, False]
+
+
+def test_health_is_degraded_within_one_probe_when_agents_hang(tmp_path: Path) -> None:
+    """Agents that accept connections and never answer (hung, not refusing): `/health` names them
+    within about one probe's timeout, however many there are (probed at once, no retry), where it
+    took 3 x 120 s for each."""
+    fake = FakeAgent()
+    with contextlib.ExitStack() as stack:
+        refs = [AgentRef(url="http://ok:1", name="ok", cpus=(0,))]
+        for i in range(3):
+            listener = stack.enter_context(socket.socket())
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)  # never accepted: the kernel completes the handshake, nobody reads
+            refs.append(AgentRef(url=f"http://127.0.0.1:{listener.getsockname()[1]}", name=f"hung{i}", cpus=(0,)))
+        orch = Orchestrator(Store(tmp_path / "orch.db"), refs,
+                            connect=lambda ref: fake if ref.name == "ok" else http_agent(ref))
+        stack.callback(orch.close)
+        http = TestClient(create_app(orch, token=TOKEN))
+        t0 = time.monotonic()
+        h = http.get("/health")
+        took = time.monotonic() - t0
+    assert h.status_code == 200
+    assert (h.json()["status"], h.json()["unreachable"]) == ("degraded", ["hung0", "hung1", "hung2"])
+    assert [a["reachable"] for a in h.json()["agents"]] == [True, False, False, False]
+    assert PROBE_TIMEOUT_S <= took < 2 * PROBE_TIMEOUT_S + 0.5, took  # one after another: >= 3 probes
 
 
 def test_the_orchestrator_sends_each_agent_its_token(tmp_path: Path) -> None:

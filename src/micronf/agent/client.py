@@ -80,20 +80,23 @@ class AgentClient:
 
     ``timeout`` bounds every request in seconds (``deploy`` starts processes: keep it at several
     seconds); ``retries`` is how many times a retryable failure is repeated, waiting ``backoff``,
-    then twice as long each time (capped at ``max_backoff``). ``token``: the agent's bearer token
-    (see :data:`Token`). ``transport`` replaces the network
+    then twice as long each time (capped at ``max_backoff``). ``health_timeout``, when set, makes
+    :meth:`health` a probe: one attempt bounded by it, no retry (a hung agent must not hold a
+    caller that only asks whether it answers for ``timeout`` × (``retries`` + 1)). ``token``: the
+    agent's bearer token (see :data:`Token`). ``transport`` replaces the network
     (e.g. :class:`httpx.MockTransport` in tests). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, base_url: str, *, timeout: float = 60.0, retries: int = 3, backoff: float = 0.1,
                  max_backoff: float = 2.0, transport: httpx.BaseTransport | None = None,
-                 token: Token = None) -> None:
+                 token: Token = None, health_timeout: float | None = None) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        if timeout <= 0 or backoff < 0 or max_backoff < 0:
-            raise ValueError("timeout must be > 0 and backoff, max_backoff >= 0")
+        if timeout <= 0 or backoff < 0 or max_backoff < 0 or (health_timeout is not None and health_timeout <= 0):
+            raise ValueError("timeout (and health_timeout) must be > 0 and backoff, max_backoff >= 0")
         self.base_url = base_url.rstrip("/")
         self.retries = retries
+        self.health_timeout = health_timeout
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
@@ -124,8 +127,10 @@ class AgentClient:
         return self._get(GraphStats, _path(name) + "/stats")
 
     def health(self) -> Health:
-        """The agent's health."""
-        return self._get(Health, "/health")
+        """The agent's health (a single attempt within ``health_timeout`` when that is set)."""
+        if self.health_timeout is None:
+            return self._get(Health, "/health")
+        return Health.model_validate(self._request("GET", "/health", retries=0, timeout=self.health_timeout).json())
 
     def close(self) -> None:
         self._http.close()
@@ -141,13 +146,15 @@ class AgentClient:
     def _get(self, model: type[_M], path: str) -> _M:
         return model.model_validate(self._request("GET", path).json())
 
-    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        """Send with the retry policy of the module docstring; a non-2xx reply raises."""
+    def _request(self, method: str, path: str, *, retries: int | None = None, **kw: Any) -> httpx.Response:
+        """Send with the retry policy of the module docstring (``retries``: instead of the client's);
+        a non-2xx reply raises."""
         idempotent = method == "GET"
         url = f"{self.base_url}{path}"
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
-            last = attempt >= self.retries
+            last = attempt >= retries
             try:
                 resp = self._http.request(method, path, **kw)
             except httpx.TransportError as exc:

@@ -10,6 +10,8 @@ instances by consistent hash of the flow (flow affinity). Everything else is cou
 ``unmatched``, ``rule_drop``, ``pool_empty`` (allocation failed), ``entry_full`` (the entry ring
 was full), ``oversize`` (longer than the graph's frame capacity, or marked by the backend with a
 negative length as cut). Nothing is held between bursts, so pausing it (the supervisor's accounting) is safe.
+Once its backend is open (the capture read, the packet socket bound), the service becomes the
+graph's uid, with no capabilities (:func:`~micronf.runtime.privileges.drop_for_service`).
 After a burst the entry could not take whole, the service sleeps ~50 µs: on a machine with few
 cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames
 are dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
@@ -75,6 +77,7 @@ from micronf.io.replay import FrameReplay, TimestampPacer
 from micronf.io.specs import open_rx
 from micronf.ports.base import MAX_FANOUT
 from micronf.ports.loadbalanced import jump_hash
+from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory
 
@@ -231,6 +234,7 @@ def run(segment: str, line: str) -> int:
     try:
         apply_scheduling(0, req.rx_cpu, req.io_policy)
         backend = open_rx(req.rx) if req.rx is not None else None
+        drop_for_service(mem)  # the capture is read, the socket open: the graph's uid from here on
     except (OSError, ValueError) as exc:
         write_error(mem.seg, f"Rx service: {exc}")
         print(f"micronf-rx[{req.name}]: {exc}", file=sys.stderr)

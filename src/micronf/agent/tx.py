@@ -8,10 +8,15 @@ end-to-end latency of sent packets (Tx time - Rx stamp, see ``iomem``) and frees
 An exit with no configured output is drained and counted as ``no_output``. Exits added by a
 scale-out of the last µNF (same exit name, new ring) are picked up when the layout changes.
 Every :data:`FLUSH_S` the backends are flushed, so a pcap output is readable while the graph runs.
+Once every output is open, the service becomes the graph's uid, with no capabilities
+(:func:`~micronf.runtime.privileges.drop_for_service`): a pcap output is written (flushed, closed)
+through the file it opened as root and never reopened, a packet socket needs no capability to send,
+and every kernel it runs was loaded before (:func:`warm`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -26,10 +31,11 @@ from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
 from micronf.dataplane.segment import read_json
+from micronf.io.afpacket import warm_tx as warm_afpacket_tx
 from micronf.io.backend import TxBackend
-from micronf.io.pcap import gather_pool_frames, gather_pool_timestamps
-from micronf.io.replay import batch_bytes
+from micronf.io.pcap import PcapWriter
 from micronf.io.specs import open_tx
+from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import G_LAYOUT_GEN, GraphMemory, read_layout
 
@@ -98,11 +104,13 @@ def warm(segment: str) -> None:
                np.zeros((1, 6), np.uint8), np.zeros(1, np.uint8))
     tx_release(mem.pool.arrays, 0, held[0], 0, 0, np.zeros(8, np.int64), False,
                mem.seg.view("tx.hist", np.int64), 1.0, z64)
-    # The pool-side kernels of the null and pcap backends too: compiled lazily on the first frames,
-    # a cold cache made the Tx service stall for ~0.4 s with traffic already flowing (ring full).
-    batch_bytes(mem.pool.arrays.words, held[0], 0)
-    gather_pool_frames(mem.pool.arrays, held[0], 0, np.zeros(0, np.uint8), z64, z64)
-    gather_pool_timestamps(mem.pool.arrays, held[0], 0, z64)
+    # The pool-side kernels of every backend too (the null and pcap sinks: counting, gathering,
+    # building records; AF_PACKET's): compiled lazily on the first frames, a cold cache made the Tx
+    # service stall for ~0.4 s with traffic already flowing (ring full), and once the service has
+    # dropped root (see the module docstring) it can neither read numba's cache nor write it.
+    with PcapWriter(os.devnull) as writer:
+        writer.write_pool(mem.pool.arrays, held[0], 0)
+    warm_afpacket_tx(mem.pool.arrays)
 
 
 def _mac_bytes(mac: str | None) -> np.ndarray:
@@ -132,6 +140,7 @@ def run(segment: str, line: str, client: str) -> int:
         for name in names:
             out = req.outputs.get(name)
             backends.append(open_tx(out.backend) if out is not None else None)
+        drop_for_service(mem)  # the outputs and sockets are open: the graph's uid from here on
     except (OSError, ValueError) as exc:
         write_error(mem.seg, f"Tx service: {exc}")
         print(f"micronf-tx[{req.name}]: {exc}", file=sys.stderr)

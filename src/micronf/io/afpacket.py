@@ -507,6 +507,18 @@ def _tx_kick(fd: int, st: I64) -> None:
     st[_T_SYSCALLS] += 1
 
 
+def warm_tx(p: PoolArrays) -> None:
+    """Compile (or load) the Tx kernels for pool ``p``'s types without sending anything: the agent's
+    Tx service runs them after it gave up root, when it can neither read numba's cache nor write it."""
+    handles = np.zeros(1, np.uint32)
+    st = np.zeros(_STATE_WORDS, np.int64)
+    _tx_sendmmsg(p, handles, 0, -1, 0, np.zeros((0, _MMSG_WORDS), np.uint64), np.zeros((0, _IOV_WORDS), np.uint64),
+                 np.zeros(0, np.int64), st)
+    ring = np.zeros(0, np.uint8)
+    _tx_ring(p, handles, 0, -1, 0, ring, ring.view(np.uint32), 1, st)
+    _tx_kick(-1, st)  # fd -1: EBADF, nothing sent
+
+
 # --------------------------------------------------------------------------- sockets
 
 

@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -279,12 +280,15 @@ def _as_api_error(agent: AgentRef, f: _Failure, doing: str) -> ApiError:
 
 
 Connect = Callable[[AgentRef], AgentCore]
+PROBE_TIMEOUT_S = 1.5  # an agent's /health answers within 100 ms even while it deploys (issue 12)
 
 
 def http_agent(agent: AgentRef, token: Token = None) -> AgentCore:
     """The default way to reach an agent: its HTTP API (deploys start processes: a long timeout),
-    with its bearer ``token``."""
-    return AgentClient(agent.url, timeout=120.0, retries=2, token=token)
+    with its bearer ``token``. Its health probe is one attempt of at most :data:`PROBE_TIMEOUT_S`:
+    an agent that accepts connections but never answers made ``/health`` (and every placement)
+    wait 3 × 120 s; now it is reported unreachable within the probe's timeout."""
+    return AgentClient(agent.url, timeout=120.0, retries=2, token=token, health_timeout=PROBE_TIMEOUT_S)
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -343,16 +347,21 @@ class Orchestrator:
                                   "deploy under another name)") from None
 
     def candidates(self) -> list[Candidate]:
-        """Every configured agent with its load (live processes), None for the unreachable ones."""
-        out = []
-        for a in self.agents:
+        """Every configured agent with its load (live processes), None for the unreachable ones.
+        The agents are probed all at once: agents that do not answer cost one probe's timeout, not
+        one each."""
+        clients = [self._client(a.url) for a in self.agents]  # created here: not by two threads at once
+
+        def load(agent: AgentRef, client: AgentCore) -> int | None:
             try:
-                load: int | None = self._client(a.url).health().processes_alive
+                return client.health().processes_alive
             except Exception as exc:
-                log.warning("agent %s: %s", a.url, _failure(exc).detail)
-                load = None
-            out.append(Candidate(a, load))
-        return out
+                log.warning("agent %s: %s", agent.url, _failure(exc).detail)
+                return None
+
+        with ThreadPoolExecutor(max_workers=min(len(clients), 32), thread_name_prefix="micronf-probe") as pool:
+            loads = list(pool.map(load, self.agents, clients))
+        return [Candidate(a, n) for a, n in zip(self.agents, loads, strict=True)]
 
     def create(self, req: SFCCreate) -> SFCInfo:
         """Compose, place, store as ``deploying``, deploy every part; roll back all on any failure."""

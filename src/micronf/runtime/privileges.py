@@ -15,8 +15,14 @@ graph's packets. So when the agent is root:
   emptied capability bounding set, so nothing it executes regains privileges. The zygote has
   already mapped the segment, imported every module and loaded every hot loop (from numba's cache,
   which stays root's): the process needs no file of root's afterwards, and compiles nothing.
-- The Rx and Tx services (other zygote entries) keep root: they open capture files in the agent's
-  data directory and raw sockets after the fork.
+- :func:`drop_for_service`, called by the agent's Rx and Tx services (other zygote entries) once
+  they have opened what only root may open — the segment, capture files in the agent's data
+  directory (already confined, see ``micronf.agent.files``), AF_PACKET sockets and their mmap'ed
+  rings, sockets created in another network namespace — and set their CPU and scheduling policy:
+  the same uid, no capabilities at all (an open packet socket sends and receives without
+  ``CAP_NET_RAW``, and a policy already set needs no ``CAP_SYS_NICE`` to stay), the same empty
+  bounding set and ``no_new_privs``. Every hot loop they run afterwards (AF_PACKET and pcap
+  kernels included) was loaded by the zygote or by the backend's open, before the drop.
 
 Not root (tests, ``micronf run`` as a user), or ``MICRONF_UID_BASE=off``: nothing changes.
 """
@@ -79,17 +85,31 @@ def assign_uid(segment: Path, base: int) -> int:
     return uid
 
 
+def graph_uid(mem: GraphMemory) -> int | None:
+    """The uid the processes of the graph in ``mem`` become: its segment's owner; None when they keep
+    ours (we are not root, or the segment is root's: ``MICRONF_UID_BASE=off``)."""
+    if os.geteuid() != 0:
+        return None
+    return mem.seg.path.stat().st_uid or None
+
+
 def drop_for_graph(mem: GraphMemory, process: int) -> None:
     """In µNF process ``process`` of the graph in ``mem``, forked by the graph's zygote, before it runs:
     become the graph's uid if its segment has one (see the module docstring)."""
-    if os.geteuid() != 0:
-        return
-    owner = mem.seg.path.stat().st_uid
-    if owner == 0:
+    uid = graph_uid(mem)
+    if uid is None:
         return
     plans = read_layout(mem.seg).processes  # the current layout: a scale-out adds processes
     realtime = not 0 <= process < len(plans) or plans[process].policy != "other"  # unknown: keep the option
-    drop(owner, owner, keep=[CAP_SYS_NICE] if realtime else [])
+    drop(uid, uid, keep=[CAP_SYS_NICE] if realtime else [])
+
+
+def drop_for_service(mem: GraphMemory) -> None:
+    """In an I/O service (Rx, Tx) of the graph in ``mem``, once its files and sockets are open and its
+    scheduling is set: become the graph's uid, with no capabilities (see the module docstring)."""
+    uid = graph_uid(mem)
+    if uid is not None:
+        drop(uid, uid)
 
 
 def drop(uid: int, gid: int, keep: Sequence[int] = ()) -> None:

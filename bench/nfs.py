@@ -64,6 +64,13 @@ SFC: dict[str, tuple[str, dict[str, Any]]] = {
     "PacketSizeCounter": ("packet_size_counter", {}),
     "ValidateUrl": ("validate_url", {}),
 }
+# the other µNFs, measured only when named in --nfs (never in the default run or its fused row)
+OTHERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "MacSwapper": ("mac_swapper", {}),
+    "IPTtlDecrementer": ("ip_ttl_decrementer", {}),
+    "FlowLoadBalancer": ("flow_load_balancer", {"backends": [{"ip": f"10.9.0.{i}"} for i in range(1, 5)]}),
+}
+KERNELS = {**SFC, **OTHERS}
 # the files a µNF module may import that can change with it (rewired to the baseline copies)
 CHAIN = "in sequence (fused)"
 HELPERS = {
@@ -248,25 +255,25 @@ class Bench:
 def run(args: argparse.Namespace) -> tuple[list[tuple[Measured, Measured | None]], dict[str, Any]]:
     names = args.nfs
     bench = Bench(args.batch, args.passes)
-    modules = [SFC[nf][0] for nf in names]
+    modules = [KERNELS[nf][0] for nf in names]
     base_mods = load_baseline(args.baseline, modules) if args.baseline else {}
-    cur = {nf: importlib.import_module(f"micronf.nfs.{SFC[nf][0]}") for nf in names}
+    cur = {nf: importlib.import_module(f"micronf.nfs.{KERNELS[nf][0]}") for nf in names}
     pairs: list[tuple[Measured, Measured | None]] = []
     for nf in names:
-        base = base_mods.get(SFC[nf][0])
+        base = base_mods.get(KERNELS[nf][0])
         pairs.append((Measured(nf, "current"), Measured(nf, "baseline") if base is not None else None))
     chains: list[tuple[Measured, list[tuple[Any, dict[str, Any]]]]] = []
     if len(names) > 1:  # the kernels in sequence, as a fused process runs them (the parse cache at work)
-        chains.append((Measured(CHAIN, "current"), [(getattr(cur[nf], nf), SFC[nf][1]) for nf in names]))
+        chains.append((Measured(CHAIN, "current"), [(getattr(cur[nf], nf), KERNELS[nf][1]) for nf in names]))
         if base_mods:
-            old = [(getattr(base_mods.get(SFC[nf][0], cur[nf]), nf), SFC[nf][1]) for nf in names]
+            old = [(getattr(base_mods.get(KERNELS[nf][0], cur[nf]), nf), KERNELS[nf][1]) for nf in names]
             chains.append((Measured(CHAIN, "baseline"), old))
     for _ in range(args.repeat):
         for (cur_m, base_m), nf in zip(pairs, names, strict=True):
-            config = SFC[nf][1]
+            config = KERNELS[nf][1]
             bench.measure(cur_m, getattr(cur[nf], nf), config)
             if base_m is not None:
-                bench.measure(base_m, getattr(base_mods[SFC[nf][0]], nf), config)
+                bench.measure(base_m, getattr(base_mods[KERNELS[nf][0]], nf), config)
         for m, chain in chains:
             while not m.pass_ticks:  # the first call only compiles and records the verdicts
                 bench.measure_chain(m, chain)
@@ -318,14 +325,14 @@ def format_table(pairs: Sequence[tuple[Measured, Measured | None]], facts: dict[
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Cycles per packet of the Fig. 11 µNF kernels, before and after")
     ap.add_argument("--nfs", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=list(SFC),
-                    help=f"comma-separated µNFs (default: all of {','.join(SFC)})")
+                    help=f"comma-separated µNFs (default: all of {','.join(SFC)}; also {','.join(OTHERS)})")
     ap.add_argument("--repeat", type=int, default=15, help="rounds, before and after alternating (default 15)")
     ap.add_argument("--passes", type=int, default=10, help="passes over the 1000 templates per round (default 10)")
     ap.add_argument("--batch", type=int, default=32, help="handles per kernel call (default 32)")
     ap.add_argument("--baseline", default=BASELINE_REV, help="git revision of the 'before' kernels ('' for none)")
     ap.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
     args = ap.parse_args(argv)
-    unknown = [nf for nf in args.nfs if nf not in SFC]
+    unknown = [nf for nf in args.nfs if nf not in KERNELS]
     if unknown or not args.nfs or args.repeat < 1 or args.passes < 1 or args.batch < 1:
         ap.error(f"need known --nfs (unknown: {unknown}), --repeat/--passes/--batch >= 1")
     return args

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
@@ -41,3 +43,25 @@ def test_borrowed_pool_gives_the_same_frames() -> None:
     out = np.zeros(3, dtype=np.uint8)
     _frames(pool.arrays, handles, out)
     assert out.tolist() == [1, 1, 1]
+
+
+class _Nested(NamedTuple):
+    """A stage-like named tuple: arrays, a plain int and a tuple of arrays of different types."""
+
+    a: npt.NDArray[np.int64]
+    n: int
+    state: tuple[npt.NDArray[np.float64], npt.NDArray[np.int32]]
+
+
+@njit(cache=True)
+def _nested(s: _Nested) -> tuple[int, float]:
+    b = borrowed(s)
+    b.a[0] += b.n
+    b.state[1][1] = 7
+    return b.n, float(b.state[0].sum())
+
+
+def test_borrowed_tuple_borrows_every_member_and_keeps_the_rest() -> None:
+    s = _Nested(np.arange(4, dtype=np.int64), 5, (np.full(3, 0.5), np.zeros(2, dtype=np.int32)))
+    assert _nested(s) == (5, 1.5)
+    assert s.a.tolist() == [5, 1, 2, 3] and s.state[1].tolist() == [0, 7]

@@ -57,6 +57,7 @@ from micronf.agent.iomem import (
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, fence_seq_cst, load_acquire, prefetch_write, store_release
+from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import (
@@ -127,6 +128,9 @@ def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, journal: I64,
              n: int, rules: RuleTables, port: int, stats: I64, hbuf: U32, out: U32, rest: U32) -> int:
     """Move frames ``0..n-1`` into the graph (see the module docstring); returns packets accepted.
     ``hbuf``/``out``/``rest`` are scratch arrays of at least ``n`` handles."""
+    # unreferenced views (the caller keeps the arrays alive): no refcounting per helper call and frame
+    p, data, rules, hbuf = borrowed(p), borrowed(data), borrowed(rules), borrowed(hbuf)
+    rctrl, rslots = borrowed(rctrl), borrowed(rslots)
     n_entries = max(min(load_acquire(entries, 0), MAX_FANOUT), 1)
     _journal_open(journal, stats, rctrl, entries, n_entries, n)
     stats[R_FRAMES] += n

@@ -28,6 +28,7 @@ from micronf.agent.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
 from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, prefetch
+from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
 from micronf.dataplane.segment import read_json
@@ -52,6 +53,8 @@ def tx_collect(p: PoolArrays, rctrl: I64, rslots: U32, rings: I64, exit_of: I64,
                macs: U8, has_mac: U8) -> int:
     """Drain each ring ``rings[r]`` into ``held[exit_of[r]]`` (up to its room); rewrite destination
     MACs of exits with a next hop. Returns the packets taken."""
+    # unreferenced views (the caller keeps the arrays alive): no refcounting per ring and frame
+    p, rctrl, rslots, held = borrowed(p), borrowed(rctrl), borrowed(rslots), borrowed(held)
     room = held.shape[1]
     total = 0
     for r in range(rings.shape[0]):
@@ -78,6 +81,7 @@ def tx_release(p: PoolArrays, client: int, handles: U32, n: int, sent: int, stat
                hist: I64, ns_per_cycle: float, stamps: I64) -> None:
     """Count a batch of one exit after its backend took ``sent`` of ``n``; record the latency of
     the sent ones; free all ``n`` buffers."""
+    p = borrowed(p)  # unreferenced (the caller keeps it alive): no refcounting per call below
     now = cycles()
     nbytes = 0
     for i in range(sent):

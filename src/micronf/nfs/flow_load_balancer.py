@@ -11,6 +11,7 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator
 
+from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.headers import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -76,8 +77,9 @@ def _rewrite16(f: npt.NDArray[np.uint8], off: int, new: int, csum_at: int, csum2
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    ips = state[0]
-    macs = state[1]  # [n_backends, 6] as int64; row [-1, ...] = keep the destination MAC
+    p = borrowed_pool(p)  # no refcounting of the frame and the tables per packet
+    ips = borrowed(state[0])
+    macs = borrowed(state[1])  # [n_backends, 6] as int64; row [-1, ...] = keep the destination MAC
     symmetric = state[2][0] != 0
     n_backends = ips.shape[0]
     per_backend = np.zeros(n_backends, dtype=np.int64)

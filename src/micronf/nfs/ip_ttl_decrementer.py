@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from micronf.dataplane.borrow import borrowed_pool
 from micronf.dataplane.headers import csum_update16, rd16, wr16
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
@@ -23,6 +24,7 @@ _BAD_HEADER = drop_code(1)
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+    p = borrowed_pool(p)  # no refcounting of the frame per packet (and per header helper)
     for i in range(n):
         f = pkt_frame(p, handles[i])
         status, l3, _ = ipv4_header_check(f)

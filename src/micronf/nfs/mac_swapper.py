@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from micronf.dataplane.borrow import borrowed_pool
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import MicroNF, drop_code
@@ -19,6 +20,7 @@ _RUNT = drop_code(0)
 @njit(cache=True, nogil=True)
 def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
            state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+    p = borrowed_pool(p)  # no refcounting of the frame per packet
     for i in range(n):
         f = pkt_frame(p, handles[i])
         if f.shape[0] < 12:

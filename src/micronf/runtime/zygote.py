@@ -47,6 +47,7 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
+from micronf.dataplane.segment import SegmentNotFoundError
 from micronf.runtime.privileges import drop_for_graph
 from micronf.runtime.stage import P_EXITED, P_STATUS, GraphMemory
 
@@ -324,6 +325,9 @@ def main() -> None:
         sys.stdout.flush()
     except BrokenPipeError:  # whoever started us is gone (or gave up waiting): nothing to answer
         code = 0
+    except SegmentNotFoundError as exc:  # the graph was removed before we attached (its owner stopped)
+        print(f"zygote: {exc}: nothing to serve", file=sys.stderr)
+        code = 1
     sys.stderr.flush()
     os._exit(code)  # no interpreter teardown (a second or more with numba loaded on a busy machine)
 

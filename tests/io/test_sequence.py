@@ -149,3 +149,23 @@ def test_a_seqcheck_file_of_another_size_is_refused(tmp_path: Path) -> None:
     SeqCheckTx(SeqCheckTxSpec(path=state, capacity=100)).close()
     with pytest.raises(ValueError, match="not a seqcheck state file"):
         SeqCheckTx(SeqCheckTxSpec(path=state, capacity=200))
+
+
+def test_a_number_recorded_at_two_exits_is_a_duplicate(seg_name: str, tmp_path: Path) -> None:
+    frames = _frames(paper_traffic(count=10, sequence=True))
+    files = [tmp_path / "a.seq", tmp_path / "b.seq"]
+    seg = Segment.create(seg_name, PacketPool.regions("pool", 16, n_clients=1))
+    try:
+        PacketPool.format(seg, "pool", 16, n_clients=1)
+        pool = PacketPool.attach(seg, "pool")
+        for f, part in zip(files, (frames[:6], frames[5:]), strict=True):  # frame 5 leaves by both
+            f.touch()
+            tx = SeqCheckTx(SeqCheckTxSpec(path=f, capacity=10))
+            _send(tx, pool, part, [0] * len(part))
+            tx.close()
+    finally:
+        seg.close()
+        seg.unlink()
+    assert [read_seqcheck(f)["duplicates"] for f in files] == [0, 0]
+    c = read_seqcheck(*files)
+    assert (c["frames"], c["distinct"], c["duplicates"]) == (11, 10, 1)

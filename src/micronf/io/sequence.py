@@ -16,7 +16,8 @@ TCP/UDP (or too short to hold a stamp) are counted ``unstamped`` by the sink.
 
 The sink's state is a file (a name in the agent's data directory, like a pcap output) that it
 maps shared, so a killed and restarted Tx service goes on with the same bitmap and counters, and
-the file can be read at any time (:func:`read_seqcheck`). Layout: :data:`HEADER_WORDS` int64
+the file can be read at any time (:func:`read_seqcheck`, which also combines the files of a graph's
+exits). Layout: :data:`HEADER_WORDS` int64
 words (see :data:`COUNTERS`), a flow table of :data:`FLOW_SLOTS` pairs (flow hash + 1, highest
 sequence number + 1) for the reordering check, then the bitmap of ``capacity`` bits.
 
@@ -242,10 +243,25 @@ class SeqCheckTx:
         self._state.close()
 
 
-def read_seqcheck(path: Path) -> dict[str, int]:
-    """The counters of a ``seqcheck`` state file (also while its Tx service runs)."""
-    state = _State(path, None, write=False)
+def read_seqcheck(*paths: Path) -> dict[str, int]:
+    """The counters of one ``seqcheck`` state file (also while its Tx service runs), or of several
+    of the same capacity (one per exit of a graph) summed, where a number recorded in more than one
+    file is a duplicate too and ``distinct`` counts the numbers recorded anywhere."""
+    if not paths:
+        raise ValueError("read_seqcheck: give at least one state file")
+    states = [_State(p, None, write=False) for p in paths]
     try:
-        return state.counters()
+        total = {k: sum(s.counters()[k] for s in states) for k in COUNTERS}
+        total["capacity"] = states[0].counters()["capacity"]
+        if any(s.counters()["capacity"] != total["capacity"] for s in states):
+            raise ValueError(f"seqcheck files of different capacities: {', '.join(map(str, paths))}")
+        if len(states) > 1:
+            seen = np.zeros_like(states[0].bits)
+            for s in states:
+                total["duplicates"] += int(np.bitwise_count(seen & s.bits).sum())
+                seen |= s.bits
+            total["distinct"] = int(np.bitwise_count(seen).sum())
+        return total
     finally:
-        state.close()
+        for s in states:
+            s.close()

@@ -295,7 +295,7 @@ def chaos(kind: str, agent: AgentProcess, mark: str, counters: Counters, rng: ra
         t0 = time.monotonic()
         agent.proc.kill()
         agent.proc.wait()
-        time.sleep(0.5)
+        time.sleep(2.0)  # long enough to see traffic go on through the stalls of a busy 2-core machine
         tx_gap = counters.read()[1] - tx0  # forwarded while no agent ran
         new = AgentProcess(mark, log, agent.home, agent.port)
         listed = [d["name"] for d in new.call("GET", "/v1/deployments")]
@@ -372,6 +372,7 @@ def report(capacity: float, rate: float, count: int, duration: float, events: li
                             and sink["unstamped"] == 0),
         "rss_kb": {role: {"start": rss0.get(role, 0), "end": rss1.get(role, 0)} for role in sorted({*rss0, *rss1})},
         "rate": rates,
+        "rx_rate": [(t1, (a1 - a0) / (t1 - t0)) for (t0, a0, _), (t1, a1, _) in itertools.pairwise(samples)],
     }
 
 

@@ -1,22 +1,26 @@
 """Chaos soak (issue 11 §5): the Fig. 11 SFC under load while its processes are killed at random.
 
-A ``micronf agent`` process (its graphs detached from it, as in production) deploys the paper's
-Fig. 11 SFC (Firewall -> Monitor -> Application Firewall, optimized and placed for this machine)
-with the generator as Rx and a null Tx. First a short probe offers far more than the graph takes
-and measures its capacity (packets accepted per second); then the soak offers ``--load`` (0.8) of
-it for ``--minutes``, and every ``--every`` (10-30) seconds ``kill -9``s one of: a µNF process, the
-Rx service, the Tx service, the graph's zygote, or the agent itself (a new agent is then started
-on the same machine and must adopt the running graph) — each kind once per round, in random order.
+A ``micronf agent`` process (its graphs detached from it, as in production; its own token file
+and data directory in a temporary directory) deploys the paper's Fig. 11 SFC (Firewall -> Monitor
+-> Application Firewall, optimized and placed for this machine) with the generator as Rx, every
+frame stamped with its sequence number, and a ``seqcheck`` sink on every exit. First a short
+probe offers far more than the graph takes and measures its capacity (packets accepted per
+second); then the soak offers ``--load`` (0.8) of it for ``--minutes``, and every ``--every``
+(10-30) seconds ``kill -9``s one of: a µNF process, the Rx service, the Tx service, the graph's
+zygote, or the agent itself (a new agent is then started on the same machine and port — the port
+is the agent's identity — and must adopt the running graph) — each kind once per round, in
+random order.
 
 Per event it reports the kind, the downtime (µNF/Rx/Tx: the supervisor's restart event; agent:
 until the new agent lists the graph again, while the traffic's own downtime is checked from the
-segment's Tx counter) and the packets lost in the crash (buffers the dead process held). At the
-end, once the generator's ``count`` is sent and nothing is in flight: ``in == out +
-dropped[reason]`` exactly (``lost_in_crash`` is a reason), the frames the generator produced
-beyond its count (a restarted Rx source replaying frames: duplicates; the generator stamps no
-per-frame sequence number, so this is the duplicate check it allows), the private RSS growth of every
-process role, and an SVG of the Tx rate over time with the events marked. Exit status 0 only when
-the accounting is exact and nothing was generated twice.
+segment's Tx counter) and the packets lost in the crash (the growth of the ``lost_in_crash``
+drops: buffers the dead process held, a dead Rx's unfinished burst). At the end, once the
+generator's ``count`` is sent and nothing is in flight: ``in == out + dropped[reason]`` exactly
+(``lost_in_crash`` is a reason), what the sinks saw (sequence numbers seen twice — also across
+exits —, out of range, unstamped, reordered within a flow; the numbers seen must be the frames
+sent out, plus at most those a killed Tx service had written when it died), the private RSS
+growth of every process role, and an SVG of the Tx rate over time with the events marked. Exit
+status 0 only when the accounting is exact and the sinks saw no number twice.
 
 Usage::
 
@@ -31,10 +35,12 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -55,8 +61,10 @@ except ImportError:  # a checkout without an installed package
 from micronf.agent.iomem import RX_COUNTERS, TX_WORDS  # noqa: E402
 from micronf.dataplane.segment import Segment  # noqa: E402
 from micronf.io.generator import paper_traffic  # noqa: E402
+from micronf.io.sequence import read_seqcheck  # noqa: E402
 from micronf.orchestrator import embedded  # noqa: E402
 from micronf.orchestrator.placement import Candidate, Traffic, place  # noqa: E402
+from micronf.statedir import read_token  # noqa: E402
 
 NAME = "soak"
 KINDS = ("unf", "rx", "tx", "zygote", "agent")
@@ -72,30 +80,43 @@ def _free_port() -> int:
 
 
 class AgentProcess:
-    """One ``micronf agent`` process; every process it starts carries ``mark`` in its environment."""
+    """One ``micronf agent`` process; every process it starts carries ``mark`` in its environment.
 
-    def __init__(self, mark: str, log: Path) -> None:
-        self.port = _free_port()
+    Its token file and data directory are in ``home`` (also its state directory, so the soak never
+    touches the user's), so a replacement started with the same ``home`` and ``port`` has the same
+    token and the same identity (the port) and adopts the graph.
+    """
+
+    def __init__(self, mark: str, log: Path, home: Path, port: int | None = None) -> None:
+        self.home = home
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, MARK: mark}
+        env = {**os.environ, MARK: mark, "MICRONF_STATE_DIR": str(home)}
         src = str(BENCH_DIR.parent / "src")
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen([sys.executable, "-m", "micronf", "agent", "--port", str(self.port),
+                                      "--token-file", str(home / "token"), "--data-dir", str(self.data_dir),
                                       "--log-level", "warning"], env=env, stdout=log.open("a"),
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while True:
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
+                    break
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the agent did not come up (see {log})")
             time.sleep(0.1)
+        self.headers = {"Authorization": f"Bearer {read_token(home / 'token')}"}
+
+    @property
+    def data_dir(self) -> Path:
+        """The agent's data directory: the sinks' state files are there."""
+        return self.home / "data"
 
     def call(self, method: str, path: str, body: object = None) -> Any:
-        reply = httpx.request(method, f"{self.url}{path}", json=body, timeout=HTTP_TIMEOUT)
+        reply = httpx.request(method, f"{self.url}{path}", json=body, headers=self.headers, timeout=HTTP_TIMEOUT)
         reply.raise_for_status()
         return reply.json() if reply.content else None
 
@@ -145,13 +166,29 @@ def rss_kb(pid: int) -> int:
 
 
 def request(rate: float, count: int | None) -> dict[str, Any]:
-    """The Fig. 11 deploy request, placed as ``micronf run`` places it on this machine."""
+    """The Fig. 11 deploy request, placed as ``micronf run`` places it on this machine, its frames
+    stamped with sequence numbers and, given a ``count``, a ``seqcheck`` sink on every exit (state
+    file ``<exit>.seq`` in the agent's data directory; else the placement's null outputs)."""
     comp, _ = embedded.load(None)
-    traffic = paper_traffic(count=count, rate_pps=rate)
+    traffic = paper_traffic(count=count, rate_pps=rate, sequence=True)
     parts = place(comp.after, NAME, [Candidate(embedded.LOCAL_AGENT, 0)], Traffic(rx=traffic.model_dump(mode="json")))
     body: dict[str, Any] = parts[0].request.model_copy(update={"ring_capacity": 4096}).model_dump(mode="json")
     body["autoscale"] = {"enabled": False}  # the soak measures faults, not scaling decisions
+    if count:
+        body["outputs"] = {x: {**o, "backend": {"kind": "seqcheck", "path": f"{x}.seq", "capacity": count}}
+                           for x, o in body["outputs"].items()}
     return body
+
+
+def sinks(agent: AgentProcess, body: dict[str, Any]) -> list[Path]:
+    """The state files of the request's ``seqcheck`` outputs."""
+    return [agent.data_dir / o["backend"]["path"] for o in body["outputs"].values()]
+
+
+def lost_in_crash(agent: AgentProcess) -> int:
+    """The graph's ``lost_in_crash`` drops so far, over every process."""
+    drops = agent.call("GET", f"/v1/deployments/{NAME}/stats")["drops"]
+    return sum(int(v) for k, v in drops.items() if k.endswith("lost_in_crash"))
 
 
 def _role(nodes: list[str]) -> str:
@@ -172,30 +209,36 @@ def roles(agent: AgentProcess, mark: str) -> dict[str, int]:
 
 
 def measure_capacity(agent: AgentProcess, seconds: float) -> float:
-    """Packets per second the graph accepts when offered far more than it takes."""
+    """Packets per second the graph accepts when offered far more than it takes: the median of the
+    1-second windows of ``seconds`` (a busy shared machine stalls the graph for seconds now and
+    then: an average over a stall offered 1% of the capacity, the best window twice what the graph
+    keeps up)."""
     info = agent.call("POST", "/v1/deployments", request(rate=5_000_000.0, count=None))
     counters = Counters(info["segment"])
     time.sleep(1.0)
-    a0, t0 = counters.read()[0], time.monotonic()
-    time.sleep(seconds)
-    a1, t1 = counters.read()[0], time.monotonic()
+    readings = [(counters.read()[0], time.monotonic())]
+    while readings[-1][1] - readings[0][1] < seconds:
+        time.sleep(1.0)
+        readings.append((counters.read()[0], time.monotonic()))
     agent.call("DELETE", f"/v1/deployments/{NAME}")
     counters.seg.close()
-    return (a1 - a0) / (t1 - t0)
+    return float(np.median([(a1 - a0) / (t1 - t0) for (a0, t0), (a1, t1) in itertools.pairwise(readings)]))
 
 
 def run(minutes: float, load: float, every: tuple[float, float], kinds: list[str], seed: int, probe_s: float,
         log: Path) -> dict[str, Any]:
     rng = random.Random(seed)
     mark = uuid.uuid4().hex
-    agent = AgentProcess(mark, log)
+    home = Path(tempfile.mkdtemp(prefix="micronf-soak-"))
+    agent = AgentProcess(mark, log, home)
     agents = [agent]
     try:
         capacity = measure_capacity(agent, probe_s)
         rate = load * capacity
         duration = minutes * 60
         count = int(rate * duration)
-        info = agent.call("POST", "/v1/deployments", request(rate=rate, count=count))
+        body = request(rate=rate, count=count)
+        info = agent.call("POST", "/v1/deployments", body)
         counters = Counters(info["segment"])
         samples: list[tuple[float, int, int]] = []
         stop = threading.Event()
@@ -229,12 +272,13 @@ def run(minutes: float, load: float, every: tuple[float, float], kinds: list[str
                   f"lost {event['lost']}", flush=True)
             next_at = time.monotonic() - t_start + rng.uniform(*every)
         final = drain(agent, count)
+        sink = read_seqcheck(*sinks(agent, body))
         rss1 = {role: rss_kb(pid) for role, pid in roles(agent, mark).items()}
         stop.set()
         sampler.join()
         agent.call("DELETE", f"/v1/deployments/{NAME}")
         counters.seg.close()
-        return report(capacity, rate, count, duration, events, final, samples, rss0, rss1, seed)
+        return report(capacity, rate, count, duration, events, final, sink, samples, rss0, rss1, seed)
     finally:
         for a in agents:
             if a.proc.poll() is None:
@@ -243,6 +287,7 @@ def run(minutes: float, load: float, every: tuple[float, float], kinds: list[str
         for pid in marked(mark):  # nothing may be left behind; report it if something was
             print(f"warning: pid {pid} left running; killed", file=sys.stderr)
             os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def chaos(kind: str, agent: AgentProcess, mark: str, counters: Counters, rng: random.Random,
@@ -254,9 +299,9 @@ def chaos(kind: str, agent: AgentProcess, mark: str, counters: Counters, rng: ra
         t0 = time.monotonic()
         agent.proc.kill()
         agent.proc.wait()
-        time.sleep(0.5)
+        time.sleep(2.0)  # long enough to see traffic go on through the stalls of a busy 2-core machine
         tx_gap = counters.read()[1] - tx0  # forwarded while no agent ran
-        new = AgentProcess(mark, log)
+        new = AgentProcess(mark, log, agent.home, agent.port)
         listed = [d["name"] for d in new.call("GET", "/v1/deployments")]
         if listed != [NAME]:
             raise RuntimeError(f"the new agent did not adopt the graph (lists {listed})")
@@ -274,17 +319,20 @@ def chaos(kind: str, agent: AgentProcess, mark: str, counters: Counters, rng: ra
         return {"kind": kind, "what": f"zygote pid {pid}", "lost": 0, "downtime_ms": 0.0 if moved else float("nan")}
     role = rng.choice([r for r in now if r not in ("agent", "zygote", "@rx", "@tx")]) if kind == "unf" else f"@{kind}"
     before = len(agent.call("GET", f"/v1/deployments/{NAME}/stats")["restarts"])
+    lost0 = lost_in_crash(agent)
     os.kill(now[role], signal.SIGKILL)
     deadline = time.monotonic() + 60
     while True:
         restarts = agent.call("GET", f"/v1/deployments/{NAME}/stats")["restarts"]
         if len(restarts) > before:
-            ev = restarts[-1]
-            return {"kind": kind, "what": f"{role} pid {now[role]}", "lost": int(ev["reclaimed_buffers"]),
-                    "downtime_ms": float(ev["downtime_ms"])}
+            break
         if time.monotonic() > deadline:
             raise RuntimeError(f"{role} was not restarted within 60 s")
         time.sleep(0.05)
+    ev = restarts[-1]
+    time.sleep(1.0)  # a restarted Rx settles its predecessor's unfinished burst before its first frame
+    return {"kind": kind, "what": f"{role} pid {now[role]}", "lost": lost_in_crash(agent) - lost0,
+            "reclaimed_buffers": int(ev["reclaimed_buffers"]), "downtime_ms": float(ev["downtime_ms"])}
 
 
 def drain(agent: AgentProcess, count: int, timeout: float = 120.0) -> dict[str, Any]:
@@ -306,8 +354,8 @@ def drain(agent: AgentProcess, count: int, timeout: float = 120.0) -> dict[str, 
 
 
 def report(capacity: float, rate: float, count: int, duration: float, events: list[dict[str, Any]],
-           final: dict[str, Any], samples: list[tuple[float, int, int]], rss0: dict[str, int],
-           rss1: dict[str, int], seed: int) -> dict[str, Any]:
+           final: dict[str, Any], sink: dict[str, int], samples: list[tuple[float, int, int]],
+           rss0: dict[str, int], rss1: dict[str, int], seed: int) -> dict[str, Any]:
     frames = int(final["rx"]["frames"])
     out = sum(int(t["frames"]) for t in final["tx"].values())
     dropped = {k: int(v) for k, v in sorted(final["drops"].items())}
@@ -321,8 +369,14 @@ def report(capacity: float, rate: float, count: int, duration: float, events: li
         "balanced": frames == out + sum(dropped.values()) + int(final["conservation"]["in_flight"]),
         "drained": final["conservation"]["in_flight"] == 0 and frames >= count,
         "generated_beyond_count": frames - count,
+        "sink": sink,
+        "duplicates": sink["duplicates"],
+        # what the sinks recorded is what went out, plus at most the frames a killed Tx wrote as it died
+        "sink_consistent": (out <= sink["distinct"] <= out + lost and sink["out_of_range"] == 0
+                            and sink["unstamped"] == 0),
         "rss_kb": {role: {"start": rss0.get(role, 0), "end": rss1.get(role, 0)} for role in sorted({*rss0, *rss1})},
         "rate": rates,
+        "rx_rate": [(t1, (a1 - a0) / (t1 - t0)) for (t0, a0, _), (t1, a1, _) in itertools.pairwise(samples)],
     }
 
 
@@ -375,7 +429,12 @@ def print_report(r: dict[str, Any]) -> None:
           + ("" if r["drained"] else " (read while packets still moved: the source had not stopped)"))
     for k, v in r["dropped"].items():
         print(f"  dropped {k}: {v:,}")
-    print(f"generated beyond the count (replayed by a restarted Rx: duplicates): {r['generated_beyond_count']:,}")
+    print(f"generated beyond the count: {r['generated_beyond_count']:,}")
+    s = r["sink"]
+    print(f"sinks: {s['frames']:,} frames, {s['distinct']:,} distinct sequence numbers, duplicates "
+          f"{s['duplicates']:,}, out of range {s['out_of_range']:,}, unstamped {s['unstamped']:,}, reordered within "
+          f"a flow {s['reordered']:,}; never sent: {r['count'] - s['distinct']:,} "
+          f"({'consistent with out and lost_in_crash' if r['sink_consistent'] else 'INCONSISTENT'})")
     rss = [[role, f"{v['start']:,}", f"{v['end']:,}", f"{v['end'] - v['start']:+,}"] for role, v in r["rss_kb"].items()]
     print("\n".join(text_table(["process", "private RSS start kB", "end kB", "growth kB"], rss)))
     print("(a role whose process was killed is a new process at the end)")
@@ -406,7 +465,8 @@ def main() -> None:
     print(f"plot: {args.plot}")
     if args.json:
         args.json.write_text(json.dumps(r, indent=2, default=str))
-    sys.exit(0 if r["balanced"] and r["drained"] and r["generated_beyond_count"] == 0 else 1)
+    ok = r["balanced"] and r["drained"] and r["generated_beyond_count"] == 0
+    sys.exit(0 if ok and r["duplicates"] == 0 and r["sink_consistent"] else 1)
 
 
 if __name__ == "__main__":

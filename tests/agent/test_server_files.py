@@ -87,6 +87,13 @@ def test_an_output_outside_the_data_directory_is_refused(app: FastAPI, dirs: tup
     assert victim.read_bytes() == b"precious"
 
 
+def test_a_seqcheck_state_file_is_confined_like_a_pcap_output(app: FastAPI, dirs: tuple[Path, Path]) -> None:
+    out = {"backend": {"kind": "seqcheck", "path": "../outside/victim.pcap", "capacity": 10}}
+    detail = _refused(app, _request("seq", out=out), "outputs.out.backend.path")
+    assert "data directory" in detail
+    assert (dirs[1] / "victim.pcap").read_bytes() == b"precious"
+
+
 def test_no_directory_is_created_outside(app: FastAPI, dirs: tuple[Path, Path]) -> None:
     _refused(app, _request("mkdir", out=_pcap_out("../made-by-agent/x.pcap")), "outputs.out.backend.path")
     assert not (dirs[0].parent / "made-by-agent").exists()

@@ -1,7 +1,7 @@
 """The agent's data directory: the only place a deploy request may name files in.
 
 Why: the agent usually runs as root and takes requests from the network, so a capture path in a
-request is a path an untrusted caller chooses. A pcap Rx input or pcap Tx output is therefore a
+request is a path an untrusted caller chooses. A pcap Rx input or a pcap (or seqcheck) Tx output is therefore a
 *name inside the agent's data directory* (``micronf agent --data-dir D``), checked here before a
 single process starts:
 
@@ -37,6 +37,9 @@ from micronf.agent.models import DeployRequest
 _CAPTURE_MAGICS = frozenset(
     m.to_bytes(4, order) for m in (0xA1B2C3D4, 0xA1B23C4D, 0xA1B2CD34) for order in ("little", "big")
 ) | {b"\x0a\x0d\x0d\x0a"}
+
+
+_FILE_OUTPUTS = ("pcap", "seqcheck")  # Tx backends that write a file: a pcap, a seqcheck state file
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -138,7 +141,7 @@ def confine(req: DeployRequest, data_dir: Path) -> Iterator[DeployRequest]:
     created: list[Path] = []
     rx = req.rx
     rx_file = rx is not None and rx.get("kind") == "pcap" and "path" in rx
-    files = {x: o for x, o in req.outputs.items() if o.backend.get("kind") == "pcap" and "path" in o.backend}
+    files = {x: o for x, o in req.outputs.items() if o.backend.get("kind") in _FILE_OUTPUTS and "path" in o.backend}
     if not rx_file and not files:
         yield req
         return

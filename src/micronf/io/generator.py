@@ -53,9 +53,10 @@ import numpy.typing as npt
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from micronf.io.backend import I32, I64, U8
+from micronf.io.backend import I32, I64, U8, FrameBatch
 from micronf.io.pcap import Trace
 from micronf.io.replay import Clock, FrameReplay
+from micronf.io.sequence import stamp_frames
 
 __all__ = [
     "IMIX",
@@ -206,6 +207,11 @@ class GeneratorSpec(BaseModel):
         "1000 holding every flow (so percentages are exact).",
     )
     seed: int = Field(default=0, ge=0, description="Seed of every random choice (addresses, ports, order, payload).")
+    sequence: bool = Field(
+        default=False,
+        description="Stamp frame j (counted over the whole run) with j as a 64-bit number: in the TCP seq/ack "
+        "fields, the first 8 UDP payload bytes (checksums updated); the seqcheck Tx output checks it.",
+    )
     src_mac: str = Field(default="02:00:00:00:00:01", pattern=_MAC_PATTERN, description="Source MAC address.")
     dst_mac: str = Field(default="02:00:00:00:00:02", pattern=_MAC_PATTERN, description="Destination MAC address.")
 
@@ -568,6 +574,15 @@ class GeneratorRx(FrameReplay):
         super().__init__(trace, limit=spec.count, pacer=pacer, clock=clock)
         self.spec = spec
 
+    def recv(self, max_frames: int) -> FrameBatch:
+        """The next window (see :meth:`FrameReplay.recv`), stamped with the frames' sequence numbers
+        when ``spec.sequence`` is set (one compiled pass over the window, in place: the templates are
+        handed out, and copied by the Rx service, before the next call stamps them again)."""
+        b = super().recv(max_frames)
+        if self.spec.sequence and b.n:
+            stamp_frames(b.data, b.off, b.length, b.n, self._sent - b.n)
+        return b
+
     def describe(self) -> Composition:
         """The exact composition of the template cycle (frame ``j`` is template ``j % templates``)."""
         return self.composition
@@ -598,12 +613,14 @@ PAPER_SQLI_URLS: tuple[str, ...] = (
 
 
 def paper_traffic(
-    *, count: int | None = None, rate_pps: float | None = None, flows: int = 100, size: int = 200, seed: int = 0
+    *, count: int | None = None, rate_pps: float | None = None, flows: int = 100, size: int = 200, seed: int = 0,
+    sequence: bool = False,
 ) -> GeneratorSpec:
     """The paper's benchmark traffic: ``size``-byte HTTP GETs, 20% with SQL-injection URLs.
 
     Over each cycle of 1000 templates exactly 800 carry a benign URL (100 per URL) and 200 an
-    SQL-injection URL (50 per URL), in random order.
+    SQL-injection URL (50 per URL), in random order. ``sequence``: stamp every frame (see
+    :mod:`micronf.io.sequence`).
     """
     urls = PAPER_BENIGN_URLS + PAPER_SQLI_URLS
     sqli_weight = 0.25 * len(PAPER_BENIGN_URLS) / len(PAPER_SQLI_URLS)  # 20 : 80 overall
@@ -617,4 +634,5 @@ def paper_traffic(
         count=count,
         rate_pps=rate_pps,
         seed=seed,
+        sequence=sequence,
     )

@@ -18,11 +18,12 @@ from micronf.io.afpacket import AfPacketRx, AfPacketSpec, AfPacketTx
 from micronf.io.backend import RxBackend, TxBackend
 from micronf.io.generator import GeneratorRx, GeneratorSpec
 from micronf.io.replay import NullTx, NullTxSpec, PcapRx, PcapRxSpec, PcapTx, PcapTxSpec
+from micronf.io.sequence import SeqCheckTx, SeqCheckTxSpec
 
 RxSpec = Annotated[GeneratorSpec | PcapRxSpec | AfPacketSpec, Field(discriminator="kind")]
-TxSpec = Annotated[PcapTxSpec | AfPacketSpec | NullTxSpec, Field(discriminator="kind")]
+TxSpec = Annotated[PcapTxSpec | AfPacketSpec | NullTxSpec | SeqCheckTxSpec, Field(discriminator="kind")]
 _RX: TypeAdapter[GeneratorSpec | PcapRxSpec | AfPacketSpec] = TypeAdapter(RxSpec)
-_TX: TypeAdapter[PcapTxSpec | AfPacketSpec | NullTxSpec] = TypeAdapter(TxSpec)
+_TX: TypeAdapter[PcapTxSpec | AfPacketSpec | NullTxSpec | SeqCheckTxSpec] = TypeAdapter(TxSpec)
 
 
 def _message(where: str, exc: ValidationError) -> str:
@@ -42,7 +43,7 @@ def check_rx(spec: Mapping[str, Any] | BaseModel, where: str = "rx") -> BaseMode
 
 
 def check_tx(spec: Mapping[str, Any] | BaseModel, where: str = "tx") -> BaseModel:
-    """The validated Tx spec, or ``ValueError`` naming the field (kinds: pcap, afpacket, null)."""
+    """The validated Tx spec, or ``ValueError`` naming the field (kinds: pcap, afpacket, null, seqcheck)."""
     try:
         return _TX.validate_python(dict(spec) if isinstance(spec, Mapping) else spec.model_dump())
     except ValidationError as exc:
@@ -67,5 +68,7 @@ def open_tx(spec: Mapping[str, Any] | BaseModel) -> TxBackend:
         return PcapTx(s)
     if isinstance(s, NullTxSpec):
         return NullTx()
+    if isinstance(s, SeqCheckTxSpec):
+        return SeqCheckTx(s)
     assert isinstance(s, AfPacketSpec)
     return AfPacketTx(s)

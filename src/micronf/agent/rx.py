@@ -75,6 +75,7 @@ from micronf.dataplane.pool import (
 from micronf.dataplane.ring import HEAD, ring_enqueue
 from micronf.dataplane.segment import read_json
 from micronf.io.replay import FrameReplay, TimestampPacer
+from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_rx
 from micronf.ports.base import MAX_FANOUT
 from micronf.ports.loadbalanced import jump_hash
@@ -228,6 +229,7 @@ def warm(segment: str) -> None:
     # the pcap pacer too: compiled on its first call, it held a replay back while its clock ran,
     # and then the frames due meanwhile went out at once
     TimestampPacer(np.array([0, 1], np.int64)).allowed(0, 0)
+    warm_sequence(mem.pool.arrays)  # the generator's sequence stamp (and the sink's check)
 
 
 def run(segment: str, line: str) -> int:

@@ -35,6 +35,7 @@ from micronf.dataplane.segment import read_json
 from micronf.io.afpacket import warm_tx as warm_afpacket_tx
 from micronf.io.backend import TxBackend
 from micronf.io.pcap import PcapWriter
+from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.scheduling import apply_scheduling
@@ -115,6 +116,7 @@ def warm(segment: str) -> None:
     with PcapWriter(os.devnull) as writer:
         writer.write_pool(mem.pool.arrays, held[0], 0)
     warm_afpacket_tx(mem.pool.arrays)
+    warm_sequence(mem.pool.arrays)  # the seqcheck sink
 
 
 def _mac_bytes(mac: str | None) -> np.ndarray:

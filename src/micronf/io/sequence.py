@@ -243,6 +243,15 @@ class SeqCheckTx:
         self._state.close()
 
 
+def warm(p: PoolArrays) -> None:
+    """Load the stamp and check kernels now (in the zygote): on their first call numba compiles or
+    reads its cache, which a service that has dropped root (see ``micronf.runtime.privileges``)
+    can do neither of."""
+    stamp_frames(np.zeros(64, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int32), 0, 0)
+    _check(p.data, p.words, np.zeros(1, np.uint32), 0, np.zeros(HEADER_WORDS, np.int64), np.zeros(2, np.int64),
+           np.zeros(1, np.uint64))
+
+
 def read_seqcheck(*paths: Path) -> dict[str, int]:
     """The counters of one ``seqcheck`` state file (also while its Tx service runs), or of several
     of the same capacity (one per exit of a graph) summed, where a number recorded in more than one

@@ -298,7 +298,10 @@ class Deployment:
         try:
             p, rctrl, rslots = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots
             self._complete_syncs()
-            reclaimed = reclaim(p, rctrl, rslots) if not stuck else 0
+            # buffers the dead process had already counted as dropped are not lost in the crash too
+            unfreed = g.counted_unfreed() if not stuck else []
+            reclaimed = reclaim(p, rctrl, rslots) - sum(unfreed) if not stuck else 0
+            g.settle(unfreed)
             t_reclaimed = time.monotonic()
             child = respawn()
             deadline = time.monotonic() + 5.0

@@ -22,7 +22,7 @@ import numpy as np
 
 from micronf.dataplane.atomics import py_store_release
 from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, PacketPool
-from micronf.dataplane.ring import RingTable
+from micronf.dataplane.ring import HEAD, RingTable
 from micronf.dataplane.segment import Segment
 from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
 from micronf.runtime.graph import EgressPlan, GraphLayout, IngressPlan, NodePlan, ProcessPlan
@@ -36,6 +36,7 @@ from micronf.runtime.stage import (
     P_PAUSED,
     P_PID,
     P_READY,
+    P_SETTLED,
     P_STOP,
     PAUSE,
     STOP,
@@ -483,6 +484,33 @@ class GraphRuntime:
             rt = self.node_stats(node.name).runtime
             total += rt["dropped"] + rt["unconnected"] + rt["full"] + rt["bad_verdict"]
         return total
+
+    def counted_frees(self, k: int) -> int:
+        """Buffers process ``k`` has counted as the graph's drops (drop verdicts not captured, unconnected
+        labels, full egresses, bad verdicts): each such packet bumps exactly one of these counters, and
+        only then is its buffer freed through the process's return ring. So the counter sum minus that
+        ring's head (minus the ``P_SETTLED`` offset) is what the process counted but did not yet free:
+        0 between batches, and for a killed process exactly the counted part of the buffers it held."""
+        total = 0
+        for i in self.layout.processes[k].nodes:
+            s = self.node_stats(self.layout.nodes[i].name)
+            total += s.runtime["unconnected"] + s.runtime["full"] + s.runtime["bad_verdict"]
+            if not self.layout.capture_drops:
+                total += sum(c for v, c in s.verdicts.items() if v.startswith("drop:"))
+        return total
+
+    def counted_unfreed(self) -> list[int]:
+        """Per process: buffers counted as dropped but not yet freed (see :meth:`counted_frees`)."""
+        mem = self.memory()
+        heads = mem.pool.arrays.ret_ctrl[:, HEAD]
+        return [self.counted_frees(k) - int(heads[proc.client]) - int(mem.ctl[ctl_line(k) + P_SETTLED])
+                for k, proc in enumerate(self.layout.processes)]
+
+    def settle(self, unfreed: list[int]) -> None:
+        """After a reclaim freed the counted-but-unfreed buffers ``unfreed``: account them as freed."""
+        mem = self.memory()
+        for k, n in enumerate(unfreed):
+            mem.ctl[ctl_line(k) + P_SETTLED] += n
 
     def ring_occupancy(self) -> np.ndarray:
         """Handles waiting in each ring right now."""

@@ -18,6 +18,10 @@ from micronf.runtime.nf import MicroNF, nf_class
 # control region: line 0 is the graph's, then one 16-word line per process slot
 CTL_LINE = 16
 P_STOP, P_READY, P_PID, P_CALLS, P_STARTS, P_PAUSED, P_EXITED, P_STATUS = 0, 1, 2, 3, 4, 5, 6, 7
+# supervisor-written word of a process line: the process's counted frees minus the handles its return ring has
+# taken, as of the last reclaim (see ``GraphRuntime.counted_frees``); the excess over it is what a dead process
+# had counted as dropped but not yet freed
+P_SETTLED = 8
 G_LAYOUT_GEN = 1  # graph line word: bumped each time the layout is rewritten while running (scale out/in)
 STOP, PAUSE = 1, 2  # values of P_STOP: stop for good, or finish the batch in hand and wait (P_PAUSED = 1)
 

@@ -51,17 +51,20 @@ def _counted_unfreed(mem: GraphMemory, k: int) -> int:
     return total - int(mem.pool.arrays.ret_ctrl[mem.layout.processes[k].client, HEAD])
 
 
-def _kill_between_count_and_free(pid: int, mem: GraphMemory, k: int, tries: int = 20_000) -> int:
+def _kill_between_count_and_free(pid: int, mem: GraphMemory, k: int) -> tuple[int, int]:
     """SIGSTOP process ``k`` until it is caught with drops counted but not freed, then SIGKILL it there;
-    returns how many buffers it had counted and still held."""
-    for _ in range(tries):
+    returns how many buffers it had counted and still held, and the number of tries."""
+    deadline = time.monotonic() + 20
+    tries = 0
+    while time.monotonic() < deadline:
+        tries += 1
         os.kill(pid, signal.SIGSTOP)
         while not _stopped(pid):
             time.sleep(0.0001)
         held = _counted_unfreed(mem, k)
         if held > 0:
             os.kill(pid, signal.SIGKILL)
-            return held
+            return held, tries
         os.kill(pid, signal.SIGCONT)
         time.sleep(0.0002)
     pytest.fail("never caught the µNF between counting and freeing")
@@ -79,7 +82,7 @@ def _wait_done(agent: Agent, name: str, total: int) -> GraphStats:
 
 
 def test_kill_9_of_a_unf_holding_counted_drops_counts_them_once(tmp_path: Path) -> None:
-    total = 1_000_000
+    total = 4_000_000
     # unpaced: the µNF then spends its time in full batches, a good part of it between counting and freeing
     spec = GeneratorSpec(count=total, templates=64, flows=16, src_net="10.0.0.0/30")
     with Agent(data_dir=tmp_path) as agent:
@@ -92,7 +95,7 @@ def test_kill_9_of_a_unf_holding_counted_drops_counts_them_once(tmp_path: Path) 
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             pid = next(p.pid for p in agent.deployment("crash-count").processes if p.nodes == ["chk"])
-            held = _kill_between_count_and_free(pid, mem, k)
+            held, tries = _kill_between_count_and_free(pid, mem, k)
             deadline = time.monotonic() + 10
             while not agent.stats("crash-count").restarts:
                 assert time.monotonic() < deadline, "the µNF was not restarted"
@@ -104,6 +107,6 @@ def test_kill_9_of_a_unf_holding_counted_drops_counts_them_once(tmp_path: Path) 
     lost = s.drops.get("chk.lost_in_crash", 0)
     dropped = sum(s.drops.values()) - lost
     print(f"\n{total} in, {s.tx['out']['frames']} out, {dropped} dropped, {lost} lost_in_crash; "
-          f"held {held} counted drops at the kill, reclaimed {s.restarts[0].reclaimed_buffers}")
+          f"held {held} counted drops at the kill (try {tries}), reclaimed {s.restarts[0].reclaimed_buffers}")
     assert s.rx["frames"] == total and s.drops.get("chk.bad_src", 0) > 0
     assert total == s.tx["out"]["frames"] + dropped + lost

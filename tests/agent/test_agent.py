@@ -37,7 +37,9 @@ def _wait_done(agent: Agent, name: str, total: int, timeout: float = 60.0) -> Gr
     while True:
         s = agent.stats(name)
         entered = s.rx["frames"]
-        if entered == total and s.conservation.in_flight == 0 and s.conservation.ok:
+        # the per-reason counts of the graph (not the Rx service's) caught up with the total too
+        settled = sum(v for k, v in s.drops.items() if not k.startswith("@rx.")) == s.conservation.dropped
+        if entered == total and s.conservation.in_flight == 0 and s.conservation.ok and settled:
             return s
         assert time.monotonic() < deadline, f"graph did not drain: {s.rx} {s.conservation}"
         time.sleep(0.05)

@@ -29,11 +29,11 @@ from tests.procs import Owner, cmdlines, marked, running, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TOTAL = 200_000  # 20 s at 10 kpps: still flowing while no agent runs, even on a slow machine
+TOTAL = 200_000  # 40 s at 5 kpps: still flowing while no agent runs, even on a slow machine
 BODY = {"name": "adopt",
         "graph": {"nodes": [{"name": "chk", "type": "CheckIPHeader"}, {"name": "swap", "type": "MacSwapper"}],
                   "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
-        "rx": {"kind": "generator", "count": TOTAL, "rate_pps": 10_000, "flows": 32},
+        "rx": {"kind": "generator", "count": TOTAL, "rate_pps": 5_000, "flows": 32},
         "outputs": {"out": {"backend": {"kind": "null"}}}}
 
 

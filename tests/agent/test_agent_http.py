@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,34 +14,16 @@ from micronf.agent.client import AgentClient, AgentClientError
 from micronf.agent.models import DeployRequest
 from micronf.dataplane.segment import list_segments
 from micronf.statedir import agent_token_file, bearer, read_token
+from tests.agent._agent_process import agent_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def agent_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = _free_port()
     monkeypatch.setenv("MICRONF_STATE_DIR", str(tmp_path))  # the agent writes its token here
-    cmd = [sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port", str(port)]
-    proc = subprocess.Popen(cmd)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            assert proc.poll() is None and time.monotonic() < deadline, "agent did not come up"
-            time.sleep(0.1)
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    with agent_process() as (url, _port):
+        yield url
 
 
 def test_deploy_observe_scrape_remove_over_http(agent_url: str) -> None:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
 from micronf.agent.client import AgentClient
@@ -20,35 +14,11 @@ from micronf.agent.identity import agent_identity
 from micronf.agent.models import DeployRequest
 from micronf.dataplane.segment import list_segments
 from micronf.statedir import read_token
+from tests.agent._agent_process import agent_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def _agent(token_file: Path) -> Iterator[tuple[str, int]]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port",
-                             str(port), "--token-file", str(token_file)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None and time.monotonic() < deadline, "agent did not come up"
-                time.sleep(0.1)
-        yield url, port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
 
 
 def test_identity_follows_the_listening_address() -> None:
@@ -68,7 +38,7 @@ def test_two_agents_on_one_machine_deploy_the_same_name(tmp_path: Path) -> None:
     req = DeployRequest.model_validate(body)
     with ExitStack() as stack:
         tokens = [tmp_path / f"token{i}" for i in range(2)]
-        agents = [stack.enter_context(_agent(t)) for t in tokens]
+        agents = [stack.enter_context(agent_process("--token-file", str(t))) for t in tokens]
         clients = [AgentClient(url, token=read_token(t)) for (url, _), t in zip(agents, tokens, strict=True)]
         infos = [c.deploy(req) for c in clients]  # the second one used to fail: 500 SegmentError
         assert infos[0].segment != infos[1].segment

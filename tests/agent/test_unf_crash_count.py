@@ -15,7 +15,7 @@ from micronf.agent.core import Agent
 from micronf.agent.models import DeployRequest, GraphStats
 from micronf.dataplane.ring import HEAD
 from micronf.io.generator import GeneratorSpec
-from micronf.runtime.loop import RC_BAD_VERDICT, RC_FULL, RC_UNCONNECTED, RC_VERDICT0
+from micronf.runtime.loop import RC_BAD_VERDICT, RC_FULL, RC_UNCONNECTED, RC_VERDICT0, RC_YIELDS
 from micronf.runtime.stage import GraphMemory
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -24,12 +24,14 @@ BAD = "10.0.0.1"  # of the generator's 10.0.0.0/30 sources: CheckIPHeader drops 
 
 
 def _request(name: str, spec: GeneratorSpec) -> DeployRequest:
+    # on_full "wait": a µNF whose next ring is full holds its batch, drops already counted, until
+    # there is room, which gives the test a deterministic place to kill it
     return DeployRequest.model_validate({
         "name": name,
         "graph": {"nodes": [{"name": "chk", "type": "CheckIPHeader", "config": {"bad_src": [BAD]}},
                             {"name": "swap", "type": "MacSwapper"}],
                   "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
-        "rx": spec.model_dump(mode="json"), "ring_capacity": 4096, "pool_slots": 16384,
+        "rx": spec.model_dump(mode="json"), "ring_capacity": 1024, "pool_slots": 16384, "on_full": "wait",
         "outputs": {"out": {"backend": {"kind": "null"}}}, "autoscale": {"enabled": False}})
 
 
@@ -51,23 +53,30 @@ def _counted_unfreed(mem: GraphMemory, k: int) -> int:
     return total - int(mem.pool.arrays.ret_ctrl[mem.layout.processes[k].client, HEAD])
 
 
-def _kill_between_count_and_free(pid: int, mem: GraphMemory, k: int) -> tuple[int, int]:
-    """SIGSTOP process ``k`` until it is caught with drops counted but not freed, then SIGKILL it there;
-    returns how many buffers it had counted and still held, and the number of tries."""
-    deadline = time.monotonic() + 20
-    tries = 0
-    while time.monotonic() < deadline:
-        tries += 1
+def _kill_between_count_and_free(mem: GraphMemory, k: int, pid: int, downstream: int) -> tuple[int, int]:
+    """Stop the downstream µNF so process ``k`` (pid ``pid``) fills the ring to it and waits for room
+    holding a batch whose drops it has counted but not freed; SIGKILL it there. Returns how many
+    buffers it had counted and still held, and the number of tries (a batch without a drop: retry)."""
+    rc = mem.runtime_counters(mem.layout.nodes[mem.layout.processes[k].nodes[0]])
+    for tries in range(1, 21):
+        os.kill(downstream, signal.SIGSTOP)
+        yields = int(rc[RC_YIELDS])
+        deadline = time.monotonic() + 10
+        while int(rc[RC_YIELDS]) < yields + 100:  # waiting for room, batch in hand
+            assert time.monotonic() < deadline, "the µNF never waited for the stopped one"
+            time.sleep(0.001)
         os.kill(pid, signal.SIGSTOP)
         while not _stopped(pid):
             time.sleep(0.0001)
         held = _counted_unfreed(mem, k)
         if held > 0:
             os.kill(pid, signal.SIGKILL)
+            os.kill(downstream, signal.SIGCONT)
             return held, tries
         os.kill(pid, signal.SIGCONT)
-        time.sleep(0.0002)
-    pytest.fail("never caught the µNF between counting and freeing")
+        os.kill(downstream, signal.SIGCONT)
+        time.sleep(0.01)
+    pytest.fail("20 batches in a row without a counted drop")
 
 
 def _wait_done(agent: Agent, name: str, total: int) -> GraphStats:
@@ -82,8 +91,7 @@ def _wait_done(agent: Agent, name: str, total: int) -> GraphStats:
 
 
 def test_kill_9_of_a_unf_holding_counted_drops_counts_them_once(tmp_path: Path) -> None:
-    total = 4_000_000
-    # unpaced: the µNF then spends its time in full batches, a good part of it between counting and freeing
+    total = 2_000_000
     spec = GeneratorSpec(count=total, templates=64, flows=16, src_net="10.0.0.0/30")
     with Agent(data_dir=tmp_path) as agent:
         info = agent.deploy(_request("crash-count", spec))
@@ -94,8 +102,10 @@ def test_kill_9_of_a_unf_holding_counted_drops_counts_them_once(tmp_path: Path) 
             while agent.stats("crash-count").rx["frames"] < total // 10:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
-            pid = next(p.pid for p in agent.deployment("crash-count").processes if p.nodes == ["chk"])
-            held, tries = _kill_between_count_and_free(pid, mem, k)
+            procs = agent.deployment("crash-count").processes
+            pid = next(p.pid for p in procs if p.nodes == ["chk"])
+            downstream = next(p.pid for p in procs if p.nodes == ["swap"])
+            held, tries = _kill_between_count_and_free(mem, k, pid, downstream)
             deadline = time.monotonic() + 10
             while not agent.stats("crash-count").restarts:
                 assert time.monotonic() < deadline, "the µNF was not restarted"

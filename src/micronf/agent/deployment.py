@@ -76,7 +76,7 @@ from micronf.runtime.loop import (
     RC_UNCONNECTED,
 )
 from micronf.runtime.nf import NFConfigError
-from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_STOP, STOP, ctl_line
+from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_SETTLED, P_STOP, STOP, ctl_line
 from micronf.runtime.zygote import Child, ZygoteError
 
 log = logging.getLogger("micronf.agent")
@@ -130,7 +130,7 @@ class Deployment:
                 check_rx(req.rx)
             for name, out in req.outputs.items():
                 check_tx(out.backend, where=f"outputs.{name}")
-            layout = plan(req.graph, capture_drops=req.capture_drops, spare_rings=64)
+            layout = plan(req.graph, capture_drops=req.capture_drops, on_full=req.on_full, spare_rings=64)
         except (GraphError, NFConfigError, ValueError) as exc:
             raise InvalidDeploymentError(str(exc)) from None
         exits = [x.name for x in layout.exits]
@@ -298,10 +298,13 @@ class Deployment:
         try:
             p, rctrl, rslots = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots
             self._complete_syncs()
-            # buffers the dead process had already counted as dropped are not lost in the crash too
+            # buffers the dead process had already counted (as dropped, or as sent by the Tx service)
+            # are not lost in the crash too
             unfreed = g.counted_unfreed() if not stuck else []
-            reclaimed = reclaim(p, rctrl, rslots) - sum(unfreed) if not stuck else 0
+            tx_unfreed = self._tx_counted_unfreed() if not stuck else 0
+            reclaimed = reclaim(p, rctrl, rslots) - sum(unfreed) - tx_unfreed if not stuck else 0
             g.settle(unfreed)
+            mem.ctl[g.io_line(TX_SLOT) + P_SETTLED] += tx_unfreed
             t_reclaimed = time.monotonic()
             child = respawn()
             deadline = time.monotonic() + 5.0
@@ -321,6 +324,21 @@ class Deployment:
         log.warning("deployment %s: %s %s; restarted in %.0f ms (%s), %d buffers reclaimed%s", self.req.name,
                     "/".join(nodes), status, event.downtime_ms, phases, reclaimed,
                     f" (processes {stuck} did not pause: no reclaim)" if stuck else "")
+
+    def _tx_counted_unfreed(self) -> int:
+        """Buffers the Tx service counted (sent, refused, no output) but did not yet free.
+
+        The Tx service counts a batch, then frees its buffers through its return ring: the counts
+        minus that ring's head (minus what earlier restarts settled) is 0 between batches, and for a
+        killed service exactly the counted part of the buffers it held. Those were counted as done
+        already; a restart's reclaim frees them without counting them again as ``lost_in_crash``
+        (the µNF processes' equivalent is ``GraphRuntime.counted_unfreed``)."""
+        g = self.runtime
+        mem = g.memory()
+        txv = g.segment().view("tx.stats", np.int64).reshape(-1, TX_WORDS)[: len(self.exit_names)]
+        counted = int(txv[:, [TX_INDEX["frames"], TX_INDEX["refused"], TX_INDEX["no_output"]]].sum())
+        freed = int(mem.pool.arrays.ret_ctrl[g.io_client_base + TX_SLOT, HEAD])
+        return counted - freed - int(mem.ctl[g.io_line(TX_SLOT) + P_SETTLED])
 
     def _complete_syncs(self) -> None:
         g = self.runtime
@@ -489,7 +507,11 @@ class Deployment:
                             in_flight=after.allocated - after.freed, ok=ok)
 
     def stats(self) -> GraphStats:
-        """Every counter of the graph (read while packets move) and its conservation."""
+        """Every counter of the graph (read while packets move) and its conservation.
+
+        Conservation is judged first and the counters read after it, so they are at least as recent:
+        a reader that sees nothing in flight once the source is exhausted reads final counters."""
+        cons = self._conservation()
         g = self.runtime
         seg = g.segment()
         rxv = seg.view("rx.stats", np.int64)
@@ -520,7 +542,6 @@ class Deployment:
                 drops[key] = drops.get(key, 0) + ev.reclaimed_buffers
         pool = g.memory().pool.stats()
         lat = percentiles(seg.view("tx.hist", np.int64))
-        cons = self._conservation()
         return GraphStats(
             name=self.req.name, at=time.time(), rx=rx, tx=tx, drops=drops, nodes=nodes,
             pool={"slots": pool.capacity, "free": pool.free, "in_use": pool.in_use, "allocated": pool.allocated,

@@ -121,6 +121,10 @@ class DeployRequest(_Strict):
     outputs: dict[str, OutputSpec] = Field(default_factory=dict, description="exit name → output; exits not "
                                            "listed are drained and counted as dropped (reason no_output)")
     capture_drops: bool = Field(False, description="make every drop reason an exit (e.g. to write it to a pcap)")
+    on_full: Literal["drop", "wait"] = Field(
+        "drop", description="what a µNF does with a packet whose next ring is full: 'drop' counts it (reason "
+        "full) so a slow µNF never stalls the ones before it; 'wait' holds it until there is room, pushing "
+        "back to the Rx service (which then counts entry_full)")
     autoscale: AutoscaleSpec = Field(default_factory=AutoscaleSpec)
     rx_cpu: int | None = Field(None, ge=0, description="CPU for the Rx service (None: any)")
     tx_cpu: int | None = Field(None, ge=0, description="CPU for the Tx service (None: any)")

@@ -78,10 +78,11 @@ def tx_collect(p: PoolArrays, rctrl: I64, rslots: U32, rings: I64, exit_of: I64,
 
 
 @njit(cache=True, nogil=True)
-def tx_release(p: PoolArrays, client: int, handles: U32, n: int, sent: int, stats: I64, no_output: bool,
-               hist: I64, ns_per_cycle: float, stamps: I64) -> None:
-    """Count a batch of one exit after its backend took ``sent`` of ``n``; record the latency of
-    the sent ones; free all ``n`` buffers."""
+def tx_count(p: PoolArrays, handles: U32, n: int, sent: int, stats: I64, no_output: bool, hist: I64,
+             ns_per_cycle: float, stamps: I64) -> None:
+    """Count a batch of one exit after its backend took ``sent`` of ``n``; record the latency of the
+    sent ones. The buffers are still held: a crash from here until :func:`tx_release` frees them
+    leaves them counted but not freed (the supervisor's reclaim frees them without counting again)."""
     p = borrowed(p)  # unreferenced (the caller keeps it alive): no refcounting per call below
     now = cycles()
     nbytes = 0
@@ -97,7 +98,14 @@ def tx_release(p: PoolArrays, client: int, handles: U32, n: int, sent: int, stat
     else:
         stats[T_REFUSED] += n - sent
     stats[T_BATCHES] += 1
-    pool_free(p, client, handles, n)
+
+
+@njit(cache=True, nogil=True)
+def tx_release(p: PoolArrays, client: int, handles: U32, n: int, sent: int, stats: I64, no_output: bool,
+               hist: I64, ns_per_cycle: float, stamps: I64) -> None:
+    """Count a batch (:func:`tx_count`), then free all ``n`` buffers through return ring ``client``."""
+    tx_count(p, handles, n, sent, stats, no_output, hist, ns_per_cycle, stamps)
+    pool_free(borrowed(p), client, handles, n)
 
 
 def warm(segment: str) -> None:

@@ -74,8 +74,9 @@ KERNELS = {**SFC, **OTHERS}
 # the files a µNF module may import that can change with it (rewired to the baseline copies)
 CHAIN = "in sequence (fused)"
 HELPERS = {
-    "micronf.nfs._http": "nfs/_http.py",
-    "micronf.dataplane.dfa": "dataplane/dfa.py",
+    "micronf.packet.http": "packet/http.py",
+    "micronf.packet.dfa": "packet/dfa.py",
+    "micronf.packet.waf": "packet/waf.py",  # ValidateUrl's decode-and-match kernel
     "micronf.nfs.check_ip_header": "nfs/check_ip_header.py",  # L3L4Filter imports its header check
 }
 

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.agent.models import FlowRule
-from micronf.dataplane.headers import Frame, five_tuple_values
+from micronf.packet.headers import Frame, five_tuple_values
 
 ACCEPT, DROP, UNMATCHED = 0, 1, 2
 PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}

@@ -35,7 +35,7 @@ Paper traffic
 -------------
 :func:`paper_traffic` is the benchmark mix of the µNF paper (§VII): 200-byte HTTP GETs, 20% of
 them with SQL-injection URLs (:data:`PAPER_SQLI_URLS`, each matched by
-``micronf.dataplane.dfa.SQLI_SIGNATURES``), 80% benign (:data:`PAPER_BENIGN_URLS`, none matched).
+``micronf.packet.sqli.SQLI_SIGNATURES``), 80% benign (:data:`PAPER_BENIGN_URLS`, none matched).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from micronf.io.backend import I32, I64, U8, FrameBatch
 from micronf.io.pcap import Trace
 from micronf.io.replay import Clock, FrameReplay
 from micronf.io.sequence import stamp_frames
+from micronf.packet.checksum import csum_finish, ipv4_checksum, sum16
 
 __all__ = [
     "IMIX",
@@ -368,24 +369,6 @@ def _unique_keys(rng: np.random.Generator, n: int, space: int) -> npt.NDArray[np
 
 
 @njit(cache=True, nogil=True)
-def _csum_add(buf: U8, start: int, length: int, acc: int) -> int:
-    """``acc`` plus the big-endian 16-bit words of ``buf[start:start+length]`` (odd tail padded)."""
-    for k in range(0, length - 1, 2):
-        acc += (int(buf[start + k]) << 8) | int(buf[start + k + 1])
-    if length & 1:
-        acc += int(buf[start + length - 1]) << 8
-    return acc
-
-
-@njit(cache=True, nogil=True)
-def _csum_fold(acc: int) -> int:
-    """The Internet checksum (RFC 1071) of an unfolded sum."""
-    while acc >> 16:
-        acc = (acc & 0xFFFF) + (acc >> 16)
-    return (~acc) & 0xFFFF
-
-
-@njit(cache=True, nogil=True)
 def _put(buf: U8, pos: int, value: int, nbytes: int) -> None:
     """Store ``value`` big-endian in ``nbytes`` bytes at ``pos``."""
     for k in range(nbytes):
@@ -429,7 +412,7 @@ def _write_templates(
         _put(data, ip + 8, (64 << 24) | (proto << 16), 4)  # TTL 64, protocol, checksum 0
         _put(data, ip + 12, src_ip[f], 4)
         _put(data, ip + 16, dst_ip[f], 4)
-        _put(data, ip + 10, _csum_fold(_csum_add(data, ip, 20, 0)), 2)
+        _put(data, ip + 10, ipv4_checksum(data, ip, 20), 2)
         l4 = ip + 20
         l4_len = ln - 34
         _put(data, l4, (sport[f] << 16) | dport[f], 4)
@@ -449,7 +432,7 @@ def _write_templates(
                 data[pay : pay + n] = req[req_off[u] : req_off[u] + n]
                 data[pay + n : o + ln] = 0
         pseudo = (src_ip[f] >> 16) + (src_ip[f] & 0xFFFF) + (dst_ip[f] >> 16) + (dst_ip[f] & 0xFFFF) + proto + l4_len
-        c = _csum_fold(_csum_add(data, l4, l4_len, pseudo))
+        c = csum_finish(sum16(data, l4, l4_len, -1) + pseudo)
         if k == _UDP and c == 0:
             c = 0xFFFF  # RFC 768: a computed 0 is sent as all ones (0 means "no checksum")
         _put(data, csum_at, c, 2)

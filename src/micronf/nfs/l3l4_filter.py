@@ -11,7 +11,9 @@ from numba import njit
 from pydantic import Field, field_validator, model_validator
 
 from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.headers import (
+from micronf.dataplane.pool import PoolArrays, pkt_frame
+from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
+from micronf.packet.headers import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -21,8 +23,6 @@ from micronf.dataplane.headers import (
     ipv4_src,
     l4_ports,
 )
-from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 

@@ -1,7 +1,7 @@
 """Benchmark: CPU cycles per packet of each µNF kernel of the paper's Fig. 11 SFC, before and after.
 
 What it measures: each µNF's batch kernel, called exactly as the runtime calls it (batches of
-``--batch`` handles of one pool), over the paper's traffic (``micronf.io.generator.paper_traffic``:
+``--batch`` handles of one pool), over the paper's traffic (``micronf.io.generator_spec.paper_traffic``:
 200-byte HTTP GETs, 20% with SQL-injection URLs; its 1000 templates, one per pool slot). Cost is
 read from the TSC around a compiled loop of ``--passes`` passes over all templates, so it is
 cycles of the kernel alone: no rings, no Rx/Tx. The µNFs are configured as in
@@ -203,7 +203,8 @@ class Bench:
 
     def __init__(self, batch: int, passes: int) -> None:
         from micronf.dataplane.pool import PacketPool
-        from micronf.io.generator import build_templates, paper_traffic
+        from micronf.io.generator import build_templates
+        from micronf.io.generator_spec import paper_traffic
 
         trace, _ = build_templates(paper_traffic())
         n = trace.offsets.shape[0]

@@ -13,14 +13,8 @@ from pydantic import ValidationError
 from scapy.all import IP, TCP, UDP, Ether
 
 from micronf.io.backend import FrameBatch, RxBackend
-from micronf.io.generator import (
-    PAPER_BENIGN_URLS,
-    PAPER_SQLI_URLS,
-    GeneratorRx,
-    GeneratorSpec,
-    TokenBucket,
-    paper_traffic,
-)
+from micronf.io.generator import GeneratorRx, TokenBucket
+from micronf.io.generator_spec import PAPER_BENIGN_URLS, PAPER_SQLI_URLS, GeneratorSpec, paper_traffic
 from micronf.packet.dfa import compile_patterns
 from micronf.packet.sqli import SQLI_SIGNATURES
 

@@ -69,7 +69,7 @@ from _common import RT_RUNTIME, base_facts, int_list, rt_runtime_us, text_table
 from micronf.dataplane.atomics import cycles, sched_yield
 from micronf.dataplane.pool import PacketPool, PoolArrays, pool_alloc, pool_free_owner
 from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_dequeue, ring_enqueue, ring_init
-from micronf.io.pcap import Trace, fill_pool_from_trace
+from micronf.io.trace import Trace, fill_pool_from_trace
 from micronf.ports.base import keep_unsent
 from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec, Policy, chain_names, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError

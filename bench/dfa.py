@@ -2,7 +2,7 @@
 of Python ``re``, the numba DFA and hyperscan.
 
 Quality: recall (injections flagged) and false-positive rate (benign URLs flagged) of
-:data:`micronf.dataplane.dfa.SQLI_SIGNATURES` on the labelled corpus of ``tests/nfs/sqli_corpus.py``
+:data:`micronf.packet.sqli.SQLI_SIGNATURES` on the labelled corpus of ``tests/nfs/sqli_corpus.py``
 (sqlmap tamper forms and cheat-sheet payloads, raw spaces included; realistic benign URLs with SQL
 words in ordinary use), through ValidateUrl's own kernel (``url_target_search``: WAF normalization
 then the DFA). The Python reference (regex normalizer + ``re``) must agree on every URL. The goal of
@@ -156,7 +156,9 @@ def make_batches() -> tuple[Any, Any]:
     """Compiled loops over a batch: the request-target, then ValidateUrl's search / the raw DFA on it."""
     from numba import njit
 
-    from micronf.dataplane.dfa import dfa_search, http_request_url, url_target_search
+    from micronf.packet.dfa import dfa_search
+    from micronf.packet.http import http_request_url
+    from micronf.packet.waf import url_target_search
 
     def normalized(cmap: Any, table: Any, params: Any, buf: Any, offsets: Any, lengths: Any, out: Any) -> int:
         hits = 0
@@ -183,7 +185,8 @@ def make_batches() -> tuple[Any, Any]:
 
 def corpus_quality(patterns: tuple[str, ...]) -> dict[str, Any]:
     """Recall and false positives of ``patterns`` on the labelled corpus, through ValidateUrl's kernel."""
-    from micronf.dataplane.dfa import compile_patterns, url_dfa, url_target_search
+    from micronf.packet.dfa import compile_patterns
+    from micronf.packet.waf import url_dfa, url_target_search
 
     ref = _corpus()
     attacks: list[tuple[bytes, str]] = ref.injections()
@@ -304,13 +307,15 @@ def machine_facts() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
-    dfa_mod = importlib.import_module("micronf.dataplane.dfa")
-    patterns = tuple(dfa_mod.SQLI_SIGNATURES)
+    dfa_mod = importlib.import_module("micronf.packet.dfa")
+    regex_mod = importlib.import_module("micronf.packet.regex")
+    waf_mod = importlib.import_module("micronf.packet.waf")
+    patterns = tuple(importlib.import_module("micronf.packet.sqli").SQLI_SIGNATURES)
     t0 = time.perf_counter()
-    dfa_mod._build(patterns, True, 20000)  # cold: no lru / disk cache
+    regex_mod.build_tables(patterns, True, 20000)  # cold: no lru / disk cache
     build_s = time.perf_counter() - t0
     dfa = dfa_mod.compile_patterns(patterns)
-    u = dfa_mod.url_dfa(dfa)
+    u = waf_mod.url_dfa(dfa)
     info = {
         "signatures": len(patterns),
         "dfa_states": dfa.n_states,

@@ -1,10 +1,10 @@
 """Benchmark: packet I/O backends, one section per path.
 
 Section ``afpacket`` (raw AF_PACKET I/O over a veth pair): a sender process in namespace A runs
-:class:`micronf.io.afpacket.AfPacketTx` as fast as it can (bursts of ``--burst`` pool frames of one
+:class:`micronf.io.afpacket_tx.AfPacketTx` as fast as it can (bursts of ``--burst`` pool frames of one
 size, UDP/IPv4, to a unicast MAC that is not the receiver's, so the receiving IP stack drops them at
 once) into a veth whose peer is in namespace B, where a receiver process counts the frames
-:class:`micronf.io.afpacket.AfPacketRx` hands out. Both open their sockets through the spec's
+:class:`micronf.io.afpacket_rx.AfPacketRx` hands out. Both open their sockets through the spec's
 ``netns``; the sender is pinned to the first CPU, the receiver to the last. For every Tx mode
 (``sendmmsg``, ``ring``) and frame size, ``--repeat`` runs (modes interleaved) of ``--seconds``
 after ``--warmup``; the table shows medians:
@@ -133,7 +133,8 @@ def receiver(conn: Connection, spec_kw: Msg, cpu: int) -> None:
     try:
         _pin(cpu)
         afp = _import("micronf.io.afpacket")
-        with afp.AfPacketRx(afp.AfPacketSpec(**spec_kw)) as rx:
+        afp_rx = _import("micronf.io.afpacket_rx")
+        with afp_rx.AfPacketRx(afp.AfPacketSpec(**spec_kw)) as rx:
             rx.recv(0)  # compile / load the kernel before the clock starts
             _window(conn, lambda: rx.recv(1024), rx.stats)
     except BaseException as exc:
@@ -145,13 +146,14 @@ def sender(conn: Connection, spec_kw: Msg, cpu: int, size: int, burst: int) -> N
     try:
         _pin(cpu)
         afp = _import("micronf.io.afpacket")
+        afp_tx = _import("micronf.io.afpacket_tx")
         pool_mod = _import("micronf.dataplane.pool")
         pool = pool_mod.PacketPool.local(burst)
         handles = pool.alloc(burst)
         frame = udp_frame(size)
         for h in handles:
             pool.write_frame(int(h), frame)
-        with afp.AfPacketTx(afp.AfPacketSpec(**spec_kw)) as tx:
+        with afp_tx.AfPacketTx(afp.AfPacketSpec(**spec_kw)) as tx:
             tx.send(pool.arrays, handles, 0)  # compile / load the kernel before the clock starts
 
             def poll() -> None:

@@ -1,7 +1,7 @@
 """Benchmark: CPU cycles per packet of each µNF kernel of the paper's Fig. 11 SFC, before and after.
 
 What it measures: each µNF's batch kernel, called exactly as the runtime calls it (batches of
-``--batch`` handles of one pool), over the paper's traffic (``micronf.io.generator.paper_traffic``:
+``--batch`` handles of one pool), over the paper's traffic (``micronf.io.generator_spec.paper_traffic``:
 200-byte HTTP GETs, 20% with SQL-injection URLs; its 1000 templates, one per pool slot). Cost is
 read from the TSC around a compiled loop of ``--passes`` passes over all templates, so it is
 cycles of the kernel alone: no rings, no Rx/Tx. The µNFs are configured as in
@@ -71,12 +71,17 @@ OTHERS: dict[str, tuple[str, dict[str, Any]]] = {
     "FlowLoadBalancer": ("flow_load_balancer", {"backends": [{"ip": f"10.9.0.{i}"} for i in range(1, 5)]}),
 }
 KERNELS = {**SFC, **OTHERS}
-# the files a µNF module may import that can change with it (rewired to the baseline copies)
 CHAIN = "in sequence (fused)"
+# the files a µNF module may import that can change with it (rewired to the baseline copies); the
+# paths before issue 13 moved them to micronf.packet are listed too, for baselines older than that
 HELPERS = {
+    "micronf.packet.http": "packet/http.py",
+    "micronf.packet.dfa": "packet/dfa.py",
+    "micronf.packet.waf": "packet/waf.py",  # ValidateUrl's decode-and-match kernel
+    "micronf.nfs.check_ip_header": "nfs/check_ip_header.py",  # L3L4Filter imports its header check
     "micronf.nfs._http": "nfs/_http.py",
     "micronf.dataplane.dfa": "dataplane/dfa.py",
-    "micronf.nfs.check_ip_header": "nfs/check_ip_header.py",  # L3L4Filter imports its header check
+    "micronf.dataplane.headers": "dataplane/headers.py",
 }
 
 
@@ -98,6 +103,13 @@ def _changed(rev: str, rel: str) -> bool:
     ).returncode != 0
 
 
+def _exists(rev: str, rel: str) -> bool:
+    """Whether ``src/micronf/<rel>`` exists at ``rev``."""
+    return subprocess.run(
+        ["git", "cat-file", "-e", f"{rev}:src/micronf/{rel}"], cwd=REPO, timeout=60, check=False, capture_output=True
+    ).returncode == 0
+
+
 def load_baseline(rev: str, modules: Sequence[str]) -> dict[str, ModuleType]:
     """The µNF ``modules`` (names under ``micronf.nfs``) as of ``rev``, for those that changed since.
 
@@ -112,7 +124,7 @@ def load_baseline(rev: str, modules: Sequence[str]) -> dict[str, ModuleType]:
     root = BENCH_DIR / "out" / f"baseline-{full[:10]}"
     (root / pkg).mkdir(parents=True, exist_ok=True)
     (root / pkg / "__init__.py").write_text("")
-    helpers = {mod: rel for mod, rel in HELPERS.items() if _changed(full, rel)}
+    helpers = {mod: rel for mod, rel in HELPERS.items() if _exists(full, rel) and _changed(full, rel)}
     sources = {m: _git("show", f"{full}:src/micronf/nfs/{m}.py") for m in modules}
     wanted = [m for m in modules if _changed(full, f"nfs/{m}.py") or any(h in sources[m] for h in helpers)]
     files = {
@@ -202,7 +214,8 @@ class Bench:
 
     def __init__(self, batch: int, passes: int) -> None:
         from micronf.dataplane.pool import PacketPool
-        from micronf.io.generator import build_templates, paper_traffic
+        from micronf.io.generator import build_templates
+        from micronf.io.generator_spec import paper_traffic
 
         trace, _ = build_templates(paper_traffic())
         n = trace.offsets.shape[0]

@@ -60,7 +60,7 @@ except ImportError:  # a checkout without an installed package
 
 from micronf.agent.iomem import RX_COUNTERS, TX_WORDS  # noqa: E402
 from micronf.dataplane.segment import Segment  # noqa: E402
-from micronf.io.generator import paper_traffic  # noqa: E402
+from micronf.io.generator_spec import paper_traffic  # noqa: E402
 from micronf.io.sequence import read_seqcheck  # noqa: E402
 from micronf.orchestrator import embedded  # noqa: E402
 from micronf.orchestrator.placement import Candidate, Traffic, place  # noqa: E402

@@ -21,8 +21,9 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
-from micronf.io.generator import PAPER_BENIGN_URLS, PAPER_SQLI_URLS, GeneratorRx, paper_traffic
-from micronf.io.pcap import read_pcap
+from micronf.io.generator import GeneratorRx
+from micronf.io.generator_spec import PAPER_BENIGN_URLS, PAPER_SQLI_URLS, paper_traffic
+from micronf.io.pcap_read import read_pcap
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

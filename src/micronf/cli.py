@@ -29,7 +29,7 @@ from micronf import __version__
 
 if TYPE_CHECKING:
     from micronf.agent.server import AgentCore
-    from micronf.io.pcap import Trace
+    from micronf.io.trace import Trace
     from micronf.orchestrator.compose import Composition
     from micronf.orchestrator.embedded import RunSummary
     from micronf.orchestrator.placement import AgentRef
@@ -247,7 +247,7 @@ def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: fl
     from rich.live import Live
 
     from micronf.agent.errors import DeploymentFailedError
-    from micronf.io.generator import paper_traffic
+    from micronf.io.generator_spec import paper_traffic
     from micronf.orchestrator import embedded
 
     stop = threading.Event()
@@ -385,7 +385,7 @@ def chain(
 def _read_trace(pcap: Path) -> Trace:
     """The capture's packets; a truncated last record is a warning, a broken file an error (exit 2)."""
     from micronf.io.linktype import read_ethernet
-    from micronf.io.pcap import PcapError
+    from micronf.io.trace import PcapError
 
     try:
         trace = read_ethernet(pcap)  # raw IP and Linux cooked captures get Ethernet headers

@@ -17,7 +17,8 @@ from micronf.agent.core import Agent
 from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.agent.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import list_segments
-from micronf.io.pcap import PcapWriter, read_pcap
+from micronf.io.pcap_read import read_pcap
+from micronf.io.pcap_write import PcapWriter
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -15,7 +15,8 @@ from scapy.layers.l2 import Ether
 
 from micronf.agent.core import Agent
 from micronf.agent.models import DeployRequest
-from micronf.io.afpacket import AfPacketRx, AfPacketSpec
+from micronf.io.afpacket import AfPacketSpec
+from micronf.io.afpacket_rx import AfPacketRx
 from tests import netns
 from tests.netns import NetLab, send_frames
 

@@ -12,41 +12,45 @@ from scapy.layers.l2 import ARP, Ether
 
 from micronf.agent.classify import ACCEPT, DROP, UNMATCHED, classify_frame, compile_rules
 from micronf.agent.iomem import HIST_WORDS, bucket_of, bucket_upper, percentiles, record_latency
-from micronf.agent.models import FlowRule
+from micronf.packet.rules import FlowRule
 
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 
 
 def _model(rules: list[FlowRule], pkt: Ether) -> int:
-    """Exact rules first (in order), then wildcard rules in order; unmatched otherwise."""
+    """Exact rules first (in order), then wildcard rules in order; unmatched otherwise.
+
+    A rule with ports matches only TCP/UDP packets (this traffic has no fragments).
+    """
     if not rules:
         return ACCEPT
     if IP not in pkt:
         return UNMATCHED
     ip = pkt[IP]
-    sport = ip.sport if (TCP in ip or UDP in ip) else 0
-    dport = ip.dport if (TCP in ip or UDP in ip) else 0
 
     def hit(r: FlowRule) -> bool:
         for prefix, addr in ((r.src, ip.src), (r.dst, ip.dst)):
-            if prefix is not None and ipaddress.IPv4Address(addr) not in ipaddress.IPv4Network(prefix):
+            if prefix != "any" and ipaddress.IPv4Address(addr) not in ipaddress.IPv4Network(prefix):
                 return False
-        if r.proto is not None and PROTO.get(str(r.proto), r.proto) != ip.proto:
+        if r.proto != "any" and PROTO.get(str(r.proto), r.proto) != ip.proto:
             return False
-        for rng, port in ((r.sport, sport), (r.dport, dport)):
-            if rng is not None:
-                lo, hi = (rng, rng) if isinstance(rng, int) else rng
-                if not lo <= port <= hi:
-                    return False
+        if r.sport == r.dport == "any":
+            return True
+        if TCP not in ip and UDP not in ip:
+            return False
+        for spec, port in ((r.sport, ip.sport), (r.dport, ip.dport)):
+            lo, _, hi = spec.partition("-")
+            if spec != "any" and not int(lo) <= port <= int(hi or lo):
+                return False
         return True
 
     def exact(r: FlowRule) -> bool:
-        return bool(r.src and r.src.endswith("/32") and r.dst and r.dst.endswith("/32") and r.proto is not None
-                    and isinstance(r.sport, int) and isinstance(r.dport, int))
+        return (r.src.endswith("/32") and r.dst.endswith("/32") and r.proto != "any"
+                and r.sport.isdigit() and r.dport.isdigit())
 
     for r in [r for r in rules if exact(r)] + [r for r in rules if not exact(r)]:
         if hit(r):
-            return DROP if r.action == "drop" else ACCEPT
+            return DROP if r.action == "deny" else ACCEPT
     return UNMATCHED
 
 
@@ -87,8 +91,8 @@ def test_classifier_matches_the_model(raw: list[dict[str, object]]) -> None:
 
 
 def test_bad_rules_are_refused() -> None:
-    for bad, msg in (({"src": "10.0.0.300/8"}, "not an IPv4"), ({"dport": [90, 80]}, "lo <= hi"),
-                     ({"proto": 300}, "0..255"), ({"sport": 70000}, "65535"), ({"action": "maybe"}, "accept")):
+    for bad, msg in (({"src": "10.0.0.300/8"}, "an IPv4 address"), ({"dport": [90, 80]}, "lowest first"),
+                     ({"proto": 300}, "0..255"), ({"sport": 70000}, "65535"), ({"action": "maybe"}, "allow")):
         with pytest.raises(ValueError, match=msg):
             FlowRule.model_validate(bad)
 

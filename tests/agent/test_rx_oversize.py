@@ -29,7 +29,9 @@ from micronf.agent.rx import rx_burst
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable, ring_dequeue
 from micronf.dataplane.segment import PrivateMemory
-from micronf.io.pcap import PcapWriter, Trace, read_pcap
+from micronf.io.pcap_read import read_pcap
+from micronf.io.pcap_write import PcapWriter
+from micronf.io.trace import Trace
 
 pytestmark = pytest.mark.timeout(300)
 

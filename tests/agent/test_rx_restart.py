@@ -21,8 +21,9 @@ from micronf.agent.core import Agent
 from micronf.agent.iomem import J_ACTIVE, J_STATE
 from micronf.agent.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import Segment
-from micronf.io.generator import GeneratorSpec, build_templates
-from micronf.io.pcap import PcapWriter
+from micronf.io.generator import build_templates
+from micronf.io.generator_spec import GeneratorSpec
+from micronf.io.pcap_write import PcapWriter
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -76,7 +76,7 @@ def test_the_agent_gets_the_validated_request(app: FastAPI) -> None:
     body = request_body("web")
     assert call(create_app(Recording(), token=None), "POST", "/v1/deployments", json=body).status_code == 201
     assert seen == [DeployRequest.model_validate(body)]
-    assert seen[0].rules[0].dport == 53 and seen[0].graph.name == "web"
+    assert seen[0].rules[0].dport == "53" and seen[0].graph.name == "web"
 
 
 def test_health(app: FastAPI) -> None:
@@ -113,8 +113,10 @@ BAD_BODIES = [
     ("bad name", _set("name", "Web_1"), "name: deployment name 'Web_1' must be 1-40 of [a-z0-9-]"),
     ("bad MAC", _set("outputs.out.next_hop_mac", "02:00:00:00:zz"),
      "outputs.out.next_hop_mac: not a MAC address: '02:00:00:00:zz'"),
-    ("bad prefix", _set("rules.0.src", "10.0.0.300/8"), "rules[0].src: not an IPv4 address or prefix: '10.0.0.300/8'"),
-    ("bad port range", _set("rules.0.dport", [80, 10]), "rules[0].dport: port range must satisfy"),
+    ("bad prefix", _set("rules.0.src", "10.0.0.300/8"),
+     "rules[0].src: '10.0.0.300/8' is not \"any\", an IPv4 address or a CIDR prefix"),
+    ("bad port range", _set("rules.0.dport", [80, 10]),
+     "rules[0].dport: [80, 10] is not a port range within 0..65535, lowest first"),
     ("node without type", _drop_node_type, "graph.nodes[1].type: Field required"),
     ("burst out of range", _set("burst", 0), "burst: Input should be greater than or equal to 1"),
 ]

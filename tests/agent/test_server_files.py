@@ -25,7 +25,7 @@ from micronf.agent.files import confine
 from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
 from micronf.dataplane.segment import list_segments
-from micronf.io.pcap import PcapWriter
+from micronf.io.pcap_write import PcapWriter
 from tests.agent.test_server import call
 
 pytestmark = pytest.mark.timeout(120)

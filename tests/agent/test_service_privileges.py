@@ -20,8 +20,9 @@ from scapy.layers.l2 import Ether
 from micronf.agent.core import Agent
 from micronf.agent.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import list_segments
-from micronf.io.generator import GeneratorSpec, build_templates
-from micronf.io.pcap import read_pcap
+from micronf.io.generator import build_templates
+from micronf.io.generator_spec import GeneratorSpec
+from micronf.io.pcap_read import read_pcap
 from micronf.runtime.privileges import UID_BASE_ENV, drop_for_service
 from micronf.runtime.stage import GraphMemory
 from tests import netns

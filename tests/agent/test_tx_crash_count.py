@@ -23,7 +23,7 @@ from micronf.agent.iomem import TX_INDEX, TX_WORDS
 from micronf.agent.models import DeployRequest, GraphStats
 from micronf.agent.tx import tx_count
 from micronf.dataplane.ring import ring_dequeue
-from micronf.io.generator import GeneratorSpec
+from micronf.io.generator_spec import GeneratorSpec
 from micronf.runtime.stage import GraphMemory
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

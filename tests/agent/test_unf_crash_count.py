@@ -14,7 +14,7 @@ import pytest
 from micronf.agent.core import Agent
 from micronf.agent.models import DeployRequest, GraphStats
 from micronf.dataplane.ring import HEAD
-from micronf.io.generator import GeneratorSpec
+from micronf.io.generator_spec import GeneratorSpec
 from micronf.runtime.loop import RC_BAD_VERDICT, RC_FULL, RC_UNCONNECTED, RC_VERDICT0, RC_YIELDS
 from micronf.runtime.stage import GraphMemory
 

@@ -16,16 +16,11 @@ from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from micronf.dataplane.pool import PacketPool
-from micronf.io.afpacket import (
-    AfPacketPermissionError,
-    AfPacketRx,
-    AfPacketSpec,
-    AfPacketTx,
-    InterfaceNotFoundError,
-    NetnsNotFoundError,
-)
+from micronf.io.afpacket import AfPacketPermissionError, AfPacketSpec, InterfaceNotFoundError, NetnsNotFoundError
+from micronf.io.afpacket_rx import AfPacketRx
+from micronf.io.afpacket_tx import AfPacketTx
 from micronf.io.backend import RxBackend, TxBackend
-from micronf.io.pcap import Trace, fill_pool_from_trace
+from micronf.io.trace import Trace, fill_pool_from_trace
 
 from .. import netns
 from ..netns import NetLab, namespaces_with_prefix, send_frames

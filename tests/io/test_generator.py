@@ -12,16 +12,11 @@ import pytest
 from pydantic import ValidationError
 from scapy.all import IP, TCP, UDP, Ether
 
-from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns
 from micronf.io.backend import FrameBatch, RxBackend
-from micronf.io.generator import (
-    PAPER_BENIGN_URLS,
-    PAPER_SQLI_URLS,
-    GeneratorRx,
-    GeneratorSpec,
-    TokenBucket,
-    paper_traffic,
-)
+from micronf.io.generator import GeneratorRx, TokenBucket
+from micronf.io.generator_spec import PAPER_BENIGN_URLS, PAPER_SQLI_URLS, GeneratorSpec, paper_traffic
+from micronf.packet.dfa import compile_patterns
+from micronf.packet.sqli import SQLI_SIGNATURES
 
 URLS = ("/index.html", "/search?q=a+b", "/x/" + "y" * 30)
 MIXED = GeneratorSpec(

@@ -22,7 +22,8 @@ from scapy.utils import rdpcap, wrpcap, wrpcapng
 from scapy.utils6 import in6_getnsmac
 
 from micronf.io.linktype import read_ethernet, to_ethernet
-from micronf.io.pcap import LINKTYPE_ETHERNET, PcapError, Trace, read_pcap
+from micronf.io.pcap_read import read_pcap
+from micronf.io.trace import LINKTYPE_ETHERNET, PcapError, Trace
 
 ZERO = "00:00:00:00:00:00"
 MAC = "02:00:5e:10:20:30"

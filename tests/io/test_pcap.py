@@ -19,16 +19,9 @@ from scapy.utils import PcapWriter as ScapyPcapWriter
 
 from micronf.dataplane.pool import DATA_OFF, M_LEN, PacketPool
 from micronf.dataplane.segment import Segment
-from micronf.io.pcap import (
-    MAX_RECORD_LEN,
-    Q_TIMESTAMP_NS,
-    PcapError,
-    PcapWriter,
-    Trace,
-    fill_pool_from_trace,
-    gather_pool_frames,
-    read_pcap,
-)
+from micronf.io.pcap_read import read_pcap
+from micronf.io.pcap_write import PcapWriter
+from micronf.io.trace import MAX_RECORD_LEN, Q_TIMESTAMP_NS, PcapError, Trace, fill_pool_from_trace, gather_pool_frames
 
 T0 = 1_700_000_000  # a plausible capture time, in seconds
 

@@ -27,7 +27,7 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap, wrpcapng
 
 from micronf.io.linktype import read_ethernet
-from micronf.io.pcap import PcapError, Trace
+from micronf.io.trace import PcapError, Trace
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,8 +15,9 @@ from scapy.all import IP, UDP, Ether, Raw, wrpcap
 
 from micronf.dataplane.pool import PacketPool
 from micronf.io.backend import RxBackend, TxBackend
-from micronf.io.pcap import Q_TIMESTAMP_NS, PcapError, read_pcap
+from micronf.io.pcap_read import read_pcap
 from micronf.io.replay import NullTx, NullTxSpec, PcapRx, PcapRxSpec, PcapTx, PcapTxSpec
+from micronf.io.trace import Q_TIMESTAMP_NS, PcapError
 
 T0 = 1_600_000_000  # seconds: any date inside the classic pcap range
 

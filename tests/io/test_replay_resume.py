@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from micronf.io.generator import GeneratorRx, GeneratorSpec
+from micronf.io.generator import GeneratorRx
+from micronf.io.generator_spec import GeneratorSpec
 from micronf.io.replay import PcapRx, PcapRxSpec
 from tests.io.test_replay import FakeClock, make_frames, write_capture
 

@@ -19,10 +19,11 @@ from scapy.utils import rdpcap
 
 from micronf.dataplane.pool import M_HASH, PacketPool
 from micronf.dataplane.segment import Segment
-from micronf.io.generator import GeneratorRx, GeneratorSpec, paper_traffic
-from micronf.io.pcap import Trace, fill_pool_from_trace
+from micronf.io.generator import GeneratorRx
+from micronf.io.generator_spec import GeneratorSpec, paper_traffic
 from micronf.io.sequence import SeqCheckTx, SeqCheckTxSpec, read_seqcheck
 from micronf.io.specs import check_tx
+from micronf.io.trace import Trace, fill_pool_from_trace
 from micronf.orchestrator import embedded
 from micronf.runtime.offline import run_offline
 

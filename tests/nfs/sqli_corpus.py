@@ -309,7 +309,7 @@ def _second(m: re.Match[bytes]) -> bytes:
 
 
 def reference_normalize(target: bytes) -> bytes:
-    """The request-target as ValidateUrl matches it (see ``micronf.dataplane.dfa.waf_normalize``)."""
+    """The request-target as ValidateUrl matches it (see ``micronf.packet.waf.waf_normalize``)."""
     first = _FIRST.sub(
         lambda m: b" " if m[3] else bytes([int(m[1], 16)]) if m[1] else bytes([_unicode(int(m[2], 16))]), target
     )

@@ -16,9 +16,9 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
-from micronf.dataplane.dfa import SQLI_SIGNATURES
-from micronf.io.pcap import read_pcap
+from micronf.io.pcap_read import read_pcap
 from micronf.orchestrator.compose import compose_file
+from micronf.packet.sqli import SQLI_SIGNATURES
 from micronf.runtime.graph import plan
 from micronf.runtime.offline import run_offline
 from tests.nfs.sqli_corpus import reference_is_sqli, reference_target

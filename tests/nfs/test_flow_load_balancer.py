@@ -14,9 +14,10 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
-from micronf.dataplane import headers as hd
 from micronf.dataplane.pool import M_HASH, PacketPool
-from micronf.nfs.flow_load_balancer import FlowLoadBalancer, jump_hash
+from micronf.nfs.flow_load_balancer import FlowLoadBalancer
+from micronf.packet import flowhash as fh
+from micronf.packet.flowhash import jump_hash
 from micronf.runtime.descriptor import Access
 from micronf.runtime.harness import run_kernel
 from micronf.runtime.nf import NFConfigError
@@ -48,7 +49,7 @@ def ref_hash(frame: bytes, symmetric: bool = False) -> int:
     sport = dport = 0
     if ip.proto in (6, 17) and ip.frag == 0 and not ip.flags.MF:
         sport, dport = struct.unpack("!HH", bytes(ip.payload)[:4])
-    fn = hd.flow_hash_symmetric if symmetric else hd.flow_hash
+    fn = fh.flow_hash_symmetric if symmetric else fh.flow_hash
     return int(fn(ip_int(ip.src), ip_int(ip.dst), ip.proto, sport, dport))
 
 

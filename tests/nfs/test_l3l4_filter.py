@@ -179,8 +179,7 @@ def test_no_rules_default_deny() -> None:
         ([{"action": "deny", "sport": 70000}], r"rules\.0\.sport: .*70000"),
         ([{"action": "deny", "sport": "http"}], r"rules\.0\.sport: .*'http'"),
         ([{"action": "deny", "proto": "icmp", "dport": 80}], r"rules\.0: .*ports only exist for tcp and udp"),
-        ([{"action": "drop"}], r"rules\.0\.action"),
-        ([{"src": "any"}], r"rules\.0\.action"),
+        ([{"action": "reject"}], r"rules\.0\.action"),
         ([{"action": "deny", "port": 80}], r"unknown config key 'rules\.0\.port'"),
     ],
 )

@@ -13,8 +13,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from micronf.dataplane.dfa import SQLI_SIGNATURES
 from micronf.nfs.validate_url import ValidateUrl
+from micronf.packet.sqli import SQLI_SIGNATURES
 from micronf.runtime.harness import run_kernel
 from tests.nfs.sqli_corpus import TAMPERS, benign, injections, reference_is_sqli, reference_target
 

@@ -9,8 +9,8 @@ from scapy.layers.inet import IP, TCP, UDP, IPOption_RR
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from micronf.dataplane.dfa import SQLI_SIGNATURES
 from micronf.nfs.validate_url import ValidateUrl
+from micronf.packet.sqli import SQLI_SIGNATURES
 from micronf.runtime.harness import run_kernel
 from micronf.runtime.nf import DOC_SECTIONS, NFConfigError
 from tests.nfs.sqli_corpus import reference_is_sqli, reference_target

@@ -31,7 +31,8 @@ from typer.testing import CliRunner
 
 from micronf.cli import app
 from micronf.dataplane.segment import list_segments
-from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, paper_traffic
+from micronf.io.generator import GeneratorRx
+from micronf.io.generator_spec import PAPER_SQLI_URLS, paper_traffic
 from micronf.statedir import agent_token_file, bearer, orchestrator_token_file, read_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from micronf.dataplane.pool import M_HASH, M_SYNC, PacketPool
+from micronf.packet.flowhash import jump_hash
 from micronf.ports.base import TABLE_WORDS
 from micronf.ports.branch import BranchEgress
-from micronf.ports.loadbalanced import LoadBalancedEgress, jump_hash
+from micronf.ports.loadbalanced import LoadBalancedEgress
 from micronf.ports.marker import MarkerEgress
 from micronf.ports.memory import memory_link, memory_rings
 from micronf.ports.pp import PPEgress, PPIngress

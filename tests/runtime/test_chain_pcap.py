@@ -16,7 +16,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
-from micronf.io.pcap import Trace, read_pcap
+from micronf.io.pcap_read import read_pcap
+from micronf.io.trace import Trace
 from micronf.runtime.graph import chain_spec, plan
 from micronf.runtime.offline import OVERSIZE_EXIT, frame_capacity_for, offline_capacity_note, run_offline
 

@@ -6,52 +6,40 @@ open-addressing hash table, one probe sequence per packet whatever their number.
 rules (``10.0.0.0/8``, ``dport 80``) are few and ordered: they are checked one by one, first match
 wins. An exact match wins over any wildcard rule. With no rules at all every packet is accepted.
 
-Everything a kernel needs is in :class:`RuleTables` (plain int64 arrays); :func:`classify_frame`
-runs inside the Rx burst kernel.
+The rules are :class:`micronf.packet.rules.FlowRule` (the syntax L3L4Filter reads too) and the
+wildcard rules are scanned by its :func:`~micronf.packet.rules.first_match`. Everything a kernel
+needs is in :class:`RuleTables` (plain int64 arrays); :func:`classify_frame` runs inside the Rx
+burst kernel.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.agent.models import FlowRule
-from micronf.dataplane.headers import Frame, five_tuple_values
+from micronf.packet.headers import IPPROTO_TCP, IPPROTO_UDP, Frame, five_tuple_values, ipv4_frag_offset, l3_offset
+from micronf.packet.rules import ACTION, FlowRule, first_match, rule_table
 
 ACCEPT, DROP, UNMATCHED = 0, 1, 2
-PROTOS = {"icmp": 1, "tcp": 6, "udp": 17}
-# wildcard rule columns
-W_SRC, W_SRC_MASK, W_DST, W_DST_MASK, W_PROTO, W_SP_LO, W_SP_HI, W_DP_LO, W_DP_HI, W_ACTION = range(10)
-W_COLS = 10
 EMPTY = -1  # an unused hash-table slot (no real key is negative)
 
 I64 = npt.NDArray[np.int64]
 
 
 class RuleTables(NamedTuple):
-    """Compiled rules: ``wild`` [n, W_COLS]; exact keys (two int64 halves) and actions in a table of
-    power-of-two size; ``any_rules`` 0 means accept everything."""
+    """Compiled rules: ``wild`` (:func:`micronf.packet.rules.rule_table`); exact keys (two int64
+    halves) and actions in a table of power-of-two size; ``any_rules`` 0 means accept everything."""
 
     wild: I64
     key_a: I64
     key_b: I64
     action: I64
     any_rules: int
-
-
-def _ports(v: int | tuple[int, int] | None) -> tuple[int, int]:
-    if v is None:
-        return 0, 65535
-    return (v, v) if isinstance(v, int) else v
-
-
-def _is_exact(r: FlowRule) -> bool:
-    return (r.src is not None and r.src.endswith("/32") and r.dst is not None and r.dst.endswith("/32")
-            and r.proto is not None and isinstance(r.sport, int) and isinstance(r.dport, int))
 
 
 def _key(src: int, dst: int, proto: int, sport: int, dport: int) -> tuple[int, int]:
@@ -64,20 +52,10 @@ def _slot(a: int, b: int, mask: int) -> int:
     return (h >> 17) & mask
 
 
-def compile_rules(rules: list[FlowRule]) -> RuleTables:
+def compile_rules(rules: Sequence[FlowRule]) -> RuleTables:
     """Turn validated rules into the arrays the Rx kernel reads."""
-    exact = [r for r in rules if _is_exact(r)]
-    wild = [r for r in rules if not _is_exact(r)]
-    table = np.full((len(wild), W_COLS), 0, dtype=np.int64)
-    for i, r in enumerate(wild):
-        for col, prefix in ((W_SRC, r.src), (W_DST, r.dst)):
-            net = ipaddress.IPv4Network(prefix or "0.0.0.0/0")
-            table[i, col] = int(net.network_address)
-            table[i, col + 1] = int(net.netmask)
-        table[i, W_PROTO] = -1 if r.proto is None else PROTOS.get(str(r.proto), r.proto)
-        table[i, W_SP_LO], table[i, W_SP_HI] = _ports(r.sport)
-        table[i, W_DP_LO], table[i, W_DP_HI] = _ports(r.dport)
-        table[i, W_ACTION] = DROP if r.action == "drop" else ACCEPT
+    exact = [r for r in rules if r.is_exact]
+    table = rule_table([r for r in rules if not r.is_exact], ACCEPT, DROP)
     size = 16
     while size < 2 * len(exact):
         size *= 2
@@ -85,15 +63,13 @@ def compile_rules(rules: list[FlowRule]) -> RuleTables:
     key_b = np.full(size, EMPTY, dtype=np.int64)
     action = np.zeros(size, dtype=np.int64)
     for r in exact:
-        proto = PROTOS.get(str(r.proto), r.proto)
-        assert isinstance(proto, int) and r.src and r.dst and isinstance(r.sport, int) and isinstance(r.dport, int)
         src, dst = (int(ipaddress.IPv4Network(x).network_address) for x in (r.src, r.dst))
-        a, b = _key(src, dst, proto, r.sport, r.dport)
+        a, b = _key(src, dst, r.proto_number, int(r.sport), int(r.dport))
         s = int(_slot(a, b, size - 1))
         while key_a[s] != EMPTY and not (key_a[s] == a and key_b[s] == b):
             s = (s + 1) & (size - 1)
         if key_a[s] == EMPTY:  # a repeated exact rule keeps the first one's action
-            key_a[s], key_b[s], action[s] = a, b, DROP if r.action == "drop" else ACCEPT
+            key_a[s], key_b[s], action[s] = a, b, DROP if r.action == "deny" else ACCEPT
     return RuleTables(table, key_a, key_b, action, int(bool(rules)))
 
 
@@ -103,6 +79,7 @@ def classify_frame(frame: Frame, t: RuleTables) -> int:
     if t.any_rules == 0:
         return ACCEPT
     ok, src, dst, proto, sport, dport = five_tuple_values(frame)
+    fragment = ipv4_frag_offset(frame, l3_offset(frame)) != 0  # read before any branch: no refcounts
     if not ok:
         return UNMATCHED
     mask = t.key_a.shape[0] - 1
@@ -114,11 +91,9 @@ def classify_frame(frame: Frame, t: RuleTables) -> int:
             found: int = t.action[s]
             return found
         s = (s + 1) & mask
-    for i in range(t.wild.shape[0]):
-        w = t.wild[i]
-        if ((src & w[W_SRC_MASK]) == w[W_SRC] and (dst & w[W_DST_MASK]) == w[W_DST]
-                and (w[W_PROTO] < 0 or w[W_PROTO] == proto)
-                and w[W_SP_LO] <= sport <= w[W_SP_HI] and w[W_DP_LO] <= dport <= w[W_DP_HI]):
-            act: int = w[W_ACTION]
-            return act
+    visible = proto in (IPPROTO_TCP, IPPROTO_UDP) and not fragment  # else port rules never match
+    r = first_match(t.wild, src, dst, proto, sport if visible else -1, dport if visible else -1)
+    if r < t.wild.shape[0]:
+        act: int = t.wild[r, ACTION]
+        return act
     return UNMATCHED

@@ -58,7 +58,6 @@ from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, fence_seq_cst, load_acquire, prefetch_write, store_release
 from micronf.dataplane.borrow import borrowed
-from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import (
     C_FRAME_CAP,
@@ -77,8 +76,8 @@ from micronf.dataplane.segment import read_json
 from micronf.io.replay import FrameReplay, TimestampPacer
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_rx
+from micronf.packet.flowhash import frame_flow_hash, jump_hash
 from micronf.ports.base import MAX_FANOUT
-from micronf.ports.loadbalanced import jump_hash
 from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory

@@ -32,9 +32,9 @@ from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
 from micronf.dataplane.segment import read_json
-from micronf.io.afpacket import warm_tx as warm_afpacket_tx
+from micronf.io.afpacket_tx import warm_tx as warm_afpacket_tx
 from micronf.io.backend import TxBackend
-from micronf.io.pcap import PcapWriter
+from micronf.io.pcap_write import PcapWriter
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service

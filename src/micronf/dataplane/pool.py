@@ -74,7 +74,7 @@ M_SYNC = 4  # parallel-sync counter (atomic, §V-B)
 M_SFC = 5  # SFC tag: service path id << 8 | service index (NSH, RFC 8300)
 M_DATA_OFF = 6  # offset of the frame's first byte within the slot
 M_FLAGS = 7
-# words 10-11: micronf.io.pcap.Q_TIMESTAMP_NS
+# words 10-11: micronf.io.trace.Q_TIMESTAMP_NS
 M_HTTP_TARGET = 12  # parse cache: HTTP request-target offset in the frame + 2; 0 = not parsed, 1 = none
 M_HTTP_END = 13  # parse cache: where that target ends + 1; 0 = not parsed (valid only when M_HTTP_TARGET > 1)
 # int64 word index into ``qwords[h]``: bytes 32..39.

@@ -25,7 +25,7 @@ values, 228 IPv4,      raw IPv4/IPv6 with the same treatment.)
 A frame of an unknown IP version gets an 802.3 length field too (µNFs drop it as not IP); a
 frame cut inside its link-layer header becomes the bare 14-byte Ethernet header. Timestamps are
 kept; wire lengths change by the same amount as the captured ones (a 16-byte SLL header becomes
-14 bytes). Any other link type is a :class:`~micronf.io.pcap.PcapError` naming the ones
+14 bytes). Any other link type is a :class:`~micronf.io.trace.PcapError` naming the ones
 supported. The converted trace has link type 1, so every output pcap is an Ethernet capture.
 """
 
@@ -37,7 +37,8 @@ import numpy as np
 from numba import njit
 
 from micronf.dataplane.memcopy import copy_bytes
-from micronf.io.pcap import I32, I64, LINKTYPE_ETHERNET, U8, PathLike, PcapError, Trace, read_pcap
+from micronf.io.pcap_read import read_pcap
+from micronf.io.trace import I32, I64, LINKTYPE_ETHERNET, U8, PathLike, PcapError, Trace
 
 __all__ = ["LINKTYPE_LINUX_SLL", "LINKTYPE_LINUX_SLL2", "LINKTYPE_RAW", "read_ethernet", "to_ethernet"]
 
@@ -159,7 +160,7 @@ def to_ethernet(trace: Trace, name: str = "capture") -> Trace:
 
 
 def read_ethernet(path: PathLike, *, strict: bool = False) -> Trace:
-    """:func:`~micronf.io.pcap.read_pcap`, then :func:`to_ethernet`: what the offline runners and
-    the pcap Rx backend replay. Raises :class:`~micronf.io.pcap.PcapError` for a file that is not
+    """:func:`~micronf.io.pcap_read.read_pcap`, then :func:`to_ethernet`: what the offline runners and
+    the pcap Rx backend replay. Raises :class:`~micronf.io.trace.PcapError` for a file that is not
     a capture and for an unsupported link type."""
     return to_ethernet(read_pcap(path, strict=strict), os.fspath(path))

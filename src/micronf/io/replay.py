@@ -3,7 +3,7 @@
 Why: the Rx service calls ``recv`` in a loop, up to tens of millions of frames per second, so a
 file- or generator-backed source must cost a few microseconds per *call* and nothing per frame.
 Both in-memory sources (this module's pcap replay and :mod:`micronf.io.generator`) keep every
-frame in one contiguous buffer indexed by offset/length arrays (a :class:`~micronf.io.pcap.Trace`)
+frame in one contiguous buffer indexed by offset/length arrays (a :class:`~micronf.io.trace.Trace`)
 and hand out consecutive *windows* of it: :class:`FrameReplay` returns views of the index arrays
 and the buffer itself, never a copy, and a window never crosses the end of the trace (the next
 call starts again at frame 0). The Rx service copies the frames into its pool.
@@ -20,7 +20,7 @@ What limits a window, besides ``max_frames`` and the end of the trace:
 idles (the Rx service yields). Per call: a handful of integer operations, two array slices and,
 with a pacer, one clock read (about 1-2 µs in CPython).
 
-Sinks: :class:`PcapTx` writes pool frames with :meth:`~micronf.io.pcap.PcapWriter.write_pool`
+Sinks: :class:`PcapTx` writes pool frames with :meth:`~micronf.io.pcap_write.PcapWriter.write_pool`
 (one numba gather and one ``write`` per batch); :class:`NullTx` takes and counts every frame (a
 sink for benchmarks). Both count frames and bytes with one numba pass over the batch's lengths.
 """
@@ -39,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from micronf.dataplane.pool import PoolArrays
 from micronf.io.backend import I64, FrameBatch, Handles, empty_batch
 from micronf.io.linktype import read_ethernet
-from micronf.io.pcap import PcapWriter, Trace, batch_bytes
+from micronf.io.pcap_write import PcapWriter
+from micronf.io.trace import Trace, batch_bytes
 
 __all__ = [
     "Clock",
@@ -238,7 +239,7 @@ class PcapRx(FrameReplay):
 
     Raw IP and Linux cooked (SLL, SLL2) captures are replayed as Ethernet frames (see
     :mod:`micronf.io.linktype`). Raises ``FileNotFoundError`` for a missing file and
-    :class:`~micronf.io.pcap.PcapError` for a file that is not a capture or whose link type is not
+    :class:`~micronf.io.trace.PcapError` for a file that is not a capture or whose link type is not
     supported. A capture cut inside its last
     record replays the complete records (``trace.truncated`` says so). ``stats()`` adds
     ``loops``, the number of complete passes over the trace.
@@ -275,7 +276,7 @@ class PcapTx:
     """A :class:`~micronf.io.backend.TxBackend` writing pool frames to a pcap file.
 
     Each frame's timestamp is its pool metadata word ``Q_TIMESTAMP_NS`` (see
-    :func:`~micronf.io.pcap.fill_pool_from_trace`). Takes every frame; ``stats()``: ``frames``,
+    :func:`~micronf.io.trace.fill_pool_from_trace`). Takes every frame; ``stats()``: ``frames``,
     ``bytes``.
     """
 

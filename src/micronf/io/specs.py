@@ -14,9 +14,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from micronf.io.afpacket import AfPacketRx, AfPacketSpec, AfPacketTx
+from micronf.io.afpacket import AfPacketSpec
+from micronf.io.afpacket_rx import AfPacketRx
+from micronf.io.afpacket_tx import AfPacketTx
 from micronf.io.backend import RxBackend, TxBackend
-from micronf.io.generator import GeneratorRx, GeneratorSpec
+from micronf.io.generator import GeneratorRx
+from micronf.io.generator_spec import GeneratorSpec
 from micronf.io.replay import NullTx, NullTxSpec, PcapRx, PcapRxSpec, PcapTx, PcapTxSpec
 from micronf.io.sequence import SeqCheckTx, SeqCheckTxSpec
 

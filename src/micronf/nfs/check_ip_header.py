@@ -16,17 +16,17 @@ from numba import njit
 from pydantic import Field
 
 from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.headers import (
+from micronf.dataplane.pool import PoolArrays, pkt_frame, pkt_set_len
+from micronf.packet.checksum import ipv4_checksum_ok
+from micronf.packet.headers import (
     ETHERTYPE_IPV4,
     IPV4_MIN_HLEN,
     eth_type,
-    ipv4_checksum_ok,
     ipv4_ihl_bytes,
     ipv4_src,
     ipv4_total_length,
     l3_offset,
 )
-from micronf.dataplane.pool import PoolArrays, pkt_frame, pkt_set_len
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 

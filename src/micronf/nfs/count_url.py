@@ -11,7 +11,7 @@ from pydantic import AfterValidator, Field
 
 from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import cached_request_span
+from micronf.packet.http import cached_request_span
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 
@@ -66,7 +66,7 @@ def _automaton(urls: list[bytes], contains: bool) -> KernelState:
     Why: one pass over the request-target, one table load per byte whatever the number of URLs
     (the naive search compared every URL at every position). The bytes that occur in some URL
     get a column each, all others share column 0. The kernel walks the request-target that
-    :func:`micronf.nfs._http.cached_request_span` delimits (the same as ValidateUrl's). Rows are
+    :func:`micronf.packet.http.cached_request_span` delimits (the same as ValidateUrl's). Rows are
     ordered [states without a URL ending there][states where some URLs end][STOP], entries are
     pre-multiplied row offsets, so the kernel's only per-byte test is ``s >= output``. In prefix
     mode a mismatch goes to STOP, which ends the walk.

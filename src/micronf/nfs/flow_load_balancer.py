@@ -12,12 +12,13 @@ from numba import njit
 from pydantic import Field, field_validator
 
 from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.headers import (
+from micronf.dataplane.pool import M_HASH, PoolArrays, pkt_frame
+from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
+from micronf.packet.checksum import csum_update16
+from micronf.packet.flowhash import flow_hash, flow_hash_symmetric, jump_hash
+from micronf.packet.headers import (
     IPPROTO_TCP,
     IPPROTO_UDP,
-    csum_update16,
-    flow_hash,
-    flow_hash_symmetric,
     ipv4_dst,
     ipv4_is_fragment,
     ipv4_proto,
@@ -25,8 +26,6 @@ from micronf.dataplane.headers import (
     rd16,
     wr16,
 )
-from micronf.dataplane.pool import M_HASH, PoolArrays, pkt_frame
-from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
@@ -38,23 +37,6 @@ _TRUNCATED = drop_code(2)
 _TCP_CSUM = 16  # offset of the checksum in the TCP header
 _UDP_CSUM = 6  # ... in the UDP header
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
-
-
-@njit(cache=True, nogil=True)
-def jump_hash(key: int, n_buckets: int) -> int:
-    """Jump consistent hash (Lamping & Veach 2014): the bucket 0..n_buckets-1 of a 64-bit ``key``.
-
-    Growing ``n_buckets`` by one moves a key only to the new bucket, and with probability
-    1/(n_buckets+1). Identical to the paper's C++ reference (64-bit LCG, double division).
-    """
-    k = np.uint64(key)
-    b = -1
-    j = 0
-    while j < n_buckets:
-        b = j
-        k = k * np.uint64(2862933555777941757) + np.uint64(1)
-        j = int((b + 1) * (2147483648.0 / float((k >> np.uint64(33)) + np.uint64(1))))
-    return b
 
 
 @njit(cache=True, nogil=True)

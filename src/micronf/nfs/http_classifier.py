@@ -10,9 +10,15 @@ from numba import njit
 from pydantic import Field
 
 from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.dfa import http_method_len, http_target_start, le_word8
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import is_status_line, remember_request_target, tcp_segment
+from micronf.packet.http import (
+    http_method_len,
+    http_target_start,
+    is_status_line,
+    le_word8,
+    remember_request_target,
+    tcp_segment,
+)
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 

@@ -9,9 +9,10 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.dataplane.borrow import borrowed_pool
-from micronf.dataplane.headers import csum_update16, rd16, wr16
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
+from micronf.packet.checksum import csum_update16
+from micronf.packet.headers import rd16, wr16
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import MicroNF, drop_code
 

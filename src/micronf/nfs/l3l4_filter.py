@@ -2,159 +2,30 @@
 
 from __future__ import annotations
 
-from ipaddress import AddressValueError, IPv4Network, NetmaskValueError
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.headers import (
-    IPPROTO_ICMP,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
-    ipv4_dst,
-    ipv4_frag_offset,
-    ipv4_proto,
-    ipv4_src,
-    l4_ports,
-)
 from micronf.dataplane.pool import PoolArrays, pkt_frame
 from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
+from micronf.packet.headers import IPPROTO_TCP, IPPROTO_UDP, ipv4_dst, ipv4_frag_offset, ipv4_proto, ipv4_src, l4_ports
+from micronf.packet.rules import ACTION, Action, FlowRule, first_match, rule_table
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
-
-Action = Literal["allow", "deny"]
 
 _OUT = 0
 _DENIED = drop_code(0)
 _NON_IP = drop_code(1)
 _MALFORMED = drop_code(2)
 
-PROTOCOLS = {"icmp": IPPROTO_ICMP, "tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
-
-# Columns of the compiled rule table (one int64 row per rule).
-_VERDICT = 0  # verdict on match: _OUT or _DENIED
-_SRC_NET, _SRC_MASK, _DST_NET, _DST_MASK = 1, 2, 3, 4
-_PROTO = 5  # protocol number, -1 = any
-_PORTS = 6  # 1 if the rule matches ports (then only packets with visible TCP/UDP ports match)
-_SPORT_LO, _SPORT_HI, _DPORT_LO, _DPORT_HI = 7, 8, 9, 10
-_NCOLS = 11
-
 
 def _verdict(action: Action, deny: int = _DENIED) -> int:
     """The kernel verdict of ``action``: pass on out, or the drop verdict ``deny``."""
     return _OUT if action == "allow" else deny
-
-
-def _network(value: str) -> IPv4Network:
-    """``value`` ("any", an address or a CIDR prefix) as a network; "any" is 0.0.0.0/0."""
-    return IPv4Network("0.0.0.0/0" if value == "any" else value)
-
-
-def _port_range(value: str) -> tuple[int, int]:
-    """``value`` ("any", "80" or "1000-2000") as an inclusive range; "any" is 0-65535."""
-    if value == "any":
-        return (0, 65535)
-    lo, _, hi = value.partition("-")
-    return (int(lo), int(hi or lo))
-
-
-class Rule(NFConfig):
-    """One filter rule: every given field must match; fields left at "any" match everything."""
-
-    action: Action = Field(description="What to do with a matching packet: allow (pass on out) or deny (drop).")
-    src: str = Field(default="any", description='Source prefix: "any", an address or CIDR like "10.0.0.0/8".')
-    dst: str = Field(default="any", description='Destination prefix: "any", an address or CIDR like "10.0.0.0/8".')
-    proto: str | int = Field(
-        default="any", description='IP protocol: "any", "tcp", "udp", "icmp" or a number 0..255 (6 is "tcp").'
-    )
-    sport: str = Field(
-        default="any", description='TCP/UDP source port: "any", a port like 80 or "80", or a range "1000-2000".'
-    )
-    dport: str = Field(
-        default="any", description='TCP/UDP destination port: "any", a port like 80 or "80", or a range "1000-2000".'
-    )
-
-    @field_validator("src", "dst")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        text = v.strip().lower()
-        if text == "any":
-            return text
-        try:
-            return str(IPv4Network(text))
-        except (AddressValueError, NetmaskValueError) as exc:
-            raise ValueError(f'{v!r} is not "any", an IPv4 address or a CIDR prefix ({exc})') from None
-        except ValueError:  # only left: host bits set
-            fixed = IPv4Network(text, strict=False)
-            raise ValueError(f"{v!r} has host bits set: did you mean {str(fixed)!r}?") from None
-
-    @field_validator("proto", mode="before")
-    @classmethod
-    def _proto(cls, v: Any) -> str | int:
-        text = str(v).strip().lower()
-        if text.isdigit() and not isinstance(v, bool) and int(text) <= 255:
-            number = int(text)
-            return next((name for name, num in PROTOCOLS.items() if num == number), number)
-        if text == "any" or text in PROTOCOLS:
-            return text
-        raise ValueError(f'{v!r} is not "any", "tcp", "udp", "icmp" or a protocol number 0..255')
-
-    @field_validator("sport", "dport", mode="before")
-    @classmethod
-    def _ports(cls, v: Any) -> str:
-        text = str(v).strip().lower()
-        if text == "any":
-            return text
-        lo, sep, hi = (part.strip() for part in text.partition("-"))
-        if isinstance(v, bool) or not lo.isdigit() or (sep and not hi.isdigit()):
-            raise ValueError(f'{v!r} is not "any", a port 0..65535 or a range "lo-hi"')
-        a, b = int(lo), int(hi or lo)
-        if not a <= b <= 65535:
-            raise ValueError(f"{v!r} is not a port range within 0..65535, lowest first")
-        return f"{a}-{b}" if sep else str(a)
-
-    @model_validator(mode="after")
-    def _ports_need_tcp_or_udp(self) -> Rule:
-        if (self.sport != "any" or self.dport != "any") and self.proto not in ("any", "tcp", "udp"):
-            raise ValueError(f"ports only exist for tcp and udp, but the rule has proto {self.proto!r}")
-        return self
-
-    def row(self) -> list[int]:
-        """The rule as a row of the kernel's rule table (see the ``_*`` column indices)."""
-        src, dst = _network(self.src), _network(self.dst)
-        row = [0] * _NCOLS
-        row[_VERDICT] = _verdict(self.action)
-        row[_SRC_NET], row[_SRC_MASK] = int(src.network_address), int(src.netmask)
-        row[_DST_NET], row[_DST_MASK] = int(dst.network_address), int(dst.netmask)
-        row[_PROTO] = self.proto if isinstance(self.proto, int) else PROTOCOLS.get(self.proto, -1)
-        row[_PORTS] = int(self.sport != "any" or self.dport != "any")
-        row[_SPORT_LO], row[_SPORT_HI] = _port_range(self.sport)
-        row[_DPORT_LO], row[_DPORT_HI] = _port_range(self.dport)
-        return row
-
-
-@njit(cache=True, nogil=True)
-def _first_match(rules: npt.NDArray[np.int64], src: int, dst: int, proto: int, sport: int, dport: int) -> int:
-    """Index of the first rule matching the packet, or ``len(rules)`` if none does; ports -1 = none visible."""
-    n_rules: int = rules.shape[0]
-    for r in range(n_rules):
-        row = rules[r]
-        if (src & row[_SRC_MASK]) != row[_SRC_NET] or (dst & row[_DST_MASK]) != row[_DST_NET]:
-            continue
-        if row[_PROTO] >= 0 and row[_PROTO] != proto:
-            continue
-        if row[_PORTS] != 0 and not (
-            sport >= 0
-            and row[_SPORT_LO] <= sport <= row[_SPORT_HI]
-            and row[_DPORT_LO] <= dport <= row[_DPORT_HI]
-        ):
-            continue
-        return r
-    return n_rules
 
 
 @njit(cache=True, nogil=True)
@@ -176,9 +47,9 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         sport, dport = -1, -1
         if proto in (IPPROTO_TCP, IPPROTO_UDP) and ipv4_frag_offset(f, l3) == 0:
             sport, dport = l4_ports(f, l3 + hlen)  # (-1, -1) when cut off
-        r = _first_match(rules, ipv4_src(f, l3), ipv4_dst(f, l3), proto, sport, dport)
+        r = first_match(rules, ipv4_src(f, l3), ipv4_dst(f, l3), proto, sport, dport)
         hits[r] += 1
-        verdicts[i] = rules[r, _VERDICT] if r < n_rules else default_verdict
+        verdicts[i] = rules[r, ACTION] if r < n_rules else default_verdict
     for r in range(n_rules + 1):
         counters[r] += hits[r]
 
@@ -190,7 +61,9 @@ class L3L4Filter(MicroNF):
         rules: ordered list of rules, each ``{action: allow|deny, src, dst, proto, sport, dport}``
             where src/dst are "any", an address or a CIDR prefix, proto is "any", "tcp", "udp",
             "icmp" or a number 0..255, sport/dport are "any", a port or a range "lo-hi"
-            (inclusive); omitted fields are "any". Ports require proto tcp, udp or any.
+            (inclusive); omitted fields are "any", an omitted action is allow. Ports require
+            proto tcp, udp or any. The same rule syntax as the Rx service's ``rules``
+            (:mod:`micronf.packet.rules`).
         default: action when no rule matches (default deny).
         non_ip: action for frames that are not IPv4, e.g. ARP or IPv6 (default deny).
     Ports:
@@ -217,7 +90,7 @@ class L3L4Filter(MicroNF):
     class Config(NFConfig):
         """Config of L3L4Filter."""
 
-        rules: list[Rule] = Field(
+        rules: list[FlowRule] = Field(
             default_factory=list, description="Ordered rules; the first one matching a packet decides."
         )
         default: Action = Field(default="deny", description="Action for IPv4 packets that match no rule.")
@@ -229,7 +102,7 @@ class L3L4Filter(MicroNF):
     kernel = kernel
 
     def state(self) -> KernelState:
-        rules = np.array([r.row() for r in self.config.rules], dtype=np.int64).reshape(-1, _NCOLS)
+        rules = rule_table(self.config.rules, _OUT, _DENIED)
         policy = np.array([_verdict(self.config.default), _verdict(self.config.non_ip, _NON_IP)], dtype=np.int64)
         return (rules, policy)
 

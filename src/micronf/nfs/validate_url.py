@@ -10,9 +10,11 @@ from numba import njit
 from pydantic import Field, field_validator
 
 from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.dfa import SQLI_SIGNATURES, compile_patterns, url_dfa, url_target_search
 from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs._http import cached_request_span
+from micronf.packet.dfa import compile_patterns
+from micronf.packet.http import cached_request_span
+from micronf.packet.sqli import SQLI_SIGNATURES
+from micronf.packet.waf import url_dfa, url_target_search
 from micronf.runtime.descriptor import Access, Descriptor
 from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
@@ -50,7 +52,7 @@ class ValidateUrl(MicroNF):
 
     Config:
         signatures: regular expressions, matched case-insensitively anywhere in the normalized
-            request-target (default: the ``SQLI_SIGNATURES`` of ``micronf.dataplane.dfa``).
+            request-target (default: the ``SQLI_SIGNATURES`` of ``micronf.packet.dfa``).
     Ports:
         out: requests whose URL matches no signature, and every packet that does not start an
             HTTP request (responses, continuation segments, non-TCP, non-IPv4, non-first
@@ -70,7 +72,7 @@ class ValidateUrl(MicroNF):
         overlong and fullwidth forms folded to ASCII, SQL comments (``/**/``, ``--``/``#`` up to
         a LF) and control bytes turned into spaces; matching is case-insensitive. Headers and
         body are not inspected and TCP streams are not reassembled. All signatures run as one DFA
-        (``micronf.dataplane.dfa``; see there for the supported regex subset and exact
+        (``micronf.packet.dfa``; see there for the supported regex subset and exact
         semantics, e.g. ``$`` anchors at the end of the URL), so the cost is one table lookup per
         URL byte whatever the number of signatures, plus a second pass over URLs that need more
         than one decoding (a ``%`` left, comments, control or non-ASCII bytes). An unsupported
@@ -84,7 +86,7 @@ class ValidateUrl(MicroNF):
             default=list(SQLI_SIGNATURES),
             min_length=1,
             description="SQL-injection signatures: regular expressions (Python syntax, the subset "
-            "micronf.dataplane.dfa supports) searched case-insensitively in the normalized URL.",
+            "micronf.packet.dfa supports) searched case-insensitively in the normalized URL.",
         )
 
         @field_validator("signatures")

@@ -42,7 +42,8 @@ from micronf.agent.core import Agent
 from micronf.agent.deployment import RX_SLOT
 from micronf.agent.errors import DeploymentFailedError
 from micronf.agent.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
-from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, GeneratorSpec
+from micronf.io.generator import GeneratorRx
+from micronf.io.generator_spec import PAPER_SQLI_URLS, GeneratorSpec
 from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place
 from micronf.runtime.catalog import explain_drop

@@ -46,8 +46,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from micronf.agent.models import AutoscaleSpec, DeployRequest, FlowRule, OutputSpec
+from micronf.agent.models import AutoscaleSpec, DeployRequest, OutputSpec
 from micronf.orchestrator.compose import ComposedGraph
+from micronf.packet.rules import FlowRule
 from micronf.runtime.graph import GraphError, plan
 
 NULL_OUTPUT = OutputSpec(backend={"kind": "null"})

@@ -12,26 +12,11 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.dataplane.headers import frame_flow_hash
 from micronf.dataplane.pool import M_HASH, PoolArrays, pkt_frame
 from micronf.dataplane.ring import RingTable, ring_enqueue
+from micronf.packet.flowhash import frame_flow_hash, jump_hash
 from micronf.ports.base import MAX_FANOUT, Handles
 from micronf.ports.pp import RingCtrl, RingSlots
-
-_JUMP_MUL = np.uint64(2862933555777941757)
-
-
-@njit(cache=True, nogil=True)
-def jump_hash(key: int, n: int) -> int:
-    """Jump consistent hash: a bucket in ``0..n-1`` for a 64-bit key; stable as n grows."""
-    k = np.uint64(key)
-    b = -1
-    j = 0
-    while j < n:
-        b = j
-        k = k * _JUMP_MUL + np.uint64(1)
-        j = int((b + 1) * (2147483648.0 / float((k >> np.uint64(33)) + np.uint64(1))))
-    return b
 
 
 @njit(cache=True, nogil=True)

@@ -38,7 +38,8 @@ from micronf.dataplane.pool import (
     slot_size_for,
 )
 from micronf.dataplane.ring import ring_dequeue, ring_enqueue
-from micronf.io.pcap import PcapWriter, Trace, fill_pool_from_trace
+from micronf.io.pcap_write import PcapWriter
+from micronf.io.trace import Trace, fill_pool_from_trace
 from micronf.ports.base import keep_unsent
 from micronf.runtime.graph import GraphLayout
 from micronf.runtime.launch import GraphRuntime

@@ -42,20 +42,16 @@ absent), unconditionally, and only then branches on the resulting plain integers
 assert that the compiled IR of every helper, and of a batch loop calling them, contains no NRT
 reference counting and no remaining calls.
 
-Checksums follow RFC 1071 (full computation) and RFC 1624 eqn. 3 (incremental update).
-Flow hashes are murmur3-32 over the 5-tuple, computed with masked ``int64`` math that never
-overflows (numba's signed arithmetic is ``nsw``: overflow is undefined, not wrapping), so the same
-code gives identical results compiled and interpreted.
+Checksums are in :mod:`micronf.packet.checksum`, flow hashes in :mod:`micronf.packet.flowhash`;
+both follow the rules above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+
+from micronf.packet.jit import inline_kernel as _njit
 
 __all__ = [
     "ETHERTYPE_ARP",
@@ -70,17 +66,10 @@ __all__ = [
     "TCP_MIN_HLEN",
     "UDP_HLEN",
     "VLAN_HLEN",
-    "csum_update16",
     "dst_port",
     "eth_type",
     "five_tuple",
     "five_tuple_values",
-    "flow_hash",
-    "flow_hash_symmetric",
-    "frame_flow_hash",
-    "frame_flow_hash_symmetric",
-    "ipv4_checksum",
-    "ipv4_checksum_ok",
     "ipv4_dst",
     "ipv4_frag_offset",
     "ipv4_ihl_bytes",
@@ -116,21 +105,6 @@ IPPROTO_UDP = 17
 IPV4_MIN_HLEN = 20
 TCP_MIN_HLEN = 20
 UDP_HLEN = 8
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _njit(fn: _F) -> _F:
-    """``njit(cache=True, nogil=True, forceinline=True)(fn)``, typed so mypy keeps the signature.
-
-    numba is untyped for mypy; decorating with it directly would make every helper ``Any`` for
-    callers (and fail ``disallow_untyped_decorators``). ``forceinline`` marks the function
-    ``alwaysinline`` for LLVM: without it LLVM keeps the larger helpers (``five_tuple_values``,
-    ``tcp_payload_offset``, ...) as real calls, and numba then wraps every such call in an atomic
-    NRT incref/decref of the frame array, which costs more than the parsing itself.
-    """
-    return cast(_F, njit(cache=True, nogil=True, forceinline=True)(fn))
-
 
 Frame = npt.NDArray[np.uint8]
 
@@ -310,74 +284,6 @@ def ipv4_is_fragment(frame: Frame, l3: int) -> bool:
     return flags_frag >= 0 and (flags_frag & 0x3FFF) != 0
 
 
-@_njit
-def _fold(s: int) -> int:
-    """Fold a non-negative sum of 16-bit words into 16 bits with end-around carry."""
-    while s > 0xFFFF:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
-@_njit
-def _sum16(frame: Frame, start: int, length: int, skip: int) -> int:
-    """Plain (unfolded) sum of the big-endian 16-bit words of ``frame[start:start+length]``, or -1.
-
-    The word at absolute offset ``skip`` (an even distance from ``start``; -1 for none) is left
-    out; an odd last byte is zero-padded. -1 if ``start < 0``, ``length < 0`` or the range is not
-    inside the frame. The conditional reads are written as expressions so that the loop stays free
-    of NRT reference counting once inlined (see the module docstring).
-    """
-    n = frame.shape[0]
-    ok = start >= 0 and length >= 0 and start + length <= n
-    end = start + (length & ~1) if ok else start
-    s = 0
-    i = start
-    while i < end:
-        s += rd16(frame, i)
-        i += 2
-    last = _rd8_at(frame, end, 0) if ok and (length & 1) else 0
-    skipped = _rd16_at(frame, skip, 0) if ok and skip >= start and skip + 2 <= end else 0
-    if not ok:
-        return -1
-    return s + (last << 8) - skipped
-
-
-@_njit
-def ipv4_checksum(frame: Frame, l3: int, hlen: int) -> int:
-    """The header checksum to store: RFC 1071 over ``hlen`` bytes, checksum field taken as 0.
-
-    -1 if ``l3 < 0``, ``hlen < 20`` or the header does not fit in the frame. An odd ``hlen`` is
-    zero-padded (never happens for IPv4, whose header is a multiple of 4 bytes).
-    """
-    s = _sum16(frame, l3, hlen, l3 + 10)
-    if hlen < IPV4_MIN_HLEN or s < 0:
-        return -1
-    return (~_fold(s)) & 0xFFFF
-
-
-@_njit
-def ipv4_checksum_ok(frame: Frame, l3: int) -> bool:
-    """True if the IHL*4-byte header (options included) sums to 0xFFFF.
-
-    False if the header is truncated or IHL < 5.
-    """
-    hlen = ipv4_ihl_bytes(frame, l3)
-    s = _sum16(frame, l3, hlen, -1)
-    return hlen >= IPV4_MIN_HLEN and s >= 0 and _fold(s) == 0xFFFF
-
-
-@_njit
-def csum_update16(csum: int, old: int, new: int) -> int:
-    """Incrementally update checksum ``csum`` when one 16-bit word changes from ``old`` to ``new``.
-
-    RFC 1624 eqn. 3, ``HC' = ~(~HC + ~m + m')`` in one's-complement arithmetic. Unlike eqn. 2 it
-    never produces 0xFFFF (-0) where a full recomputation gives 0x0000, so it equals a full
-    recompute for any data that is not all zero (always the case for an IPv4 header).
-    """
-    s = ((~csum) & 0xFFFF) + ((~old) & 0xFFFF) + (new & 0xFFFF)
-    return (~_fold(s)) & 0xFFFF
-
-
 # --------------------------------------------------------------------------- L4
 
 
@@ -524,111 +430,3 @@ def five_tuple(frame: Frame, out: npt.NDArray[np.int64]) -> bool:
     out[3] = sport
     out[4] = dport
     return True
-
-
-# --------------------------------------------------------------------------- flow hashing
-
-_M32 = 0xFFFFFFFF
-
-
-@_njit
-def _mul32(a: int, b: int) -> int:
-    """``(a * b) mod 2**32`` for 32-bit ``a, b`` without overflowing int64 (products < 2**48).
-
-    A plain ``(a * b) & 0xFFFFFFFF`` would be wrong in compiled code: numba emits signed integer
-    arithmetic with LLVM's ``nsw`` flag, so an int64 overflow is undefined behaviour, not a wrap.
-    """
-    lo = a * (b & 0xFFFF)
-    hi = (a * (b >> 16)) & 0xFFFF
-    return (lo + (hi << 16)) & _M32
-
-
-@_njit
-def _rotl32(x: int, r: int) -> int:
-    """Rotate the 32-bit value ``x`` left by ``r`` bits."""
-    return ((x << r) | (x >> (32 - r))) & _M32
-
-
-@_njit
-def _mm3_mix(h: int, k: int) -> int:
-    """One murmur3-32 body round: absorb the 32-bit block ``k`` into state ``h``."""
-    k = _mul32(k & _M32, 0xCC9E2D51)
-    k = _rotl32(k, 15)
-    k = _mul32(k, 0x1B873593)
-    h ^= k
-    h = _rotl32(h, 13)
-    return (_mul32(h, 5) + 0xE6546B64) & _M32
-
-
-@_njit
-def _fmix32(h: int) -> int:
-    """murmur3 finaliser: every input bit affects every output bit with ~1/2 probability."""
-    h ^= h >> 16
-    h = _mul32(h, 0x85EBCA6B)
-    h ^= h >> 13
-    h = _mul32(h, 0xC2B2AE35)
-    h ^= h >> 16
-    return h
-
-
-@_njit
-def flow_hash(src: int, dst: int, proto: int, sport: int, dport: int) -> int:
-    """32-bit murmur3 hash of a directed 5-tuple (16-byte key, seed 0); result in [0, 2**32).
-
-    Inputs are masked to their field widths (32/32/8/16/16 bits), so ``-1`` sentinels are safe.
-    The low bits are as well mixed as the high ones: ``h & (n - 1)`` is a fine bucket index.
-    """
-    h = _mm3_mix(0, src & _M32)
-    h = _mm3_mix(h, dst & _M32)
-    h = _mm3_mix(h, ((sport & 0xFFFF) << 16) | (dport & 0xFFFF))
-    h = _mm3_mix(h, proto & 0xFF)
-    h ^= 16
-    return _fmix32(h)
-
-
-@_njit
-def flow_hash_symmetric(src: int, dst: int, proto: int, sport: int, dport: int) -> int:
-    """Direction-independent ``flow_hash``: both directions of a connection hash the same.
-
-    The (ip, port) endpoints are put in a canonical order (smaller (ip, port) first) first.
-    """
-    a = src & _M32
-    b = dst & _M32
-    pa = sport & 0xFFFF
-    pb = dport & 0xFFFF
-    if a > b or (a == b and pa > pb):
-        return flow_hash(b, a, proto, pb, pa)
-    return flow_hash(a, b, proto, pa, pb)
-
-
-@_njit
-def _hash_tuple(frame: Frame) -> tuple[bool, int, int, int, int, int]:
-    """The 5-tuple to hash: ports zeroed for every fragment, the first one included, so all pieces
-    of a datagram hash alike (only the first carries the ports)."""
-    ok, src, dst, proto, sport, dport = five_tuple_values(frame)
-    fragment = ipv4_is_fragment(frame, l3_offset(frame))  # every frame read before any branch: no refcounts
-    if fragment:
-        sport = 0
-        dport = 0
-    return ok, src, dst, proto, sport, dport
-
-
-@_njit
-def frame_flow_hash(frame: Frame) -> int:
-    """``flow_hash`` of the frame's 5-tuple, with ports 0 for any fragment; 0 for non-IPv4.
-
-    0 is also a (rare, 2**-32) legitimate hash; it only serves as a stable bucket for non-IPv4.
-    """
-    ok, src, dst, proto, sport, dport = _hash_tuple(frame)
-    if not ok:
-        return 0
-    return flow_hash(src, dst, proto, sport, dport)
-
-
-@_njit
-def frame_flow_hash_symmetric(frame: Frame) -> int:
-    """``flow_hash_symmetric`` of the frame's 5-tuple (ports 0 for any fragment); 0 for non-IPv4."""
-    ok, src, dst, proto, sport, dport = _hash_tuple(frame)
-    if not ok:
-        return 0
-    return flow_hash_symmetric(src, dst, proto, sport, dport)

@@ -1,4 +1,4 @@
-"""Tests for ``micronf.dataplane.headers`` with expectations computed independently (scapy/struct).
+"""Tests for ``micronf.packet.headers`` with expectations computed independently (scapy/struct).
 
 Besides field-by-field checks against scapy, every catalogue packet is cut at every length
 0..len: each helper must return the full-frame value once the bytes it needs are present and its
@@ -35,7 +35,9 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import checksum as scapy_checksum
 
-from micronf.dataplane import headers as hd
+from micronf.packet import checksum as ck
+from micronf.packet import flowhash as fh
+from micronf.packet import headers as hd
 
 NEVER = sys.maxsize  # "need" of a value that is never available, whatever the length
 
@@ -199,8 +201,8 @@ def probe(frame: np.ndarray, h: Hints) -> dict[str, Any]:
         "dst": hd.ipv4_dst(frame, h.l3),
         "is_fragment": hd.ipv4_is_fragment(frame, h.l3),
         "frag_offset": hd.ipv4_frag_offset(frame, h.l3),
-        "checksum": hd.ipv4_checksum(frame, h.l3, h.hlen),
-        "checksum_ok": hd.ipv4_checksum_ok(frame, h.l3),
+        "checksum": ck.ipv4_checksum(frame, h.l3, h.hlen),
+        "checksum_ok": ck.ipv4_checksum_ok(frame, h.l3),
         "l4_offset": hd.l4_offset(frame),
         "l4_ports_ok": hd.l4_ports_ok(frame, h.l4),
         "l4_ports": tuple(hd.l4_ports(frame, h.l4)),
@@ -211,8 +213,8 @@ def probe(frame: np.ndarray, h: Hints) -> dict[str, Any]:
         "udp_payload_offset": hd.udp_payload_offset(frame),
         "five_tuple": (ok, *(int(v) for v in out)),
         "five_tuple_values": tuple(hd.five_tuple_values(frame)),
-        "frame_flow_hash": hd.frame_flow_hash(frame),
-        "frame_flow_hash_symmetric": hd.frame_flow_hash_symmetric(frame),
+        "frame_flow_hash": fh.frame_flow_hash(frame),
+        "frame_flow_hash_symmetric": fh.frame_flow_hash_symmetric(frame),
     }
 
 
@@ -352,7 +354,7 @@ def test_l2_against_scapy(name: str, raw: bytes) -> None:
         assert hd.ipv4_offset(f) == -1
         assert hd.l4_offset(f) == -1
         assert hd.five_tuple(f, np.zeros(5, dtype=np.int64)) is False
-        assert hd.frame_flow_hash(f) == 0
+        assert fh.frame_flow_hash(f) == 0
         assert hd.src_port(f) == -1
 
 
@@ -371,8 +373,8 @@ def test_ipv4_fields_against_scapy(name: str, raw: bytes) -> None:
     assert hd.ipv4_dst(f, l3) == ip_int(ip.dst)
     assert hd.ipv4_is_fragment(f, l3) == (bool(ip.flags.MF) or ip.frag != 0)
     assert hd.ipv4_frag_offset(f, l3) == ip.frag * 8
-    assert hd.ipv4_checksum_ok(f, l3) is True
-    assert hd.ipv4_checksum(f, l3, ip.ihl * 4) == ip.chksum
+    assert ck.ipv4_checksum_ok(f, l3) is True
+    assert ck.ipv4_checksum(f, l3, ip.ihl * 4) == ip.chksum
 
     l4 = hd.l4_offset(f)
     if ip.frag != 0:
@@ -420,8 +422,8 @@ def test_ip_options_ihl(n_routers: int) -> None:
         assert hd.l4_offset(f) == l3 + parsed.ihl * 4
         assert (hd.src_port(f), hd.dst_port(f)) == (777, 888)
         assert hd.udp_payload_offset(f) == l3 + parsed.ihl * 4 + 8
-        assert hd.ipv4_checksum_ok(f, l3)
-        assert hd.ipv4_checksum(f, l3, parsed.ihl * 4) == parsed.chksum
+        assert ck.ipv4_checksum_ok(f, l3)
+        assert ck.ipv4_checksum(f, l3, parsed.ihl * 4) == parsed.chksum
 
 
 def test_malformed_headers() -> None:
@@ -429,13 +431,13 @@ def test_malformed_headers() -> None:
     assert hd.ipv4_offset(ihl4) == 14  # fixed header is there ...
     assert hd.ipv4_ihl_bytes(ihl4, 14) == 16
     assert hd.l4_offset(ihl4) == -1  # ... but IHL < 5 is invalid
-    assert hd.ipv4_checksum_ok(ihl4, 14) is False
+    assert ck.ipv4_checksum_ok(ihl4, 14) is False
     assert hd.five_tuple(ihl4, np.zeros(5, dtype=np.int64)) is False
-    assert hd.ipv4_checksum(ihl4, 14, 16) == -1
+    assert ck.ipv4_checksum(ihl4, 14, 16) == -1
 
     ihl15 = frame_of(Ether() / IP(ihl=15) / UDP())  # claims 60 bytes, frame has 20 + 8
     assert hd.l4_offset(ihl15) == -1
-    assert hd.ipv4_checksum_ok(ihl15, 14) is False
+    assert ck.ipv4_checksum_ok(ihl15, 14) is False
     assert hd.udp_payload_offset(ihl15) == -1
 
     v6_as_v4 = frame_of(Ether(type=0x0800) / IPv6() / TCP())
@@ -456,8 +458,8 @@ def test_malformed_headers() -> None:
     for fn in (hd.ipv4_ihl_bytes, hd.ipv4_total_length, hd.ipv4_ttl, hd.ipv4_proto, hd.ipv4_src, hd.ipv4_dst):
         assert fn(frame, -1) == -1  # a failed ipv4_offset chained in: no wrap-around read
     assert hd.ipv4_is_fragment(frame, -1) is False
-    assert hd.ipv4_checksum(frame, -1, 20) == -1
-    assert hd.ipv4_checksum_ok(frame, -1) is False
+    assert ck.ipv4_checksum(frame, -1, 20) == -1
+    assert ck.ipv4_checksum_ok(frame, -1) is False
     assert hd.l4_ports(frame, -1) == (-1, -1)
     assert hd.tcp_header_len(frame, -1) == -1
     short_out = np.zeros(4, dtype=np.int64)
@@ -483,7 +485,7 @@ def test_fragments(vlan: bool, l4: str) -> None:
         f = frame_of(p)
         assert hd.ipv4_is_fragment(f, l3) is True
         assert hd.ipv4_frag_offset(f, l3) == parsed.frag * 8
-        assert hd.ipv4_checksum_ok(f, l3)
+        assert ck.ipv4_checksum_ok(f, l3)
         assert hd.five_tuple(f, out)
         assert tuple(out[:3]) == (ip_int("8.8.4.4"), ip_int("1.0.0.1"), proto)
         if i == 0:
@@ -512,21 +514,21 @@ def test_checksum_matches_scapy(name: str, raw: bytes) -> None:
     good = ip.chksum  # computed by scapy when the catalogue packet was built with chksum=None
     f = frame_of(raw)
     hd.wr16(f, l3 + 10, 0xBEEF)  # stored value must not influence the computation
-    assert hd.ipv4_checksum(f, l3, hlen) == good
-    assert hd.ipv4_checksum_ok(f, l3) is (good == 0xBEEF)
+    assert ck.ipv4_checksum(f, l3, hlen) == good
+    assert ck.ipv4_checksum_ok(f, l3) is (good == 0xBEEF)
     for bad in {good ^ 0x0001, good ^ 0x8000, (good + 1) & 0xFFFF, 0}:
         if bad == good:
             continue
         p = ip.copy()
         p.chksum = bad
         fb = frame_of(Ether() / p)
-        assert hd.ipv4_checksum_ok(fb, 14) is False
-        assert hd.ipv4_checksum(fb, 14, hlen) == good
+        assert ck.ipv4_checksum_ok(fb, 14) is False
+        assert ck.ipv4_checksum(fb, 14, hlen) == good
     # corrupting any header byte (options included) is detected
     for i in range(hlen):
         fc = frame_of(raw)
         fc[l3 + i] ^= 0x10
-        assert hd.ipv4_checksum_ok(fc, l3) is False, i
+        assert ck.ipv4_checksum_ok(fc, l3) is False, i
 
 
 def test_checksum_random_headers_vs_scapy() -> None:
@@ -535,15 +537,28 @@ def test_checksum_random_headers_vs_scapy() -> None:
         p = _random_ip(rng)
         built = IP(bytes(p))
         f = frame_of(bytes(Ether() / built))
-        assert hd.ipv4_checksum(f, 14, built.ihl * 4) == built.chksum
-        assert hd.ipv4_checksum_ok(f, 14)
+        assert ck.ipv4_checksum(f, 14, built.ihl * 4) == built.chksum
+        assert ck.ipv4_checksum_ok(f, 14)
+
+
+def test_sum16_and_csum_finish_give_the_udp_checksum() -> None:
+    """sum16 over any buffer plus a pseudo-header sum, finished, is the L4 checksum (what the generator writes)."""
+    f = frame_of(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=7, dport=9) / b"odd")
+    l4, l4_len = 34, len(f) - 34
+    pseudo = sum(struct.unpack("!4H", bytes(f[26:34]))) + 17 + l4_len
+    body = bytearray(bytes(f[l4:]))
+    body[6:8] = b"\x00\x00"
+    g = np.frombuffer(bytes(body), dtype=np.uint8)
+    assert ck.csum_finish(ck.sum16(g, 0, l4_len, -1) + pseudo) == UDP(bytes(f[l4:])).chksum
+    assert ck.fold16(0x1FFFE) == 0xFFFF and ck.csum_finish(0x1FFFE) == 0
+    assert ck.sum16(g, 0, l4_len + 1, -1) == -1  # past the end
 
 
 def test_checksum_odd_length_pads_with_zero() -> None:
     f = frame_of(Ether() / IP() / TCP())
     hdr = bytearray(bytes(f[14:35]))
     hdr[10:12] = b"\x00\x00"
-    assert hd.ipv4_checksum(f, 14, 21) == scapy_checksum(bytes(hdr))
+    assert ck.ipv4_checksum(f, 14, 21) == scapy_checksum(bytes(hdr))
 
 
 def ones_sum(words: list[int]) -> int:
@@ -577,7 +592,7 @@ def _ttl_decrement_via_update(f: np.ndarray, l3: int) -> None:
     old = hd.rd16(f, l3 + 8)
     f[l3 + 8] -= 1
     new = hd.rd16(f, l3 + 8)
-    hd.wr16(f, l3 + 10, hd.csum_update16(hd.rd16(f, l3 + 10), old, new))
+    hd.wr16(f, l3 + 10, ck.csum_update16(hd.rd16(f, l3 + 10), old, new))
 
 
 def _scapy_decremented_chksum(ip: Packet) -> int:
@@ -598,16 +613,16 @@ def test_csum_update16_ttl_decrement_random() -> None:
         _ttl_decrement_via_update(f, l3)
         expected = _scapy_decremented_chksum(ip)
         assert hd.rd16(f, l3 + 10) == expected
-        assert hd.ipv4_checksum_ok(f, l3)
-        assert hd.ipv4_checksum(f, l3, ip.ihl * 4) == expected
+        assert ck.ipv4_checksum_ok(f, l3)
+        assert ck.ipv4_checksum(f, l3, ip.ihl * 4) == expected
 
 
 def test_csum_update16_rfc1624_corner_cases() -> None:
     # RFC 1624 section 4 example: eqn. 3 must give 0x0000 (eqn. 2 gives 0xFFFF)
-    assert hd.csum_update16(0xDD2F, 0x5555, 0x3285) == 0x0000
+    assert ck.csum_update16(0xDD2F, 0x5555, 0x3285) == 0x0000
     # identity update leaves a checksum unchanged (except -0, which never occurs in IPv4)
     for c in (0x0000, 0x0001, 0x7FFF, 0x8000, 0xFFFE):
-        assert hd.csum_update16(c, 0x1234, 0x1234) == c
+        assert ck.csum_update16(c, 0x1234, 0x1234) == c
     # real IPv4 headers whose checksum is 0x0000 after (and before) the TTL decrement
     rng = random.Random(3)
     hits_after = hits_before = 0
@@ -631,7 +646,7 @@ def test_csum_update16_rfc1624_corner_cases() -> None:
             f = frame_of(Ether() / ip)
             _ttl_decrement_via_update(f, 14)
             assert hd.rd16(f, 24) == after
-            assert hd.ipv4_checksum_ok(f, 14)
+            assert ck.ipv4_checksum_ok(f, 14)
     assert hits_after == hits_before == 40
 
 
@@ -658,7 +673,7 @@ def test_csum_update16_word_blocks() -> None:
         after[i] = new
         if not any(after):
             continue  # all-zero data: +0/-0 ambiguity (cannot happen for an IPv4 header)
-        got = hd.csum_update16(full_csum(words), words[i], new)
+        got = ck.csum_update16(full_csum(words), words[i], new)
         assert got == full_csum(after), (words, i, new)
         checked += 1
     assert checked > 900
@@ -676,7 +691,7 @@ def test_five_tuple_against_scapy(name: str, raw: bytes) -> None:
     if name in MALFORMED_IP or IP not in e:
         assert ok is False
         assert (out == -3).all()
-        assert hd.frame_flow_hash(f) == 0
+        assert fh.frame_flow_hash(f) == 0
         return
     ip = e[IP]
     assert ok is True
@@ -693,8 +708,8 @@ def test_five_tuple_against_scapy(name: str, raw: bytes) -> None:
     assert hd.five_tuple_values(f) == (True, *expected)
     fragment = ip.frag != 0 or bool(ip.flags.MF)
     hashed = (*expected[:3], 0, 0) if fragment else expected  # all fragments of a datagram hash alike
-    assert hd.frame_flow_hash(f) == ref_flow_hash(*hashed)
-    assert hd.frame_flow_hash_symmetric(f) == ref_flow_hash_symmetric(*hashed)
+    assert fh.frame_flow_hash(f) == ref_flow_hash(*hashed)
+    assert fh.frame_flow_hash_symmetric(f) == ref_flow_hash_symmetric(*hashed)
 
 
 def test_flow_hash_matches_murmur3_reference() -> None:
@@ -707,11 +722,11 @@ def test_flow_hash_matches_murmur3_reference() -> None:
             rng.getrandbits(16),
             rng.getrandbits(16),
         )
-        h = hd.flow_hash(*t)
+        h = fh.flow_hash(*t)
         assert h == ref_flow_hash(*t)
         assert 0 <= h < 2**32
     # sentinels / out-of-range inputs are masked to the field widths
-    assert hd.flow_hash(-1, -1, -1, -1, -1) == ref_flow_hash(0xFFFFFFFF, 0xFFFFFFFF, 0xFF, 0xFFFF, 0xFFFF)
+    assert fh.flow_hash(-1, -1, -1, -1, -1) == ref_flow_hash(0xFFFFFFFF, 0xFFFFFFFF, 0xFF, 0xFFFF, 0xFFFF)
 
 
 def test_flow_hash_symmetric() -> None:
@@ -722,18 +737,18 @@ def test_flow_hash_symmetric() -> None:
         if rng.random() < 0.1:
             b = a  # same host, different ports: ports decide the order
         proto, x, y = rng.choice([6, 17, 1]), rng.getrandbits(16), rng.getrandbits(16)
-        fwd = hd.flow_hash_symmetric(a, b, proto, x, y)
-        assert fwd == hd.flow_hash_symmetric(b, a, proto, y, x)
+        fwd = fh.flow_hash_symmetric(a, b, proto, x, y)
+        assert fwd == fh.flow_hash_symmetric(b, a, proto, y, x)
         assert fwd == ref_flow_hash_symmetric(a, b, proto, x, y)
-        asym += hd.flow_hash(a, b, proto, x, y) != hd.flow_hash(b, a, proto, y, x)
+        asym += fh.flow_hash(a, b, proto, x, y) != fh.flow_hash(b, a, proto, y, x)
     assert asym > 2900  # the directed hash does distinguish directions
 
     req = frame_of(Ether() / IP(src="1.1.1.1", dst="2.2.2.2") / TCP(sport=5000, dport=80))
     rep = frame_of(Ether() / Dot1Q(vlan=3) / IP(src="2.2.2.2", dst="1.1.1.1") / TCP(sport=80, dport=5000))
-    assert hd.frame_flow_hash_symmetric(req) == hd.frame_flow_hash_symmetric(rep)
-    assert hd.frame_flow_hash(req) != hd.frame_flow_hash(rep)
+    assert fh.frame_flow_hash_symmetric(req) == fh.frame_flow_hash_symmetric(rep)
+    assert fh.frame_flow_hash(req) != fh.frame_flow_hash(rep)
     other = frame_of(Ether() / IP(src="2.2.2.2", dst="1.1.1.1") / UDP(sport=80, dport=5000))
-    assert hd.frame_flow_hash_symmetric(other) != hd.frame_flow_hash_symmetric(rep)
+    assert fh.frame_flow_hash_symmetric(other) != fh.frame_flow_hash_symmetric(rep)
 
 
 def _bucket_spread(hashes: list[int], shift: int) -> tuple[int, int]:
@@ -743,7 +758,7 @@ def _bucket_spread(hashes: list[int], shift: int) -> tuple[int, int]:
     return min(counts), max(counts)
 
 
-@pytest.mark.parametrize("fn", [hd.flow_hash, hd.flow_hash_symmetric], ids=["directed", "symmetric"])
+@pytest.mark.parametrize("fn", [fh.flow_hash, fh.flow_hash_symmetric], ids=["directed", "symmetric"])
 def test_flow_hash_spread(fn: Callable[..., int]) -> None:
     rng = random.Random(64)
     random_flows = [
@@ -781,7 +796,7 @@ def test_flow_hash_avalanche() -> None:
             for t in tuples:
                 u = list(t)
                 u[field_idx] ^= 1 << bit
-                changed += bin(hd.flow_hash(*t) ^ hd.flow_hash(*u)).count("1")
+                changed += bin(fh.flow_hash(*t) ^ fh.flow_hash(*u)).count("1")
             avg = changed / len(tuples)
             per_bit_min, per_bit_max = min(per_bit_min, avg), max(per_bit_max, avg)
             total += changed
@@ -939,11 +954,24 @@ def _sample_calls() -> list[tuple[str, tuple[Any, ...]]]:
         ("flow_hash_symmetric", (1, 2, 3, 4, 5)),
         ("frame_flow_hash", (f,)),
         ("frame_flow_hash_symmetric", (f,)),
+        ("jump_hash", (12345, 7)),
+        ("fold16", (0x1FFFE,)),
+        ("sum16", (f, 14, 20, -1)),
+        ("csum_finish", (0x1FFFE,)),
     ]
 
 
+_PACKET_MODULES = (hd, ck, fh)
+
+
+def _helper(name: str) -> Any:
+    """The public helper ``name`` of the header, checksum or flow-hash module."""
+    (fn,) = [getattr(m, name) for m in _PACKET_MODULES if name in m.__all__]
+    return fn
+
+
 def test_public_api_is_covered() -> None:
-    public = {name for name in hd.__all__ if not name.isupper()}
+    public = {name for m in _PACKET_MODULES for name in m.__all__ if not name.isupper()}
     assert public == {name for name, _ in _sample_calls()}
 
 
@@ -954,7 +982,7 @@ def _refcounting_helpers() -> list[str]:
     """
     culprits = []
     for name, args in _sample_calls():
-        fresh = njit(getattr(hd, name).py_func)
+        fresh = njit(_helper(name).py_func)
         fresh(*args)
         if _NRT_CALL.search(_function_ir(fresh)):
             culprits.append(name)
@@ -971,14 +999,14 @@ def _batch_all(frames: np.ndarray, lens: np.ndarray, out5: np.ndarray, acc: np.n
         ok, a, b, p, x, y = hd.five_tuple_values(f)
         s = hd.eth_type(f) + hd.l3_offset(f) + hd.ipv4_ihl_bytes(f, l3) + hd.ipv4_total_length(f, l3)
         s += hd.ipv4_ttl(f, l3) + hd.ipv4_proto(f, l3) + hd.ipv4_src(f, l3) + hd.ipv4_dst(f, l3)
-        s += hd.ipv4_frag_offset(f, l3) + hd.ipv4_is_fragment(f, l3) + hd.ipv4_checksum(f, l3, 20)
+        s += hd.ipv4_frag_offset(f, l3) + hd.ipv4_is_fragment(f, l3) + ck.ipv4_checksum(f, l3, 20)
         s += hd.l4_ports_ok(f, l4) + sp + dp + hd.src_port(f) + hd.dst_port(f) + hd.tcp_header_len(f, l4)
         s += hd.tcp_payload_offset(f) + hd.udp_payload_offset(f) + hd.five_tuple(f, out5)
-        s += ok + a + b + p + x + y + hd.frame_flow_hash(f) + hd.frame_flow_hash_symmetric(f)
-        if hd.ipv4_checksum_ok(f, l3):
+        s += ok + a + b + p + x + y + fh.frame_flow_hash(f) + fh.frame_flow_hash_symmetric(f)
+        if ck.ipv4_checksum_ok(f, l3):
             old = hd.rd16(f, l3 + 8)
             hd.wr16(f, l3 + 8, old - 0x100)
-            hd.wr16(f, l3 + 10, hd.csum_update16(hd.rd16(f, l3 + 10), old, hd.rd16(f, l3 + 8)))
+            hd.wr16(f, l3 + 10, ck.csum_update16(hd.rd16(f, l3 + 10), old, hd.rd16(f, l3 + 8)))
         acc[i] = s + hd.rd32(f, 0)
 
 
@@ -992,9 +1020,9 @@ def test_batch_loop_fully_inlined_without_refcounting() -> None:
     acc = np.zeros(3, dtype=np.int64)
     _batch_all(frames, lens, np.zeros(5, dtype=np.int64), acc)
     assert frames[0, 22] == 63  # TTL decremented in place ...
-    assert hd.ipv4_checksum_ok(frames[0, : len(raw)], 14)  # ... with a valid checksum
+    assert ck.ipv4_checksum_ok(frames[0, : len(raw)], 14)  # ... with a valid checksum
     ir = _function_ir(_batch_all)
     if _NRT_CALL.search(ir):
         pytest.fail(f"NRT refcounting left in the batch loop; helpers at fault: {_refcounting_helpers()}")
-    leftover = re.findall(r"call [^@]*@(_ZN7micronf9dataplane7headers\w+)", ir)
+    leftover = re.findall(r"call [^@]*@(_ZN7micronf6packet\d+(?:headers|checksum|flowhash)\w+)", ir)
     assert not leftover, f"not inlined: {sorted(set(leftover))}"

@@ -1,4 +1,4 @@
-"""Tests for ``micronf.dataplane.dfa`` against Python's ``re`` as the independent oracle.
+"""Tests for ``micronf.packet.dfa`` against Python's ``re`` as the independent oracle.
 
 The oracle for a pattern ``p`` and an input ``data`` is ``re.search(p, data, re.I | re.S)`` over
 ``bytes`` (a final ``$`` rewritten to ``\\Z``, the documented semantics); the URL-decoding kernel is
@@ -18,21 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from micronf.dataplane import dfa as dfa_module
-from micronf.dataplane.dfa import (
-    ACCEPT_NOW,
-    HTTP_METHODS,
-    SQLI_SIGNATURES,
-    Dfa,
-    compile_patterns,
-    dfa_search,
-    dfa_search_urldecoded,
-    http_request_url,
-    http_target_end,
-    url_dfa,
-    url_target_search,
-    waf_normalize,
-)
+from micronf.packet import dfa as dfa_module
+from micronf.packet.dfa import Dfa, compile_patterns, dfa_search, dfa_search_urldecoded
+from micronf.packet.http import HTTP_METHODS, http_request_url, http_target_end
+from micronf.packet.regex import ACCEPT_NOW
+from micronf.packet.sqli import SQLI_SIGNATURES
+from micronf.packet.waf import url_dfa, url_target_search, waf_normalize
 from tests.nfs.sqli_corpus import reference_is_sqli, reference_normalize, reference_target
 
 # --------------------------------------------------------------------------- oracle

@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 from micronf import __version__
 
 if TYPE_CHECKING:
-    from micronf.agent.server import AgentCore
+    from micronf.api.protocol import AgentCore
     from micronf.io.pcap import Trace
     from micronf.orchestrator.compose import Composition
     from micronf.orchestrator.embedded import RunSummary
@@ -246,7 +246,7 @@ def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: fl
 
     from rich.live import Live
 
-    from micronf.agent.errors import DeploymentFailedError
+    from micronf.api.errors import DeploymentFailedError
     from micronf.io.generator import paper_traffic
     from micronf.orchestrator import embedded
 
@@ -534,8 +534,8 @@ def _serving(host: str, tls_cert: Path | None, tls_key: Path | None, insecure: b
              token_file: Path) -> tuple[str, dict[str, Any]]:
     """The API token (from ``token_file``, created when missing) and uvicorn's TLS options; refuses
     (exit 2) a non-loopback bind without TLS unless ``insecure``, and warns when it is allowed."""
-    from micronf.security import ExposureError, check_exposure
-    from micronf.statedir import TokenError, load_token
+    from micronf.api.security import ExposureError, check_exposure
+    from micronf.api.statedir import TokenError, load_token
 
     if (tls_cert is None) != (tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="--tls-cert/--tls-key")
@@ -589,7 +589,7 @@ def agent(
     from micronf.agent.core import Agent
     from micronf.agent.identity import agent_identity
     from micronf.agent.server import create_app, stop_all
-    from micronf.statedir import agent_token_file
+    from micronf.api.statedir import agent_token_file
 
     levels = ("critical", "error", "warning", "info", "debug", "trace")
     if log_level not in levels:
@@ -686,7 +686,7 @@ _TOKEN_OPTION = typer.Option(None, "--token-file", dir_okay=False, help="The orc
 def _client_token(token_file: Path | None) -> str | None:
     """The token the client commands send: --token-file, else $MICRONF_TOKEN, else the local
     orchestrator's default token file if there is one (so the local demo needs no setup)."""
-    from micronf.statedir import TokenError, orchestrator_token_file, read_token, read_token_if_any
+    from micronf.api.statedir import TokenError, orchestrator_token_file, read_token, read_token_if_any
 
     if token_file is not None:
         try:
@@ -727,11 +727,11 @@ def orchestrator(
 
     import uvicorn
 
+    from micronf.api.statedir import agent_token_file, orchestrator_token_file, read_token_if_any
     from micronf.orchestrator.api import create_app
     from micronf.orchestrator.placement import AgentRef
     from micronf.orchestrator.service import Orchestrator, http_agent
     from micronf.orchestrator.store import Store, StoreError
-    from micronf.statedir import agent_token_file, orchestrator_token_file, read_token_if_any
 
     try:
         refs = [AgentRef.parse(a) for a in agents]
@@ -758,7 +758,7 @@ def orchestrator(
 
 def _agent_token_files(refs: list[AgentRef], items: list[str]) -> dict[str, Path]:
     """Agent URL -> its token file, from ``--agent-token-file [AGENT=]FILE`` items (see orchestrator)."""
-    from micronf.statedir import agent_token_file
+    from micronf.api.statedir import agent_token_file
 
     files = {r.url: agent_token_file() for r in refs}
     for item in items:
@@ -777,7 +777,7 @@ def _orch_call(base: str, method: str, path: str, body: object = None, token_fil
     command with a readable message."""
     import httpx
 
-    from micronf.statedir import bearer
+    from micronf.api.statedir import bearer
 
     headers = bearer(_client_token(token_file))
     try:

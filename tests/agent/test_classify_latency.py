@@ -12,7 +12,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from micronf.agent.classify import ACCEPT, DROP, UNMATCHED, classify_frame, compile_rules
 from micronf.agent.iomem import HIST_WORDS, bucket_of, bucket_upper, percentiles, record_latency
-from micronf.agent.models import FlowRule
+from micronf.api.models import FlowRule
 
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.agent.models import FlowRule
+from micronf.api.models import FlowRule
 from micronf.dataplane.headers import Frame, five_tuple_values
 
 ACCEPT, DROP, UNMATCHED = 0, 1, 2

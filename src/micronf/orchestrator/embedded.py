@@ -40,8 +40,8 @@ from rich.table import Table
 
 from micronf.agent.core import Agent
 from micronf.agent.deployment import RX_SLOT
-from micronf.agent.errors import DeploymentFailedError
-from micronf.agent.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
+from micronf.api.errors import DeploymentFailedError
+from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, GeneratorSpec
 from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place

@@ -1,7 +1,7 @@
 """Placement: which agent runs an SFC's µNF graph, on which cores, fed by what, sent where.
 
 :func:`place` turns a :class:`~micronf.orchestrator.compose.ComposedGraph` into one
-:class:`~micronf.agent.models.DeployRequest` per agent. The decisions, and why:
+:class:`~micronf.api.models.DeployRequest` per agent. The decisions, and why:
 
 - **One agent per SFC graph.** The whole graph goes to the agent its placement hints name, or to
   an explicitly requested one, or else to the least loaded reachable agent (fewest live µNF
@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from micronf.agent.models import AutoscaleSpec, DeployRequest, FlowRule, OutputSpec
+from micronf.api.models import AutoscaleSpec, DeployRequest, FlowRule, OutputSpec
 from micronf.orchestrator.compose import ComposedGraph
 from micronf.runtime.graph import GraphError, plan
 

@@ -32,10 +32,10 @@ when its reply does not prove it has nothing (a timeout), except when it answere
 deployment is someone else's.
 
 Agents are reached through anything with the agent core's methods
-(:class:`micronf.agent.server.AgentCore`): an :class:`~micronf.agent.client.AgentClient` in
+(:class:`micronf.api.protocol.AgentCore`): an :class:`~micronf.api.client.AgentClient` in
 production, an in-process agent or a fake in tests. Both kinds of failure are understood: the
-client's :class:`~micronf.agent.client.AgentClientError` (``status`` None: unreachable) and the
-core's :class:`~micronf.agent.errors.AgentError`.
+client's :class:`~micronf.api.client.AgentClientError` (``status`` None: unreachable) and the
+core's :class:`~micronf.api.errors.AgentError`.
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from micronf.agent.client import AgentClient, AgentClientError, Token
-from micronf.agent.errors import AgentError
-from micronf.agent.models import Conservation, DeployRequest, GraphStats, LatencyStats
-from micronf.agent.server import AgentCore
-from micronf.httperrors import ApiError, describe_validation_errors
+from micronf.api.client import AgentClient, AgentClientError, Token
+from micronf.api.errors import AgentError
+from micronf.api.httperrors import ApiError, describe_validation_errors
+from micronf.api.models import Conservation, DeployRequest, GraphStats, LatencyStats
+from micronf.api.protocol import AgentCore
 from micronf.orchestrator.compose import Composition, Rewrite, compose_file
 from micronf.orchestrator.load import read_document
 from micronf.orchestrator.models import SpecError

@@ -1,7 +1,7 @@
 """The error side of micronf's HTTP APIs (the agent's southbound and the orchestrator's northbound).
 
 Both APIs answer every failure with one JSON shape, ``{"error": kind, "detail": message}``
-(:class:`~micronf.agent.models.ErrorReply`), so a client never parses FastAPI's or Starlette's
+(:class:`~micronf.api.models.ErrorReply`), so a client never parses FastAPI's or Starlette's
 defaults and never sees a traceback. This module holds what makes that so, shared by both apps:
 
 - :class:`ApiError`: the base of every exception a core (agent or orchestrator) raises to a
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from micronf.agent.models import ErrorReply
+from micronf.api.models import ErrorReply
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def parse_body(model: type[_M], body: bytes, content_type: str, precheck: Preche
 
 def json_body(model: type[_M], precheck: Precheck | None = None) -> Callable[[Request], Awaitable[_M]]:
     """A FastAPI dependency: the request body as ``model``, decoded, prechecked and validated in
-    a worker thread (the body is already in memory: :class:`micronf.security.Guard` read it,
+    a worker thread (the body is already in memory: :class:`micronf.api.security.Guard` read it,
     bounded)."""
 
     async def dependency(request: Request) -> _M:

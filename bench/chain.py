@@ -2,7 +2,7 @@
 
 Every measurement deploys a graph with :class:`micronf.runtime.launch.GraphRuntime` (one OS process
 per µNF or per fused cluster, SPSC rings in one shared segment) and drives it from this process:
-one compiled loop (:func:`drive`, modelled on ``micronf.runtime.offline.pump``) is at once the pool
+one compiled loop (:func:`drive`, modelled on ``micronf.app.offline.pump``) is at once the pool
 owner, the traffic source (``pool_alloc`` + ``fill_pool_from_trace`` of an in-memory trace of
 64-byte UDP/IPv4 frames, or 200-byte HTTP GETs, into the entry ring, as fast as the ring takes
 them) and the sink (drains every exit ring, ``pool_free_owner``). The driver is pinned to the last

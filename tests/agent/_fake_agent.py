@@ -181,7 +181,7 @@ RUN_FAKE_AGENT = textwrap.dedent("""
     core = types.ModuleType("micronf.agent.core")
     core.Agent = Agent
     sys.modules["micronf.agent.core"] = core
-    from micronf.cli import main
+    from micronf.app.cli import main
     sys.argv = ["micronf", *sys.argv[1:]]
     main()
 """)

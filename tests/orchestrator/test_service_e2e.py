@@ -30,7 +30,7 @@ from scapy.packet import Raw
 from typer.testing import CliRunner
 
 from micronf.api.statedir import agent_token_file, bearer, orchestrator_token_file, read_token
-from micronf.cli import app
+from micronf.app.cli import app
 from micronf.dataplane.segment import list_segments
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, paper_traffic
 

@@ -9,7 +9,7 @@ No orchestrator service and no agent process: this process composes the SFC
   the agent's stats until every generated packet is accounted for (or the time is up, or the user
   stopped it: then the input stops and the graph drains, so the count is still exact), removes the
   deployment and returns a :class:`RunSummary`; or
-- **offline** (:func:`offline_layout`, then :func:`~micronf.runtime.offline.run_offline` and
+- **offline** (:func:`offline_layout`, then :func:`~micronf.app.offline.run_offline` and
   :func:`offline_summary`): runs the optimized graph on a capture with the offline runner:
   back-pressure instead of drops, every exit (each label nobody links, each drop reason) written
   to its own pcap.
@@ -42,12 +42,12 @@ from micronf.agent.core import Agent
 from micronf.agent.deployment import RX_SLOT
 from micronf.api.errors import DeploymentFailedError
 from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
+from micronf.app.offline import OVERSIZE_EXIT, OfflineResult
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, GeneratorSpec
 from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place
 from micronf.runtime.catalog import explain_drop
 from micronf.runtime.graph import ExitPlan, GraphLayout, plan
-from micronf.runtime.offline import OVERSIZE_EXIT, OfflineResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 """The paper's templates and SFCs, installed with the package (``examples/`` in the repository)."""

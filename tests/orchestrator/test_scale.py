@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 import micronf.app.cli as cli
 from micronf.app.cli import control
+from micronf.documents import SpecError
 from micronf.orchestrator.compose import compose_file
-from micronf.orchestrator.models import SpecError
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, place
 from micronf.runtime.graph import EdgeSpec, GraphError, GraphSpec, NodeSpec, plan
 

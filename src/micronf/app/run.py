@@ -44,8 +44,9 @@ from micronf.api.errors import DeploymentFailedError
 from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
 from micronf.app.offline import OVERSIZE_EXIT, OfflineResult
 from micronf.io.generator import PAPER_SQLI_URLS, GeneratorRx, GeneratorSpec
-from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
-from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place
+from micronf.orchestrator.compose import ComposedGraph, Composition, compose
+from micronf.orchestrator.load import load_sfc
+from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, fit_to_cores, place
 from micronf.runtime.catalog import explain_drop
 from micronf.runtime.graph import ExitPlan, GraphLayout, plan
 
@@ -307,10 +308,9 @@ def load(sfc: Path | None, *, live: bool = True) -> tuple[Composition, Path]:
     placement then chains and fuses them (see :mod:`micronf.orchestrator.placement`).
     """
     path = sfc or DEFAULT_SFC
-    comp = compose_file(path)
-    if live and cores_are_scarce(comp.after, LOCAL_AGENT.cpus):
-        comp = compose_file(path, parallelize=False)
-    return comp, path
+    bundle = load_sfc(path)
+    comp = compose(bundle)
+    return fit_to_cores(bundle, comp, LOCAL_AGENT.cpus) if live else comp, path
 
 
 # -- console rendering ----------------------------------------------------------------------------

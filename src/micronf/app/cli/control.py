@@ -31,8 +31,8 @@ def plan_sfc(
     DIR/after.svg; .dot without Graphviz)."""
     from micronf.app.render import INSTALL_HINT, write_drawing
     from micronf.app.report import print_plan
+    from micronf.documents import SpecError
     from micronf.orchestrator.compose import compose_file
-    from micronf.orchestrator.models import SpecError
 
     try:
         comp = compose_file(sfc)
@@ -138,7 +138,7 @@ def deploy(
 ) -> None:
     """Deploy an SFC: the orchestrator composes it into an optimized µNF graph and deploys it on an
     agent. The SFC file and the templates it imports are sent with the request."""
-    from micronf.orchestrator.models import SpecError
+    from micronf.documents import SpecError
     from micronf.orchestrator.service import read_sfc_source
 
     try:

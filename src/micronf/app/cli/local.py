@@ -94,7 +94,7 @@ def run(
     the segment).
     """
     from micronf.app import run as runner
-    from micronf.orchestrator.models import SpecError
+    from micronf.documents import SpecError
 
     if (pcap is None) != (out is None):
         raise typer.BadParameter("the offline form needs both --pcap and --out", param_hint="--pcap/--out")

@@ -8,7 +8,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,8 @@ from rich.table import Table
 
 from micronf import __version__
 from micronf.app.cli.base import CliError, console, err_console, print_version, stop_signals
+from micronf.runtime.graph import Policy
+from micronf.runtime.launch import LaunchError
 
 if TYPE_CHECKING:
     from micronf.app.offline import OfflineResult
@@ -33,31 +35,32 @@ def bench_ring(
 ) -> None:
     """Data-plane demo: packets flow source -> forwarder(s) -> sink, one process each, over
     shared-memory rings; prints the rate and checks that every packet is accounted for."""
-    from micronf.dataplane.pipeline import POLICIES, PipelineConfig, run_pipeline
+    from micronf.app.demo import FORWARDER, run_ring_demo
+    from micronf.runtime.scheduling import POLICIES
 
     if policy not in POLICIES:
         raise typer.BadParameter(f"must be one of {', '.join(POLICIES)}", param_hint="--policy")
     cpus = sorted(os.sched_getaffinity(0))
     console.print(
-        f"[bold]micronf {__version__}[/] ring demo: source -> {stages} x forward -> sink "
-        f"({stages + 2} processes on CPUs {cpus}, burst {burst}, policy {policy})"
+        f"[bold]micronf {__version__}[/] ring demo: source -> {stages} x {FORWARDER} -> sink "
+        f"({stages} µNF processes on CPUs {cpus}, source and sink in this one; burst {burst}, policy {policy})"
     )
     console.print("starting processes (the first run compiles the kernels, ~10 s) ...")
     t0 = time.monotonic()
-    cfg = PipelineConfig(stages=stages, burst=burst, policy=policy, cpus=cpus)
     try:
-        res = run_pipeline(cfg, seconds=seconds)
-    except PermissionError as exc:
-        raise CliError(f"cannot apply policy {policy!r}: {exc} (real-time policies need root)") from exc
-    ok = res.marker_errors == 0 and res.allocated == res.delivered + res.in_flight
+        res = run_ring_demo(stages, seconds=seconds, burst=burst, policy=cast(Policy, policy), cpus=cpus)
+    except LaunchError as exc:
+        raise CliError(f"cannot start the graph with policy {policy!r}: {exc} (real-time policies need root)") from exc
+    ok = res.conserved and res.every_stage_saw_every_packet and res.freed_inside == 0
     table = Table(title="demo result", show_header=False)
     table.add_row("throughput", f"[bold]{res.mpps:.2f} Mpps[/] ({res.packets:,} packets in {res.seconds:.2f} s)")
-    table.add_row("packets allocated (rx)", f"{res.allocated:,}")
-    table.add_row("packets delivered (tx)", f"{res.delivered:,}")
-    table.add_row("in flight at stop", f"{res.in_flight:,}")
-    table.add_row("pool exhausted (bursts short)", f"{res.alloc_failures:,}")
-    table.add_row("marker errors", f"{res.marker_errors:,}")
-    table.add_row("conservation rx == tx + in_flight", "[green]ok[/]" if ok else "[red]VIOLATED[/]")
+    table.add_row("packets fed (source)", f"{res.fed:,}")
+    table.add_row("packets delivered (sink)", f"{res.delivered:,}")
+    table.add_row("in flight after the drain", f"{res.in_flight:,}")
+    table.add_row("freed inside the graph", f"{res.freed_inside:,}")
+    table.add_row("every stage saw every packet", "[green]yes[/]" if res.every_stage_saw_every_packet else "[red]NO[/]")
+    table.add_row("conservation fed == delivered + freed + in flight", "[green]ok[/]" if res.conserved
+                  else "[red]VIOLATED[/]")
     table.add_row("wall time", f"{time.monotonic() - t0:.1f} s")
     console.print(table)
     if not ok:

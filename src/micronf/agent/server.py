@@ -73,8 +73,8 @@ def _node_limit(max_nodes: int) -> Precheck:
         for key, limit in (("nodes", max_nodes), ("edges", 8 * max_nodes)):
             items = graph.get(key) if isinstance(graph, dict) else None
             if isinstance(items, list) and len(items) > limit:
-                raise RequestValidationError([{
-                    "type": "too_long", "loc": ("body", "graph", key), "input": len(items),
+                raise RequestValidationError([{  # no input: the message gives the count, not the whole list
+                    "type": "too_long", "loc": ("body", "graph", key),
                     "msg": f"{len(items)} {'µNFs' if key == 'nodes' else 'edges'}, at most {limit} per "
                            "deployment on this agent"}])
 

@@ -37,6 +37,7 @@ from micronf.orchestrator.models import (
 from micronf.runtime.descriptor import Descriptor
 from micronf.runtime.graph import find_cycle
 from micronf.runtime.nf import MicroNF, load_library
+from micronf.validation import field_path
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -109,14 +110,6 @@ def check_document(data: Any, file: str) -> InputFile:
         raise error_from_validation(exc, file, model) from None
     assert isinstance(doc, InputFile)
     return doc
-
-
-def field_path(loc: Iterable[int | str], prefix: str = "") -> str:
-    """``("vnfs", 2, "template")`` -> ``vnfs[2].template`` (after ``prefix``)."""
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
-    return out
 
 
 def error_from_validation(exc: ValidationError, file: str, model: type[BaseModel], prefix: str = "") -> SpecError:

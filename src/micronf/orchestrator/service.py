@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from micronf.api.client import AgentClient, AgentClientError, Token
 from micronf.api.errors import AgentError
-from micronf.api.httperrors import ApiError, describe_validation_errors
+from micronf.api.httperrors import ApiError
 from micronf.api.models import Conservation, DeployRequest, GraphStats, LatencyStats
 from micronf.api.protocol import AgentCore
 from micronf.documents import SpecError, read_document
@@ -76,6 +76,7 @@ from micronf.orchestrator.placement import (
 )
 from micronf.orchestrator.store import Record, RecordExistsError, State, Store
 from micronf.runtime.graph import GraphSpec
+from micronf.validation import describe_validation_errors
 
 log = logging.getLogger("micronf.orchestrator")
 

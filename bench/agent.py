@@ -43,7 +43,7 @@ except ImportError:  # a checkout without an installed package
     sys.path.insert(0, str(BENCH_DIR.parent / "src"))
 
 from micronf.agent.core import Agent  # noqa: E402
-from micronf.agent.models import DeployRequest  # noqa: E402
+from micronf.api.models import DeployRequest  # noqa: E402
 
 SECTIONS = ("autoscale", "restart")
 

@@ -2,7 +2,7 @@
 
 Every measurement deploys a graph with :class:`micronf.runtime.launch.GraphRuntime` (one OS process
 per µNF or per fused cluster, SPSC rings in one shared segment) and drives it from this process:
-one compiled loop (:func:`drive`, modelled on ``micronf.runtime.offline.pump``) is at once the pool
+one compiled loop (:func:`micronf.app.offline.pump`, the offline runner's driver) is at once the pool
 owner, the traffic source (``pool_alloc`` + ``fill_pool_from_trace`` of an in-memory trace of
 64-byte UDP/IPv4 frames, or 200-byte HTTP GETs, into the entry ring, as fast as the ring takes
 them) and the sink (drains every exit ring, ``pool_free_owner``). The driver is pinned to the last
@@ -66,11 +66,11 @@ import numpy.typing as npt
 from numba import njit
 
 from _common import RT_RUNTIME, base_facts, int_list, rt_runtime_us, text_table
-from micronf.dataplane.atomics import cycles, sched_yield
-from micronf.dataplane.pool import PacketPool, PoolArrays, pool_alloc, pool_free_owner
-from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_dequeue, ring_enqueue, ring_init
-from micronf.io.trace import Trace, fill_pool_from_trace
-from micronf.ports.base import keep_unsent
+from micronf.app.offline import ST_FED, ST_IDLE, ST_LIMIT, ST_NEXT, ST_NPEND, ST_SUNK, ST_WORDS, pump
+from micronf.dataplane.atomics import cycles
+from micronf.dataplane.pool import PacketPool, PoolArrays
+from micronf.dataplane.ring import CTRL_WORDS, RingTable, ring_init
+from micronf.io.trace import Trace
 from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec, Policy, chain_names, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.runtime.nf import nf_class
@@ -81,69 +81,16 @@ DRIVE_ITERS = 2048  # driver iterations per call into compiled code (a few ms)
 DRAIN_SECONDS = 3.0  # at most this long to drain a graph after the measurement window
 DRIVER_YIELD_EVERY = 1  # busy driver rounds between yields when the driver shares its core with µNFs
 COLLAPSE_MPPS = 0.05  # a scheduling variant stops growing K below this rate
+FEED_FOREVER = 1 << 62  # the driver's feed limit while measuring: never reached
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-U8 = npt.NDArray[np.uint8]
 U32 = npt.NDArray[np.uint32]
-I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 
 
 def _njit(fn: _F) -> _F:
     """``njit(cache=True, nogil=True)(fn)``, typed so mypy keeps ``fn``'s signature."""
     return cast(_F, njit(cache=True, nogil=True)(fn))
-
-
-# -- the driver: source + sink in one compiled loop ------------------------------------------
-# st[] words of the driver state
-ST_FED, ST_SUNK, ST_NPEND, ST_CURSOR, ST_IDLE = 0, 1, 2, 3, 4
-ST_WORDS = 8
-
-
-@_njit
-def drive(p: PoolArrays, rctrl: I64, rslots: U32, entry: int, tdata: U8, toff: I64, tlen: I32, tts: I64,
-          st: I64, pend: U32, exit_rings: I64, buf: U32, burst: int, max_iters: int, feed: bool,
-          yield_every: int) -> int:
-    """``max_iters`` rounds of: allocate + fill a burst from the trace and push it into ring
-    ``entry`` (if ``feed``; what the ring refuses is retried next round, never dropped); drain
-    every exit ring and free to the pool's stack. Yields the CPU in a round with nothing to do.
-    With ``yield_every`` > 0 it also yields after that many busy rounds: a driver sharing its core
-    with real-time µNFs must, or they never run while it has work (FIFO preempts nobody of equal
-    priority). Counts in ``st`` (fed = enqueued, sunk = drained); returns packets moved."""
-    moved = 0
-    busy = 0
-    m = toff.shape[0]
-    for _ in range(max_iters):
-        work = 0
-        if feed:
-            if st[ST_NPEND] == 0:
-                k = pool_alloc(p, pend, burst)
-                if k > 0:
-                    fill_pool_from_trace(p, tdata, toff, tlen, tts, st[ST_CURSOR], pend, k)
-                    st[ST_CURSOR] = (st[ST_CURSOR] + k) % m
-                    st[ST_NPEND] = k
-            if st[ST_NPEND] > 0:
-                sent = ring_enqueue(rctrl[entry], rslots[entry], pend, st[ST_NPEND])
-                st[ST_NPEND] = keep_unsent(pend, sent, st[ST_NPEND])
-                st[ST_FED] += sent
-                work += sent
-        for e in range(exit_rings.shape[0]):
-            r = exit_rings[e]
-            k = ring_dequeue(rctrl[r], rslots[r], buf, buf.shape[0])
-            if k > 0:
-                pool_free_owner(p, buf, k)
-                st[ST_SUNK] += k
-                work += k
-        moved += work
-        if work == 0:
-            st[ST_IDLE] += 1
-            sched_yield()
-        elif yield_every > 0:
-            busy += 1
-            if busy >= yield_every:
-                busy = 0
-                sched_yield()
-    return moved
 
 
 @_njit
@@ -320,16 +267,9 @@ def _snapshot(g: GraphRuntime, names: Sequence[str]) -> dict[str, dict[str, int]
     return {n: g.node_stats(n).runtime for n in names}
 
 
-def _freed_inside(g: GraphRuntime, names: Sequence[str]) -> int:
-    total = 0
-    for n in names:
-        rt = g.node_stats(n).runtime
-        total += rt["dropped"] + rt["unconnected"] + rt["full"] + rt["bad_verdict"]
-    return total
-
-
 class Driver:
-    """Buffers and the trace for :func:`drive`, for one pool."""
+    """The offline runner's :func:`~micronf.app.offline.pump` as an endless source and a sink that
+    frees what it drains at once, with its buffers and the trace, for one pool."""
 
     def __init__(self, trace: Trace, burst: int, yield_every: int = 0) -> None:
         self.trace = trace
@@ -337,15 +277,19 @@ class Driver:
         self.yield_every = yield_every
         self.st = np.zeros(ST_WORDS, dtype=np.int64)
         self.pend = np.empty(burst, dtype=np.uint32)
-        self.buf = np.empty(max(burst, 256), dtype=np.uint32)
 
     def pump(self, p: PoolArrays, rctrl: I64, rslots: U32, entry: int, exits: I64, seconds: float,
              feed: bool = True, until: Callable[[], bool] | None = None) -> None:
+        """Drive for ``seconds`` (or until ``until()``); without ``feed`` only drain (the pending
+        burst still goes in)."""
         t = self.trace
+        self.st[ST_LIMIT] = FEED_FOREVER if feed else self.st[ST_NEXT]
+        held = np.empty((len(exits), max(self.burst, 256)), dtype=np.uint32)
+        n_held = np.zeros(len(exits), dtype=np.int64)
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
-            drive(p, rctrl, rslots, entry, t.data, t.offsets, t.lengths, t.ts_ns, self.st, self.pend, exits,
-                  self.buf, self.burst, DRIVE_ITERS, feed, self.yield_every)
+            pump(p, rctrl, rslots, entry, t.data, t.offsets, t.lengths, t.ts_ns, self.st, self.pend, exits,
+                 held, n_held, self.burst, DRIVE_ITERS, False, self.yield_every)
             if until is not None and until():
                 return
 
@@ -393,7 +337,7 @@ def run_graph(spec: GraphSpec, trace: Trace, s: Settings, driver_policy: Policy,
             snap1, s1, t1 = _snapshot(g, names), int(d.st[ST_SUNK]), time.perf_counter()
 
             def drained() -> bool:
-                return int(d.st[ST_FED]) == int(d.st[ST_SUNK]) + _freed_inside(g, names)
+                return int(d.st[ST_FED]) == int(d.st[ST_SUNK]) + g.freed_inside()
 
             d.pump(p, rctrl, rslots, entry, exits, DRAIN_SECONDS, feed=False, until=drained)
             if not drained():
@@ -401,7 +345,7 @@ def run_graph(spec: GraphSpec, trace: Trace, s: Settings, driver_policy: Policy,
     finally:
         g.stop()
     try:
-        freed = _freed_inside(g, names)
+        freed = g.freed_inside()
         in_rings = int(g.ring_occupancy().sum())
         fed, sunk, npend = int(d.st[ST_FED]), int(d.st[ST_SUNK]), int(d.st[ST_NPEND])
         pool = g.memory().pool.stats()

@@ -296,7 +296,7 @@ def section_afpacket(args: argparse.Namespace) -> Section:
 
 # -- Fig. 6: Rx service -> MacSwapper -> Tx service, through the agent ---------------------------
 def _macswap_request(name: str, rx: Msg, out: Msg) -> Any:
-    models = _import("micronf.agent.models")
+    models = _import("micronf.api.models")
     return models.DeployRequest.model_validate({
         "name": name, "graph": {"nodes": [{"name": "swap", "type": "MacSwapper"}], "entry": "swap"},
         "rx": rx, "outputs": {"out": {"backend": out}}, "autoscale": {"enabled": False}})

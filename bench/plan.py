@@ -103,10 +103,10 @@ def measure(kind: str, n: int) -> dict[str, Any]:
     """Time every step on one generated input (in this interpreter, with whatever micronf it imports)."""
     from rich.console import Console
 
+    from micronf.app.render import write_drawing
+    from micronf.app.report import print_plan
     from micronf.orchestrator.compose import compose_file
     from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, place
-    from micronf.orchestrator.render import write_drawing
-    from micronf.orchestrator.report import print_plan
     from micronf.runtime.graph import plan
 
     sys.setrecursionlimit(1000)  # the interpreter's default: what a user's `micronf plan` has

@@ -1,7 +1,7 @@
 """Benchmark: the numba data-plane pipeline against its C reference on the same shared memory.
 
 What it measures: the sink throughput (million packets per second) of the linear pipeline
-``source -> forward x K -> sink`` of :mod:`micronf.dataplane.pipeline`, one OS process per stage
+``source -> forward x K -> sink`` of ``bench/ring_pipeline.py``, one OS process per stage
 linked by SPSC rings of packet handles, once with the numba stage loops and once with the C
 reference ``bench/ring_ref.c`` (same algorithm, same segment layout, same scheduling: every stage
 pinned round-robin over the machine's CPUs, same policy on both sides, yield when idle). Each
@@ -71,12 +71,12 @@ def _ensure_micronf_importable() -> None:
 
 
 def _pipeline_module() -> Any:
-    """``micronf.dataplane.pipeline``, imported at run time.
+    """``ring_pipeline`` (next to this file), imported at run time.
 
     Imported dynamically so that ``mypy bench/ring.py`` checks this file on its own (``micronf``
     need not be installed: :func:`_ensure_micronf_importable` falls back to ``src/``).
     """
-    return importlib.import_module("micronf.dataplane.pipeline")
+    return importlib.import_module("ring_pipeline")
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def build_c(cc: str, out_dir: Path) -> Path:
 # -- running ---------------------------------------------------------------------------------
 def run_once(impl: str, policy: str, stages: int, burst: int, seconds: float, warmup: float,
              c_binary: Path) -> Run:
-    """One pipeline run through :func:`micronf.dataplane.pipeline.run_pipeline`, checked."""
+    """One pipeline run through :func:`ring_pipeline.run_pipeline`, checked."""
     pipeline = _pipeline_module()
     cfg = pipeline.PipelineConfig(stages=stages, burst=burst, policy=policy, yield_idle=True,
                          cpus=sorted(os.sched_getaffinity(0)), impl=impl,

@@ -2,8 +2,8 @@
  * ring_ref.c - C reference of the micronf pipeline stages (bench/ring.py compares it with numba).
  *
  * One process runs one stage of  source -> forward x K -> sink  on the very same shared-memory
- * segment that micronf.dataplane.pipeline.run_pipeline() creates, with the same algorithm as the
- * numba loops in src/micronf/dataplane/pipeline.py:
+ * segment that ring_pipeline.run_pipeline() (bench/ring_pipeline.py) creates, with the same algorithm as the
+ * numba loops in bench/ring_pipeline.py:
  *
  *   - SPSC rings (micronf/dataplane/ring.py): an int64 control block of 48 words
  *     (CAP, MASK | HEAD, HEAD_SEEN_TAIL | TAIL, TAIL_SEEN_HEAD on three 128-byte lines) and
@@ -15,7 +15,7 @@
  *   - the control region: int64 words GO=0, STOP=1, then one 16-word line per stage at
  *     (index + 1) * 16 holding COUNT=0, READY=1, ERRORS=2.
  *
- * Usage (argv built by pipeline._stage_command):
+ * Usage (argv built by ring_pipeline._stage_command):
  *   ring_ref PATH ROLE INDEX STAGES BURST YIELD RING_CAPACITY MARK_OFF \
  *            POOL_CTRL POOL_FREE POOL_RET_CTRL POOL_RET_SLOTS POOL_SLOTS RINGS_CTRL RINGS_SLOTS CTL
  * where ROLE is source | forward | sink and the last 8 arguments are region byte offsets.
@@ -42,7 +42,7 @@ enum { C_MAGIC = 0, C_NSLOTS = 1, C_SLOT_SIZE = 2, C_NCLIENTS = 3, C_FREE_TOP = 
 enum { M_LEN = 0, M_PORT, M_HASH, M_VERDICT, M_SYNC, M_SFC, M_DATA_OFF, M_FLAGS };
 #define POOL_MAGIC 0x4D4E465F504F4F4CLL /* "MNF_POOL" */
 #define DATA_OFF 192                    /* META_SIZE + HEADROOM */
-/* pipeline.py: control region words */
+/* ring_pipeline.py: control region words */
 enum { W_GO = 0, W_STOP = 1, LINE = 16, S_COUNT = 0, S_READY = 1, S_ERRORS = 2 };
 
 #define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)

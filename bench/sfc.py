@@ -65,10 +65,10 @@ from typing import Any
 from _common import cpu_model, text_table
 from chain import machine_facts, tsc_hz
 from micronf.agent.core import Agent
-from micronf.agent.models import AutoscaleSpec, DeployRequest, GraphStats, OutputSpec
+from micronf.api.models import AutoscaleSpec, DeployRequest, GraphStats, OutputSpec
+from micronf.app.run import DEFAULT_SFC, LOCAL_AGENT, deployment_name, load
 from micronf.io.generator_spec import paper_traffic
 from micronf.orchestrator.compose import compose_file
-from micronf.orchestrator.embedded import DEFAULT_SFC, LOCAL_AGENT, deployment_name, load
 from micronf.orchestrator.placement import Candidate, Traffic, place
 from micronf.runtime.graph import GraphSpec, plan
 

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, settings
 
 from micronf.agent.deployment import Deployment
 from micronf.agent.files import confine
-from micronf.agent.models import DeploymentInfo, DeployRequest
 from micronf.agent.server import create_app as agent_app
+from micronf.api.models import DeploymentInfo, DeployRequest
 from micronf.orchestrator.api import create_app as orchestrator_app
 from micronf.orchestrator.placement import AgentRef
 from micronf.orchestrator.service import Orchestrator

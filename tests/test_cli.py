@@ -29,7 +29,8 @@ from scapy.utils import wrpcap
 from typer.testing import CliRunner
 
 import micronf
-from micronf import cli
+from micronf.app import cli
+from micronf.app.cli import local
 from micronf.runtime.catalog import SERVICE_DROPS, catalog, explain_drop, type_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +152,7 @@ def test_unreadable_capture_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", [["chain", "MacSwapper"], ["run", str(SFC)]])
 def test_bad_out_is_refused_before_anything_starts(command: list[str], capture: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("micronf.runtime.offline.run_offline", _no_start)
+    monkeypatch.setattr("micronf.app.offline.run_offline", _no_start)
     (tmp_path / "afile").write_text("x")
     for out, why in ((tmp_path / "afile", "file"), (tmp_path / "afile" / "sub", "Not a directory"),
                      (Path("/proc/micronf-no-such-dir/out"), "cannot write")):
@@ -162,11 +163,11 @@ def test_bad_out_is_refused_before_anything_starts(command: list[str], capture: 
 
 def test_out_holding_an_earlier_run_is_refused_and_force_removes_only_its_files(
         capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("micronf.runtime.offline.run_offline", _no_start)
+    monkeypatch.setattr("micronf.app.offline.run_offline", _no_start)
     out = tmp_path / "out"
     out.mkdir()
     # an earlier run of another chain: its manifest names its files
-    (out / cli.MANIFEST).write_text(json.dumps({"files": ["IPTtlDecrementer.expired.pcap", "out.pcap"]}))
+    (out / local.MANIFEST).write_text(json.dumps({"files": ["IPTtlDecrementer.expired.pcap", "out.pcap"]}))
     for name in ("IPTtlDecrementer.expired.pcap", "out.pcap", "MacSwapper.runt.pcap", "notes.txt", "mine.pcap"):
         (out / name).write_text(name)
     args = ["chain", "MacSwapper", "--pcap", str(capture), "--out", str(out)]
@@ -175,13 +176,13 @@ def test_out_holding_an_earlier_run_is_refused_and_force_removes_only_its_files(
     assert len(list(out.iterdir())) == 6  # nothing touched
     res = _runner().invoke(cli.app, ["--debug", *args, "--force"])
     assert isinstance(res.exception, StartedError)  # the checks passed, the runner would start now
-    assert sorted(p.name for p in out.iterdir()) == [cli.MANIFEST, "mine.pcap", "notes.txt"]
-    files = json.loads((out / cli.MANIFEST).read_text())["files"]
+    assert sorted(p.name for p in out.iterdir()) == [local.MANIFEST, "mine.pcap", "notes.txt"]
+    files = json.loads((out / local.MANIFEST).read_text())["files"]
     assert files == ["out.pcap", "MacSwapper.runt.pcap", "rx.oversize.pcap"]
 
 
 def test_force_never_overwrites_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("micronf.runtime.offline.run_offline", _no_start)
+    monkeypatch.setattr("micronf.app.offline.run_offline", _no_start)
     wrpcap(str(tmp_path / "out.pcap"), [Ether() / IP() / UDP()])
     res = _runner().invoke(cli.app, ["chain", "MacSwapper", "--pcap", str(tmp_path / "out.pcap"),
                                      "--out", str(tmp_path), "--force"])
@@ -204,7 +205,7 @@ def test_chain_rerun_into_the_same_out(capture: Path, tmp_path: Path) -> None:
     forced = _micronf("chain", "MacSwapper", "--pcap", str(capture), "--out", str(out), "--force", timeout=240)
     assert forced.returncode == 0, forced.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["keep.txt", cli.MANIFEST, "out.pcap", "MacSwapper.runt.pcap", "rx.oversize.pcap"])
+        ["keep.txt", local.MANIFEST, "out.pcap", "MacSwapper.runt.pcap", "rx.oversize.pcap"])
 
 
 # -- plan ------------------------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ def test_explain_drop_reads_every_kind_of_drop_name() -> None:
 def test_summary_explains_each_drop_and_rates_only_processed_packets() -> None:
     from rich.console import Console
 
-    from micronf.orchestrator.embedded import RunSummary, drop_meanings, load, print_summary
+    from micronf.app.run import RunSummary, drop_meanings, load, print_summary
 
     comp, path = load(SFC, live=False)
     dropped = {"@rx.entry_full": 300, "appfw.validate.sqli": 200, "appfw.validate.full": 5}
@@ -305,7 +306,7 @@ def test_seconds_alone_runs_without_a_packet_limit(args: list[str], count: int |
         seen.update(packets=packets, seconds=seconds)
         raise StartedError
 
-    monkeypatch.setattr(cli, "_run_live_shown", fake)
+    monkeypatch.setattr(local, "_run_live_shown", fake)
     res = _runner().invoke(cli.app, ["--debug", "run", *args])
     assert isinstance(res.exception, StartedError)
     assert seen["packets"] == count
@@ -355,3 +356,17 @@ def test_live_run_stopped_by_sigint_drains_and_checks_conservation() -> None:
     s = json.loads(stdout)
     assert s["interrupted"]
     _check_live_summary(s)
+
+
+def test_bench_ring_runs_the_chain_through_the_runtime_and_accounts_for_every_packet() -> None:
+    """``micronf bench-ring``: K forwarding µNFs started by the runtime, this process as source and
+    sink; after the drain every stage saw every packet and nothing is missing."""
+    res = _runner().invoke(cli.app, ["bench-ring", "--stages", "2", "--seconds", "0.3"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in res.output.splitlines()
+            if line.count("│") == 3}
+    fed = int(rows["packets fed (source)"].replace(",", ""))
+    assert fed > 0 and rows["packets delivered (sink)"] == rows["packets fed (source)"]
+    assert rows["every stage saw every packet"] == "yes" and rows["freed inside the graph"] == "0"
+    res = _runner().invoke(cli.app, ["bench-ring", "--policy", "idle"])
+    assert res.exit_code == 2 and "must be one of other, fifo, rr" in res.output

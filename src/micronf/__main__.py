@@ -1,5 +1,5 @@
 """``python -m micronf`` is the ``micronf`` command."""
 
-from micronf.cli import main
+from micronf.app.cli import main
 
 main()

@@ -24,7 +24,7 @@ def agent_process(*args: str) -> Iterator[tuple[str, int]]:
     """``micronf agent --port P ARGS...`` until it serves ``/health``; its URL and port. Stopped with
     SIGTERM afterwards, which must end it cleanly (exit 0)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from micronf.cli import main; main()", "agent", "--port",
+    proc = subprocess.Popen([sys.executable, "-c", "from micronf.app.cli import main; main()", "agent", "--port",
                              str(port), *args])
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,4 +1,4 @@
-"""A fake agent core for the HTTP-layer tests: implements ``server.AgentCore`` in memory.
+"""A fake agent core for the HTTP-layer tests: implements ``micronf.api.protocol.AgentCore`` in memory.
 
 It records every call, and a test makes it fail by putting an exception in ``fail`` (raised by
 the next calls of that method) so each error path of the server and client can be driven.
@@ -15,8 +15,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
-from micronf.agent.models import (
+from micronf.api.errors import DeploymentExistsError, DeploymentNotFoundError
+from micronf.api.models import (
     Conservation,
     DeploymentInfo,
     DeployRequest,
@@ -181,7 +181,7 @@ RUN_FAKE_AGENT = textwrap.dedent("""
     core = types.ModuleType("micronf.agent.core")
     core.Agent = Agent
     sys.modules["micronf.agent.core"] = core
-    from micronf.cli import main
+    from micronf.app.cli import main
     sys.argv = ["micronf", *sys.argv[1:]]
     main()
 """)

@@ -14,8 +14,8 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from micronf.agent.core import Agent
-from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
-from micronf.agent.models import DeployRequest, GraphStats
+from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
+from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import list_segments
 from micronf.io.pcap_read import read_pcap
 from micronf.io.pcap_write import PcapWriter

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from micronf.agent.client import AgentClient, AgentClientError
-from micronf.agent.models import DeployRequest
+from micronf.api.client import AgentClient, AgentClientError
+from micronf.api.models import DeployRequest
+from micronf.api.statedir import agent_token_file, bearer, read_token
 from micronf.dataplane.segment import list_segments
-from micronf.statedir import agent_token_file, bearer, read_token
 from tests.agent._agent_process import agent_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from micronf.agent.core import Agent
-from micronf.agent.errors import DeploymentExistsError
-from micronf.agent.models import DeployRequest
+from micronf.api.errors import DeploymentExistsError
+from micronf.api.models import DeployRequest
 from micronf.dataplane.segment import Segment, segment_users
 from tests.procs import Owner, cmdlines, marked, running, wait_for
 

@@ -14,7 +14,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from micronf.agent.core import Agent
-from micronf.agent.models import DeployRequest
+from micronf.api.models import DeployRequest
 from micronf.io.afpacket import AfPacketSpec
 from micronf.io.afpacket_rx import AfPacketRx
 from tests import netns

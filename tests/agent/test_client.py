@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from micronf.agent.client import AgentClient, AgentClientError
-from micronf.agent.errors import AgentError, InvalidDeploymentError
-from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
-from micronf.statedir import read_token_if_any
+from micronf.api.client import AgentClient, AgentClientError
+from micronf.api.errors import AgentError, InvalidDeploymentError
+from micronf.api.models import DeployRequest
+from micronf.api.statedir import read_token_if_any
 from tests.agent._fake_agent import RUN_FAKE_AGENT, FakeAgent, graph_stats, request_body, serving
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,7 +9,7 @@ import pytest
 
 from micronf.agent.core import Agent
 from micronf.agent.deployment import RX_SLOT
-from micronf.agent.models import DeployRequest
+from micronf.api.models import DeployRequest
 from micronf.dataplane.pool import pool_alloc, pool_free_owner
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

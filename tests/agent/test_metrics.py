@@ -9,10 +9,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from micronf.agent.errors import DeploymentNotFoundError
 from micronf.agent.metrics import AgentCollector
-from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
+from micronf.api.errors import DeploymentNotFoundError
+from micronf.api.models import DeployRequest
 from tests.agent._fake_agent import FakeAgent, request_body
 
 pytestmark = pytest.mark.timeout(60)

@@ -24,8 +24,8 @@ from micronf.agent.classify import compile_rules
 from micronf.agent.core import Agent
 from micronf.agent.iomem import J_WORDS, RX_INDEX
 from micronf.agent.metrics import AgentCollector
-from micronf.agent.models import DeployRequest
 from micronf.agent.rx import rx_burst
+from micronf.api.models import DeployRequest
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable, ring_dequeue
 from micronf.dataplane.segment import PrivateMemory

@@ -19,7 +19,7 @@ from scapy.utils import RawPcapReader
 
 from micronf.agent.core import Agent
 from micronf.agent.iomem import J_ACTIVE, J_STATE
-from micronf.agent.models import DeployRequest, GraphStats
+from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import Segment
 from micronf.io.generator import build_templates
 from micronf.io.generator_spec import GeneratorSpec

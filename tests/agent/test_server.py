@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from micronf.agent.errors import AgentError, DeploymentFailedError, DeploymentNotFoundError, InvalidDeploymentError
-from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats
 from micronf.agent.server import create_app, stop_all
+from micronf.api.errors import AgentError, DeploymentFailedError, DeploymentNotFoundError, InvalidDeploymentError
+from micronf.api.models import DeploymentInfo, DeployRequest, GraphStats
 from tests.agent._fake_agent import FakeAgent, graph_stats, request_body
 
 pytestmark = pytest.mark.timeout(60)

@@ -22,8 +22,8 @@ from scapy.utils import rdpcap
 
 from micronf.agent.core import Agent
 from micronf.agent.files import confine
-from micronf.agent.models import DeployRequest
 from micronf.agent.server import create_app
+from micronf.api.models import DeployRequest
 from micronf.dataplane.segment import list_segments
 from micronf.io.pcap_write import PcapWriter
 from tests.agent.test_server import call

@@ -25,13 +25,13 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from micronf.agent import limits
-from micronf.agent.client import AgentClient
 from micronf.agent.core import Agent
 from micronf.agent.server import create_app
-from micronf.cli import app as cli_app
+from micronf.api.client import AgentClient
+from micronf.api.security import check_exposure
+from micronf.api.statedir import load_token, read_token
+from micronf.app.cli import app as cli_app
 from micronf.dataplane.segment import list_segments
-from micronf.security import check_exposure
-from micronf.statedir import load_token, read_token
 from tests.agent._fake_agent import RUN_FAKE_AGENT, FakeAgent, request_body
 from tests.agent.test_server import call
 

@@ -18,7 +18,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from micronf.agent.core import Agent
-from micronf.agent.models import DeployRequest, GraphStats
+from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import list_segments
 from micronf.io.generator import build_templates
 from micronf.io.generator_spec import GeneratorSpec

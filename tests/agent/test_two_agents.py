@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from micronf.agent.client import AgentClient
 from micronf.agent.core import Agent
 from micronf.agent.identity import agent_identity
-from micronf.agent.models import DeployRequest
+from micronf.api.client import AgentClient
+from micronf.api.models import DeployRequest
+from micronf.api.statedir import read_token
 from micronf.dataplane.segment import list_segments
-from micronf.statedir import read_token
 from tests.agent._agent_process import agent_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

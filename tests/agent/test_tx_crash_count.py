@@ -20,8 +20,8 @@ import pytest
 
 from micronf.agent.core import Agent
 from micronf.agent.iomem import TX_INDEX, TX_WORDS
-from micronf.agent.models import DeployRequest, GraphStats
 from micronf.agent.tx import tx_count
+from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.ring import ring_dequeue
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.runtime.stage import GraphMemory

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from micronf.agent.core import Agent
-from micronf.agent.models import DeployRequest, GraphStats
+from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.ring import HEAD
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.runtime.loop import RC_BAD_VERDICT, RC_FULL, RC_UNCONNECTED, RC_VERDICT0, RC_YIELDS

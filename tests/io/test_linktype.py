@@ -120,7 +120,7 @@ def test_chain_command_on_a_tcpdump_any_capture(tmp_path: Path) -> None:
     outputs are Ethernet pcaps; an unsupported link type is a one-line error before anything runs."""
     from typer.testing import CliRunner
 
-    from micronf.cli import app
+    from micronf.app.cli import app
 
     pkts = [CookedLinuxV2(proto=0x0800, ifindex=2, lladdrtype=1, pkttype=4 * (i % 2), lladdrlen=6, src=SLL_ADDR)
             / IP(src="10.0.0.1", dst="10.0.0.2", ttl=5 + i) / UDP(sport=4000 + i, dport=53) / Raw(bytes(i))

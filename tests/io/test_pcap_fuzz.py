@@ -182,7 +182,7 @@ def test_corrupted_valid_captures(where: Path, data: bytes, edits: list[tuple[in
 def test_cli_turns_invalid_captures_into_one_line(data: bytes, message: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from micronf.cli import app
+    from micronf.app.cli import app
 
     (tmp_path / "in.pcap").write_bytes(data)
     res = CliRunner().invoke(app, ["chain", "MacSwapper", "--pcap", str(tmp_path / "in.pcap"),

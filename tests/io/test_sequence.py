@@ -17,6 +17,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, in4_chksum
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
+from micronf.app import run as embedded
+from micronf.app.offline import run_offline
 from micronf.dataplane.pool import M_HASH, PacketPool
 from micronf.dataplane.segment import Segment
 from micronf.io.generator import GeneratorRx
@@ -24,8 +26,6 @@ from micronf.io.generator_spec import GeneratorSpec, paper_traffic
 from micronf.io.sequence import SeqCheckTx, SeqCheckTxSpec, read_seqcheck
 from micronf.io.specs import check_tx
 from micronf.io.trace import Trace, fill_pool_from_trace
-from micronf.orchestrator import embedded
-from micronf.runtime.offline import run_offline
 
 pytestmark = pytest.mark.timeout(300)
 

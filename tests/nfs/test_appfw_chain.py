@@ -16,11 +16,11 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
+from micronf.app.offline import run_offline
 from micronf.io.pcap_read import read_pcap
 from micronf.orchestrator.compose import compose_file
 from micronf.packet.sqli import SQLI_SIGNATURES
 from micronf.runtime.graph import plan
-from micronf.runtime.offline import run_offline
 from tests.nfs.sqli_corpus import reference_is_sqli, reference_target
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

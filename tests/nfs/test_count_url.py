@@ -133,8 +133,8 @@ def test_counter_names_follow_config_order() -> None:
 
 @pytest.mark.parametrize(
     ("config", "field"),
-    [({}, "urls"), ({"urls": []}, "urls"), ({"urls": ["/a b"]}, "urls.0"), ({"urls": ["/x", ""]}, "urls.1"),
-     ({"urls": ["/caf\u00e9"]}, "urls.0"), ({"urls": ["/a"], "match": "regex"}, "match"),
+    [({}, "urls"), ({"urls": []}, "urls"), ({"urls": ["/a b"]}, "urls[0]"), ({"urls": ["/x", ""]}, "urls[1]"),
+     ({"urls": ["/caf\u00e9"]}, "urls[0]"), ({"urls": ["/a"], "match": "regex"}, "match"),
      ({"urls": ["/a"], "mode": "prefix"}, "mode")],
 )
 def test_bad_config_is_rejected(config: dict[str, object], field: str) -> None:

@@ -242,10 +242,10 @@ def test_jump_hash_matches_the_reference() -> None:
     [
         ({}, r"backends: Field required"),
         ({"backends": []}, r"backends: .*at least 1"),
-        ({"backends": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.300"}]}, r"backends\.1\.ip: .*'10\.0\.0\.300'"),
-        ({"backends": [{"ip": "10.0.0.1", "mac": "02:00:00:00:00"}]}, r"backends\.0\.mac: .*'02:00:00:00:00'"),
-        ({"backends": [{"ip": "10.0.0.1", "mac": "02:00-00:00:00:00"}]}, r"backends\.0\.mac: .*six hex octets"),
-        ({"backends": [{"ip": "10.0.0.1", "port": 80}]}, r"unknown config key 'backends\.0\.port'"),
+        ({"backends": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.300"}]}, r"backends\[1\]\.ip: .*'10\.0\.0\.300'"),
+        ({"backends": [{"ip": "10.0.0.1", "mac": "02:00:00:00:00"}]}, r"backends\[0\]\.mac: .*'02:00:00:00:00'"),
+        ({"backends": [{"ip": "10.0.0.1", "mac": "02:00-00:00:00:00"}]}, r"backends\[0\]\.mac: .*six hex octets"),
+        ({"backends": [{"ip": "10.0.0.1", "port": 80}]}, r"backends\[0\]\.port: Extra inputs are not permitted"),
     ],
 )
 def test_config_errors(config: dict[str, Any], message: str) -> None:

@@ -170,17 +170,17 @@ def test_no_rules_default_deny() -> None:
 @pytest.mark.parametrize(
     ("rules", "message"),
     [
-        ([{"action": "allow"}, {"action": "deny", "src": "10.0.0.0/33"}], r"rules\.1\.src: .*'10\.0\.0\.0/33'"),
-        ([{"action": "deny", "dst": "10.1.2.3/8"}], r"rules\.0\.dst: .*host bits set: did you mean '10\.0\.0\.0/8'"),
-        ([{"action": "deny", "dst": "example.com"}], r"rules\.0\.dst: .*'example\.com'"),
-        ([{"action": "deny", "proto": "sctp"}], r"rules\.0\.proto: .*'sctp'"),
-        ([{"action": "deny", "proto": 256}], r"rules\.0\.proto: .*256"),
-        ([{"action": "deny", "dport": "2000-1000"}], r"rules\.0\.dport: .*'2000-1000'.*lowest first"),
-        ([{"action": "deny", "sport": 70000}], r"rules\.0\.sport: .*70000"),
-        ([{"action": "deny", "sport": "http"}], r"rules\.0\.sport: .*'http'"),
-        ([{"action": "deny", "proto": "icmp", "dport": 80}], r"rules\.0: .*ports only exist for tcp and udp"),
-        ([{"action": "reject"}], r"rules\.0\.action"),
-        ([{"action": "deny", "port": 80}], r"unknown config key 'rules\.0\.port'"),
+        ([{"action": "allow"}, {"action": "deny", "src": "10.0.0.0/33"}], r"rules\[1\]\.src: .*'10\.0\.0\.0/33'"),
+        ([{"action": "deny", "dst": "10.1.2.3/8"}], r"rules\[0\]\.dst: .*host bits set: did you mean '10\.0\.0\.0/8'"),
+        ([{"action": "deny", "dst": "example.com"}], r"rules\[0\]\.dst: .*'example\.com'"),
+        ([{"action": "deny", "proto": "sctp"}], r"rules\[0\]\.proto: .*'sctp'"),
+        ([{"action": "deny", "proto": 256}], r"rules\[0\]\.proto: .*256"),
+        ([{"action": "deny", "dport": "2000-1000"}], r"rules\[0\]\.dport: .*'2000-1000'.*lowest first"),
+        ([{"action": "deny", "sport": 70000}], r"rules\[0\]\.sport: .*70000"),
+        ([{"action": "deny", "sport": "http"}], r"rules\[0\]\.sport: .*'http'"),
+        ([{"action": "deny", "proto": "icmp", "dport": 80}], r"rules\[0\]: .*ports only exist for tcp and udp"),
+        ([{"action": "reject"}], r"rules\[0\]\.action"),
+        ([{"action": "deny", "port": 80}], r"rules\[0\]\.port: Extra inputs are not permitted"),
     ],
 )
 def test_config_errors_name_the_rule_and_value(rules: list[dict[str, Any]], message: str) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from micronf.agent.client import AgentClientError
-from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
+from micronf.api.client import AgentClientError
+from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.orchestrator import service
 from micronf.orchestrator.api import create_app
 from micronf.orchestrator.placement import AgentRef

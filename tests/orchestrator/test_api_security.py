@@ -16,15 +16,16 @@ import typer
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from micronf.agent.client import AgentClientError
 from micronf.agent.server import create_app as agent_app
-from micronf.cli import _agent_token_files, _client_token
-from micronf.cli import app as cli_app
+from micronf.api.client import AgentClientError
+from micronf.api.statedir import agent_token_file, load_token, orchestrator_token_file, read_token_if_any
+from micronf.app.cli import app as cli_app
+from micronf.app.cli.control import _client_token
+from micronf.app.cli.serve import _agent_token_files
 from micronf.orchestrator.api import create_app
 from micronf.orchestrator.placement import AgentRef
 from micronf.orchestrator.service import PROBE_TIMEOUT_S, Orchestrator, http_agent
 from micronf.orchestrator.store import Store
-from micronf.statedir import agent_token_file, load_token, orchestrator_token_file, read_token_if_any
 from tests.agent._fake_agent import FakeAgent, serving
 from tests.orchestrator.test_api import AGENTS, UNREACHABLE, fig11_body
 

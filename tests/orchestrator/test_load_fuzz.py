@@ -7,6 +7,7 @@ as JSON. Example counts are bounded so each test takes seconds."""
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import re
 import tempfile
@@ -18,9 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from micronf.orchestrator.compose import compose_file
-from micronf.orchestrator.load import MAX_DEPTH, read_document
-from micronf.orchestrator.models import SpecError
+from micronf.documents import MAX_DEPTH, SpecError, read_document
+from micronf.orchestrator.compose import compose, compose_file
+from micronf.orchestrator.load import REQUEST_FILE, _glob_match, load_sources
 from micronf.runtime.graph import GraphError, plan
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,17 +101,23 @@ def _write(directory: Path, docs: dict[str, Any]) -> Path:
 
 
 def _compose_or_spec_error(path: Path) -> None:
-    """Load + compose, then wire the result: SpecError (one line) or a graph; GraphError is the
-    runtime's word on what the composer produced (e.g. more branches than a Branch port has)."""
-    try:
-        comp = compose_file(path, within=path.parent)  # as the orchestrator's API does
-    except SpecError as exc:
-        assert "\n" not in str(exc) and str(exc).startswith(str(path.parent))
-        return
-    try:
-        plan(comp.after.spec)
-    except GraphError as exc:
-        assert "\n" not in str(exc)
+    """Load + compose from the files, and from their texts in memory as the orchestrator's API does,
+    then wire the result: SpecError (one line) or a graph; GraphError is the runtime's word on what
+    the composer produced (e.g. more branches than a Branch port has)."""
+    texts = {f.relative_to(path.parent).as_posix(): f.read_text(encoding="utf-8", errors="surrogateescape")
+             for f in path.parent.rglob("*") if f.is_file() and f != path}
+    sfc = path.read_text(encoding="utf-8", errors="surrogateescape")
+    for how, prefixes in ((lambda: compose_file(path), (str(path.parent),)),
+                          (lambda: compose(load_sources(sfc, texts)), (REQUEST_FILE, *texts))):
+        try:
+            comp = how()
+        except SpecError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(prefixes)
+            continue
+        try:
+            plan(comp.after.spec)
+        except GraphError as exc:
+            assert "\n" not in str(exc)
 
 
 def test_the_unmutated_documents_compose() -> None:
@@ -176,19 +183,27 @@ def test_documents_that_are_not_plain_data_are_one_spec_error(tmp_path: Path, na
 @pytest.mark.parametrize(("pattern", "found"), [
     ("/etc/*", "expected a relative path or pattern without '..', found '/etc/*'"),
     ("../*", "expected a relative path or pattern without '..', found '../*'"),
-    ("t/*", "expected files inside the SFC's directory, found 't/*' matching a link to outside"),
+    ("/etc/hosts", "expected a relative path or pattern without '..', found '/etc/hosts'"),
+    ("t/*", "expected a file or pattern matching a file (among the files sent), found 't/*'"),
 ])
 def test_files_sent_to_the_orchestrator_import_nothing_outside(pattern: str, found: str) -> None:
-    """An SFC sent through the API names its imports among the files sent with it: an absolute path,
-    ``..`` or a symlink (here t/hosts -> /etc/hosts) would read the orchestrator's own files."""
-    from micronf.orchestrator.service import compose_source
+    """An SFC sent through the API names its imports among the files sent with it, in memory: an
+    absolute path or ``..`` is refused, and nothing on the orchestrator's disk is ever matched."""
+    with pytest.raises(SpecError, match=re.escape(found)):
+        load_sources({**SFC, "imports": [pattern]}, {"x/hosts": "kind: vnf-template"})
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "t").mkdir()
-        (root / "t" / "hosts").symlink_to("/etc/hosts")
-        with pytest.raises(SpecError, match=re.escape(found)):
-            compose_file(_write(root, {"sfc.yaml": {**SFC, "imports": [pattern]}}), within=root)
-    if pattern != "t/*":
-        with pytest.raises(SpecError, match=re.escape(found)):
-            compose_source({**SFC, "imports": [pattern]}, {})
+
+@pytest.mark.parametrize(("pattern", "matched"), [
+    ("t/*", ["t/fw.yaml", "t/mon.json", "t/zip.yaml"]), ("t/*.yaml", ["t/fw.yaml", "t/zip.yaml"]),
+    ("./t/fw.yaml", ["t/fw.yaml"]), ("*", ["top.yaml"]), ("t/?w.yaml", ["t/fw.yaml"]), ("*/*", None),
+])
+def test_imports_sent_in_memory_match_as_glob_matches_on_disk(tmp_path: Path, pattern: str,
+                                                              matched: list[str] | None) -> None:
+    """The in-memory import patterns match what :func:`glob.glob` matches in a directory holding the
+    same files (``*`` within one path segment, hidden files only by a leading dot)."""
+    files = {"t/fw.yaml": FW, "t/mon.json": MON, "t/zip.yaml": ZIP, "top.yaml": FW, "t/.hidden.yaml": FW}
+    _write(tmp_path, files)
+    on_disk = sorted(Path(m).relative_to(tmp_path).as_posix() for m in glob.glob(str(tmp_path / pattern))
+                     if Path(m).is_file())
+    assert matched is None or on_disk == matched
+    assert sorted(f for f in files if _glob_match(pattern, f)) == on_disk

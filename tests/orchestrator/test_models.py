@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from micronf.documents import SpecError
 from micronf.orchestrator.load import load_file, load_sfc
-from micronf.orchestrator.models import KINDS, SFCRequest, SpecError, VNFTemplate, json_schemas
+from micronf.orchestrator.models import KINDS, SFCRequest, VNFTemplate, json_schemas
 
 from .sfcfiles import EXAMPLES, sfc, template, write_files
 

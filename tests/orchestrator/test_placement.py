@@ -16,6 +16,7 @@ from micronf.orchestrator.placement import (
     PlacementError,
     Traffic,
     cores_are_scarce,
+    exit_outputs,
     parse_cpus,
     place,
     target_cpus,
@@ -45,6 +46,17 @@ def test_least_loaded_reachable_agent_gets_the_whole_graph(fig11: ComposedGraph)
     assert [p.agent for p in parts] == [A]  # B is unreachable
     with pytest.raises(NoAgentError, match="no agent is reachable"):
         place(fig11, "fig11", [Candidate(A, None), Candidate(B, None)], Traffic())
+
+
+@pytest.mark.parametrize("sfc", ["sfc-fig11.yaml", "sfc-fig1a.yaml", "sfc-two-pools.yaml"])
+@pytest.mark.parametrize("stage", ["before", "after", "chained"])
+def test_exit_names_are_the_wired_graphs(sfc: str, stage: str) -> None:
+    """Placement names the exits without wiring the graph: the names and SFC outputs are those of
+    the runtime's plan (parallel groups included: the Fig. 11 graph after optimization has one)."""
+    comp = compose_file(EXAMPLES / sfc, parallelize=stage != "chained")
+    graph = comp.before if stage == "before" else comp.after
+    wired = {e.name: graph.output_of(e.node, e.verdict) for e in plan(graph.spec).exits if not e.is_drop}
+    assert exit_outputs(graph) == wired and list(exit_outputs(graph)) == list(wired)
 
 
 def test_cpus_in_contiguous_blocks_consecutive_unfs_share(fig11: ComposedGraph) -> None:

@@ -9,8 +9,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import micronf.cli as cli
-import micronf.orchestrator.render as render
+import micronf.app.cli as cli
+import micronf.app.render as render
+from micronf.app.cli import control
 
 from .sfcfiles import EXAMPLES, write_files
 
@@ -20,7 +21,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """A wide console, so table cells are not wrapped in the middle of a node name."""
-    monkeypatch.setattr(cli, "console", Console(width=400, force_terminal=False))
+    monkeypatch.setattr(control, "console", Console(width=400, force_terminal=False))
 
 
 @pytest.mark.skipif(render.shutil.which("dot") is None, reason="Graphviz (dot) is not installed")

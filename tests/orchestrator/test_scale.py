@@ -20,9 +20,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import micronf.cli as cli
+import micronf.app.cli as cli
+from micronf.app.cli import control
+from micronf.documents import SpecError
 from micronf.orchestrator.compose import compose_file
-from micronf.orchestrator.models import SpecError
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, place
 from micronf.runtime.graph import EdgeSpec, GraphError, GraphSpec, NodeSpec, plan
 
@@ -128,7 +129,7 @@ def test_a_link_from_an_output_without_endpoints_is_an_error(tmp_path: Path) -> 
 
 def test_plan_prints_a_long_graph_as_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past 1,000 rows the tables are plain lines: every µNF, its type and where it leads."""
-    monkeypatch.setattr(cli, "console", Console(width=200, force_terminal=False))
+    monkeypatch.setattr(control, "console", Console(width=200, force_terminal=False))
     res = CliRunner().invoke(cli.app, ["plan", str(_chain_files(tmp_path, 260)), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()

@@ -20,11 +20,11 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
+from micronf.app.offline import run_offline
 from micronf.io.pcap_read import read_pcap
 from micronf.orchestrator.compose import ComposedGraph, compose_file
 from micronf.packet.sqli import SQLI_SIGNATURES
 from micronf.runtime.graph import plan
-from micronf.runtime.offline import run_offline
 
 from .sfcfiles import EXAMPLES
 

@@ -11,7 +11,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap, wrpcap
 from typer.testing import CliRunner
 
-from micronf.cli import app
+from micronf.app.cli import app
 from micronf.runtime.catalog import catalog
 from micronf.runtime.nf import DOC_SECTIONS, MicroNF, load_library
 

@@ -16,10 +16,10 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap, wrpcap
 
+from micronf.app.offline import OVERSIZE_EXIT, frame_capacity_for, offline_capacity_note, run_offline
 from micronf.io.pcap_read import read_pcap
 from micronf.io.trace import Trace
 from micronf.runtime.graph import chain_spec, plan
-from micronf.runtime.offline import OVERSIZE_EXIT, frame_capacity_for, offline_capacity_note, run_offline
 
 CHAIN = [("CheckIPHeader", {}), ("IPTtlDecrementer", {}), ("MacSwapper", {})]
 
@@ -95,7 +95,7 @@ def test_chain_command_takes_jumbo_frames_whole(tmp_path: Path) -> None:
     and dropped as len_exceeds_frame); the run says which frame capacity it picked."""
     from typer.testing import CliRunner
 
-    from micronf.cli import app
+    from micronf.app.cli import app
 
     pkts = [_sized(n, i) for i, n in enumerate(SIZES * 3)]
     wrpcap(str(tmp_path / "in.pcap"), pkts)
@@ -141,7 +141,7 @@ def test_a_capture_without_packets_is_an_empty_conserved_run(tmp_path: Path) -> 
     (empty) pcap and the run is conserved. The CLI refuses such a capture in one line (exit 2)."""
     from typer.testing import CliRunner
 
-    from micronf.cli import app
+    from micronf.app.cli import app
 
     layout = plan(chain_spec(CHAIN), capture_drops=True, on_full="wait")
     res = run_offline(layout, Trace.from_frames([]), tmp_path / "out")

@@ -58,7 +58,7 @@ def test_chain_names_number_repeated_types() -> None:
 BROKEN = [
     ("unknown type", [("a", "NoSuchNF", {})], [], "a", "unknown µNF type 'NoSuchNF'"),
     ("bad config", [("a", "BusyLoop", {"cycles": -1})], [], "a", "node 'a': BusyLoop config: cycles"),
-    ("unknown key", [("a", "BusyLoop", {"cylces": 1})], [], "a", "unknown config key 'cylces'"),
+    ("unknown key", [("a", "BusyLoop", {"cylces": 1})], [], "a", "cylces: Extra inputs are not permitted"),
     ("missing entry", [("a", "MacSwapper", {})], [], "b", "entry 'b' is not a node"),
     ("dangling edge", [("a", "MacSwapper", {})], [("a", "out", "b")], "a", "no node named 'b'"),
     ("unknown label", [("a", "MacSwapper", {}), ("b", "MacSwapper", {})], [("a", "http", "b")], "a",

@@ -32,12 +32,12 @@ from pathlib import Path
 
 from micronf import __version__
 from micronf.agent.deployment import SEGMENT_PREFIX, Deployment
-from micronf.agent.errors import DeploymentExistsError, DeploymentNotFoundError
 from micronf.agent.files import confine
 from micronf.agent.identity import check_identity, random_identity
-from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.api.errors import DeploymentExistsError, DeploymentNotFoundError
+from micronf.api.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.api.statedir import agent_data_dir
 from micronf.dataplane.segment import Segment, SegmentInfo, list_segments, segment_users, stop_processes
-from micronf.statedir import agent_data_dir
 
 log = logging.getLogger("micronf.agent")
 
@@ -46,7 +46,7 @@ class Agent:
     """The per-machine agent (thread-safe; use as a context manager or call :meth:`close`).
 
     ``data_dir``: the only directory capture files of a request may be in (created 0700 when a
-    request first names a file; default :func:`micronf.statedir.agent_data_dir`), see
+    request first names a file; default :func:`micronf.api.statedir.agent_data_dir`), see
     :mod:`micronf.agent.files`. ``detached``/``adopt``: see the module docstring.
     """
 

@@ -32,7 +32,6 @@ from functools import partial
 import numpy as np
 
 from micronf.agent import reclaim as reclaim_kernels
-from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.agent.iomem import (
     RX_COUNTERS,
     RX_INDEX,
@@ -45,7 +44,9 @@ from micronf.agent.iomem import (
     read_error,
 )
 from micronf.agent.limits import check_fits
-from micronf.agent.models import (
+from micronf.agent.reclaim import complete_sync_marks, reclaim
+from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
+from micronf.api.models import (
     Conservation,
     DeploymentInfo,
     DeployRequest,
@@ -58,7 +59,6 @@ from micronf.agent.models import (
     RestartEventInfo,
     ScaleEventInfo,
 )
-from micronf.agent.reclaim import complete_sync_marks, reclaim
 from micronf.dataplane.pool import C_ALLOCATED, C_OWNER_FREED
 from micronf.dataplane.ring import HEAD
 from micronf.dataplane.segment import Segment, read_json, write_json

@@ -17,7 +17,7 @@ single process starts:
 
 :func:`confine` returns the request with every file path replaced by its absolute resolved path
 (what the Rx/Tx services open) and the outputs it created (removed again if the deployment fails).
-Every refusal is an :class:`~micronf.agent.errors.InvalidDeploymentError` (HTTP 400) naming the
+Every refusal is an :class:`~micronf.api.errors.InvalidDeploymentError` (HTTP 400) naming the
 field.
 """
 
@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from micronf.agent.errors import InvalidDeploymentError
-from micronf.agent.models import DeployRequest
+from micronf.api.errors import InvalidDeploymentError
+from micronf.api.models import DeployRequest
 
 # pcap (µs, ns, Kuznetzov) in either byte order, and the pcapng Section Header Block type
 _CAPTURE_MAGICS = frozenset(

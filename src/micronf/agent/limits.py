@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from micronf.agent.errors import InvalidDeploymentError
+from micronf.api.errors import InvalidDeploymentError
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable
 from micronf.runtime.launch import GraphRuntime

@@ -2,7 +2,7 @@
 
 Why a custom collector instead of ``Counter``/``Gauge`` objects: the counters already live in
 shared memory (bumped once per batch by compiled code) and the agent reports them as
-:class:`~micronf.agent.models.GraphStats`; copying them into client-library objects on every change
+:class:`~micronf.api.models.GraphStats`; copying them into client-library objects on every change
 would be a second source of truth. :class:`AgentCollector` instead asks the agent for
 ``deployments()`` and ``stats(name)`` when Prometheus scrapes and turns the snapshot into metric
 families, so ``/metrics`` and ``GET /v1/deployments/{name}/stats`` can never disagree.
@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from micronf.agent.errors import DeploymentNotFoundError
-from micronf.agent.models import DeploymentInfo, GraphStats, LatencyStats, NodeStatsInfo
+from micronf.api.errors import DeploymentNotFoundError
+from micronf.api.models import DeploymentInfo, GraphStats, LatencyStats, NodeStatsInfo
 
 if TYPE_CHECKING:
-    from micronf.agent.server import AgentCore
+    from micronf.api.protocol import AgentCore
 
 # runtime counter of the µNF loop (micronf.runtime.loop.RC_NAMES) -> (family, help)
 _LOOP = {

@@ -54,8 +54,8 @@ from micronf.agent.iomem import (
     RX_INDEX,
     write_error,
 )
-from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
+from micronf.api.models import DeployRequest
 from micronf.dataplane.atomics import cycles, fence_seq_cst, load_acquire, prefetch_write, store_release
 from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.memcopy import copy_bytes

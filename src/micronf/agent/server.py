@@ -1,15 +1,15 @@
 """The agent's southbound HTTP API: a FastAPI app over an :class:`AgentCore`.
 
 Why a thin layer: everything that deploys, supervises and counts lives in the agent core; this
-module only validates requests (with the pydantic models of :mod:`micronf.agent.models`), runs the
+module only validates requests (with the pydantic models of :mod:`micronf.api.models`), runs the
 core's blocking calls in FastAPI's threadpool (every endpoint is a plain ``def``), serializes
 deploy/remove with one lock so two deployments never race over CPUs or names, and turns every
 failure into one JSON shape, ``{"error": kind, "detail": message}`` (:class:`ErrorReply`), so a
 client never has to parse FastAPI's or Starlette's defaults and never sees a traceback.
 
-In front of it all, :class:`micronf.security.Guard`: a bearer token on every route but
+In front of it all, :class:`micronf.api.security.Guard`: a bearer token on every route but
 ``/health`` (and ``/metrics`` from loopback), and a bounded request body. The deploy body is
-decoded and validated in a worker thread (:func:`micronf.httperrors.json_body`), so a large
+decoded and validated in a worker thread (:func:`micronf.api.httperrors.json_body`), so a large
 request never holds up the event loop; a graph of more than ``max_nodes`` µNFs is a 422.
 
 Routes (all JSON except ``/metrics``):
@@ -30,52 +30,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import Depends, FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from micronf import __version__
-from micronf.agent.errors import DeploymentNotFoundError
 from micronf.agent.metrics import AgentCollector
-from micronf.agent.models import DeploymentInfo, DeployRequest, GraphStats, Health
-from micronf.httperrors import Precheck, body_openapi, error_responses, install_error_handlers, json_body
-from micronf.security import MAX_BODY, Guard, install_openapi
+from micronf.api.errors import DeploymentNotFoundError
+from micronf.api.httperrors import Precheck, body_openapi, error_responses, install_error_handlers, json_body
+from micronf.api.models import DeploymentInfo, DeployRequest, GraphStats, Health
+from micronf.api.protocol import AgentCore
+from micronf.api.security import MAX_BODY, Guard, install_openapi
 
 log = logging.getLogger(__name__)
-
-
-class AgentCore(Protocol):
-    """What the HTTP layer needs from the agent (``micronf.agent.core.Agent`` implements it).
-
-    Every call may block (``deploy`` starts processes and can take seconds); failures are
-    :class:`~micronf.agent.errors.AgentError` subclasses whose ``kind``/``status`` become the reply.
-    """
-
-    def deploy(self, req: DeployRequest) -> DeploymentInfo:
-        """Bring the whole deployment up or roll it back whole (InvalidDeployment/Exists/Failed)."""
-        ...
-
-    def remove(self, name: str) -> None:
-        """Stop every process of the deployment and free its memory (DeploymentNotFoundError)."""
-        ...
-
-    def deployments(self) -> list[DeploymentInfo]:
-        """Every deployment this agent runs."""
-        ...
-
-    def deployment(self, name: str) -> DeploymentInfo:
-        """One deployment (DeploymentNotFoundError)."""
-        ...
-
-    def stats(self, name: str) -> GraphStats:
-        """A snapshot of the deployment's counters (DeploymentNotFoundError)."""
-        ...
-
-    def health(self) -> Health:
-        """Liveness and process counts of the agent."""
-        ...
 
 
 _ERRORS = {
@@ -104,8 +73,8 @@ def _node_limit(max_nodes: int) -> Precheck:
         for key, limit in (("nodes", max_nodes), ("edges", 8 * max_nodes)):
             items = graph.get(key) if isinstance(graph, dict) else None
             if isinstance(items, list) and len(items) > limit:
-                raise RequestValidationError([{
-                    "type": "too_long", "loc": ("body", "graph", key), "input": len(items),
+                raise RequestValidationError([{  # no input: the message gives the count, not the whole list
+                    "type": "too_long", "loc": ("body", "graph", key),
                     "msg": f"{len(items)} {'µNFs' if key == 'nodes' else 'edges'}, at most {limit} per "
                            "deployment on this agent"}])
 

@@ -25,8 +25,8 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.agent.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
-from micronf.agent.models import DeployRequest
 from micronf.agent.service_loop import run_service
+from micronf.api.models import DeployRequest
 from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free

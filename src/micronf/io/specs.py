@@ -22,6 +22,7 @@ from micronf.io.generator import GeneratorRx
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.io.replay import NullTx, NullTxSpec, PcapRx, PcapRxSpec, PcapTx, PcapTxSpec
 from micronf.io.sequence import SeqCheckTx, SeqCheckTxSpec
+from micronf.validation import describe_validation_errors
 
 RxSpec = Annotated[GeneratorSpec | PcapRxSpec | AfPacketSpec, Field(discriminator="kind")]
 TxSpec = Annotated[PcapTxSpec | AfPacketSpec | NullTxSpec | SeqCheckTxSpec, Field(discriminator="kind")]
@@ -29,20 +30,12 @@ _RX: TypeAdapter[GeneratorSpec | PcapRxSpec | AfPacketSpec] = TypeAdapter(RxSpec
 _TX: TypeAdapter[PcapTxSpec | AfPacketSpec | NullTxSpec | SeqCheckTxSpec] = TypeAdapter(TxSpec)
 
 
-def _message(where: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        path = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{where}.{path}: {err['msg']}" if path else f"{where}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def check_rx(spec: Mapping[str, Any] | BaseModel, where: str = "rx") -> BaseModel:
     """The validated Rx spec, or ``ValueError`` naming the field (kinds: generator, pcap, afpacket)."""
     try:
         return _RX.validate_python(dict(spec) if isinstance(spec, Mapping) else spec.model_dump())
     except ValidationError as exc:
-        raise ValueError(_message(where, exc)) from None
+        raise ValueError(describe_validation_errors(exc.errors(), where=where)) from None
 
 
 def check_tx(spec: Mapping[str, Any] | BaseModel, where: str = "tx") -> BaseModel:
@@ -50,7 +43,7 @@ def check_tx(spec: Mapping[str, Any] | BaseModel, where: str = "tx") -> BaseMode
     try:
         return _TX.validate_python(dict(spec) if isinstance(spec, Mapping) else spec.model_dump())
     except ValidationError as exc:
-        raise ValueError(_message(where, exc)) from None
+        raise ValueError(describe_validation_errors(exc.errors(), where=where)) from None
 
 
 def open_rx(spec: Mapping[str, Any] | BaseModel) -> RxBackend:

@@ -4,6 +4,6 @@
   and :class:`~micronf.orchestrator.models.SpecError`;
 - :mod:`~micronf.orchestrator.load`: reading and checking them (:func:`load_sfc`);
 - :mod:`~micronf.orchestrator.compose`: the unoptimized and optimized µNF graph, with the rewrites;
-- :mod:`~micronf.orchestrator.render` and :mod:`~micronf.orchestrator.report`: drawings and tables
+- :mod:`~micronf.app.render` and :mod:`~micronf.app.report`: drawings and tables
   for ``micronf plan``.
 """

@@ -4,7 +4,7 @@ A thin layer like the agent's (:mod:`micronf.agent.server`): requests are valida
 service's pydantic models, every endpoint is a plain ``def`` (FastAPI runs it in its threadpool:
 creating an SFC waits for agents to start processes), and every failure is one JSON shape,
 ``{"error": kind, "detail": message}``, by the same handlers as the agent's
-(:mod:`micronf.httperrors`).
+(:mod:`micronf.api.httperrors`).
 
 Routes:
 
@@ -26,7 +26,7 @@ name, by relative path: ``micronf deploy`` sends them), and optionally ``name``,
 ``rules``, ``outputs`` and ``autoscale`` (what the SFC does not say: where its traffic comes from
 and where each output goes; see :class:`~micronf.orchestrator.placement.Traffic`).
 
-As on the agent, :class:`micronf.security.Guard` sits in front (a bearer token on every route but
+As on the agent, :class:`micronf.api.security.Guard` sits in front (a bearer token on every route but
 ``/health``, a bounded body) and request bodies are decoded and validated in a worker thread.
 """
 
@@ -39,9 +39,9 @@ from fastapi import Depends, FastAPI, Response
 from pydantic import BaseModel, Field
 
 from micronf import __version__
-from micronf.httperrors import body_openapi, error_responses, install_error_handlers, json_body
+from micronf.api.httperrors import body_openapi, error_responses, install_error_handlers, json_body
+from micronf.api.security import MAX_BODY, Guard, install_openapi
 from micronf.orchestrator.service import Orchestrator, PlanReply, SFCCreate, SFCInfo, SFCStats
-from micronf.security import MAX_BODY, Guard, install_openapi
 
 _ERRORS = {
     400: "the SFC, its files or its options are invalid, cannot be placed, or an agent refused the request",

@@ -109,10 +109,9 @@ def compose(bundle: SFCBundle, *, parallelize: bool = True) -> Composition:
     return Composition(sfc=bundle.sfc.name, before=before, after=graph.composed(bundle.sfc.name), rewrites=rewrites)
 
 
-def compose_file(path: Path | str, *, parallelize: bool = True, within: Path | None = None) -> Composition:
-    """:func:`compose` of the SFC request in ``path`` (raises ``SpecError`` on invalid input); ``within``:
-    see :func:`~micronf.orchestrator.load.load_sfc`."""
-    return compose(load_sfc(path, within=within), parallelize=parallelize)
+def compose_file(path: Path | str, *, parallelize: bool = True) -> Composition:
+    """:func:`compose` of the SFC request in ``path`` (raises ``SpecError`` on invalid input)."""
+    return compose(load_sfc(path), parallelize=parallelize)
 
 
 # -- the working graph --------------------------------------------------------------------------

@@ -17,19 +17,19 @@ import re
 import types as pytypes
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from glob import glob
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from micronf.documents import SpecError, parse_document, read_document, show
 from micronf.orchestrator.models import (
     KINDS,
     NAME_PATTERN,
     NAME_TEXT,
     SFCRequest,
-    SpecError,
     TemplateLink,
     UNFDescriptorFile,
     VNFTemplate,
@@ -37,6 +37,7 @@ from micronf.orchestrator.models import (
 from micronf.runtime.descriptor import Descriptor
 from micronf.runtime.graph import find_cycle
 from micronf.runtime.nf import MicroNF, load_library
+from micronf.validation import field_path
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -74,7 +75,7 @@ def _declared_type(doc: UNFDescriptorFile, file: str, known: Mapping[str, UNFTyp
     declared = UNFType(doc.type, doc.descriptor, tuple(doc.labels), tuple(doc.drop_reasons), None, file)
     for field, values in (("labels", doc.labels), ("drop_reasons", doc.drop_reasons)):
         if len(set(values)) != len(values):
-            raise SpecError(file, field, "names that differ from each other", _show(values))
+            raise SpecError(file, field, "names that differ from each other", show(values))
     if doc.drop_reasons and not doc.descriptor.may_drop:
         raise SpecError(file, "descriptor.may_drop", "true, since drop_reasons are declared", "false")
     have = known.get(doc.type)
@@ -82,133 +83,33 @@ def _declared_type(doc: UNFDescriptorFile, file: str, known: Mapping[str, UNFTyp
         mine = (declared.descriptor, declared.labels, declared.drop_reasons)
         if (have.descriptor, have.labels, have.drop_reasons) != mine:
             raise SpecError(file, "type", f"a µNF not already declared differently (by {have.origin})",
-                            _show(doc.type))
+                            show(doc.type))
     return declared
-
-
-# -- documents ----------------------------------------------------------------------------------
-MAX_DEPTH = 100
-"""How deeply lists and mappings may nest in an input file (the examples: 5). Deeper is refused,
-for YAML before it is built: the YAML composers (and everything that walks the result) recurse per
-level, and libyaml's crashes the interpreter at some 20,000 levels."""
-
-_Yaml: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: ~7x faster
-
-
-def read_document(path: Path) -> Any:
-    """Parse a JSON or YAML file: by extension (.json, .yaml, .yml), otherwise by its content."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(file, "", "a readable UTF-8 file", f"{type(exc).__name__}: {exc}") from None
-    as_json = path.suffix == ".json" or (path.suffix not in (".yaml", ".yml") and text.lstrip().startswith("{"))
-    too_deep = f"lists and mappings nested deeper than {MAX_DEPTH}"
-    if as_json:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(file, "", "valid JSON", f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-        except RecursionError:
-            raise SpecError(file, "", "plain data", too_deep) from None
-    else:
-        try:
-            if _yaml_depth(text) > MAX_DEPTH:
-                raise SpecError(file, "", "plain data", too_deep)
-            data = yaml.load(text, Loader=_Yaml)
-        except yaml.YAMLError as exc:
-            raise SpecError(file, "", "valid YAML", _yaml_problem(text, exc)) from None
-    problem = _plain_problem(data, budget=2 * len(text) + 10_000)
-    if problem is not None:
-        raise SpecError(file, "", "plain data", problem)
-    return data
-
-
-def _yaml_problem(text: str, exc: yaml.YAMLError) -> str:
-    """What is wrong with the YAML ``text`` (libyaml said ``exc``): in the pure-Python parser's words
-    when it fails too, since they say what it expected and what it found."""
-    try:
-        yaml.load(text, Loader=yaml.SafeLoader)  # the error comes before any nesting deeper than MAX_DEPTH
-    except yaml.YAMLError as py_exc:
-        exc = py_exc
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return " ".join(f"{getattr(exc, 'problem', None) or exc}{where}".split())
-
-
-def _yaml_depth(text: str) -> int:
-    """The deepest nesting of the YAML ``text``, from the parser's events (no document built)."""
-    depth = deepest = 0
-    for event in yaml.parse(text, Loader=_Yaml):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                break
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-    return deepest
-
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _plain_problem(data: Any, budget: int) -> str | None:
-    """Why ``data`` is not plain JSON-like data (nested at most :data:`MAX_DEPTH` deep, mapping keys
-    strings, values strings, numbers, booleans, null, lists and mappings, at most ``budget`` values
-    counting every use of a YAML alias), or None. YAML also makes dates, sets and binary, which no
-    µNF config takes and not every consumer can store, and aliases of aliases make a few hundred
-    bytes stand for billions of values that everything after the parser would walk."""
-    todo = [(data, 1)]
-    while todo:
-        value, depth = todo.pop()
-        budget -= 1
-        if budget < 0:
-            return "far more values than the text spells out (YAML aliases expanding to too much)"
-        if isinstance(value, _PLAIN):
-            continue
-        if not isinstance(value, dict | list):
-            return f"a value of type {type(value).__name__} (use strings, numbers, true/false, null, lists, mappings)"
-        if depth > MAX_DEPTH:
-            return f"lists and mappings nested deeper than {MAX_DEPTH}"
-        if isinstance(value, dict):
-            key = next((k for k in value if not isinstance(k, str)), None)
-            if key is not None:
-                return f"a mapping key that is not a string ({_show(key)})"
-            todo += [(v, depth + 1) for v in value.values()]
-        else:
-            todo += [(v, depth + 1) for v in value]
-    return None
 
 
 InputFile = UNFDescriptorFile | VNFTemplate | SFCRequest
 
 
 def load_file(path: Path | str) -> InputFile:
-    """Read one input file and validate its shape; the ``kind`` field says which model applies."""
-    path = Path(path)
-    data = read_document(path)
+    """Read one input file and validate its shape (see :func:`check_document`)."""
+    return check_document(read_document(Path(path)), str(path))
+
+
+def check_document(data: Any, file: str) -> InputFile:
+    """Validate the shape of one parsed input file; its ``kind`` field says which model applies."""
     if not isinstance(data, dict):
-        raise SpecError(str(path), "", "a mapping with a kind field", type(data).__name__)
+        raise SpecError(file, "", "a mapping with a kind field", type(data).__name__)
     kind = data.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
-        found = "no kind field" if "kind" not in data else _show(kind)
-        raise SpecError(str(path), "kind", f"one of {', '.join(KINDS)}", found)
+        found = "no kind field" if "kind" not in data else show(kind)
+        raise SpecError(file, "kind", f"one of {', '.join(KINDS)}", found)
     model = KINDS[kind]
     try:
         doc = model.model_validate(data)
     except ValidationError as exc:
-        raise error_from_validation(exc, str(path), model) from None
+        raise error_from_validation(exc, file, model) from None
     assert isinstance(doc, InputFile)
     return doc
-
-
-def field_path(loc: Iterable[int | str], prefix: str = "") -> str:
-    """``("vnfs", 2, "template")`` -> ``vnfs[2].template`` (after ``prefix``)."""
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
-    return out
 
 
 def error_from_validation(exc: ValidationError, file: str, model: type[BaseModel], prefix: str = "") -> SpecError:
@@ -218,7 +119,7 @@ def error_from_validation(exc: ValidationError, file: str, model: type[BaseModel
     loc = tuple(err["loc"])
     path = field_path(loc, prefix)
     kind, msg = err["type"], err["msg"]
-    found = _show(err.get("input"))
+    found = show(err.get("input"))
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         fields = ", ".join(parent.model_fields) if parent is not None else "a known field"
@@ -263,11 +164,6 @@ def _strip_optional(ann: Any) -> Any:
     return ann
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _one_of(what: str, names: Iterable[str]) -> str:
     listed = ", ".join(names)
     return f"{what} ({listed})" if listed else f"{what} (there are none)"
@@ -310,9 +206,9 @@ def check_template(tpl: VNFTemplate, file: str, types: Mapping[str, UNFType]) ->
     node_type: dict[str, UNFType] = {}
     for i, node in enumerate(tpl.nodes):
         if node.name in node_type:
-            raise SpecError(file, f"nodes[{i}].name", "a name no other node of the template has", _show(node.name))
+            raise SpecError(file, f"nodes[{i}].name", "a name no other node of the template has", show(node.name))
         if node.type not in types:
-            raise SpecError(file, f"nodes[{i}].type", _one_of("a known µNF type", sorted(types)), _show(node.type))
+            raise SpecError(file, f"nodes[{i}].type", _one_of("a known µNF type", sorted(types)), show(node.type))
         node_type[node.name] = types[node.type]
         check_config(types[node.type], node.config, file, f"nodes[{i}].config")
     names = list(node_type)
@@ -322,20 +218,20 @@ def check_template(tpl: VNFTemplate, file: str, types: Mapping[str, UNFType]) ->
 
     entry = tpl.entry or names[0]
     if entry not in node_type:
-        raise SpecError(file, "entry", _one_of("a node of this template", names), _show(entry))
+        raise SpecError(file, "entry", _one_of("a node of this template", names), show(entry))
     used: dict[tuple[str, str], str] = {}  # (node, label) -> where it goes
     links = []
     for i, link in enumerate(tpl.links):
         for end in ("src", "dst"):
             if getattr(link, end) not in node_type:
                 raise SpecError(file, f"links[{i}].{end}", _one_of("a node of this template", names),
-                                _show(getattr(link, end)))
+                                show(getattr(link, end)))
         src_labels = node_type[link.src].labels
         label = link.label if link.label is not None else (src_labels[0] if len(src_labels) == 1 else None)
         if label is None:
             raise SpecError(file, f"links[{i}].label", labels_of(link.src), "no label")
         if label not in src_labels:
-            raise SpecError(file, f"links[{i}].label", labels_of(link.src), _show(label))
+            raise SpecError(file, f"links[{i}].label", labels_of(link.src), show(label))
         if (link.src, label) in used:
             raise SpecError(file, f"links[{i}]", f"one link for {link.src}.{label} (the optimizer adds parallelism)",
                             f"a second one, to {link.dst}")
@@ -344,37 +240,37 @@ def check_template(tpl: VNFTemplate, file: str, types: Mapping[str, UNFType]) ->
     outputs: dict[str, list[str]] = {}
     for out, endpoints in tpl.outputs.items():
         if not _NAME.match(out):
-            raise SpecError(file, f"outputs.{out}", "an output " + NAME_TEXT, _show(out))
+            raise SpecError(file, f"outputs.{out}", "an output " + NAME_TEXT, show(out))
         outputs[out] = []
         for k, text in enumerate(endpoints):
             where = f"outputs.{out}[{k}]"
             owner, _, label = text.partition(".")
             if owner not in node_type:
                 raise SpecError(file, where, _one_of('"node" or "node.label" with a node of this template', names),
-                                _show(text))
+                                show(text))
             if not label:
                 if len(node_type[owner].labels) != 1:
-                    raise SpecError(file, where, f'"{owner}.<label>" with ' + labels_of(owner), _show(text))
+                    raise SpecError(file, where, f'"{owner}.<label>" with ' + labels_of(owner), show(text))
                 label = node_type[owner].labels[0]
             if label not in node_type[owner].labels:
-                raise SpecError(file, where, labels_of(owner), _show(label))
+                raise SpecError(file, where, labels_of(owner), show(label))
             if (owner, label) in used:
                 raise SpecError(file, where, f"a label not used elsewhere ({owner}.{label} is already the "
-                                f"{used[(owner, label)]})", _show(text))
+                                f"{used[(owner, label)]})", show(text))
             used[(owner, label)] = f"output {out!r}"
             outputs[out].append(f"{owner}.{label}")
     for owner, unf in node_type.items():
         for label in unf.labels:
             if (owner, label) not in used:
                 raise SpecError(file, "outputs", f"every label of every node linked or listed in an output "
-                                f"(label {label!r} of {owner} is neither)", _show(tpl.outputs))
+                                f"(label {label!r} of {owner} is neither)", show(tpl.outputs))
     succ = successors(((lk.src, lk.dst) for lk in links), names)
     cycle = find_cycle(succ)
     if cycle is not None:
         raise SpecError(file, "links", "links without a cycle", "the cycle " + " -> ".join(cycle))
     into_entry = [i for i, lk in enumerate(links) if lk.dst == entry]
     if into_entry:
-        raise SpecError(file, f"links[{into_entry[0]}].dst", f"a node other than the entry {entry!r}", _show(entry))
+        raise SpecError(file, f"links[{into_entry[0]}].dst", f"a node other than the entry {entry!r}", show(entry))
     seen = reachable(succ, entry)
     for i, n in enumerate(names):
         if n not in seen:
@@ -407,28 +303,72 @@ class SFCBundle:
         return self.sfc.entry
 
 
-def load_sfc(path: Path | str, *, within: Path | None = None) -> SFCBundle:
-    """Read an SFC request and its imports, check them all, and return the bundle. With ``within``
-    (the orchestrator's API: files a client sent), imports must be relative patterns naming files
-    inside that directory (no absolute path, no ``..``, no symlink leading out)."""
+def load_sfc(path: Path | str) -> SFCBundle:
+    """Read an SFC request file and the files its imports match (glob patterns relative to its
+    directory), check them all, and return the bundle."""
     path = Path(path)
     file = str(path)
-    sfc = load_file(path)
-    if not isinstance(sfc, SFCRequest):
-        raise SpecError(file, "kind", "sfc", _show(sfc.kind))
+    sfc = _request(load_file(path), file)
     imported: list[tuple[str, InputFile]] = []
     for i, pattern in enumerate(sfc.imports):
-        if within is not None and (Path(pattern).is_absolute() or ".." in Path(pattern).parts):
-            raise SpecError(file, f"imports[{i}]", "a relative path or pattern without '..'", _show(pattern))
         matches = sorted(glob(str(path.parent / pattern)))
         if not matches:
             raise SpecError(file, f"imports[{i}]", f"a file or pattern matching a file (relative to {path.parent})",
-                            _show(pattern))
-        for m in matches:
-            if within is not None and not Path(m).resolve().is_relative_to(within.resolve()):
-                raise SpecError(file, f"imports[{i}]", "files inside the SFC's directory",
-                                f"{_show(pattern)} matching a link to outside")
+                            show(pattern))
         imported += [(m, load_file(m)) for m in matches]
+    return _bundle(sfc, file, imported)
+
+
+REQUEST_FILE = "request.sfc.yaml"
+"""The name errors give an SFC request sent as text (``request.sfc.json``: sent as an object)."""
+
+
+def load_sources(sfc: str | dict[str, Any], files: Mapping[str, str]) -> SFCBundle:
+    """Check an SFC request given as YAML/JSON text or as the object itself, with the files it
+    imports given as relative path -> text (what a client sends the orchestrator): all in memory,
+    so imports can only name files sent with it (glob patterns matched against those paths, one
+    path segment per ``*``; no absolute path, no ``..``). Errors name the files by these paths."""
+    name = REQUEST_FILE if isinstance(sfc, str) else REQUEST_FILE.replace(".yaml", ".json")
+    for rel in files:
+        p = PurePosixPath(rel)
+        if p.is_absolute() or ".." in p.parts or not p.parts or "\0" in rel:
+            raise SpecError(f"files[{rel!r}]", "", "a relative path inside the SFC's directory", repr(rel))
+    if name in files:
+        raise SpecError(f"files[{name!r}]", "", "a file name other than the request's own", "that")
+    try:
+        doc = _request(check_document(parse_document(sfc, name) if isinstance(sfc, str) else sfc, name), name)
+        imported: list[tuple[str, InputFile]] = []
+        for i, pattern in enumerate(doc.imports):
+            if PurePosixPath(pattern).is_absolute() or ".." in PurePosixPath(pattern).parts:
+                raise SpecError(name, f"imports[{i}]", "a relative path or pattern without '..'", show(pattern))
+            matches = sorted(rel for rel in files if _glob_match(pattern, rel))
+            if not matches:
+                raise SpecError(name, f"imports[{i}]", "a file or pattern matching a file (among the files sent)",
+                                show(pattern))
+            imported += [(m, check_document(parse_document(files[m], m), m)) for m in matches]
+        return _bundle(doc, name, imported)
+    except RecursionError:  # an object nested thousands deep
+        raise SpecError(name, "", "a document nested less deeply", "deeper nesting") from None
+
+
+def _request(doc: InputFile, file: str) -> SFCRequest:
+    """``doc`` if it is an SFC request (any other kind of file is an error)."""
+    if not isinstance(doc, SFCRequest):
+        raise SpecError(file, "kind", "sfc", show(doc.kind))
+    return doc
+
+
+def _glob_match(pattern: str, path: str) -> bool:
+    """Whether the relative ``path`` matches the glob ``pattern`` as :func:`glob.glob` would on disk:
+    segment by segment (``*`` never crosses a ``/``), a leading dot matched only by a dot."""
+    pat = [p for p in PurePosixPath(pattern).parts if p != "."]
+    parts = PurePosixPath(path).parts
+    return len(pat) == len(parts) and all(
+        fnmatchcase(n, p) and (p.startswith(".") or not n.startswith(".")) for p, n in zip(pat, parts, strict=True))
+
+
+def _bundle(sfc: SFCRequest, file: str, imported: list[tuple[str, InputFile]]) -> SFCBundle:
+    """Check an SFC request (``file``) with the files it imported (name, parsed), in order."""
     types = library_types()
     for f, doc in imported:
         if isinstance(doc, UNFDescriptorFile):
@@ -436,11 +376,11 @@ def load_sfc(path: Path | str, *, within: Path | None = None) -> SFCBundle:
     templates: dict[str, SourcedTemplate] = {}
     for f, doc in imported:
         if isinstance(doc, SFCRequest):
-            raise SpecError(f, "kind", "vnf-template or unf-descriptor (imported by an SFC)", _show(doc.kind))
+            raise SpecError(f, "kind", "vnf-template or unf-descriptor (imported by an SFC)", show(doc.kind))
         if isinstance(doc, VNFTemplate):
             if doc.name in templates:
                 raise SpecError(f, "name", f"a template name not already defined by {templates[doc.name].file}",
-                                _show(doc.name))
+                                show(doc.name))
             templates[doc.name] = SourcedTemplate(check_template(doc, f, types), f)
     sfc = _check_sfc(sfc, file, templates, types)
     return SFCBundle(sfc, file, templates, types)
@@ -451,10 +391,10 @@ def _check_sfc(sfc: SFCRequest, file: str, templates: Mapping[str, SourcedTempla
     vnf_template: dict[str, VNFTemplate] = {}
     for i, vnf in enumerate(sfc.vnfs):
         if vnf.name in vnf_template:
-            raise SpecError(file, f"vnfs[{i}].name", "a name no other VNF of the SFC has", _show(vnf.name))
+            raise SpecError(file, f"vnfs[{i}].name", "a name no other VNF of the SFC has", show(vnf.name))
         if vnf.template not in templates:
             raise SpecError(file, f"vnfs[{i}].template", _one_of("an imported template", sorted(templates)),
-                            _show(vnf.template))
+                            show(vnf.template))
         tpl = templates[vnf.template].template
         vnf_template[vnf.name] = tpl
         nodes = {n.name: n for n in tpl.nodes}
@@ -462,7 +402,7 @@ def _check_sfc(sfc: SFCRequest, file: str, templates: Mapping[str, SourcedTempla
             for key in getattr(vnf, field):
                 if key not in nodes:
                     raise SpecError(file, f"vnfs[{i}].{field}.{key}", _one_of(f"a node of template {tpl.name}", nodes),
-                                    _show(key))
+                                    show(key))
         for key, override in vnf.config.items():
             check_config(types[nodes[key].type], {**nodes[key].config, **override}, file, f"vnfs[{i}].config.{key}")
     names = list(vnf_template)
@@ -471,15 +411,15 @@ def _check_sfc(sfc: SFCRequest, file: str, templates: Mapping[str, SourcedTempla
         for end in ("src", "dst"):
             if getattr(link, end) not in vnf_template:
                 raise SpecError(file, f"links[{i}].{end}", _one_of("a VNF of this SFC", names),
-                                _show(getattr(link, end)))
+                                show(getattr(link, end)))
         outs = vnf_template[link.src].outputs
         if link.label not in outs:
             raise SpecError(file, f"links[{i}].label",
                             _one_of(f"an output of {link.src} (template {vnf_template[link.src].name})", outs),
-                            _show(link.label))
+                            show(link.label))
         if not outs[link.label]:
             raise SpecError(file, f"links[{i}].label", f"an output that some packets leave by (template "
-                            f"{vnf_template[link.src].name} lists no endpoint for it)", _show(link.label))
+                            f"{vnf_template[link.src].name} lists no endpoint for it)", show(link.label))
         if (link.src, link.label) in linked:
             raise SpecError(file, f"links[{i}]", f"one link for output {link.src}.{link.label}",
                             f"a second one, to {link.dst}")
@@ -497,9 +437,9 @@ def _check_sfc(sfc: SFCRequest, file: str, templates: Mapping[str, SourcedTempla
                             f"{len(heads)} such VNFs ({', '.join(heads) or 'none'})")
         entry = heads[0]
     elif entry not in vnf_template:
-        raise SpecError(file, "entry", _one_of("a VNF of this SFC", names), _show(entry))
+        raise SpecError(file, "entry", _one_of("a VNF of this SFC", names), show(entry))
     elif entry not in heads:
-        raise SpecError(file, "entry", "a VNF no link leads to", _show(entry))
+        raise SpecError(file, "entry", "a VNF no link leads to", show(entry))
     seen = reachable(succ, entry)
     for i, n in enumerate(names):
         if n not in seen:

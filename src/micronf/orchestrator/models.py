@@ -12,7 +12,7 @@ Three kinds of file, told apart by their ``kind`` field, each in JSON or YAML:
   template and descriptor files it uses.
 
 These are shapes only; :mod:`micronf.orchestrator.load` reads the files and checks what a shape
-cannot (known types, labels, links, cycles). Every problem is a :class:`SpecError` naming the file,
+cannot (known types, labels, links, cycles). Every problem is a :class:`~micronf.documents.SpecError` naming the file,
 the field path (``vnfs[2].template``), what was expected and what was found.
 """
 
@@ -26,18 +26,6 @@ from micronf.runtime.descriptor import Descriptor
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 NAME_TEXT = "a name of letters, digits, _ and - that starts with a letter or _"
-
-
-class SpecError(ValueError):
-    """An invalid input file: where (file and field path), what was expected and what was found."""
-
-    def __init__(self, file: str, path: str, expected: str, found: str) -> None:
-        self.file = file
-        self.path = path
-        self.expected = expected
-        self.found = found
-        text = f"{file}: {path or '(document)'}: expected {expected}, found {found}"
-        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))  # one line, whatever the input's keys
 
 
 class _Strict(BaseModel):

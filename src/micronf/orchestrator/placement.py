@@ -1,7 +1,7 @@
 """Placement: which agent runs an SFC's µNF graph, on which cores, fed by what, sent where.
 
 :func:`place` turns a :class:`~micronf.orchestrator.compose.ComposedGraph` into one
-:class:`~micronf.agent.models.DeployRequest` per agent. The decisions, and why:
+:class:`~micronf.api.models.DeployRequest` per agent. The decisions, and why:
 
 - **One agent per SFC graph.** The whole graph goes to the agent its placement hints name, or to
   an explicitly requested one, or else to the least loaded reachable agent (fewest live µNF
@@ -16,8 +16,8 @@
   pairing §VI-E makes cheap: a µNF that finds its ring empty yields, and the upstream neighbour
   on the same core is the one that fills it. We do not weigh µNFs by cost (no cost model yet);
   when an agent's CPUs are unknown, unhinted µNFs are not pinned (the OS places them).
-- **Fewer cores than µNFs: chain and fuse.** Then (:func:`cores_are_scarce`) the callers compose
-  the SFC without parallel branches (a branch only pays off with a core of its own), and
+- **Fewer cores than µNFs: chain and fuse.** Then (:func:`cores_are_scarce`) :func:`fit_to_cores`
+  composes the SFC again without parallel branches (a branch only pays off with a core of its own), and
   :func:`place` gives the Rx and Tx services the first CPU (a dedicated I/O core, as DPDK
   deployments do), spreads the µNFs over the others as above, and fuses each run of
   consecutive chained µNFs that share a core into one process, run to completion
@@ -46,10 +46,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from micronf.agent.models import AutoscaleSpec, DeployRequest, OutputSpec
-from micronf.orchestrator.compose import ComposedGraph
+from micronf.api.models import AutoscaleSpec, DeployRequest, OutputSpec
+from micronf.orchestrator.compose import ComposedGraph, Composition, compose
+from micronf.orchestrator.load import SFCBundle
 from micronf.packet.rules import FlowRule
-from micronf.runtime.graph import GraphError, plan
+from micronf.runtime.graph import label_exits
+from micronf.runtime.nf import nf_class
 
 NULL_OUTPUT = OutputSpec(backend={"kind": "null"})
 
@@ -159,6 +161,13 @@ def cores_are_scarce(composed: ComposedGraph, cpus: tuple[int, ...] | None) -> b
     return cpus is not None and len(cpus) < len(composed.spec.nodes)
 
 
+def fit_to_cores(bundle: SFCBundle, comp: Composition, cpus: tuple[int, ...] | None) -> Composition:
+    """``comp`` (``bundle`` composed with parallel branches), or, when ``cpus`` (those of the agent
+    the graph goes to) are scarce for it, ``bundle`` composed again without parallel branches: a
+    branch pays off only with a core of its own, and :func:`place` then fuses the chain."""
+    return compose(bundle, parallelize=False) if cores_are_scarce(comp.after, cpus) else comp
+
+
 def place(composed: ComposedGraph, name: str, candidates: Sequence[Candidate], traffic: Traffic,
           *, agent: str | None = None, fuse: bool | None = None) -> list[Part]:
     """The deploy requests of ``composed`` (see the module docstring); ``agent`` forces one by name or URL;
@@ -196,10 +205,10 @@ def exit_outputs(composed: ComposedGraph) -> dict[str, str | None]:
     """Every exit of the graph by the agent's name for it (``out``, ``monitor.classify.other``) ->
     the SFC output it belongs to (None: an exit of no SFC output)."""
     try:
-        exits = [e for e in plan(composed.spec).exits if not e.is_drop]
-    except GraphError as exc:
-        raise PlacementError(f"the composed graph cannot be wired: {exc}") from None
-    return {e.name: composed.output_of(e.node, e.verdict) for e in exits}
+        labels = {n.name: nf_class(n.type).labels for n in composed.spec.nodes}
+    except KeyError as exc:
+        raise PlacementError(f"the composed graph cannot run: {exc.args[0]}") from None
+    return {name: composed.output_of(node, label) for (node, label), name in label_exits(composed.spec, labels).items()}
 
 
 def _choose_agent(composed: ComposedGraph, candidates: Sequence[Candidate], forced: str | None) -> Candidate:

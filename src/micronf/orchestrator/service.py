@@ -32,17 +32,15 @@ when its reply does not prove it has nothing (a timeout), except when it answere
 deployment is someone else's.
 
 Agents are reached through anything with the agent core's methods
-(:class:`micronf.agent.server.AgentCore`): an :class:`~micronf.agent.client.AgentClient` in
+(:class:`micronf.api.protocol.AgentCore`): an :class:`~micronf.api.client.AgentClient` in
 production, an in-process agent or a fake in tests. Both kinds of failure are understood: the
-client's :class:`~micronf.agent.client.AgentClientError` (``status`` None: unreachable) and the
-core's :class:`~micronf.agent.errors.AgentError`.
+client's :class:`~micronf.api.client.AgentClientError` (``status`` None: unreachable) and the
+core's :class:`~micronf.api.errors.AgentError`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -51,19 +49,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from glob import glob
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from micronf.agent.client import AgentClient, AgentClientError, Token
-from micronf.agent.errors import AgentError
-from micronf.agent.models import Conservation, DeployRequest, GraphStats, LatencyStats
-from micronf.agent.server import AgentCore
-from micronf.httperrors import ApiError, describe_validation_errors
-from micronf.orchestrator.compose import Composition, Rewrite, compose_file
-from micronf.orchestrator.load import read_document
-from micronf.orchestrator.models import SpecError
+from micronf.api.client import AgentClient, AgentClientError, Token
+from micronf.api.errors import AgentError
+from micronf.api.httperrors import ApiError
+from micronf.api.models import Conservation, DeployRequest, GraphStats, LatencyStats
+from micronf.api.protocol import AgentCore
+from micronf.documents import SpecError, read_document
+from micronf.orchestrator.compose import Composition, Rewrite, compose
+from micronf.orchestrator.load import load_sources
 from micronf.orchestrator.placement import (
     AgentRef,
     Candidate,
@@ -71,13 +69,14 @@ from micronf.orchestrator.placement import (
     Part,
     PlacementError,
     Traffic,
-    cores_are_scarce,
     exit_outputs,
+    fit_to_cores,
     place,
     target_cpus,
 )
 from micronf.orchestrator.store import Record, RecordExistsError, State, Store
 from micronf.runtime.graph import GraphSpec
+from micronf.validation import describe_validation_errors
 
 log = logging.getLogger("micronf.orchestrator")
 
@@ -221,35 +220,6 @@ def read_sfc_source(path: Path | str) -> tuple[str, dict[str, str]]:
     return path.read_text(encoding="utf-8"), files
 
 
-def compose_source(sfc: str | dict[str, Any], files: dict[str, str], *, parallelize: bool = True) -> Composition:
-    """Compose an SFC given as text/object plus its imported files (written to a private temporary
-    directory, so :func:`compose_file` resolves the imports exactly as it does for files on disk).
-    Errors name files by their relative path, not the temporary one."""
-    with tempfile.TemporaryDirectory(prefix="micronf-sfc-") as tmp:
-        root = Path(tmp)
-        for rel, text in files.items():
-            p = PurePosixPath(rel)
-            if p.is_absolute() or ".." in p.parts or not p.parts or "\0" in rel:
-                raise SpecError(f"files[{rel!r}]", "", "a relative path inside the SFC's directory", repr(rel))
-            try:
-                (root / p).parent.mkdir(parents=True, exist_ok=True)
-                (root / p).write_text(text, encoding="utf-8")
-            except OSError as exc:  # a name too long, a file where another one needs a directory, ...
-                raise SpecError(f"files[{rel!r}]", "", "a file path that can be created next to the others",
-                                exc.strerror or type(exc).__name__) from None
-        sfc_file = root / "request.sfc.json" if isinstance(sfc, dict) else root / "request.sfc.yaml"
-        if sfc_file.name in files:
-            raise SpecError(f"files[{sfc_file.name!r}]", "", "a file name other than the request's own", "that")
-        sfc_file.write_text(json.dumps(sfc) if isinstance(sfc, dict) else sfc, encoding="utf-8")
-        try:
-            return compose_file(sfc_file, parallelize=parallelize, within=root)  # imports: only the files sent
-        except RecursionError:  # YAML/JSON nested thousands deep
-            raise SpecError(sfc_file.name, "", "a document nested less deeply", "deeper nesting") from None
-        except SpecError as exc:
-            file = exc.file.removeprefix(tmp + "/")
-            raise SpecError(file, exc.path, exc.expected, exc.found) from None
-
-
 # -- agent failures ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Failure:
@@ -328,15 +298,15 @@ class Orchestrator:
 
     def _prepare(self, req: SFCCreate) -> tuple[str, Composition, list[Part]]:
         try:
-            comp = compose_source(req.sfc, req.files)
+            bundle = load_sources(req.sfc, req.files)
+            comp = compose(bundle)
         except SpecError as exc:
             raise InvalidSFCError(str(exc)) from None
         name = req.name or comp.sfc
         traffic = Traffic.model_validate(req.model_dump(include=set(Traffic.model_fields)))
         try:
             candidates = self.candidates()
-            if cores_are_scarce(comp.after, target_cpus(comp.after, candidates, req.agent)):
-                comp = compose_source(req.sfc, req.files, parallelize=False)  # see placement: chain and fuse
+            comp = fit_to_cores(bundle, comp, target_cpus(comp.after, candidates, req.agent))
             return name, comp, place(comp.after, name, candidates, traffic, agent=req.agent)
         except NoAgentError as exc:
             raise AgentUnavailableError(str(exc)) from None

@@ -13,8 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from micronf.orchestrator.load import read_document
-from micronf.orchestrator.models import SpecError
+from micronf.documents import SpecError, read_document
 
 
 class ChainSyntaxError(ValueError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -290,13 +290,12 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
 
     # exits: labels with no route, and drop reasons when captured
     exits: list[ExitPlan] = []
-    last = _last_node(spec)
+    unrouted = label_exits(spec, {name: type(nf).labels for name, nf in nfs.items()})
     for name, nf in nfs.items():
         cls = type(nf)
-        routed = {verdict for (_f, verdict, _e) in routes[name]}
         for lab in cls.labels:
-            if lab not in routed:
-                exit_name = lab if name == last else f"{name}.{lab}"
+            exit_name = unrouted.get((name, lab))
+            if exit_name is not None:
                 exits.append(ExitPlan(name=exit_name, node=name, verdict=lab, is_drop=False, ring=ring_count))
                 egress[name].append(EgressPlan(kind=EG_PP, rings=[ring_count], on_full=full, dst=f"@exit:{exit_name}"))
                 routes[name].append((None, lab, len(egress[name]) - 1))
@@ -436,6 +435,21 @@ def _join_of(src: str, label: str, dsts: list[str], nfs: dict[str, MicroNF], out
     if len(joins) != 1:
         raise GraphError(f"the parallel branches of {src} -[{label}]-> ({', '.join(dsts)}) must all lead to one node")
     return joins.pop()
+
+
+def label_exits(spec: GraphSpec, labels: Mapping[str, Sequence[str]]) -> dict[tuple[str, str], str]:
+    """``(node, label) -> exit name`` for every label of a node (``labels``: node -> its type's labels)
+    that no edge leaves by: the graph's exits besides drops, named by label on the last node and
+    ``node.label`` elsewhere. A parallel branch has none: all its labels lead to its join. Needs
+    no µNF instance, so a caller learns the exit names without wiring the graph."""
+    linked = {(e.src, e.label) for e in spec.edges}
+    dsts: dict[tuple[str, str, str | None], set[str]] = defaultdict(set)
+    for e in spec.edges:
+        dsts[(e.src, e.label, e.from_node)].add(e.dst)
+    in_parallel = {d for group in dsts.values() if len(group) > 1 for d in group}
+    last = _last_node(spec)
+    return {(n.name, lab): lab if n.name == last else f"{n.name}.{lab}" for n in spec.nodes if n.name not in in_parallel
+            for lab in labels[n.name] if (n.name, lab) not in linked}
 
 
 def _last_node(spec: GraphSpec) -> str:

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from micronf.runtime.descriptor import Descriptor
+from micronf.validation import describe_validation_errors
 
 KernelState = tuple[npt.NDArray[Any], ...]
 Kernel = Callable[..., None]
@@ -89,7 +90,8 @@ class MicroNF:
             try:
                 self.config = self.Config.model_validate(dict(config or {}))
             except ValidationError as exc:
-                raise NFConfigError(_describe(type(self).__name__, exc)) from None
+                why = describe_validation_errors(exc.errors())
+                raise NFConfigError(f"{type(self).__name__} config: {why}") from None
 
     # -- what subclasses may override --------------------------------------------------------
     def state(self) -> KernelState:
@@ -128,17 +130,6 @@ class MicroNF:
             else:
                 sections[current].append(line)
         return {k: "\n".join(v).strip() for k, v in sections.items()}
-
-
-def _describe(nf: str, exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(x) for x in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown config key {where!r}")
-        else:
-            parts.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    return f"{nf} config: " + "; ".join(parts)
 
 
 def nf_class(name: str) -> type[MicroNF]:

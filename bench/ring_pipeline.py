@@ -1,4 +1,4 @@
-"""A linear pipeline of processes over SPSC rings: the data plane's demo and benchmark subject.
+"""A linear pipeline of processes over bare SPSC rings: the subject of ``bench/ring.py``.
 
 ``source -> forward x K -> sink``, one OS process per stage, all sharing one segment:
 
@@ -15,7 +15,9 @@ sink's count is the throughput. Each loop is compiled whole: Python is entered o
 or the output is full (paper §VI-E), which makes SCHED_FIFO safe and sharing a core efficient.
 
 The same layout is driven by the C reference in ``bench/ring_ref.c`` so both are measured on
-identical memory; this module launches either implementation.
+identical memory; this module launches either implementation. It lives with the benchmark, not in
+the runtime, on purpose: it measures the rings and the pool alone against C, without the µNF loop
+(``micronf bench-ring`` runs the same chain through the runtime, :mod:`micronf.app.demo`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -224,7 +227,7 @@ class PipelineResult:
 
 def _stage_command(cfg: PipelineConfig, seg: Segment, role: str, index: int) -> list[str]:
     if cfg.impl == "numba":
-        return [sys.executable, "-m", "micronf.dataplane.pipeline", "--segment", seg.name, "--role", role,
+        return [sys.executable, str(Path(__file__).resolve()), "--segment", seg.name, "--role", role,
                 "--index", str(index), "--stages", str(cfg.stages), "--burst", str(cfg.burst),
                 "--yield-idle", str(int(cfg.yield_idle))]
     if cfg.c_binary is None:

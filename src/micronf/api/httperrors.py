@@ -1,7 +1,7 @@
 """The error side of micronf's HTTP APIs (the agent's southbound and the orchestrator's northbound).
 
 Both APIs answer every failure with one JSON shape, ``{"error": kind, "detail": message}``
-(:class:`~micronf.agent.models.ErrorReply`), so a client never parses FastAPI's or Starlette's
+(:class:`~micronf.api.models.ErrorReply`), so a client never parses FastAPI's or Starlette's
 defaults and never sees a traceback. This module holds what makes that so, shared by both apps:
 
 - :class:`ApiError`: the base of every exception a core (agent or orchestrator) raises to a
@@ -14,7 +14,7 @@ defaults and never sees a traceback. This module holds what makes that so, share
   request, ``/health`` included), and :func:`body_openapi`, its OpenAPI entry.
 
 Replies never echo large inputs: each error line and each ``input`` of a 422's ``errors`` is cut
-to :data:`ECHO_LIMIT` characters.
+to :data:`~micronf.validation.LINE_LIMIT` characters.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from micronf.agent.models import ErrorReply
+from micronf.api.models import ErrorReply
+from micronf.validation import LINE_LIMIT, cut, describe_validation_errors
 
 log = logging.getLogger(__name__)
 
-ECHO_LIMIT = 200  # characters of a client's input an error reply may quote
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -61,29 +61,10 @@ def error_responses(descriptions: Mapping[int, str], *statuses: int) -> dict[int
             for s in statuses}
 
 
-def _field_path(loc: Sequence[int | str]) -> str:
-    """``("body", "graph", "nodes", 1, "type")`` -> ``graph.nodes[1].type`` (the body is implied)."""
-    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "body"
-
-
-def _cut(text: str, limit: int = ECHO_LIMIT) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def describe_validation_errors(errors: Sequence[Any], *, max_errors: int = 20) -> str:
-    """One line per pydantic error, ``field.path: problem``, joined with ``; `` (each line cut
-    to :data:`ECHO_LIMIT` characters, at most ``max_errors`` lines)."""
-    lines = []
-    for e in errors[:max_errors]:
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(_cut(f"{_field_path(e.get('loc', ()))}: {msg}"))
-    if len(errors) > max_errors:
-        lines.append(f"and {len(errors) - max_errors} more errors")
-    return "; ".join(lines)
+def _in_body(loc: Sequence[int | str]) -> tuple[int | str, ...]:
+    """A request error's location without its leading ``body`` (the body is implied), or ``body``
+    itself for an error of the whole body."""
+    return tuple(loc[1:]) if len(loc) > 1 and loc[0] == "body" else tuple(loc)
 
 
 def _bounded(errors: Sequence[Any], max_errors: int = 20) -> list[Any]:
@@ -93,12 +74,12 @@ def _bounded(errors: Sequence[Any], max_errors: int = 20) -> list[Any]:
         e.pop("url", None)
         if "input" in e:
             text = e["input"] if isinstance(e["input"], str) else json.dumps(e["input"])
-            if len(text) > ECHO_LIMIT:
-                e["input"] = _cut(text)
+            if len(text) > LINE_LIMIT:
+                e["input"] = cut(text)
         if "ctx" in e:
-            e["ctx"] = {k: _cut(str(v)) for k, v in e["ctx"].items()}
+            e["ctx"] = {k: cut(str(v)) for k, v in e["ctx"].items()}
         if "msg" in e:
-            e["msg"] = _cut(str(e["msg"]))
+            e["msg"] = cut(str(e["msg"]))
         out.append(e)
     return out
 
@@ -146,7 +127,7 @@ def parse_body(model: type[_M], body: bytes, content_type: str, precheck: Preche
 
 def json_body(model: type[_M], precheck: Precheck | None = None) -> Callable[[Request], Awaitable[_M]]:
     """A FastAPI dependency: the request body as ``model``, decoded, prechecked and validated in
-    a worker thread (the body is already in memory: :class:`micronf.security.Guard` read it,
+    a worker thread (the body is already in memory: :class:`micronf.api.security.Guard` read it,
     bounded)."""
 
     async def dependency(request: Request) -> _M:
@@ -185,7 +166,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
-        return error_reply(exc.status, exc.kind, _cut(str(exc), 4000) or exc.kind)
+        return error_reply(exc.status, exc.kind, cut(str(exc), 4000) or exc.kind)
 
     @app.exception_handler(BadJSONError)
     async def _bad_json(_req: Request, exc: BadJSONError) -> JSONResponse:
@@ -200,10 +181,10 @@ def install_error_handlers(app: FastAPI) -> None:
             why = (e.get("ctx") or {}).get("error", "cannot be decoded")
             pos = e["loc"][-1] if len(e.get("loc", ())) > 1 else "?"
             return error_reply(400, "bad_json", f"request body is not valid JSON: {why} (at character {pos})")
-        detail = describe_validation_errors(errors)
+        detail = describe_validation_errors([{**e, "loc": _in_body(e.get("loc", ()))} for e in errors])
         content_type = req.headers.get("content-type", "")
         if content_type and "json" not in content_type:  # the raw bytes were validated
-            sent = _cut(content_type, 60)
+            sent = cut(content_type, 60)
             detail += f" (the body was sent as {sent!r}: send JSON with Content-Type: application/json)"
         return error_reply(422, "invalid_request", detail, errors=_bounded(errors))
 
@@ -222,4 +203,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(req: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", req.method, req.url.path)
-        return error_reply(500, "internal", _cut(f"{type(exc).__name__}: {exc}"))
+        return error_reply(500, "internal", cut(f"{type(exc).__name__}: {exc}"))

@@ -6,7 +6,7 @@ to do); the server turns them into ``{"error": kind, "detail": message}`` replie
 
 from __future__ import annotations
 
-from micronf.httperrors import ApiError
+from micronf.api.httperrors import ApiError
 
 
 class AgentError(ApiError):

@@ -18,7 +18,7 @@ import secrets
 import stat
 from pathlib import Path
 
-log = logging.getLogger("micronf.statedir")
+log = logging.getLogger("micronf.api.statedir")
 
 
 def state_dir() -> Path:

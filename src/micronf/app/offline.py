@@ -5,10 +5,10 @@ Click-style (``FromDump -> ... -> ToDump``): ``micronf chain 'CheckIPHeader -> I
 of the last µNF, every label nobody links, every drop reason of every µNF) and back-pressure
 instead of drops on full rings, starts the µNFs as processes, and runs this process as both the
 packet source (pool owner: replays the trace) and the sink (drains the exit rings into one
-``PcapWriter`` per exit). Both sides run in one compiled loop; Python only writes finished
-batches and watches the counters. It ends when every packet fed is accounted for:
-``fed == written + freed inside the graph``; a graph that stops making progress is reported with
-its counters instead of hanging.
+``PcapWriter`` per exit). Both sides run in one compiled loop (:func:`pump`, also the driver of
+``bench/chain.py``); Python only writes finished batches and watches the counters. It ends when
+every packet fed is accounted for: ``fed == written + freed inside the graph``; a graph that
+stops making progress is reported with its counters instead of hanging.
 
 Frame capacity: the graph's pool is sized for the capture (:func:`frame_capacity_for`: the
 default 1522 bytes, or the longest frame, at most 65535), so a capture of jumbo or GRO/TSO frames
@@ -51,41 +51,71 @@ I64 = npt.NDArray[np.int64]
 U32 = npt.NDArray[np.uint32]
 
 
+# words of a pump's state ``st`` (int64; the compiled loop and Python both read it)
+ST_NEXT = 0  # trace frames taken so far (the trace is replayed: frame ST_NEXT % len(trace) is next)
+ST_LIMIT = 1  # feed until ST_NEXT reaches this (set it to ST_NEXT to stop feeding)
+ST_NPEND = 2  # allocated frames not yet in the entry ring (pump's ``pend``)
+ST_FED = 3  # frames enqueued into the entry ring
+ST_SUNK = 4  # frames drained from the exit rings
+ST_IDLE = 5  # rounds with nothing to do
+ST_WORDS = 6
+
+
 @njit(cache=True, nogil=True)
 def pump(p: PoolArrays, rctrl: I64, rslots: U32, entry: int, tdata: npt.NDArray[np.uint8], toff: I64,
-         tlen: npt.NDArray[np.int32], tts: I64, cursor: I64, pend: U32, exit_rings: I64, held: U32, n_held: I64,
-         burst: int, max_iters: int) -> int:
-    """Feed the trace (``cursor`` = [next, total, pending count]) and drain exits into ``held``;
-    returns when an exit's hold is full, when the pool ran dry while exits hold packets (Python
-    must write them out to free buffers), or after ``max_iters``. Returns packets moved."""
+         tlen: npt.NDArray[np.int32], tts: I64, st: I64, pend: U32, exit_rings: I64, held: U32, n_held: I64,
+         burst: int, max_iters: int, keep: bool, yield_every: int) -> int:
+    """The packet driver of a graph run from this process: its source and its sink in one loop.
+
+    Each round feeds a burst of trace frames into ring ``entry`` (allocated from the pool, filled
+    from the trace, what the ring refuses retried next round, never dropped) while ``st[ST_NEXT] <
+    st[ST_LIMIT]``, and drains every exit ring ``e`` into ``held[e]``: with ``keep`` the handles
+    stay there (``n_held[e]`` of them) for Python to write out and free; without, they are freed
+    at once. Yields the CPU in a round with nothing to do, and also after ``yield_every`` (> 0)
+    busy rounds (a driver sharing its core with real-time µNFs must). Returns after ``max_iters``
+    rounds, or when a hold is full, or when the pool ran dry while exits hold packets (Python must
+    write them out to free buffers). Counts in ``st`` (see ``ST_*``); returns packets moved."""
     moved = 0
+    busy = 0
     hold = held.shape[1]
     for _ in range(max_iters):
         work = 0
         starved = False
-        if cursor[2] == 0 and cursor[0] < cursor[1]:
-            k = pool_alloc(p, pend, min(burst, cursor[1] - cursor[0]))
+        if st[ST_NPEND] == 0 and st[ST_NEXT] < st[ST_LIMIT]:
+            k = pool_alloc(p, pend, min(burst, st[ST_LIMIT] - st[ST_NEXT]))
             starved = k == 0
             if k > 0:
-                fill_pool_from_trace(p, tdata, toff, tlen, tts, cursor[0] % toff.shape[0], pend, k)
-                cursor[0] += k
-                cursor[2] = k
-        if cursor[2] > 0:
-            sent = ring_enqueue(rctrl[entry], rslots[entry], pend, cursor[2])
-            cursor[2] = keep_unsent(pend, sent, cursor[2])
+                fill_pool_from_trace(p, tdata, toff, tlen, tts, st[ST_NEXT] % toff.shape[0], pend, k)
+                st[ST_NEXT] += k
+                st[ST_NPEND] = k
+        if st[ST_NPEND] > 0:
+            sent = ring_enqueue(rctrl[entry], rslots[entry], pend, st[ST_NPEND])
+            st[ST_NPEND] = keep_unsent(pend, sent, st[ST_NPEND])
+            st[ST_FED] += sent
             work += sent
         full = False
         for e in range(exit_rings.shape[0]):
             r = exit_rings[e]
             k = ring_dequeue(rctrl[r], rslots[r], held[e, n_held[e] :], hold - n_held[e])
-            n_held[e] += k
-            work += k
-            full = full or n_held[e] == hold
+            if k > 0:
+                st[ST_SUNK] += k
+                work += k
+                if keep:
+                    n_held[e] += k
+                    full = full or n_held[e] == hold
+                else:
+                    pool_free_owner(p, held[e], k)
         moved += work
         if full or (starved and work == 0 and n_held.sum() > 0):
             break
         if work == 0:
+            st[ST_IDLE] += 1
             sched_yield()
+        elif yield_every > 0:
+            busy += 1
+            if busy >= yield_every:
+                busy = 0
+                sched_yield()
     return moved
 
 
@@ -165,7 +195,8 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
     with GraphRuntime(layout, pool_slots=_pool_slots(layout, cap), frame_capacity=cap) as g:
         mem = g.memory()
         p = mem.pool.arrays
-        cursor = np.array([0, total, 0], dtype=np.int64)
+        st = np.zeros(ST_WORDS, dtype=np.int64)
+        st[ST_LIMIT] = total
         pend = np.empty(layout.burst, dtype=np.uint32)
         exit_rings = np.array([e.ring for e in exits], dtype=np.int64)
         held = np.empty((len(exits), min(HOLD, mem.pool.n_slots // 4)), dtype=np.uint32)
@@ -174,7 +205,8 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
         t0 = last_progress = time.monotonic()
         while True:
             moved = pump(p, mem.rings.ctrl, mem.rings.slots, layout.entry_ring, feed.data, feed.offsets,
-                         feed.lengths, feed.ts_ns, cursor, pend, exit_rings, held, n_held, layout.burst, 1 << 14)
+                         feed.lengths, feed.ts_ns, st, pend, exit_rings, held, n_held, layout.burst, 1 << 14,
+                         True, 0)
             for e, writer in enumerate(writers):
                 n = int(n_held[e])
                 if n:
@@ -189,10 +221,10 @@ def run_offline(layout: GraphLayout, trace: Trace, out_dir: Path, *, loops: int 
                 last_progress = now
             if progress is not None:
                 progress(done + oversize, total + oversize)
-            if cursor[0] == total and cursor[2] == 0 and done >= total:
+            if st[ST_NEXT] == total and st[ST_NPEND] == 0 and done >= total:
                 break
             if now - last_progress > stall_timeout:
-                raise GraphStalledError(f"no progress for {stall_timeout:.0f} s: fed {int(cursor[0])} of {total}, "
+                raise GraphStalledError(f"no progress for {stall_timeout:.0f} s: fed {int(st[ST_FED])} of {total}, "
                                         f"accounted {done}; node counters: "
                                         + "; ".join(f"{n.name} {g.node_stats(n.name).runtime}" for n in layout.nodes))
         seconds = time.monotonic() - t0

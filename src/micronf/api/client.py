@@ -19,7 +19,7 @@ Authentication: ``token`` (a string, or a function returning one, called per req
 file can be re-read) is sent as ``Authorization: Bearer <token>``.
 
 Every failure is an :class:`AgentClientError` carrying the HTTP status (``None`` when the agent was
-unreachable) and the ``kind``/``detail`` of the agent's :class:`~micronf.agent.models.ErrorReply`.
+unreachable) and the ``kind``/``detail`` of the agent's :class:`~micronf.api.models.ErrorReply`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from micronf.agent.models import DeploymentInfo, DeployRequest, ErrorReply, GraphStats, Health
+from micronf.api.models import DeploymentInfo, DeployRequest, ErrorReply, GraphStats, Health
 
 _RETRY_STATUS = frozenset({502, 503, 504})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)

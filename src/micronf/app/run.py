@@ -9,7 +9,7 @@ No orchestrator service and no agent process: this process composes the SFC
   the agent's stats until every generated packet is accounted for (or the time is up, or the user
   stopped it: then the input stops and the graph drains, so the count is still exact), removes the
   deployment and returns a :class:`RunSummary`; or
-- **offline** (:func:`offline_layout`, then :func:`~micronf.runtime.offline.run_offline` and
+- **offline** (:func:`offline_layout`, then :func:`~micronf.app.offline.run_offline` and
   :func:`offline_summary`): runs the optimized graph on a capture with the offline runner:
   back-pressure instead of drops, every exit (each label nobody links, each drop reason) written
   to its own pcap.
@@ -40,15 +40,16 @@ from rich.table import Table
 
 from micronf.agent.core import Agent
 from micronf.agent.deployment import RX_SLOT
-from micronf.agent.errors import DeploymentFailedError
-from micronf.agent.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
+from micronf.api.errors import DeploymentFailedError
+from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
+from micronf.app.offline import OVERSIZE_EXIT, OfflineResult
 from micronf.io.generator import GeneratorRx
 from micronf.io.generator_spec import PAPER_SQLI_URLS, GeneratorSpec
-from micronf.orchestrator.compose import ComposedGraph, Composition, compose_file
-from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, cores_are_scarce, place
+from micronf.orchestrator.compose import ComposedGraph, Composition, compose
+from micronf.orchestrator.load import load_sfc
+from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, fit_to_cores, place
 from micronf.runtime.catalog import explain_drop
 from micronf.runtime.graph import ExitPlan, GraphLayout, plan
-from micronf.runtime.offline import OVERSIZE_EXIT, OfflineResult
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 """The paper's templates and SFCs, installed with the package (``examples/`` in the repository)."""
@@ -308,10 +309,9 @@ def load(sfc: Path | None, *, live: bool = True) -> tuple[Composition, Path]:
     placement then chains and fuses them (see :mod:`micronf.orchestrator.placement`).
     """
     path = sfc or DEFAULT_SFC
-    comp = compose_file(path)
-    if live and cores_are_scarce(comp.after, LOCAL_AGENT.cpus):
-        comp = compose_file(path, parallelize=False)
-    return comp, path
+    bundle = load_sfc(path)
+    comp = compose(bundle)
+    return fit_to_cores(bundle, comp, LOCAL_AGENT.cpus) if live else comp, path
 
 
 # -- console rendering ----------------------------------------------------------------------------

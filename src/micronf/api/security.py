@@ -1,6 +1,6 @@
 """What makes the agent's and the orchestrator's HTTP APIs safe to expose (see docs/security.md).
 
-- **Tokens** (:mod:`micronf.statedir`): a bearer token per server, generated at first start into
+- **Tokens** (:mod:`micronf.api.statedir`): a bearer token per server, generated at first start into
   its state directory, mode 0600.
 - **The guard** (:class:`Guard`): an ASGI middleware in front of either app. It answers 401
   unless the request carries ``Authorization: Bearer <token>`` (compared with
@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from micronf.httperrors import add_schemas
+from micronf.api.httperrors import add_schemas
 
 MAX_BODY = 1 << 20  # 1 MiB: a 10,000-node graph is ~1 MB of JSON; nothing legitimate needs more
 OPEN_PATHS = frozenset({"/health"})
@@ -162,7 +162,7 @@ def secure_openapi(schema: dict[str, Any], *, open_paths: Iterable[str] = OPEN_P
 
 def install_openapi(app: FastAPI, *bodies: type[BaseModel]) -> None:
     """Make ``app``'s OpenAPI document include the ``bodies`` read with
-    :func:`micronf.httperrors.json_body` and the guard's 401/413 (see :func:`secure_openapi`)."""
+    :func:`micronf.api.httperrors.json_body` and the guard's 401/413 (see :func:`secure_openapi`)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

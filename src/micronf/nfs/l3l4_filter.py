@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from enum import auto
 from ipaddress import AddressValueError, IPv4Network, NetmaskValueError
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator, model_validator
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
 from micronf.dataplane.headers import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
@@ -21,22 +21,41 @@ from micronf.dataplane.headers import (
     ipv4_src,
     l4_ports,
 )
-from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Descriptor,
+    DropReasons,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+)
+from micronf.nfs.check_ip_header import IPV4_OK, ipv4_header_check
+from micronf.nfs.check_ip_header import Drop as HeaderCheck
 
 Action = Literal["allow", "deny"]
 
-_OUT = 0
-_DENIED = drop_code(0)
-_NON_IP = drop_code(1)
-_MALFORMED = drop_code(2)
+
+class Drop(DropReasons):
+    denied = auto()
+    non_ip = auto()
+    malformed = auto()
+
+
+class State(NamedTuple):
+    rules: npt.NDArray[np.int64]  # [n_rules, _NCOLS]: the compiled rules
+    policy: npt.NDArray[np.int64]  # [2]: the verdicts for no match, and for frames that are not IPv4
 
 PROTOCOLS = {"icmp": IPPROTO_ICMP, "tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 
 # Columns of the compiled rule table (one int64 row per rule).
-_VERDICT = 0  # verdict on match: _OUT or _DENIED
+_VERDICT = 0  # verdict on match: Out.out or Drop.denied
 _SRC_NET, _SRC_MASK, _DST_NET, _DST_MASK = 1, 2, 3, 4
 _PROTO = 5  # protocol number, -1 = any
 _PORTS = 6  # 1 if the rule matches ports (then only packets with visible TCP/UDP ports match)
@@ -44,9 +63,9 @@ _SPORT_LO, _SPORT_HI, _DPORT_LO, _DPORT_HI = 7, 8, 9, 10
 _NCOLS = 11
 
 
-def _verdict(action: Action, deny: int = _DENIED) -> int:
+def _verdict(action: Action, deny: Drop = Drop.denied) -> int:
     """The kernel verdict of ``action``: pass on out, or the drop verdict ``deny``."""
-    return _OUT if action == "allow" else deny
+    return int(Out.out if action == "allow" else deny)
 
 
 def _network(value: str) -> IPv4Network:
@@ -158,19 +177,19 @@ def _first_match(rules: npt.NDArray[np.int64], src: int, dst: int, proto: int, s
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame and the rules per packet
-    rules = borrowed(state[0])
-    default_verdict = state[1][0]
-    non_ip_verdict = state[1][1]
+    rules = borrowed(state.rules)
+    default_verdict = state.policy[0]
+    non_ip_verdict = state.policy[1]
     n_rules = rules.shape[0]
     hits = np.zeros(n_rules + 1, dtype=np.int64)  # per rule, then the default
     for i in range(n):
         f = pkt_frame(p, handles[i])
         status, l3, hlen = ipv4_header_check(f)
         if status != IPV4_OK:
-            verdicts[i] = non_ip_verdict if status == NOT_IPV4 else _MALFORMED
+            verdicts[i] = non_ip_verdict if status == HeaderCheck.not_ipv4 else Drop.malformed
             continue
         proto = ipv4_proto(f, l3)
         sport, dport = -1, -1
@@ -224,14 +243,14 @@ class L3L4Filter(MicroNF):
         non_ip: Action = Field(default="deny", description="Action for frames that are not IPv4 (ARP, IPv6, ...).")
 
     descriptor = Descriptor(l3=Access.READ, l4=Access.READ, may_drop=True)
-    drop_reasons = ("denied", "non_ip", "malformed")
+    Drop = Drop
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
+    def state(self) -> State:
         rules = np.array([r.row() for r in self.config.rules], dtype=np.int64).reshape(-1, _NCOLS)
-        policy = np.array([_verdict(self.config.default), _verdict(self.config.non_ip, _NON_IP)], dtype=np.int64)
-        return (rules, policy)
+        policy = np.array([_verdict(self.config.default), _verdict(self.config.non_ip, Drop.non_ip)], dtype=np.int64)
+        return State(rules, policy)
 
     def counter_names(self) -> tuple[str, ...]:
         return (*(f"rule{i}" for i in range(len(self.config.rules))), "default")

@@ -77,6 +77,7 @@ HELPERS = {
     "micronf.nfs._http": "nfs/_http.py",
     "micronf.dataplane.dfa": "dataplane/dfa.py",
     "micronf.nfs.check_ip_header": "nfs/check_ip_header.py",  # L3L4Filter imports its header check
+    "micronf.runtime.nf": "runtime/nf.py",  # the µNF base class the µNFs of older revisions were written for
 }
 
 

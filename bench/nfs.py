@@ -82,6 +82,7 @@ HELPERS = {
     "micronf.nfs._http": "nfs/_http.py",
     "micronf.dataplane.dfa": "dataplane/dfa.py",
     "micronf.dataplane.headers": "dataplane/headers.py",
+    "micronf.runtime.nf": "runtime/nf.py",  # the µNF base class the µNFs of older revisions were written for
 }
 
 

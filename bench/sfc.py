@@ -71,6 +71,7 @@ from micronf.io.generator_spec import paper_traffic
 from micronf.orchestrator.compose import compose_file
 from micronf.orchestrator.placement import Candidate, Traffic, place
 from micronf.runtime.graph import GraphSpec, plan
+from micronf.runtime.verdict import drop_counts
 
 VARIANTS = ("placed", "unf", "unf-fused", "unf-scaled", "unf-2proc", "unf-2proc-pinned", "unf-1proc",
             "unf-1proc-pinned", "monolithic")
@@ -133,7 +134,7 @@ class Sample:
 
     @classmethod
     def take(cls, s: GraphStats, pids: list[int]) -> Sample:
-        verdict_drops = sum(c for n in s.nodes for v, c in n.verdicts.items() if v.startswith("drop:"))
+        verdict_drops = sum(sum(drop_counts(n.verdicts).values()) for n in s.nodes)
         return cls(t=time.monotonic(), done=sum(t["frames"] for t in s.tx.values()) + verdict_drops,
                    lost=s.rx["entry_full"] + sum(n.runtime["full"] for n in s.nodes), accepted=s.rx["accepted"],
                    cycles=sum(n.runtime["cycles"] for n in s.nodes), cpu_s=sum(map(cpu_seconds, pids)))

@@ -7,17 +7,33 @@ the Sync tests see a packet that passed the join before all branches were done w
 
 from __future__ import annotations
 
-from typing import Any
+from enum import auto
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
-from micronf.dataplane.atomics import cycles
-from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import MicroNF, NFConfig
+from micronf.nf import Access, Counters, Descriptor, Labels, MicroNF, NFConfig, Out, PoolArrays, cycles, pkt_frame
+
+
+class Params(NamedTuple):
+    params: npt.NDArray[np.int64]
+
+
+class Expect(NamedTuple):
+    offsets: npt.NDArray[np.int64]
+    value: npt.NDArray[np.int64]
+
+
+class Label(Labels):
+    ok = auto()
+    missing = auto()
+
+
+class Counter(Counters):
+    missing = auto()
 
 
 class StampConfig(NFConfig):
@@ -28,7 +44,7 @@ class StampConfig(NFConfig):
 
 @njit(cache=True, nogil=True)
 def _stamp(p: PoolArrays, handles: Any, n: int, verdicts: Any, state: Any, counters: Any) -> None:
-    off, value, spin = state[0][0], state[0][1], state[0][2]
+    off, value, spin = state.params[0], state.params[1], state.params[2]
     for i in range(n):
         f = pkt_frame(p, handles[i])
         if spin > 0:
@@ -37,7 +53,7 @@ def _stamp(p: PoolArrays, handles: Any, n: int, verdicts: Any, state: Any, count
                 pass
         if off < f.shape[0]:
             f[off] = value
-        verdicts[i] = 0
+        verdicts[i] = Out.out
 
 
 class Stamp(MicroNF):
@@ -47,10 +63,10 @@ class Stamp(MicroNF):
     Config = StampConfig
     kernel = _stamp
 
-    def state(self) -> tuple[npt.NDArray[Any], ...]:
+    def state(self) -> Params:
         c = self.config
         assert isinstance(c, StampConfig)
-        return (np.array([c.offset, c.value, c.cycles], dtype=np.int64),)
+        return Params(np.array([c.offset, c.value, c.cycles], dtype=np.int64))
 
 
 class CheckStampsConfig(NFConfig):
@@ -60,16 +76,16 @@ class CheckStampsConfig(NFConfig):
 
 @njit(cache=True, nogil=True)
 def _check(p: PoolArrays, handles: Any, n: int, verdicts: Any, state: Any, counters: Any) -> None:
-    offsets, value = state[0], state[1][0]
+    offsets, value = state.offsets, state.value[0]
     for i in range(n):
         f = pkt_frame(p, handles[i])
         ok = True
         for off in offsets:
             if off >= f.shape[0] or f[off] != value:
                 ok = False
-        verdicts[i] = 0 if ok else 1
+        verdicts[i] = Label.ok if ok else Label.missing
         if not ok:
-            counters[0] += 1
+            counters[Counter.missing] += 1
 
 
 class CheckStamps(MicroNF):
@@ -77,13 +93,11 @@ class CheckStamps(MicroNF):
 
     descriptor = Descriptor(payload=Access.READ)
     Config = CheckStampsConfig
-    labels = ("ok", "missing")
+    Label = Label
+    Counter = Counter
     kernel = _check
 
-    def state(self) -> tuple[npt.NDArray[Any], ...]:
+    def state(self) -> Expect:
         c = self.config
         assert isinstance(c, CheckStampsConfig)
-        return (np.array(c.offsets, dtype=np.int64), np.array([c.value], dtype=np.int64))
-
-    def counter_names(self) -> tuple[str, ...]:
-        return ("missing",)
+        return Expect(np.array(c.offsets, dtype=np.int64), np.array([c.value], dtype=np.int64))

@@ -77,6 +77,7 @@ from micronf.runtime.loop import (
 )
 from micronf.runtime.nf import NFConfigError
 from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_SETTLED, P_STOP, STOP, ctl_line
+from micronf.runtime.verdict import drop_counts
 from micronf.runtime.zygote import Child, ZygoteError
 
 log = logging.getLogger("micronf.agent")
@@ -524,10 +525,10 @@ class Deployment:
             if rx[k]:
                 drops[f"@rx.{k}"] = rx[k]
         for n in nodes:
-            for verdict, count in n.verdicts.items():
-                if verdict.startswith("drop:") and count and not g.layout.capture_drops:
-                    drops[f"{n.instance_of or n.name}.{verdict[5:]}"] = drops.get(
-                        f"{n.instance_of or n.name}.{verdict[5:]}", 0) + count
+            for reason, count in drop_counts(n.verdicts).items():
+                if count and not g.layout.capture_drops:
+                    key = f"{n.instance_of or n.name}.{reason}"
+                    drops[key] = drops.get(key, 0) + count
             for k in ("unconnected", "full", "bad_verdict"):
                 if n.runtime[k]:
                     key = f"{n.instance_of or n.name}.{k}"

@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from micronf.api.errors import DeploymentNotFoundError
 from micronf.api.models import DeploymentInfo, GraphStats, LatencyStats, NodeStatsInfo
+from micronf.runtime.verdict import Verdict
 
 if TYPE_CHECKING:
     from micronf.api.protocol import AgentCore
@@ -61,7 +62,6 @@ _POOL = {
 # runtime losses reported as drops with source="runtime"
 _RUNTIME_DROPS = ("unconnected", "full", "bad_verdict")
 _NODE_LABELS = ("deployment", "node", "type", "instance_of")
-_DROP_PREFIX = "drop:"
 _F = TypeVar("_F", CounterMetricFamily, GaugeMetricFamily)
 
 
@@ -194,10 +194,10 @@ def _node(out: _Families, deployment: str, n: NodeStatsInfo) -> None:
             out.counter(name, doc, labels, n.runtime[key])
     drops = "Packets a µNF dropped, by reason (source nf: its drop verdicts; runtime: unconnected label, " \
             "full egress, bad verdict)."
-    for verdict, count in n.verdicts.items():
-        if verdict.startswith(_DROP_PREFIX):
-            out.counter("micronf_nf_drops", drops,
-                        {**labels, "reason": verdict.removeprefix(_DROP_PREFIX), "source": "nf"}, count)
+    for name, count in n.verdicts.items():
+        verdict = Verdict(name)
+        if verdict.is_drop:
+            out.counter("micronf_nf_drops", drops, {**labels, "reason": verdict.reason, "source": "nf"}, count)
         else:
             out.counter("micronf_nf_verdicts", "Packets a µNF sent to each of its egress labels.",
                         {**labels, "verdict": verdict}, count)

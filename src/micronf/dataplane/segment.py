@@ -30,7 +30,7 @@ import select
 import signal
 import struct
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -445,12 +445,6 @@ def remove_stale(*, include_invalid: bool = False, kill: bool = False) -> list[S
             info.path.unlink()
         removed.append(info)
     return removed
-
-
-def iter_segment_names() -> Iterator[str]:
-    """Names of all segments present (live or stale)."""
-    for info in list_segments():
-        yield info.name
 
 
 def write_json(mem: Memory, region: str, value: Any) -> None:

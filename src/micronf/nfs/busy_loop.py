@@ -2,43 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from enum import auto
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
-from micronf.dataplane.atomics import cycles, usleep
-from micronf.dataplane.pool import PoolArrays
-from micronf.runtime.descriptor import Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig
+from micronf.nf import (
+    CounterArray,
+    Counters,
+    Descriptor,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    cycles,
+    usleep,
+)
 
-_OUT = 0
-_SPENT = 0  # counter index of cycles_spent
+
+class Counter(Counters):
+    cycles_spent = auto()
+
+
+class State(NamedTuple):
+    params: npt.NDArray[np.int64]  # [cycles per packet, 1 to sleep instead of spinning]
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
-    budget = state[0][0]
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
+    budget = state.params[0]
     start = cycles()
     now = start
-    if state[0][1] == 1:  # sleep: the same time per packet, without holding the CPU
+    if state.params[1] == 1:  # sleep: the same time per packet, without holding the CPU
         deadline = start + n * budget
         while now < deadline:
             usleep(50)
             now = cycles()
         for i in range(n):
-            verdicts[i] = _OUT
-        counters[_SPENT] += now - start
+            verdicts[i] = Out.out
+        counters[Counter.cycles_spent] += now - start
         return
     for i in range(n):
         deadline = now + budget
         while now < deadline:
             now = cycles()
-        verdicts[i] = _OUT
-    counters[_SPENT] += now - start
+        verdicts[i] = Out.out
+    counters[Counter.cycles_spent] += now - start
 
 
 class BusyLoop(MicroNF):
@@ -76,11 +91,9 @@ class BusyLoop(MicroNF):
         )
 
     descriptor = Descriptor()
+    Counter = Counter
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
-        return (np.array([self.config.cycles, int(self.config.mode == "sleep")], dtype=np.int64),)
-
-    def counter_names(self) -> tuple[str, ...]:
-        return ("cycles_spent",)
+    def state(self) -> State:
+        return State(np.array([self.config.cycles, int(self.config.mode == "sleep")], dtype=np.int64))

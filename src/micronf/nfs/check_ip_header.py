@@ -7,16 +7,32 @@ CheckIPHeader's own drop verdicts, so each of those µNFs maps them onto its coa
 
 from __future__ import annotations
 
+from enum import auto
 from ipaddress import IPv4Address
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame, pkt_set_len
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Counters,
+    Descriptor,
+    DropReasons,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+    pkt_set_len,
+)
 from micronf.packet.checksum import ipv4_checksum_ok
 from micronf.packet.headers import (
     ETHERTYPE_IPV4,
@@ -27,35 +43,34 @@ from micronf.packet.headers import (
     ipv4_total_length,
     l3_offset,
 )
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
 Frame = npt.NDArray[np.uint8]
 
-DROP_REASONS = (
-    "not_ipv4",
-    "tiny",
-    "bad_version",
-    "bad_hlen",
-    "hlen_exceeds_frame",
-    "len_below_hlen",
-    "len_exceeds_frame",
-    "bad_checksum",
-    "bad_src",
-)
-"""CheckIPHeader's drop reasons, in verdict order (the first five are ``ipv4_header_check`` statuses)."""
 
-IPV4_OK = 0
-NOT_IPV4 = drop_code(0)
-TINY = drop_code(1)
-BAD_VERSION = drop_code(2)
-BAD_HLEN = drop_code(3)
-HLEN_EXCEEDS_FRAME = drop_code(4)
-_LEN_BELOW_HLEN = drop_code(5)
-_LEN_EXCEEDS_FRAME = drop_code(6)
-_BAD_CHECKSUM = drop_code(7)
-_BAD_SRC = drop_code(8)
-_OUT = 0
+class Drop(DropReasons):
+    """CheckIPHeader's drop reasons; the first five are also ``ipv4_header_check`` statuses."""
+
+    not_ipv4 = auto()
+    tiny = auto()
+    bad_version = auto()
+    bad_hlen = auto()
+    hlen_exceeds_frame = auto()
+    len_below_hlen = auto()
+    len_exceeds_frame = auto()
+    bad_checksum = auto()
+    bad_src = auto()
+
+
+class Counter(Counters):
+    trimmed = auto()
+
+
+class State(NamedTuple):
+    bad_src: npt.NDArray[np.int64]  # the rejected source addresses
+    checksum: npt.NDArray[np.int64]  # [1]: 1 to verify the header checksum
+
+
+IPV4_OK = 0  # ipv4_header_check: a whole IPv4 header
 
 
 @njit(cache=True, nogil=True)
@@ -63,35 +78,35 @@ def ipv4_header_check(frame: Frame) -> tuple[int, int, int]:
     """``(status, l3, hlen)``: is there a whole IPv4 header (options included) in ``frame``?
 
     ``status`` is ``IPV4_OK`` (then ``l3`` is the header's offset, behind at most one 802.1Q tag,
-    and ``hlen`` its length IHL*4, 20..60, entirely inside the frame) or the first failure of:
-    ``TINY`` (the Ethernet/802.1Q header is cut off), ``NOT_IPV4`` (EtherType other than 0x0800,
-    e.g. ARP, IPv6 or a second VLAN tag), ``TINY`` (the 20-byte fixed IPv4 header is cut off),
-    ``BAD_VERSION``, ``BAD_HLEN`` (IHL < 5), ``HLEN_EXCEEDS_FRAME``; ``l3``/``hlen`` are then
+    and ``hlen`` its length IHL*4, 20..60, entirely inside the frame) or the first failure, as a
+    ``Drop`` member: ``tiny`` (the Ethernet/802.1Q header is cut off), ``not_ipv4`` (EtherType other
+    than 0x0800, e.g. ARP, IPv6 or a second VLAN tag), ``tiny`` (the 20-byte fixed IPv4 header is
+    cut off), ``bad_version``, ``bad_hlen`` (IHL < 5), ``hlen_exceeds_frame``; ``l3``/``hlen`` are then
     meaningless. Reads nothing past the frame. The total length field is not looked at.
     """
     l3 = l3_offset(frame)
     if l3 < 0:
-        return (TINY, -1, 0)
+        return (Drop.tiny, -1, 0)
     if eth_type(frame) != ETHERTYPE_IPV4:
-        return (NOT_IPV4, -1, 0)
+        return (Drop.not_ipv4, -1, 0)
     if frame.shape[0] - l3 < IPV4_MIN_HLEN:
-        return (TINY, -1, 0)
+        return (Drop.tiny, -1, 0)
     if (frame[l3] >> 4) != 4:
-        return (BAD_VERSION, -1, 0)
+        return (Drop.bad_version, -1, 0)
     hlen = ipv4_ihl_bytes(frame, l3)
     if hlen < IPV4_MIN_HLEN:
-        return (BAD_HLEN, -1, 0)
+        return (Drop.bad_hlen, -1, 0)
     if l3 + hlen > frame.shape[0]:
-        return (HLEN_EXCEEDS_FRAME, -1, 0)
+        return (Drop.hlen_exceeds_frame, -1, 0)
     return (IPV4_OK, l3, hlen)
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame and the table per packet
-    bad_src = borrowed(state[0])
-    check_sum = state[1][0] != 0
+    bad_src = borrowed(state.bad_src)
+    check_sum = state.checksum[0] != 0
     trimmed = 0
     for i in range(n):
         h = handles[i]
@@ -102,22 +117,22 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
             continue
         length = ipv4_total_length(f, l3)
         if length < hlen:
-            verdicts[i] = _LEN_BELOW_HLEN
+            verdicts[i] = Drop.len_below_hlen
             continue
         if l3 + length > f.shape[0]:
-            verdicts[i] = _LEN_EXCEEDS_FRAME
+            verdicts[i] = Drop.len_exceeds_frame
             continue
         if check_sum and not ipv4_checksum_ok(f, l3):
-            verdicts[i] = _BAD_CHECKSUM
+            verdicts[i] = Drop.bad_checksum
             continue
         if ipv4_src(f, l3) in bad_src:
-            verdicts[i] = _BAD_SRC
+            verdicts[i] = Drop.bad_src
             continue
         if l3 + length < f.shape[0]:
             pkt_set_len(p, h, l3 + length)
             trimmed += 1
-        verdicts[i] = _OUT
-    counters[0] += trimmed
+        verdicts[i] = Out.out
+    counters[Counter.trimmed] += trimmed
 
 
 class CheckIPHeader(MicroNF):
@@ -169,15 +184,13 @@ class CheckIPHeader(MicroNF):
         )
 
     descriptor = Descriptor(l3=Access.READ, may_drop=True)
-    drop_reasons = DROP_REASONS
+    Drop = Drop
+    Counter = Counter
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
-        return (
-            np.array([int(a) for a in self.config.bad_src], dtype=np.int64),
-            np.array([int(self.config.checksum)], dtype=np.int64),
+    def state(self) -> State:
+        return State(
+            bad_src=np.array([int(a) for a in self.config.bad_src], dtype=np.int64),
+            checksum=np.array([int(self.config.checksum)], dtype=np.int64),
         )
-
-    def counter_names(self) -> tuple[str, ...]:
-        return ("trimmed",)

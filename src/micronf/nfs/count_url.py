@@ -2,41 +2,60 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import AfterValidator, Field
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Descriptor,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+)
 from micronf.packet.http import cached_request_span
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 
-_OUT = 0
-_START, _OUTPUT, _STOP, _WIDTH = 0, 1, 2, 3  # state[2]: offsets of the start, first output and stop rows; width
+_START, _OUTPUT, _STOP, _WIDTH = 0, 1, 2, 3  # State.params: offsets of the start, first output and stop rows; width
+
+
+class State(NamedTuple):
+    """The URL automaton (see :func:`_automaton`)."""
+
+    cmap: npt.NDArray[np.uint16]  # byte -> column
+    table: npt.NDArray[np.unsignedinteger]  # transitions, pre-multiplied row offsets
+    params: npt.NDArray[np.int64]  # indexed by _START, _OUTPUT, _STOP, _WIDTH
+    out_ptr: npt.NDArray[np.int64]  # output row r lists out_ids[out_ptr[r]:out_ptr[r + 1]]
+    out_ids: npt.NDArray[np.int64]  # the URLs (counter indices) ending at a row
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame and tables per packet
-    cmap = borrowed(state[0])
-    table = borrowed(state[1])
-    start = int(state[2][_START])
-    output = int(state[2][_OUTPUT])
-    stop = int(state[2][_STOP])
-    width = int(state[2][_WIDTH])
-    out_ptr = borrowed(state[3])
-    out_ids = borrowed(state[4])
+    cmap = borrowed(state.cmap)
+    table = borrowed(state.table)
+    start = int(state.params[_START])
+    output = int(state.params[_OUTPUT])
+    stop = int(state.params[_STOP])
+    width = int(state.params[_WIDTH])
+    out_ptr = borrowed(state.out_ptr)
+    out_ids = borrowed(state.out_ids)
     k = counters.shape[0] - 1
     work = np.zeros(2 * k + 1, dtype=np.int64)  # hits per URL, then "other"; then 1 + the last packet seen per URL
     for i in range(n):
         h = handles[i]
         f = pkt_frame(p, h)
-        verdicts[i] = _OUT
+        verdicts[i] = Out.out
         at, hi = cached_request_span(p.words, h, f)
         matched = False
         if at >= 0:
@@ -60,7 +79,7 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         counters[u] += work[u]
 
 
-def _automaton(urls: list[bytes], contains: bool) -> KernelState:
+def _automaton(urls: list[bytes], contains: bool) -> State:
     """The URL matcher as kernel state: an Aho-Corasick automaton (``contains``) or a trie (prefix).
 
     Why: one pass over the request-target, one table load per byte whatever the number of URLs
@@ -124,7 +143,7 @@ def _automaton(urls: list[bytes], contains: bool) -> KernelState:
     out_ptr = np.cumsum([0, *(len(x) for x in out_lists)]).astype(np.int64)
     out_ids = np.array([u for x in out_lists for u in x] or [0], dtype=np.int64)
     params = np.array([row_of[0] * width, n_plain * width, n * width, width], dtype=np.int64)
-    return (cmap, np.ascontiguousarray(table.reshape(-1), dtype=dtype), params, out_ptr, out_ids)
+    return State(cmap, np.ascontiguousarray(table.reshape(-1), dtype=dtype), params, out_ptr, out_ids)
 
 
 def _printable_url(url: str) -> str:
@@ -180,7 +199,7 @@ class CountUrl(MicroNF):
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
+    def state(self) -> State:
         return _automaton([u.encode("ascii") for u in self.config.urls], self.config.match == "contains")
 
     def counter_names(self) -> tuple[str, ...]:

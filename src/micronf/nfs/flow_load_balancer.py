@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import re
+from enum import auto
 from ipaddress import IPv4Address
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.pool import M_HASH, PoolArrays, pkt_frame
-from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
+from micronf.nf import (
+    M_HASH,
+    Access,
+    CounterArray,
+    Descriptor,
+    DropReasons,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+)
+from micronf.nfs.check_ip_header import IPV4_OK, ipv4_header_check
+from micronf.nfs.check_ip_header import Drop as HeaderCheck
 from micronf.packet.checksum import csum_update16
 from micronf.packet.flowhash import flow_hash, flow_hash_symmetric, jump_hash
 from micronf.packet.headers import (
@@ -26,17 +42,23 @@ from micronf.packet.headers import (
     rd16,
     wr16,
 )
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
-_OUT = 0
-_NOT_IPV4 = drop_code(0)
-_BAD_HEADER = drop_code(1)
-_TRUNCATED = drop_code(2)
+
+class Drop(DropReasons):
+    not_ipv4 = auto()
+    bad_header = auto()
+    truncated = auto()
+
+
+class State(NamedTuple):
+    ips: npt.NDArray[np.int64]  # per backend: its IPv4 address
+    macs: npt.NDArray[np.int64]  # [n_backends, 6]; a row of -1 = keep the destination MAC
+    symmetric: npt.NDArray[np.int64]  # [1]: 1 to hash both directions alike
 
 _TCP_CSUM = 16  # offset of the checksum in the TCP header
 _UDP_CSUM = 6  # ... in the UDP header
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+
 
 
 @njit(cache=True, nogil=True)
@@ -57,12 +79,12 @@ def _rewrite16(f: npt.NDArray[np.uint8], off: int, new: int, csum_at: int, csum2
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame and the tables per packet
-    ips = borrowed(state[0])
-    macs = borrowed(state[1])  # [n_backends, 6] as int64; row [-1, ...] = keep the destination MAC
-    symmetric = state[2][0] != 0
+    ips = borrowed(state.ips)
+    macs = borrowed(state.macs)
+    symmetric = state.symmetric[0] != 0
     n_backends = ips.shape[0]
     per_backend = np.zeros(n_backends, dtype=np.int64)
     for i in range(n):
@@ -70,7 +92,7 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         f = pkt_frame(p, h)
         status, l3, hlen = ipv4_header_check(f)
         if status != IPV4_OK:
-            verdicts[i] = _NOT_IPV4 if status == NOT_IPV4 else _BAD_HEADER
+            verdicts[i] = Drop.not_ipv4 if status == HeaderCheck.not_ipv4 else Drop.bad_header
             continue
         proto = ipv4_proto(f, l3)
         l4 = l3 + hlen
@@ -81,7 +103,7 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
             elif proto == IPPROTO_UDP:
                 l4_csum = l4 + _UDP_CSUM
         if l4_csum + 2 > f.shape[0]:
-            verdicts[i] = _TRUNCATED
+            verdicts[i] = Drop.truncated
             continue
         hsh = int(np.int64(p.words[h, M_HASH]))  # int(uint32) would be uint64 in numba
         if hsh == 0:
@@ -103,7 +125,7 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         if macs[b, 0] >= 0:
             for j in range(6):
                 f[j] = macs[b, j]
-        verdicts[i] = _OUT
+        verdicts[i] = Out.out
     for b in range(n_backends):
         counters[b] += per_backend[b]
 
@@ -173,20 +195,20 @@ class FlowLoadBalancer(MicroNF):
         )
 
     descriptor = Descriptor(l2=Access.WRITE, l3=Access.WRITE, l4=Access.WRITE, may_drop=True)
-    drop_reasons = ("not_ipv4", "bad_header", "truncated")
+    Drop = Drop
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
+    def state(self) -> State:
         backends = self.config.backends
         macs = np.full((len(backends), 6), -1, dtype=np.int64)
         for i, b in enumerate(backends):
             if b.mac is not None:
                 macs[i] = [int(octet, 16) for octet in b.mac.split(":")]
-        return (
-            np.array([int(b.ip) for b in backends], dtype=np.int64),
-            macs,
-            np.array([int(self.config.symmetric)], dtype=np.int64),
+        return State(
+            ips=np.array([int(b.ip) for b in backends], dtype=np.int64),
+            macs=macs,
+            symmetric=np.array([int(self.config.symmetric)], dtype=np.int64),
         )
 
     def counter_names(self) -> tuple[str, ...]:

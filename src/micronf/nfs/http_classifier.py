@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from enum import auto
+from typing import Annotated, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Counters,
+    Descriptor,
+    Handles,
+    Labels,
+    MicroNF,
+    NFConfig,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+)
 from micronf.packet.http import (
     http_method_len,
     http_target_start,
@@ -19,27 +33,35 @@ from micronf.packet.http import (
     remember_request_target,
     tcp_segment,
 )
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig
 
-_HTTP = 0
-_OTHER = 1
-_REQUESTS = 0  # counter indices
-_RESPONSES = 1
+
+class Label(Labels):
+    http = auto()
+    other = auto()
+
+
+class Counter(Counters):
+    requests = auto()
+    responses = auto()
+
+
+class State(NamedTuple):
+    port_ok: npt.NDArray[np.uint8]  # [65536]: nonzero for the HTTP ports
+    responses: npt.NDArray[np.int64]  # [1]: 1 to classify status lines as HTTP too
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame per packet
-    port_ok = borrowed(state[0])
-    responses = state[1][0] != 0
+    port_ok = borrowed(state.port_ok)
+    responses = state.responses[0] != 0
     requests = 0
     replies = 0
     for i in range(n):
         h = handles[i]
         f = pkt_frame(p, h)
-        verdicts[i] = _OTHER
+        verdicts[i] = Label.other
         payload, sport, dport = tcp_segment(f)
         if payload < 0:
             remember_request_target(p.words, h, -1)
@@ -51,12 +73,12 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         remember_request_target(p.words, h, at)  # the HTTP µNFs after us reuse it
         if method > 0:
             requests += 1
-            verdicts[i] = _HTTP
+            verdicts[i] = Label.http
         elif responses and is_status_line(f, payload):
             replies += 1
-            verdicts[i] = _HTTP
-    counters[_REQUESTS] += requests
-    counters[_RESPONSES] += replies
+            verdicts[i] = Label.http
+    counters[Counter.requests] += requests
+    counters[Counter.responses] += replies
 
 
 class HttpClassifier(MicroNF):
@@ -92,15 +114,13 @@ class HttpClassifier(MicroNF):
         )
 
     descriptor = Descriptor(l3=Access.READ, l4=Access.READ, payload=Access.READ)
-    labels = ("http", "other")
+    Label = Label
+    Counter = Counter
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
+    def state(self) -> State:
         port_ok = np.zeros(65536, dtype=np.uint8)
         port_ok[self.config.ports if self.config.ports else slice(None)] = 1
-        return (port_ok, np.array([int(self.config.responses)], dtype=np.int64))
-
-    def counter_names(self) -> tuple[str, ...]:
-        return ("requests", "responses")
+        return State(port_ok, np.array([int(self.config.responses)], dtype=np.int64))
 

@@ -2,43 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import auto
 
-import numpy as np
-import numpy.typing as npt
 from numba import njit
 
-from micronf.dataplane.borrow import borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Descriptor,
+    DropReasons,
+    Handles,
+    Labels,
+    MicroNF,
+    NoState,
+    PoolArrays,
+    VerdictArray,
+    borrowed_pool,
+    pkt_frame,
+)
+from micronf.nfs.check_ip_header import IPV4_OK, ipv4_header_check
+from micronf.nfs.check_ip_header import Drop as HeaderCheck
 from micronf.packet.checksum import csum_update16
 from micronf.packet.headers import rd16, wr16
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import MicroNF, drop_code
 
-_OUT = 0
-_EXPIRED = 1
-_NOT_IPV4 = drop_code(0)
-_BAD_HEADER = drop_code(1)
+
+class Label(Labels):
+    out = auto()
+    expired = auto()
+
+
+class Drop(DropReasons):
+    not_ipv4 = auto()
+    bad_header = auto()
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: NoState,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame per packet (and per header helper)
     for i in range(n):
         f = pkt_frame(p, handles[i])
         status, l3, _ = ipv4_header_check(f)
         if status != IPV4_OK:
-            verdicts[i] = _NOT_IPV4 if status == NOT_IPV4 else _BAD_HEADER
+            verdicts[i] = Drop.not_ipv4 if status == HeaderCheck.not_ipv4 else Drop.bad_header
             continue
         ttl_proto = rd16(f, l3 + 8)
         if ttl_proto < 0x200:  # TTL 0 or 1
-            verdicts[i] = _EXPIRED
+            verdicts[i] = Label.expired
             continue
         wr16(f, l3 + 8, ttl_proto - 0x100)
         wr16(f, l3 + 10, csum_update16(rd16(f, l3 + 10), ttl_proto, ttl_proto - 0x100))
-        verdicts[i] = _OUT
+        verdicts[i] = Label.out
 
 
 class IPTtlDecrementer(MicroNF):
@@ -64,6 +78,6 @@ class IPTtlDecrementer(MicroNF):
     """
 
     descriptor = Descriptor(l3=Access.WRITE, may_drop=True)
-    labels = ("out", "expired")
-    drop_reasons = ("not_ipv4", "bad_header")
+    Label = Label
+    Drop = Drop
     kernel = kernel

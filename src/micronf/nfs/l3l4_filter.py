@@ -2,46 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import auto
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.nfs.check_ip_header import IPV4_OK, NOT_IPV4, ipv4_header_check
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Descriptor,
+    DropReasons,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+)
+from micronf.nfs.check_ip_header import IPV4_OK, ipv4_header_check
+from micronf.nfs.check_ip_header import Drop as HeaderCheck
 from micronf.packet.headers import IPPROTO_TCP, IPPROTO_UDP, ipv4_dst, ipv4_frag_offset, ipv4_proto, ipv4_src, l4_ports
 from micronf.packet.rules import ACTION, Action, FlowRule, first_match, rule_table
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
-
-_OUT = 0
-_DENIED = drop_code(0)
-_NON_IP = drop_code(1)
-_MALFORMED = drop_code(2)
 
 
-def _verdict(action: Action, deny: int = _DENIED) -> int:
+class Drop(DropReasons):
+    denied = auto()
+    non_ip = auto()
+    malformed = auto()
+
+
+class State(NamedTuple):
+    rules: npt.NDArray[np.int64]  # the compiled rules (micronf.packet.rules.rule_table)
+    policy: npt.NDArray[np.int64]  # [2]: the verdicts for no match, and for frames that are not IPv4
+
+
+def _verdict(action: Action, deny: Drop = Drop.denied) -> int:
     """The kernel verdict of ``action``: pass on out, or the drop verdict ``deny``."""
-    return _OUT if action == "allow" else deny
+    return int(Out.out if action == "allow" else deny)
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame and the rules per packet
-    rules = borrowed(state[0])
-    default_verdict = state[1][0]
-    non_ip_verdict = state[1][1]
+    rules = borrowed(state.rules)
+    default_verdict = state.policy[0]
+    non_ip_verdict = state.policy[1]
     n_rules = rules.shape[0]
     hits = np.zeros(n_rules + 1, dtype=np.int64)  # per rule, then the default
     for i in range(n):
         f = pkt_frame(p, handles[i])
         status, l3, hlen = ipv4_header_check(f)
         if status != IPV4_OK:
-            verdicts[i] = non_ip_verdict if status == NOT_IPV4 else _MALFORMED
+            verdicts[i] = non_ip_verdict if status == HeaderCheck.not_ipv4 else Drop.malformed
             continue
         proto = ipv4_proto(f, l3)
         sport, dport = -1, -1
@@ -97,14 +116,14 @@ class L3L4Filter(MicroNF):
         non_ip: Action = Field(default="deny", description="Action for frames that are not IPv4 (ARP, IPv6, ...).")
 
     descriptor = Descriptor(l3=Access.READ, l4=Access.READ, may_drop=True)
-    drop_reasons = ("denied", "non_ip", "malformed")
+    Drop = Drop
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
-        rules = rule_table(self.config.rules, _OUT, _DENIED)
-        policy = np.array([_verdict(self.config.default), _verdict(self.config.non_ip, _NON_IP)], dtype=np.int64)
-        return (rules, policy)
+    def state(self) -> State:
+        rules = rule_table(self.config.rules, Out.out, Drop.denied)
+        policy = np.array([_verdict(self.config.default), _verdict(self.config.non_ip, Drop.non_ip)], dtype=np.int64)
+        return State(rules, policy)
 
     def counter_names(self) -> tuple[str, ...]:
         return (*(f"rule{i}" for i in range(len(self.config.rules))), "default")

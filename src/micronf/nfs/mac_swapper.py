@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import auto
 
-import numpy as np
-import numpy.typing as npt
 from numba import njit
 
-from micronf.dataplane.borrow import borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import MicroNF, drop_code
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Descriptor,
+    DropReasons,
+    Handles,
+    MicroNF,
+    NoState,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed_pool,
+    pkt_frame,
+)
 
-_OUT = 0
-_RUNT = drop_code(0)
+
+class Drop(DropReasons):
+    runt = auto()
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: NoState,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame per packet
     for i in range(n):
         f = pkt_frame(p, handles[i])
         if f.shape[0] < 12:
-            verdicts[i] = _RUNT
+            verdicts[i] = Drop.runt
             continue
         for j in range(6):
             t = f[j]
             f[j] = f[6 + j]
             f[6 + j] = t
-        verdicts[i] = _OUT
+        verdicts[i] = Out.out
 
 
 class MacSwapper(MicroNF):
@@ -49,5 +58,5 @@ class MacSwapper(MicroNF):
     """
 
     descriptor = Descriptor(l2=Access.WRITE, may_drop=True)
-    drop_reasons = ("runt",)
+    Drop = Drop
     kernel = kernel

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Annotated, Any
+from typing import Annotated, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame
-from micronf.runtime.descriptor import Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig
+from micronf.nf import (
+    CounterArray,
+    Descriptor,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+)
 
-_OUT = 0
+
+class State(NamedTuple):
+    bounds: npt.NDArray[np.int64]  # inclusive upper bounds of the bins (counter b counts bin b)
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame per packet
-    bounds = borrowed(state[0])
+    bounds = borrowed(state.bounds)
     nb = bounds.shape[0]
     hist = np.zeros(nb + 1, dtype=np.int64)
     for i in range(n):
@@ -31,7 +42,7 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         while b < nb and size > bounds[b]:
             b += 1
         hist[b] += 1
-        verdicts[i] = _OUT
+        verdicts[i] = Out.out
     for b in range(nb + 1):
         counters[b] += hist[b]
 
@@ -76,8 +87,8 @@ class PacketSizeCounter(MicroNF):
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
-        return (np.array(self.config.bounds, dtype=np.int64),)
+    def state(self) -> State:
+        return State(np.array(self.config.bounds, dtype=np.int64))
 
     def counter_names(self) -> tuple[str, ...]:
         bounds = self.config.bounds

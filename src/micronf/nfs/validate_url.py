@@ -2,35 +2,60 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import auto
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 from pydantic import Field, field_validator
 
-from micronf.dataplane.borrow import borrowed, borrowed_pool
-from micronf.dataplane.pool import PoolArrays, pkt_frame
+from micronf.nf import (
+    Access,
+    CounterArray,
+    Counters,
+    Descriptor,
+    DropReasons,
+    Handles,
+    MicroNF,
+    NFConfig,
+    Out,
+    PoolArrays,
+    VerdictArray,
+    borrowed,
+    borrowed_pool,
+    pkt_frame,
+)
 from micronf.packet.dfa import compile_patterns
 from micronf.packet.http import cached_request_span
 from micronf.packet.sqli import SQLI_SIGNATURES
 from micronf.packet.waf import url_dfa, url_target_search
-from micronf.runtime.descriptor import Access, Descriptor
-from micronf.runtime.nf import KernelState, MicroNF, NFConfig, drop_code
 
-_OUT = 0
-_SQLI = drop_code(0)
-_CHECKED = 0  # counter indices
-_NOT_REQUEST = 1
+
+class Drop(DropReasons):
+    sqli = auto()
+
+
+class Counter(Counters):
+    checked = auto()
+    not_request = auto()
+
+
+class State(NamedTuple):
+    """The signatures' URL automaton (``micronf.packet.dfa.UrlDfa``)."""
+
+    cmap: npt.NDArray[np.uint16]
+    table: npt.NDArray[np.uint16] | npt.NDArray[np.uint32]
+    params: npt.NDArray[np.int64]
 
 
 @njit(cache=True, nogil=True)
-def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt.NDArray[np.int32],
-           state: tuple[npt.NDArray[Any], ...], counters: npt.NDArray[np.int64]) -> None:
+def kernel(p: PoolArrays, handles: Handles, n: int, verdicts: VerdictArray, state: State,
+           counters: CounterArray) -> None:
     p = borrowed_pool(p)  # no refcounting of the frame and tables per packet (most of the cost otherwise)
-    cmap = borrowed(state[0])
-    table = borrowed(state[1])
-    params = borrowed(state[2])
+    cmap = borrowed(state.cmap)
+    table = borrowed(state.table)
+    params = borrowed(state.params)
     checked = 0
     not_request = 0
     for i in range(n):
@@ -39,12 +64,15 @@ def kernel(p: PoolArrays, handles: npt.NDArray[np.uint32], n: int, verdicts: npt
         lo, hi = cached_request_span(p.words, h, f)
         if lo < 0:
             not_request += 1
-            verdicts[i] = _OUT
+            verdicts[i] = Out.out
         else:
             checked += 1
-            verdicts[i] = _SQLI if url_target_search(cmap, table, params, f, lo, hi) else _OUT
-    counters[_CHECKED] += checked
-    counters[_NOT_REQUEST] += not_request
+            if url_target_search(cmap, table, params, f, lo, hi):
+                verdicts[i] = Drop.sqli
+            else:
+                verdicts[i] = Out.out
+    counters[Counter.checked] += checked
+    counters[Counter.not_request] += not_request
 
 
 class ValidateUrl(MicroNF):
@@ -96,13 +124,11 @@ class ValidateUrl(MicroNF):
             return v
 
     descriptor = Descriptor(l3=Access.READ, l4=Access.READ, payload=Access.READ, may_drop=True)
-    drop_reasons = ("sqli",)
+    Drop = Drop
+    Counter = Counter
     config: Config
     kernel = kernel
 
-    def state(self) -> KernelState:
+    def state(self) -> State:
         dfa = url_dfa(compile_patterns(self.config.signatures, ignore_case=True))  # cached per process
-        return (dfa.cmap, dfa.table, dfa.params)
-
-    def counter_names(self) -> tuple[str, ...]:
-        return ("checked", "not_request")
+        return State(dfa.cmap, dfa.table, dfa.params)

@@ -76,6 +76,7 @@ from micronf.orchestrator.placement import (
 )
 from micronf.orchestrator.store import Record, RecordExistsError, State, Store
 from micronf.runtime.graph import GraphSpec
+from micronf.runtime.verdict import drop_counts
 from micronf.validation import describe_validation_errors
 
 log = logging.getLogger("micronf.orchestrator")
@@ -558,7 +559,7 @@ def _stats(rec: Record, graphs: dict[str, GraphStats]) -> SFCStats:
         for n in g.nodes:
             base = n.instance_of or n.name
             rt = n.runtime
-            own = {v[5:]: c for v, c in n.verdicts.items() if v.startswith("drop:") and c}
+            own = {r: c for r, c in drop_counts(n.verdicts).items() if c}
             own |= {k: rt.get(k, 0) for k in ("unconnected", "full", "bad_verdict") if rt.get(k, 0)}
             s = UNFStats(name=base, type=n.type, agent=url, cpu=cpus.get(base), instances=1,
                          packets_in=rt.get("rx", 0), packets_out=rt.get("tx", 0),

@@ -1,4 +1,4 @@
-"""What every port shares: the Protocol, the port kinds, and the port table layout.
+"""What every port shares: the port kinds and the port table layout.
 
 A µNF never knows who is on the other side of a port (paper §IV-C3). The runtime keeps each
 µNF's ports in a small int64 *port table* in the graph's shared segment; the compiled hot loop
@@ -20,8 +20,6 @@ Route columns are the µNF's verdicts: its labels, then its drop reasons (``Micr
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import numpy.typing as npt
 from numba import njit
@@ -37,9 +35,6 @@ EG_MARK_ONLY = 3
 EG_LB_RR = 4
 EG_LB_FLOW = 5
 EG_LOCAL = 6  # to the next µNF fused in the same process (ring field = stage index)
-EGRESS_KINDS = {"pp": EG_PP, "branch": EG_BRANCH, "marker": EG_MARKER, "mark_only": EG_MARK_ONLY,
-                "lb_rr": EG_LB_RR, "lb_flow": EG_LB_FLOW, "local": EG_LOCAL}
-INGRESS_KINDS = {"pp": IN_PP, "sync": IN_SYNC}
 # what a full egress does with the handles that did not fit
 FULL_DROP = 0  # free them and count a drop (reason: egress full) — live traffic
 FULL_WAIT = 1  # back-pressure: retry, yielding, until they fit or the µNF is stopped — offline runs
@@ -62,18 +57,6 @@ TABLE_WORDS = ROUTE_BASE + MAX_IN * MAX_VERDICTS
 
 Handles = npt.NDArray[np.uint32]
 
-
-class IngressPort(Protocol):
-    """Pull packets: fill ``handles`` with up to ``max_n`` packets, return how many."""
-
-    def rx_burst(self, handles: Handles, max_n: int) -> int: ...
-
-
-class EgressPort(Protocol):
-    """Push ``handles[0:n]``; returns how many were taken. The rest are still the caller's to
-    retry or drop: a port never blocks and never frees on its own."""
-
-    def tx_burst(self, handles: Handles, n: int) -> int: ...
 
 
 @njit(cache=True, nogil=True)

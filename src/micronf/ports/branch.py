@@ -13,7 +13,7 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.dataplane.pool import M_SYNC, PoolArrays
-from micronf.dataplane.ring import RingTable, ring_enqueue, ring_free_space
+from micronf.dataplane.ring import ring_enqueue, ring_free_space
 from micronf.ports.base import Handles, keep_unsent
 from micronf.ports.pp import RingCtrl, RingSlots
 
@@ -31,16 +31,3 @@ def branch_tx(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, rings: npt.NDAr
         ring_enqueue(rctrl[rings[b]], rslots[rings[b]], handles, k)  # fits: checked above, we are the producer
     left: int = keep_unsent(handles, k, n)
     return left
-
-
-class BranchEgress:
-    """Branch egress over rings of a ring table (one per parallel µNF)."""
-
-    def __init__(self, pool: PoolArrays, rings: RingTable, members: list[int]) -> None:
-        self.pool = pool
-        self.rings = rings
-        self.members = np.asarray(members, dtype=np.int64)
-
-    def tx_burst(self, handles: Handles, n: int) -> int:
-        left = branch_tx(self.pool, self.rings.ctrl, self.rings.slots, self.members, len(self.members), handles, n)
-        return n - int(left)

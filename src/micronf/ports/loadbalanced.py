@@ -13,10 +13,13 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.dataplane.pool import M_HASH, PoolArrays, pkt_frame
-from micronf.dataplane.ring import RingTable, ring_enqueue
+from micronf.dataplane.ring import ring_enqueue
 from micronf.packet.flowhash import frame_flow_hash, jump_hash
 from micronf.ports.base import MAX_FANOUT, Handles
 from micronf.ports.pp import RingCtrl, RingSlots
+
+_JUMP_MUL = np.uint64(2862933555777941757)
+
 
 
 @njit(cache=True, nogil=True)
@@ -50,23 +53,3 @@ def lb_tx(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, rings: npt.NDArray[
             handles[left] = scratch[m, j]
             left += 1
     return left
-
-
-class LoadBalancedEgress:
-    """Round-robin or flow-affinity egress over rings of a ring table (one per instance)."""
-
-    def __init__(self, pool: PoolArrays, rings: RingTable, members: list[int], *, by_flow: bool = True,
-                 max_burst: int = 1024) -> None:
-        if not 1 <= len(members) <= MAX_FANOUT:
-            raise ValueError(f"a load-balanced port has 1..{MAX_FANOUT} members, got {len(members)}")
-        self.pool = pool
-        self.rings = rings
-        self.members = np.asarray(members, dtype=np.int64)
-        self.by_flow = by_flow
-        self.cursor = np.zeros(1, dtype=np.int64)
-        self.scratch = np.empty((MAX_FANOUT, max_burst), dtype=np.uint32)
-
-    def tx_burst(self, handles: Handles, n: int) -> int:
-        left = lb_tx(self.pool, self.rings.ctrl, self.rings.slots, self.members, len(self.members), self.by_flow,
-                     self.cursor, 0, handles, n, self.scratch)
-        return n - int(left)

@@ -16,9 +16,7 @@ from numba import njit
 
 from micronf.dataplane.atomics import fetch_add
 from micronf.dataplane.pool import M_SYNC, PoolArrays
-from micronf.dataplane.ring import RingTable
 from micronf.ports.base import Handles
-from micronf.ports.pp import pp_tx
 
 
 @njit(cache=True, nogil=True)
@@ -26,22 +24,3 @@ def mark(p: PoolArrays, handles: Handles, n: int) -> None:
     """Atomically add one to the sync counter of each packet (this branch has finished with it)."""
     for i in range(n):
         fetch_add(p.words[handles[i]], M_SYNC, 1)
-
-
-class MarkerEgress:
-    """Mark, then forward on one ring (the primary branch) or nowhere (``ring=None``)."""
-
-    def __init__(self, pool: PoolArrays, rings: RingTable, ring: int | None) -> None:
-        self.pool = pool
-        self.rings = rings
-        self.ring = ring
-
-    def tx_burst(self, handles: Handles, n: int) -> int:
-        mark(self.pool, handles, n)
-        if self.ring is None:
-            return n
-        sent = n - int(pp_tx(self.rings.ctrl, self.rings.slots, self.ring, handles, n))
-        if sent < n:  # keep the Protocol's contract: unsent packets are not marked
-            for h in handles[:n - sent]:
-                self.pool.words[h][M_SYNC] -= 1
-        return sent

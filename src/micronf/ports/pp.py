@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.dataplane.ring import RingTable, ring_dequeue, ring_enqueue
+from micronf.dataplane.ring import ring_dequeue, ring_enqueue
 from micronf.ports.base import Handles, keep_unsent
 
 RingCtrl = npt.NDArray[np.int64]
@@ -26,25 +26,3 @@ def pp_tx(rctrl: RingCtrl, rslots: RingSlots, ring: int, handles: Handles, n: in
     sent = ring_enqueue(rctrl[ring], rslots[ring], handles, n)
     left: int = keep_unsent(handles, sent, n)
     return left
-
-
-class PPIngress:
-    """Point-to-point ingress on one ring of a ring table."""
-
-    def __init__(self, rings: RingTable, ring: int) -> None:
-        self.rings = rings
-        self.ring = ring
-
-    def rx_burst(self, handles: Handles, max_n: int) -> int:
-        return int(pp_rx(self.rings.ctrl, self.rings.slots, self.ring, handles, max_n))
-
-
-class PPEgress:
-    """Point-to-point egress on one ring of a ring table."""
-
-    def __init__(self, rings: RingTable, ring: int) -> None:
-        self.rings = rings
-        self.ring = ring
-
-    def tx_burst(self, handles: Handles, n: int) -> int:
-        return n - int(pp_tx(self.rings.ctrl, self.rings.slots, self.ring, handles, n))

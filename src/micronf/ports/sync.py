@@ -12,7 +12,7 @@ from numba import njit
 
 from micronf.dataplane.atomics import load_acquire
 from micronf.dataplane.pool import M_SYNC, PoolArrays
-from micronf.dataplane.ring import RingTable, ring_consume, ring_peek
+from micronf.dataplane.ring import ring_consume, ring_peek
 from micronf.ports.base import Handles
 from micronf.ports.pp import RingCtrl, RingSlots
 
@@ -28,16 +28,3 @@ def sync_rx(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, ring: int, need: 
     if k > 0:
         ring_consume(rctrl[ring], k)
     return k
-
-
-class SyncIngress:
-    """Sync ingress on the primary branch's ring, releasing packets marked by ``need`` branches."""
-
-    def __init__(self, pool: PoolArrays, rings: RingTable, ring: int, need: int) -> None:
-        self.pool = pool
-        self.rings = rings
-        self.ring = ring
-        self.need = need
-
-    def rx_burst(self, handles: Handles, max_n: int) -> int:
-        return int(sync_rx(self.pool, self.rings.ctrl, self.rings.slots, self.ring, self.need, handles, max_n))

@@ -156,9 +156,6 @@ class PortTable:
             if self.version() == version:
                 return PortSnapshot(version, in_tab, eg_tab, route)
 
-    def has_local_egress(self) -> bool:
-        return any(self.egress(e)[0] == EG_LOCAL for e in range(self.n_eg))
-
     @staticmethod
     def _check(i: int, n: int, what: str) -> None:
         if not 0 <= i < n:

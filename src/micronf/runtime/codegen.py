@@ -74,10 +74,18 @@ _STAGE = '''{pad}t = cycles()
 {pad}s{j}.rc[RC_CYCLES] += cycles() - t'''
 
 
+_digests: dict[type[MicroNF], str] = {}  # µNF class -> digest of its file, read once per process
+
+
 def _kernel_digest(cls: type[MicroNF]) -> str:
-    path = inspect.getsourcefile(cls)
-    data = Path(path).read_bytes() if path else cls.__qualname__.encode()
-    return hashlib.blake2b(data, digest_size=6).hexdigest()
+    """A digest of the file defining ``cls``, read once per process: the zygote reads it before it
+    forks the µNF processes, which may have dropped the privileges to read it (a third-party µNF
+    in a directory only the agent's user may read)."""
+    if cls not in _digests:
+        path = inspect.getsourcefile(cls)
+        data = Path(path).read_bytes() if path else cls.__qualname__.encode()
+        _digests[cls] = hashlib.blake2b(data, digest_size=6).hexdigest()
+    return _digests[cls]
 
 
 def loop_source(classes: Sequence[type[MicroNF]]) -> str:

@@ -45,6 +45,7 @@ from micronf.ports.base import (
     ROUTE_UNCONNECTED,
 )
 from micronf.runtime.nf import MicroNF, NFConfigError, nf_class
+from micronf.runtime.verdict import Verdict
 
 Policy = Literal["other", "fifo", "rr"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -304,13 +305,13 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
             exit_name = f"{name}.{reason}"
             exits.append(ExitPlan(name=exit_name, node=name, verdict=reason, is_drop=True, ring=ring_count))
             egress[name].append(EgressPlan(kind=EG_PP, rings=[ring_count], on_full=full, dst=f"@exit:{exit_name}"))
-            routes[name].append((None, f"drop:{reason}", len(egress[name]) - 1))
+            routes[name].append((None, Verdict.drop(reason), len(egress[name]) - 1))
             ring_count += 1
 
     plans = []
     for idx, node in enumerate(spec.nodes):
         cls = type(nfs[node.name])
-        verdicts = list(cls.verdict_names())
+        verdicts = cls.verdict_names()
         ins, egs = ingress[node.name], egress[node.name]
         if len(ins) > MAX_IN or len(egs) > MAX_EG:
             raise GraphError(f"node {node.name!r} has {len(ins)} ingress / {len(egs)} egress ports "
@@ -321,7 +322,7 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
         table: dict[tuple[int, int], int] = {}
         for col, v in enumerate(verdicts):
             for r in range(rows):
-                table[(r, col)] = ROUTE_FREE if v.startswith("drop:") else ROUTE_UNCONNECTED
+                table[(r, col)] = ROUTE_FREE if v.is_drop else ROUTE_UNCONNECTED
         for from_node, verdict, eg_index in routes[node.name]:
             col = verdicts.index(verdict)
             for r, ing in enumerate(ins):

@@ -14,6 +14,7 @@ import numpy as np
 
 from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, M_PORT, PacketPool
 from micronf.runtime.nf import MicroNF
+from micronf.runtime.verdict import Verdict
 
 
 @dataclass
@@ -22,11 +23,12 @@ class KernelRun:
 
     outputs: dict[str, list[bytes]] = field(default_factory=dict)
     drops: dict[str, list[bytes]] = field(default_factory=dict)
-    verdicts: list[str] = field(default_factory=list)  # per input frame: a label or "drop:<reason>"
+    verdicts: list[Verdict] = field(default_factory=list)  # per input frame: a label or "drop:<reason>"
     counters: dict[str, int] = field(default_factory=dict)
 
     def count(self, verdict: str) -> int:
-        return sum(1 for v in self.verdicts if v == verdict)
+        """How many frames got ``verdict`` (a label or ``drop:<reason>``)."""
+        return self.verdicts.count(Verdict(verdict))
 
 
 def run_kernel(nf: MicroNF, frames: Sequence[bytes], *, batch: int = 32, in_port: int = 0) -> KernelRun:
@@ -34,7 +36,7 @@ def run_kernel(nf: MicroNF, frames: Sequence[bytes], *, batch: int = 32, in_port
     cls = type(nf)
     longest = max(map(len, frames), default=0)  # the pool takes every frame given, as the offline runner does
     pool = PacketPool.local(max(batch, 1), max(DEFAULT_FRAME_CAPACITY, longest))
-    state = nf.state()
+    state = nf.kernel_state()
     names = nf.counter_names()
     counters = np.zeros(max(len(names), 1), dtype=np.int64)
     handles = np.empty(batch, dtype=np.uint32)
@@ -52,18 +54,12 @@ def run_kernel(nf: MicroNF, frames: Sequence[bytes], *, batch: int = 32, in_port
         verdicts[:n] = -(2**31)  # a kernel that forgets a packet is caught below
         cls.kernel(pool.arrays, handles, n, verdicts, state, counters)
         for i in range(n):
-            v = int(verdicts[i])
-            h = int(handles[i])
-            data = pool.read_frame(h)
-            if 0 <= v < len(cls.labels):
-                run.outputs[cls.labels[v]].append(data)
-                run.verdicts.append(cls.labels[v])
-            elif -len(cls.drop_reasons) <= v < 0:
-                reason = cls.drop_reasons[-1 - v]
-                run.drops[reason].append(data)
-                run.verdicts.append(f"drop:{reason}")
-            else:
-                raise AssertionError(f"{cls.__name__} kernel wrote invalid verdict {v} for packet {start + i}")
+            verdict = Verdict.decode(int(verdicts[i]), cls.labels, cls.drop_reasons)
+            if verdict is None:
+                raise AssertionError(f"{cls.__name__} kernel wrote invalid verdict {verdicts[i]} for frame {start + i}")
+            data = pool.read_frame(int(handles[i]))
+            (run.drops[verdict.reason] if verdict.is_drop else run.outputs[verdict.label]).append(data)
+            run.verdicts.append(verdict)
         pool.free(handles[:n])
     run.counters = {name: int(counters[i]) for i, name in enumerate(names)}
     return run

@@ -45,6 +45,7 @@ from micronf.runtime.stage import (
     node_regions,
     write_layout,
 )
+from micronf.runtime.verdict import drop_counts, verdict_columns
 from micronf.runtime.zygote import ENTRY_PROCESS, Child, Zygote, ZygoteError
 
 
@@ -467,7 +468,7 @@ class GraphRuntime:
         mem = self.memory()
         node = self.layout.node(name)
         rc = mem.runtime_counters(node)
-        verdicts = node.labels + [f"drop:{r}" for r in node.drop_reasons]
+        verdicts = verdict_columns(node.labels, node.drop_reasons)
         nc = mem.nf_counters(node)
         return NodeStats(
             name=name,
@@ -496,7 +497,7 @@ class GraphRuntime:
             s = self.node_stats(self.layout.nodes[i].name)
             total += s.runtime["unconnected"] + s.runtime["full"] + s.runtime["bad_verdict"]
             if not self.layout.capture_drops:
-                total += sum(c for v, c in s.verdicts.items() if v.startswith("drop:"))
+                total += sum(drop_counts(s.verdicts).values())
         return total
 
     def counted_unfreed(self) -> list[int]:

@@ -76,6 +76,7 @@ from micronf.runtime.loop import (
     RC_UNCONNECTED,
 )
 from micronf.runtime.nf import NFConfigError
+from micronf.runtime.scaling import scale_in, scale_out
 from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_STOP, STOP, ctl_line
 from micronf.runtime.zygote import Child, ZygoteError
 
@@ -386,8 +387,8 @@ class Deployment:
     def _scale(self, target: str, action: str, reason: str) -> None:
         st = self.scaling
         try:
-            inst = (self.runtime.scale_out(target, by_flow=self.req.autoscale.by_flow) if action == "out"
-                    else self.runtime.scale_in(target))
+            inst = (scale_out(self.runtime, target, by_flow=self.req.autoscale.by_flow) if action == "out"
+                    else scale_in(self.runtime, target))
         except LaunchError as exc:
             log.warning("deployment %s: cannot scale %s %s: %s", self.req.name, target, action, exc)
             st.cooldown_until[target] = time.monotonic() + self.req.autoscale.cooldown_s

@@ -336,6 +336,8 @@ class Deployment:
             self._scale(decision)
 
     def _scale(self, d: Decision) -> None:
+        """Carry out ``d`` on the running graph and record it; a refusal (no spare slot, a µNF that cannot
+        be replicated) is logged, and the µNF cools down either way."""
         try:
             inst = (scale_out(self.runtime, d.node, by_flow=self.req.autoscale.by_flow) if d.action == "out"
                     else scale_in(self.runtime, d.node))

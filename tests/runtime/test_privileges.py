@@ -19,6 +19,7 @@ from scapy.layers.l2 import Ether
 from micronf.runtime.graph import chain_spec, plan
 from micronf.runtime.launch import GraphRuntime
 from micronf.runtime.privileges import CAP_SYS_NICE, DEFAULT_UID_BASE, UID_BASE_ENV, UID_SLOTS, drop, uid_base
+from micronf.runtime.scaling import scale_out
 from tests.graphio import pump
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it starts µNFs as other uids")
@@ -75,7 +76,7 @@ def test_each_graph_has_its_uid_and_cannot_open_another_graphs_segment(
         assert _try_open(b.seg.path, a.uid) == "PermissionError"  # graph A's uid, graph B's segment
         assert _try_open(a.seg.path, b.uid) == "PermissionError"
         assert _try_open(a.seg.path, a.uid) == "opened"  # its own: yes
-        a.scale_out("MacSwapper")  # a process started later (a new index in the layout) drops too
+        scale_out(a, "MacSwapper")  # a process started later (a new index in the layout) drops too
         assert _status(a.procs[-1].pid)["Uid"].split() == [str(a.uid)] * 4
 
         total = 3000  # the dropped µNFs still forward, and every packet is accounted for

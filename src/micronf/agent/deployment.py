@@ -9,12 +9,11 @@ interface"). ``tick()`` is called by the agent's monitor thread every few tens o
 - supervision: a dead process (µNF or service) is restarted: pause the others, reclaim the
   buffers the dead one held (``reclaim``), fork it again from the zygote (milliseconds), resume.
   Each restart is an event with the exit status, the buffers reclaimed and the downtime.
-- autoscaling (§IV-E): every interval, each EgressPort→IngressPort pair (and the Rx service's
-  entry) is sampled for drops because the ring was full; ``window`` dropping samples in a row
-  scale out the µNF behind the ingress (a new instance, the egress becomes LoadBalanced, by flow
-  by default); then the node's cool-down must pass before its next decision. A scaled node whose
-  instances are all lightly loaded (total busy fraction below ``idle_busy`` × (instances − 1) for
-  ``idle_window`` samples, no drops) is scaled back in by one instance.
+- autoscaling (§IV-E): every interval, the counters are sampled and the autoscaler decides
+  (``micronf.agent.autoscaler``: drops into a µNF in a row scale it out, lasting low load scales
+  it back in, a cool-down after each decision); the deployment carries the decisions out with
+  ``micronf.runtime.scaling`` (a new instance, its upstream egress becomes LoadBalanced, by flow
+  by default).
 
 The segment is the deployment's source of truth (``io.config``: the request, the calibration, the
 restart events so far; the layout and every process's pid): :meth:`Deployment.adopt` rebuilds a
@@ -26,12 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from micronf.agent import reclaim as reclaim_kernels
+from micronf.agent.autoscaler import Autoscaler, Decision, Sampler
 from micronf.agent.iomem import (
     RX_COUNTERS,
     RX_INDEX,
@@ -68,7 +68,6 @@ from micronf.runtime.graph import GraphError, NodePlan, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.runtime.loop import (
     RC_BAD_VERDICT,
-    RC_CYCLES,
     RC_DROPPED,
     RC_EG_FULL0,
     RC_EG_SENT0,
@@ -76,6 +75,7 @@ from micronf.runtime.loop import (
     RC_UNCONNECTED,
 )
 from micronf.runtime.nf import NFConfigError
+from micronf.runtime.scaling import scale_in, scale_out
 from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_SETTLED, P_STOP, STOP, ctl_line
 from micronf.runtime.verdict import drop_counts
 from micronf.runtime.zygote import Child, ZygoteError
@@ -102,20 +102,6 @@ class _Tally:
     freed: int  # buffers ever freed (by the owner, and through every return ring)
 
 
-@dataclass
-class _Scaling:
-    """Autoscaler state of one deployment."""
-
-    last_sample: float = 0.0
-    full: dict[tuple[str, int], int] = field(default_factory=dict)  # (node, egress) -> last full count
-    streak: dict[str, int] = field(default_factory=dict)  # target node -> dropping samples in a row
-    idle: dict[str, int] = field(default_factory=dict)  # base node -> low-load samples in a row
-    cycles: dict[str, int] = field(default_factory=dict)  # instance -> last cycle count
-    cooldown_until: dict[str, float] = field(default_factory=dict)
-    entry_full: int = 0
-    events: list[ScaleEventInfo] = field(default_factory=list)
-
-
 class Deployment:
     """A graph deployed on this machine (see the module docstring)."""
 
@@ -125,7 +111,9 @@ class Deployment:
         self.state: str = "running"
         self.restarts: list[RestartEventInfo] = []
         self.restart_count: dict[int, int] = {}
-        self.scaling = _Scaling()
+        self.sampler = Sampler()
+        self.autoscaler = Autoscaler(req.autoscale)
+        self.scale_events: list[ScaleEventInfo] = []
         try:
             if req.rx is not None:
                 check_rx(req.rx)
@@ -354,69 +342,32 @@ class Deployment:
 
     # -- autoscaling -------------------------------------------------------------------------
     def autoscale(self) -> None:
+        """Every ``interval_s``: sample the counters and carry out what the autoscaler decides."""
         spec = self.req.autoscale
         now = time.monotonic()
-        st = self.scaling
-        if not spec.enabled or self.state != "running" or now - st.last_sample < spec.interval_s:
+        if not spec.enabled or self.state != "running" or not self.sampler.due(now, spec.interval_s):
             return
-        elapsed = now - st.last_sample if st.last_sample else spec.interval_s
-        st.last_sample = now
         g = self.runtime
-        mem = g.memory()
-        dropping: set[str] = set()
-        for node in g.layout.nodes:
-            if node.retired:
-                continue
-            rc = mem.runtime_counters(node)
-            for e, eg in enumerate(node.egress):
-                if eg.dst.startswith("@exit") or eg.kind in (EG_MARK_ONLY, EG_LOCAL):
-                    continue
-                full = int(rc[RC_EG_FULL0 + e])
-                if full - st.full.get((node.name, e), full) >= spec.min_drops:
-                    for dst in eg.dst.split("|"):
-                        dropping.add(g.layout.node(dst).instance_of or dst)
-                st.full[(node.name, e)] = full
-        entry_full = int(g.segment().view("rx.stats", np.int64)[RX_COUNTERS.index("entry_full")])
-        if entry_full - st.entry_full >= spec.min_drops and st.last_sample:
-            dropping.add(self.req.graph.entry)
-        st.entry_full = entry_full
-        for target in {n.instance_of or n.name for n in g.layout.nodes}:
-            st.streak[target] = st.streak.get(target, 0) + 1 if target in dropping else 0
-            if now < st.cooldown_until.get(target, 0.0):
-                continue
-            instances = [n for n in g.layout.nodes if (n.name == target or n.instance_of == target) and not n.retired]
-            if st.streak[target] >= spec.window and len(instances) < spec.max_instances:
-                self._scale(target, "out", f"{st.streak[target]} samples in a row with drops into {target}")
-                continue
-            if not spec.scale_in or len(instances) < 2 or target in dropping:
-                st.idle[target] = 0
-                continue
-            busy = 0.0
-            for inst in instances:
-                c = int(mem.runtime_counters(inst)[RC_CYCLES])
-                busy += (c - st.cycles.get(inst.name, c)) * self.ns_per_cycle / 1e9 / elapsed
-                st.cycles[inst.name] = c
-            low = busy < spec.idle_busy * (len(instances) - 1)
-            st.idle[target] = st.idle.get(target, 0) + 1 if low else 0
-            if st.idle[target] >= spec.idle_window:
-                self._scale(target, "in", f"{len(instances)} instances {busy:.0%} busy in total for "
-                                          f"{st.idle[target]} samples")
+        entry_full = int(g.segment().view("rx.stats", np.int64)[RX_INDEX["entry_full"]])
+        sample = self.sampler.read(g.layout, g.memory().runtime_counters, entry=self.req.graph.entry,
+                                   entry_full=entry_full, ns_per_cycle=self.ns_per_cycle, now=now)
+        for decision in self.autoscaler.decide(sample, now):
+            self._scale(decision)
 
-    def _scale(self, target: str, action: str, reason: str) -> None:
-        st = self.scaling
+    def _scale(self, d: Decision) -> None:
+        """Carry out ``d`` on the running graph and record it; a refusal (no spare slot, a µNF that cannot
+        be replicated) is logged, and the µNF cools down either way."""
         try:
-            inst = (self.runtime.scale_out(target, by_flow=self.req.autoscale.by_flow) if action == "out"
-                    else self.runtime.scale_in(target))
+            inst = (scale_out(self.runtime, d.node, by_flow=self.req.autoscale.by_flow) if d.action == "out"
+                    else scale_in(self.runtime, d.node))
         except LaunchError as exc:
-            log.warning("deployment %s: cannot scale %s %s: %s", self.req.name, target, action, exc)
-            st.cooldown_until[target] = time.monotonic() + self.req.autoscale.cooldown_s
+            log.warning("deployment %s: cannot scale %s %s: %s", self.req.name, d.node, d.action, exc)
+            self.autoscaler.done(d, time.monotonic(), applied=False)
             return
-        st.events.append(ScaleEventInfo(at=time.time(), node=target, instance=inst,
-                                        action="out" if action == "out" else "in", reason=reason))
-        st.streak[target] = 0
-        st.idle[target] = 0
-        st.cooldown_until[target] = time.monotonic() + self.req.autoscale.cooldown_s
-        log.info("deployment %s: scaled %s %s (%s): %s", self.req.name, action, target, inst, reason)
+        self.scale_events.append(ScaleEventInfo(at=time.time(), node=d.node, instance=inst, action=d.action,
+                                                reason=d.reason))
+        self.autoscaler.done(d, time.monotonic(), applied=True)
+        log.info("deployment %s: scaled %s %s (%s): %s", self.req.name, d.action, d.node, inst, d.reason)
 
     # -- observation -------------------------------------------------------------------------
     def info(self) -> DeploymentInfo:
@@ -547,5 +498,5 @@ class Deployment:
             name=self.req.name, at=time.time(), rx=rx, tx=tx, drops=drops, nodes=nodes,
             pool={"slots": pool.capacity, "free": pool.free, "in_use": pool.in_use, "allocated": pool.allocated,
                   "alloc_failures": pool.alloc_failures},
-            latency=LatencyStats(**lat), conservation=cons, scale_events=list(self.scaling.events),
+            latency=LatencyStats(**lat), conservation=cons, scale_events=list(self.scale_events),
             restarts=list(self.restarts))

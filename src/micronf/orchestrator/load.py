@@ -35,7 +35,7 @@ from micronf.orchestrator.models import (
     VNFTemplate,
 )
 from micronf.runtime.descriptor import Descriptor
-from micronf.runtime.graph import find_cycle
+from micronf.runtime.digraph import find_cycle
 from micronf.runtime.nf import MicroNF, load_library
 from micronf.validation import field_path
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,6 +44,7 @@ from micronf.ports.base import (
     ROUTE_FREE,
     ROUTE_UNCONNECTED,
 )
+from micronf.runtime.digraph import find_cycle
 from micronf.runtime.nf import MicroNF, NFConfigError, nf_class
 from micronf.runtime.verdict import Verdict
 
@@ -201,11 +202,36 @@ def _nf(node: NodeSpec) -> MicroNF:
 def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop", "wait"] = "drop",
          spare_rings: int = 8) -> GraphLayout:
     """Validate ``spec`` and wire it (see the module docstring)."""
+    nfs = _check_edges(spec)
+    _check_acyclic(spec)
+    groups = _edge_groups(spec)
+    processes, proc_of = _clusters(spec)  # first: links inside a cluster are local, not rings
+    w = _Wiring(spec, processes, proc_of, FULL_WAIT if on_full == "wait" else FULL_DROP)
+    in_parallel = {d for dsts in groups.values() if len(dsts) > 1 for d in dsts}
+    for (src, label, from_node), dsts in groups.items():
+        if src in in_parallel:
+            continue  # a branch's way to its join is wired with its parallel group (marker -> sync)
+        if len(dsts) == 1:
+            w.routes[src].append((from_node, label, w.link(src, dsts[0])))
+        else:
+            w.parallel(src, label, from_node, dsts, nfs)
+    exits = w.exits(nfs, capture_drops)
+    n_rings = w.rings + spare_rings
+    return GraphLayout(
+        name=spec.name, nodes=[w.node_plan(node, k, nfs[node.name]) for k, node in enumerate(spec.nodes)],
+        processes=_process_plans(spec, processes), exits=exits, entry_ring=0, n_rings=n_rings,
+        spare_rings=list(range(w.rings, n_rings)), burst=spec.burst, yield_idle=spec.yield_idle,
+        prefetch=spec.prefetch, idle_polls=spec.idle_polls, idle_sleep_us=spec.idle_sleep_us,
+        capture_drops=capture_drops,
+    )
+
+
+def _check_edges(spec: GraphSpec) -> dict[str, MicroNF]:
+    """Every node's µNF (its config checked), once the entry and every edge's ends and label exist."""
     nodes = {n.name: n for n in spec.nodes}
     nfs = {n.name: _nf(n) for n in spec.nodes}
     if spec.entry not in nodes:
         raise GraphError(f"entry {spec.entry!r} is not a node (nodes: {', '.join(nodes)})")
-    full = FULL_WAIT if on_full == "wait" else FULL_DROP
     for e in spec.edges:
         for end in (e.src, e.dst):
             if end not in nodes:
@@ -215,145 +241,151 @@ def plan(spec: GraphSpec, *, capture_drops: bool = False, on_full: Literal["drop
                              f"(labels: {', '.join(type(nfs[e.src]).labels)})")
         if e.from_node is not None and e.from_node not in nodes:
             raise GraphError(f"edge {e.src} -[{e.label}]-> {e.dst}: from_node {e.from_node!r} is not a node")
-    _check_acyclic(spec)
+    return nfs
 
-    # group edges by (src, label, from_node): more than one destination = a parallel group
+
+def _edge_groups(spec: GraphSpec) -> dict[tuple[str, str, str | None], list[str]]:
+    """Destinations per (src, label, from_node), in edge order: more than one is a parallel group."""
     groups: dict[tuple[str, str, str | None], list[str]] = defaultdict(list)
     for e in spec.edges:
         dsts = groups[(e.src, e.label, e.from_node)]
         if e.dst in dsts:
             raise GraphError(f"edge {e.src} -[{e.label}]-> {e.dst} is given twice")
         dsts.append(e.dst)
+    return groups
 
-    # processes (fused clusters) first: links inside a cluster are local, not rings
-    processes, proc_of = _clusters(spec)
-    fused_at = {spec.nodes[i].name: k for members in processes for k, i in enumerate(members)}  # place in its process
-    succs: dict[str, set[str]] = defaultdict(set)
-    preds: dict[str, set[str]] = defaultdict(set)
-    for e in spec.edges:
-        succs[e.src].add(e.dst)
-        preds[e.dst].add(e.src)
-    ring_count = 1  # ring 0: the graph's input, to the entry node
-    ingress: dict[str, list[IngressPlan]] = {n: [] for n in nodes}
-    egress: dict[str, list[EgressPlan]] = {n: [] for n in nodes}
-    routes: dict[str, list[tuple[str | None, str, int]]] = {n: [] for n in nodes}  # (from_node, verdict, egress)
-    ingress[spec.entry].append(IngressPlan(kind=IN_PP, ring=0, src="@source"))
-    ring_of_link: dict[tuple[str, str], int] = {}
 
-    def link(src: str, dst: str) -> int:
-        """The egress of ``src`` towards ``dst`` (creating ring + ingress on first use)."""
-        nonlocal ring_count
-        for i, eg in enumerate(egress[src]):
+class _Wiring:
+    """The ports, rings and routes of a graph as :func:`plan` decides them. Ring 0 is the graph's
+    input (to the entry node); every further ring is numbered in the order it is needed."""
+
+    def __init__(self, spec: GraphSpec, processes: list[list[int]], proc_of: dict[str, int], full: int) -> None:
+        self.spec = spec
+        self.full = full  # what an egress does when its ring is full (FULL_DROP / FULL_WAIT)
+        self.proc_of = proc_of
+        self.fused_at = {spec.nodes[i].name: k for members in processes for k, i in enumerate(members)}
+        self.succs: dict[str, set[str]] = defaultdict(set)
+        self.preds: dict[str, set[str]] = defaultdict(set)
+        for e in spec.edges:
+            self.succs[e.src].add(e.dst)
+            self.preds[e.dst].add(e.src)
+        self.rings = 1
+        self.ingress: dict[str, list[IngressPlan]] = {n.name: [] for n in spec.nodes}
+        self.egress: dict[str, list[EgressPlan]] = {n.name: [] for n in spec.nodes}
+        self.routes: dict[str, list[tuple[str | None, str, int]]] = {  # (from_node, verdict, egress)
+            n.name: [] for n in spec.nodes}
+        self.ingress[spec.entry].append(IngressPlan(kind=IN_PP, ring=0, src="@source"))
+
+    def ring(self) -> int:
+        """A new ring."""
+        self.rings += 1
+        return self.rings - 1
+
+    def link(self, src: str, dst: str) -> int:
+        """The egress of ``src`` towards ``dst`` (creating it, and ``dst``'s ingress, on first use): in
+        memory when ``dst`` runs right after ``src`` in one process, else point-to-point on a new ring."""
+        for i, eg in enumerate(self.egress[src]):
             if eg.dst == dst and eg.kind in (EG_PP, EG_LOCAL):
                 return i
-        if _is_local(src, dst):
-            egress[src].append(EgressPlan(kind=EG_LOCAL, rings=[], on_full=full, dst=dst))
-            ingress[dst].append(IngressPlan(kind=IN_PP, ring=-1, src=src))
-            return len(egress[src]) - 1
-        ring = ring_count
-        ring_count += 1
-        ring_of_link[(src, dst)] = ring
-        egress[src].append(EgressPlan(kind=EG_PP, rings=[ring], on_full=full, dst=dst))
-        ingress[dst].append(IngressPlan(kind=IN_PP, ring=ring, src=src))
-        return len(egress[src]) - 1
+        if self.proc_of[src] == self.proc_of[dst] and self.fused_at[dst] == self.fused_at[src] + 1:
+            self.egress[src].append(EgressPlan(kind=EG_LOCAL, rings=[], on_full=self.full, dst=dst))
+            self.ingress[dst].append(IngressPlan(kind=IN_PP, ring=-1, src=src))
+        else:
+            ring = self.ring()
+            self.egress[src].append(EgressPlan(kind=EG_PP, rings=[ring], on_full=self.full, dst=dst))
+            self.ingress[dst].append(IngressPlan(kind=IN_PP, ring=ring, src=src))
+        return len(self.egress[src]) - 1
 
-    def _is_local(src: str, dst: str) -> bool:
-        return proc_of[src] == proc_of[dst] and fused_at[dst] == fused_at[src] + 1
-
-    in_parallel = {d for dsts in groups.values() if len(dsts) > 1 for d in dsts}
-    for (src, label, from_node), dsts in groups.items():
-        if src in in_parallel:
-            continue  # a branch's way to its join is wired with its parallel group (marker -> sync)
-        if len(dsts) == 1:
-            routes[src].append((from_node, label, link(src, dsts[0])))
-            continue
+    def parallel(self, src: str, label: str, from_node: str | None, dsts: list[str], nfs: dict[str, MicroNF]) -> None:
+        """A parallel group (§V-B): a Branch egress at ``src`` to every branch in ``dsts``; the first
+        branch marks each copy done towards the join (Marker), the others mark only (mark-only); the
+        join waits for all of them on a Sync ingress."""
         if len(dsts) > MAX_FANOUT:
             raise GraphError(f"{src} -[{label}]-> has {len(dsts)} parallel branches, at most {MAX_FANOUT}")
-        join = _join_of(src, label, dsts, nfs, succs, preds)
+        join = _join_of(src, label, dsts, nfs, self.succs, self.preds)
         branch_rings = []
         for d in dsts:
-            if proc_of[d] == proc_of[src]:
+            if self.proc_of[d] == self.proc_of[src]:
                 raise GraphError(f"parallel branch {d!r} cannot be fused with {src!r}: branches need their own process")
-            ring = ring_count
-            ring_count += 1
+            ring = self.ring()
             branch_rings.append(ring)
-            ingress[d].append(IngressPlan(kind=IN_PP, ring=ring, src=src))
-        egress[src].append(EgressPlan(kind=EG_BRANCH, rings=branch_rings, on_full=full, dst="|".join(dsts)))
-        routes[src].append((from_node, label, len(egress[src]) - 1))
-        sync_ring = ring_count
-        ring_count += 1
-        ingress[join].append(IngressPlan(kind=IN_SYNC, ring=sync_ring, need=len(dsts), src=dsts[0]))
+            self.ingress[d].append(IngressPlan(kind=IN_PP, ring=ring, src=src))
+        self.egress[src].append(EgressPlan(kind=EG_BRANCH, rings=branch_rings, on_full=self.full, dst="|".join(dsts)))
+        self.routes[src].append((from_node, label, len(self.egress[src]) - 1))
+        sync_ring = self.ring()
+        self.ingress[join].append(IngressPlan(kind=IN_SYNC, ring=sync_ring, need=len(dsts), src=dsts[0]))
         for k, d in enumerate(dsts):
             kind, rings = (EG_MARKER, [sync_ring]) if k == 0 else (EG_MARK_ONLY, [])
-            egress[d].append(EgressPlan(kind=kind, rings=rings, on_full=FULL_WAIT, dst=join if k == 0 else ""))
+            self.egress[d].append(EgressPlan(kind=kind, rings=rings, on_full=FULL_WAIT, dst=join if k == 0 else ""))
             for lab in type(nfs[d]).labels:
-                routes[d].append((None, lab, len(egress[d]) - 1))
+                self.routes[d].append((None, lab, len(self.egress[d]) - 1))
 
-    # exits: labels with no route, and drop reasons when captured
-    exits: list[ExitPlan] = []
-    unrouted = label_exits(spec, {name: type(nf).labels for name, nf in nfs.items()})
-    for name, nf in nfs.items():
+    def exits(self, nfs: dict[str, MicroNF], capture_drops: bool) -> list[ExitPlan]:
+        """An exit, with its own ring, per label no edge leaves by (see :func:`label_exits`) and, with
+        ``capture_drops``, per drop reason."""
+        exits: list[ExitPlan] = []
+
+        def exit_(name: str, exit_name: str, verdict: str, route: str, is_drop: bool) -> None:
+            ring = self.ring()
+            exits.append(ExitPlan(name=exit_name, node=name, verdict=verdict, is_drop=is_drop, ring=ring))
+            self.egress[name].append(EgressPlan(kind=EG_PP, rings=[ring], on_full=self.full, dst=f"@exit:{exit_name}"))
+            self.routes[name].append((None, route, len(self.egress[name]) - 1))
+
+        unrouted = label_exits(self.spec, {name: type(nf).labels for name, nf in nfs.items()})
+        for name, nf in nfs.items():
+            cls = type(nf)
+            for lab in cls.labels:
+                exit_name = unrouted.get((name, lab))
+                if exit_name is not None:
+                    exit_(name, exit_name, lab, lab, is_drop=False)
+            for reason in cls.drop_reasons if capture_drops else ():
+                exit_(name, f"{name}.{reason}", reason, Verdict.drop(reason), is_drop=True)
+        return exits
+
+    def node_plan(self, node: NodeSpec, index: int, nf: MicroNF) -> NodePlan:
+        """``node``'s ports and its route table: per (ingress row, verdict column) the egress, or
+        ROUTE_FREE for a drop reason, ROUTE_UNCONNECTED for a label with nowhere to go."""
         cls = type(nf)
-        for lab in cls.labels:
-            exit_name = unrouted.get((name, lab))
-            if exit_name is not None:
-                exits.append(ExitPlan(name=exit_name, node=name, verdict=lab, is_drop=False, ring=ring_count))
-                egress[name].append(EgressPlan(kind=EG_PP, rings=[ring_count], on_full=full, dst=f"@exit:{exit_name}"))
-                routes[name].append((None, lab, len(egress[name]) - 1))
-                ring_count += 1
-        for reason in cls.drop_reasons if capture_drops else ():
-            exit_name = f"{name}.{reason}"
-            exits.append(ExitPlan(name=exit_name, node=name, verdict=reason, is_drop=True, ring=ring_count))
-            egress[name].append(EgressPlan(kind=EG_PP, rings=[ring_count], on_full=full, dst=f"@exit:{exit_name}"))
-            routes[name].append((None, Verdict.drop(reason), len(egress[name]) - 1))
-            ring_count += 1
-
-    plans = []
-    for idx, node in enumerate(spec.nodes):
-        cls = type(nfs[node.name])
         verdicts = cls.verdict_names()
-        ins, egs = ingress[node.name], egress[node.name]
+        ins, egs = self.ingress[node.name], self.egress[node.name]
         if len(ins) > MAX_IN or len(egs) > MAX_EG:
             raise GraphError(f"node {node.name!r} has {len(ins)} ingress / {len(egs)} egress ports "
                              f"(limits {MAX_IN} / {MAX_EG})")
         if not ins:
-            raise GraphError(f"node {node.name!r} is not reachable from the entry {spec.entry!r}")
-        rows = max(len(ins), 1)
+            raise GraphError(f"node {node.name!r} is not reachable from the entry {self.spec.entry!r}")
         table: dict[tuple[int, int], int] = {}
         for col, v in enumerate(verdicts):
-            for r in range(rows):
+            for r in range(len(ins)):
                 table[(r, col)] = ROUTE_FREE if v.is_drop else ROUTE_UNCONNECTED
-        for from_node, verdict, eg_index in routes[node.name]:
+        for from_node, verdict, eg_index in self.routes[node.name]:
             col = verdicts.index(verdict)
             for r, ing in enumerate(ins):
                 if from_node is None or ing.src == from_node:
                     table[(r, col)] = eg_index
-        plans.append(NodePlan(
-            name=node.name, type=node.type, config=nfs[node.name].config.model_dump(mode="json"), index=idx,
-            process=proc_of[node.name], labels=list(cls.labels), drop_reasons=list(cls.drop_reasons),
-            counters=list(nfs[node.name].counter_names()), ingress=ins, egress=egs,
+        return NodePlan(
+            name=node.name, type=node.type, config=nf.config.model_dump(mode="json"), index=index,
+            process=self.proc_of[node.name], labels=list(cls.labels), drop_reasons=list(cls.drop_reasons),
+            counters=list(nf.counter_names()), ingress=ins, egress=egs,
             routes=[(r, c, v) for (r, c), v in sorted(table.items())],
-        ))
-    proc_plans = []
+        )
+
+
+def _process_plans(spec: GraphSpec, processes: list[list[int]]) -> list[ProcessPlan]:
+    """One plan per process, scheduled as its first node says. A real-time µNF yields only when idle
+    by default; sharing a core with another one, it would never let its neighbour run while it has
+    input (§VI-E: then it also yields after every batch)."""
     heads = [spec.nodes[members[0]] for members in processes]
     rt_on_cpu: dict[int, int] = defaultdict(int)
     for head in heads:
         if head.cpu is not None and head.policy != "other":
             rt_on_cpu[head.cpu] += 1
+    plans = []
     for k, (members, head) in enumerate(zip(processes, heads, strict=True)):
-        # A real-time µNF yields only when idle by default; sharing a core with another one, it would
-        # never let its neighbour run while it has input (§VI-E: also yield after k batches).
         shared_rt = head.cpu is not None and rt_on_cpu[head.cpu] > 1
         every = spec.yield_every if spec.yield_every is not None else (1 if shared_rt else 0)
-        proc_plans.append(ProcessPlan(nodes=members, client=k, cpu=head.cpu, policy=head.policy,
-                                      priority=head.priority, yield_every=every))
-    spares = list(range(ring_count, ring_count + spare_rings))
-    return GraphLayout(
-        name=spec.name, nodes=plans, processes=proc_plans, exits=exits, entry_ring=0,
-        n_rings=ring_count + spare_rings, spare_rings=spares, burst=spec.burst, yield_idle=spec.yield_idle,
-        prefetch=spec.prefetch, idle_polls=spec.idle_polls,
-        idle_sleep_us=spec.idle_sleep_us, capture_drops=capture_drops,
-    )
+        plans.append(ProcessPlan(nodes=members, client=k, cpu=head.cpu, policy=head.policy,
+                                 priority=head.priority, yield_every=every))
+    return plans
 
 
 def _check_acyclic(spec: GraphSpec) -> None:
@@ -363,35 +395,6 @@ def _check_acyclic(spec: GraphSpec) -> None:
     cycle = find_cycle({n: sorted(dsts) for n, dsts in succ.items()})
     if cycle is not None:
         raise GraphError(f"the graph has a cycle: {' -> '.join(cycle)}")
-
-
-def find_cycle(succ: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """A cycle of the directed graph ``succ`` as a node list ending where it starts, or None.
-
-    Depth-first with an explicit stack (no recursion limit: a chain of 100,000 nodes is fine), in
-    the order of ``succ`` and of each node's successors, so the cycle reported is deterministic."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    for start in succ:
-        if start in state:
-            continue
-        path = [start]
-        where = {start: 0}  # node -> its index in path
-        stack = [iter(succ.get(start, ()))]
-        state[start] = 1
-        while stack:
-            m = next(stack[-1], None)
-            if m is None:
-                stack.pop()
-                state[path[-1]] = 2
-                del where[path.pop()]
-            elif state.get(m) == 1:
-                return [*path[where[m]:], m]  # m is on the current path
-            elif m not in state:
-                state[m] = 1
-                where[m] = len(path)
-                path.append(m)
-                stack.append(iter(succ.get(m, ())))
-    return None
 
 
 def _clusters(spec: GraphSpec) -> tuple[list[list[int]], dict[str, int]]:

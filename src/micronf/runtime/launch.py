@@ -8,7 +8,8 @@ cluster from it, and waits for each to report ready. ``stop()`` asks every proce
 waits; ``close()`` removes the segment. By default the graph's processes end with the process
 that started it (even on ``kill -9``); ``detached=True`` lets them outlive it (the agent's graphs,
 see ``micronf.runtime.zygote``). Pool clients (and control lines) from ``max_processes``
-on are for I/O processes (source, sink, Rx, Tx).
+on are for I/O processes (source, sink, Rx, Tx). Adding and removing instances of a µNF while
+the graph runs is ``micronf.runtime.scaling``.
 """
 
 from __future__ import annotations
@@ -20,18 +21,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from micronf.dataplane.atomics import py_store_release
 from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, PacketPool
 from micronf.dataplane.ring import HEAD, RingTable
 from micronf.dataplane.segment import Segment
-from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
-from micronf.runtime.graph import EgressPlan, GraphLayout, IngressPlan, NodePlan, ProcessPlan
+from micronf.ports.base import MAX_FANOUT
+from micronf.runtime.graph import GraphLayout, NodePlan
 from micronf.runtime.loop import RC_NAMES, RC_VERDICT0
 from micronf.runtime.privileges import assign_uid, uid_base
 from micronf.runtime.stage import (
     CTL_LINE,
-    G_LAYOUT_GEN,
-    P_CALLS,
     P_EXITED,
     P_PAUSED,
     P_PID,
@@ -51,17 +49,6 @@ from micronf.runtime.zygote import ENTRY_PROCESS, Child, Zygote, ZygoteError
 
 class LaunchError(RuntimeError):
     """A µNF process failed to start; the graph was torn down."""
-
-
-@dataclass(frozen=True)
-class ScaleEvent:
-    """One scaling decision carried out."""
-
-    at: float
-    node: str
-    instance: str
-    action: str  # "out" or "in"
-    policy: str
 
 
 @dataclass(frozen=True)
@@ -94,7 +81,6 @@ class GraphRuntime:
         self.spare_nodes = spare_processes
         self.io_client_base = self.max_processes  # process k frees through client k; I/O after them
         self.n_clients = self.max_processes + io_clients
-        self.events: list[ScaleEvent] = []
         self.procs: list[Child] = []
         self.io_clients = io_clients
         self.zygote: Zygote | None = None
@@ -128,7 +114,7 @@ class GraphRuntime:
             entries[0], entries[1] = 1, self.layout.entry_ring
             mem = GraphMemory.of(seg)
             for node in self.layout.nodes:
-                self._write_ports(mem, node)
+                self.write_ports(mem, node)
         except BaseException:
             seg.unlink()
             raise
@@ -136,7 +122,8 @@ class GraphRuntime:
         return mem
 
     @staticmethod
-    def _write_ports(mem: GraphMemory, node: NodePlan) -> None:
+    def write_ports(mem: GraphMemory, node: NodePlan) -> None:
+        """Write ``node``'s port table (ingress, egress, routes) as its layout says."""
         table = mem.port_table(node)
         table.begin()
         table.init(len(node.ingress), len(node.egress), len(node.labels) + len(node.drop_reasons))
@@ -283,169 +270,16 @@ class GraphRuntime:
         self.stop()
         self.close()
 
-    # -- scaling -----------------------------------------------------------------------------
-    def scale_out(self, name: str, *, by_flow: bool = True, timeout: float = 60.0) -> str:
-        """Start one more instance of node ``name`` and load-balance its input over all instances.
+    # -- processes added and removed while the graph runs (see micronf.runtime.scaling) ----------
+    def start_process(self, k: int, timeout: float) -> None:
+        """Start process ``k``, just added to the layout, and wait until it reports ready."""
+        self._spawn(k)
+        self._wait_ready(range(k, k + 1), timeout)
 
-        Order makes it lossless: the new instance gets fresh rings, downstream nodes get a new
-        ingress for it, its process starts and reports ready, and only then is each upstream
-        egress rewritten from point-to-point (or an existing load balancer) to a load balancer that
-        includes the new ring. Packets already queued for the old instance stay there and are
-        processed by it. Returns the new instance's name.
-        """
-        mem = self.memory()
-        layout = self.layout
-        if len(self.procs) != len(layout.processes):
-            raise LaunchError(f"cannot scale {name!r}: the graph is not running (call start() first)")
-        orig = layout.node(name)
-        instances = [n for n in layout.nodes if n.name == name or n.instance_of == name]
-        proc_index = len(layout.processes)
-        node_index = len(layout.nodes)
-        if proc_index >= self.max_processes or node_index >= len(layout.nodes) - len(instances) + 1 + self.spare_nodes:
-            raise LaunchError(f"cannot scale {name!r}: no spare process slot left")
-        if len(layout.processes[orig.process].nodes) != 1:
-            raise LaunchError(f"cannot scale {name!r}: it is fused with other µNFs in one process")
-        if any(i.kind != IN_PP for i in orig.ingress):
-            raise LaunchError(f"cannot scale {name!r}: a Sync join cannot be scaled (its branches mark one copy)")
-        if any(i.src == "@source" for i in orig.ingress) and len(orig.ingress) != 1:
-            raise LaunchError(f"cannot scale {name!r}: the entry µNF can be scaled only when the graph's input is "
-                              f"its only ingress")
-        if any(e.kind not in (EG_PP,) for e in orig.egress):
-            raise LaunchError(f"cannot scale {name!r}: its egress ports must all be point-to-point")
-        rings = iter(self._take_spare_rings(len(orig.ingress) + len(orig.egress)))
-        new_name = f"{name}@{len(instances)}"
-        ingress = [IngressPlan(kind=IN_PP, ring=next(rings), src=i.src) for i in orig.ingress]
-        egress = []
-        for e in orig.egress:
-            ring = next(rings)
-            egress.append(EgressPlan(kind=EG_PP, rings=[ring], on_full=e.on_full, dst=e.dst))
-            self._add_downstream_ingress(mem, e.rings[0], ring, new_name)
-        node = orig.model_copy(update={"name": new_name, "index": node_index, "process": proc_index,
-                                       "ingress": ingress, "egress": egress, "instance_of": name})
-        layout.nodes.append(node)
-        layout.processes.append(ProcessPlan(nodes=[node_index], client=proc_index, cpu=None,
-                                            policy=layout.processes[orig.process].policy,
-                                            priority=layout.processes[orig.process].priority))
-        self._write_ports(mem, node)
-        self._publish_layout()
-        self._spawn(proc_index)
-        self._wait_ready(range(proc_index, proc_index + 1), timeout)
-        kind = EG_LB_FLOW if by_flow else EG_LB_RR
-        for up_ing, new_ing in zip(orig.ingress, ingress, strict=True):
-            if up_ing.src == "@source":
-                self._add_entry(new_ing.ring)
-            else:
-                self._extend_upstream(mem, up_ing.src, up_ing.ring, new_ing.ring, kind)
-        self._publish_layout()
-        self.events.append(ScaleEvent(time.time(), name, new_name, "out", "flow" if by_flow else "round-robin"))
-        return new_name
-
-    def scale_in(self, name: str, *, timeout: float = 10.0) -> str:
-        """Remove the newest instance of node ``name`` (added by :meth:`scale_out`); returns its name.
-
-        Lossless in the reverse order of scale-out: the upstream load balancer (or the Rx side's
-        entry list) stops sending to the instance; once its upstream processes run with the new
-        table and its input ring stays empty, the instance's process is stopped. Its rings are not
-        reused; its counters stay in the accounting (the node is marked ``retired``).
-        """
-        mem = self.memory()
-        instances = [n for n in self.layout.nodes if n.instance_of == name and not n.retired]
-        if not instances:
-            raise LaunchError(f"cannot scale in {name!r}: it has no instance added by scale-out")
-        inst = instances[-1]
-        (ing,) = inst.ingress
-        upstream_lines: list[int] = []
-        if ing.src == "@source":
-            entries = self.entries()
-            if int(entries[int(entries[0])]) != ing.ring:
-                raise LaunchError(f"cannot scale in {inst.name!r}: it is not the newest entry instance")
-            py_store_release(entries, 0, int(entries[0]) - 1)
-        else:
-            up = self.layout.node(ing.src)
-            for e, eg in enumerate(up.egress):
-                if ing.ring in eg.rings:
-                    rings = [r for r in eg.rings if r != ing.ring]
-                    kind = EG_PP if len(rings) == 1 else eg.kind
-                    up.egress[e] = eg.model_copy(update={"kind": kind, "rings": rings})
-                    table = mem.port_table(up)
-                    table.begin()
-                    table.set_egress(e, kind, rings, eg.on_full)
-                    table.publish()
-            upstream_lines.append(ctl_line(up.process))
-        calls = {ln: int(mem.ctl[ln + P_CALLS]) for ln in upstream_lines}
-        ring = mem.rings[ing.ring]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # upstream switched tables (two calls later) and the ring is empty
-            switched = all(mem.ctl[ln + P_CALLS] >= calls[ln] + 2 or mem.ctl[ln + P_EXITED] for ln in calls)
-            if switched and len(ring) == 0:
-                break
-            time.sleep(0.005)
-        time.sleep(0.01)
-        mem.ctl[ctl_line(inst.process) + P_STOP] = STOP
-        self.procs[inst.process].wait(timeout=timeout)
-        inst.retired = True
-        self._publish_layout()
-        self.events.append(ScaleEvent(time.time(), name, inst.name, "in", ""))
-        return inst.name
-
-    def _publish_layout(self) -> None:
-        """Store the layout in the segment and tell the I/O services it changed."""
-        write_layout(self.segment(), self.layout)
-        self.memory().ctl[G_LAYOUT_GEN] += 1
-
-    def entries(self) -> np.ndarray:
-        """The graph's input rings as the Rx side sees them: ``[count, ring0, ring1, ...]``."""
-        return self.segment().view("entries", np.int64)
-
-    def _add_entry(self, ring: int) -> None:
-        entries = self.entries()
-        count = int(entries[0])
-        if count >= MAX_FANOUT:
-            raise LaunchError(f"the entry µNF already has {MAX_FANOUT} instances")
-        entries[1 + count] = ring
-        py_store_release(entries, 0, count + 1)  # the Rx side reads the count with acquire
-
-    def _take_spare_rings(self, n: int) -> list[int]:
-        if len(self.layout.spare_rings) < n:
-            raise LaunchError(f"not enough spare rings to scale out (need {n}, have {len(self.layout.spare_rings)})")
-        taken, self.layout.spare_rings = self.layout.spare_rings[:n], self.layout.spare_rings[n:]
-        return taken
-
-    def _add_downstream_ingress(self, mem: GraphMemory, old_ring: int, new_ring: int, src: str) -> None:
-        """The node (or exit) fed by ``old_ring`` is also fed by ``new_ring`` from now on."""
-        for node in self.layout.nodes:
-            for row, ing in enumerate(node.ingress):
-                if ing.ring != old_ring:
-                    continue
-                node.ingress.append(IngressPlan(kind=IN_PP, ring=new_ring, src=src))
-                new_row = len(node.ingress) - 1
-                node.routes += [(new_row, col, value) for (r, col, value) in node.routes if r == row]
-                self._write_ports(mem, node)
-                return
-        for ex in list(self.layout.exits):
-            if ex.ring == old_ring:
-                self.layout.exits.append(ex.model_copy(update={"ring": new_ring}))
-                return
-        raise LaunchError(f"nothing reads ring {old_ring}")
-
-    def _extend_upstream(self, mem: GraphMemory, src: str, old_ring: int, new_ring: int, kind: int) -> None:
-        """Rewrite ``src``'s egress that feeds ``old_ring`` into a load balancer that also feeds ``new_ring``."""
-        for node in self.layout.nodes:
-            if node.name != src:
-                continue
-            for e, eg in enumerate(node.egress):
-                if old_ring in eg.rings:
-                    if eg.kind not in (EG_PP, EG_LB_FLOW, EG_LB_RR):
-                        raise LaunchError(f"cannot load-balance {src}'s egress of kind {eg.kind}")
-                    if len(eg.rings) >= MAX_FANOUT:
-                        raise LaunchError(f"{src} already balances over {MAX_FANOUT} instances")
-                    node.egress[e] = eg.model_copy(update={"kind": kind, "rings": [*eg.rings, new_ring]})
-                    table = mem.port_table(node)
-                    table.begin()
-                    table.set_egress(e, kind, node.egress[e].rings, eg.on_full)
-                    table.publish()
-                    return
-        raise LaunchError(f"no egress of {src!r} feeds ring {old_ring}")
+    def stop_process(self, k: int, timeout: float) -> None:
+        """Ask process ``k`` to stop and wait until it has."""
+        self.memory().ctl[ctl_line(k) + P_STOP] = STOP
+        self.procs[k].wait(timeout=timeout)
 
     def segment(self) -> Segment:
         """The graph's shared-memory segment (after ``create``)."""

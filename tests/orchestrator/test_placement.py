@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from micronf.orchestrator.compose import ComposedGraph, compose_file
-from micronf.orchestrator.models import Placement
+from micronf.orchestrator.compose import compose_file
+from micronf.orchestrator.models import ComposedGraph, Placement
 from micronf.orchestrator.placement import (
     AgentRef,
     Candidate,

@@ -23,7 +23,8 @@ from scapy.utils import rdpcap, wrpcap
 from micronf.app.offline import run_offline
 from micronf.dataplane.dfa import SQLI_SIGNATURES
 from micronf.io.pcap import read_pcap
-from micronf.orchestrator.compose import ComposedGraph, compose_file
+from micronf.orchestrator.compose import compose_file
+from micronf.orchestrator.models import ComposedGraph
 from micronf.runtime.graph import plan
 
 from .sfcfiles import EXAMPLES

@@ -47,8 +47,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from micronf.api.models import AutoscaleSpec, DeployRequest, FlowRule, OutputSpec
-from micronf.orchestrator.compose import ComposedGraph, Composition, compose
+from micronf.orchestrator.compose import compose
 from micronf.orchestrator.load import SFCBundle
+from micronf.orchestrator.models import ComposedGraph, Composition
 from micronf.runtime.graph import label_exits
 from micronf.runtime.nf import nf_class
 

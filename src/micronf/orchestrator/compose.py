@@ -25,8 +25,9 @@ VNF's entry node) and gets the *unoptimized* graph. Then it rewrites it, keeping
    one: ``S -l-> A -> B -> J`` becomes ``S -l-> {A, B} -> J``, a parallel group (Branch at S,
    Marker on the branches, Sync at J) that :func:`micronf.runtime.graph.plan` wires.
 
-The result is two :class:`~micronf.orchestrator.models.ComposedGraph` (``GraphSpec`` + which exits are which SFC outputs +
-placement hints), before and after, and the list of :class:`~micronf.orchestrator.models.Rewrite`.
+The result is two :class:`~micronf.orchestrator.models.ComposedGraph` (``GraphSpec`` + which exits
+are which SFC outputs + placement hints), before and after, and the list of
+:class:`~micronf.orchestrator.models.Rewrite`.
 """
 
 from __future__ import annotations

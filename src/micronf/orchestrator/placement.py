@@ -1,6 +1,6 @@
 """Placement: which agent runs an SFC's µNF graph, on which cores, fed by what, sent where.
 
-:func:`place` turns a :class:`~micronf.orchestrator.compose.ComposedGraph` into one
+:func:`place` turns a :class:`~micronf.orchestrator.models.ComposedGraph` into one
 :class:`~micronf.api.models.DeployRequest` per agent. The decisions, and why:
 
 - **One agent per SFC graph.** The whole graph goes to the agent its placement hints name, or to

@@ -15,8 +15,9 @@ from micronf.api.client import AgentClientError
 from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.orchestrator import service
 from micronf.orchestrator.api import create_app
+from micronf.orchestrator.northbound import read_sfc_source
 from micronf.orchestrator.placement import AgentRef
-from micronf.orchestrator.service import Orchestrator, read_sfc_source
+from micronf.orchestrator.service import Orchestrator
 from micronf.orchestrator.store import Store
 from tests.agent._fake_agent import FakeAgent
 

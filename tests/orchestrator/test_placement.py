@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from micronf.orchestrator.compose import ComposedGraph, compose_file
-from micronf.orchestrator.models import Placement
+from micronf.orchestrator.compose import compose, compose_file
+from micronf.orchestrator.load import load_sfc
+from micronf.orchestrator.models import ComposedGraph, Placement
 from micronf.orchestrator.placement import (
     AgentRef,
     Candidate,
@@ -17,6 +18,7 @@ from micronf.orchestrator.placement import (
     Traffic,
     cores_are_scarce,
     exit_outputs,
+    fit_to_cores,
     parse_cpus,
     place,
     target_cpus,
@@ -57,6 +59,18 @@ def test_exit_names_are_the_wired_graphs(sfc: str, stage: str) -> None:
     graph = comp.before if stage == "before" else comp.after
     wired = {e.name: graph.output_of(e.node, e.verdict) for e in plan(graph.spec).exits if not e.is_drop}
     assert exit_outputs(graph) == wired and list(exit_outputs(graph)) == list(wired)
+
+
+def test_scarce_cores_compose_the_sfc_again_as_a_chain() -> None:
+    """The one place the policy is written: with fewer CPUs than µNFs the SFC is composed again
+    without parallel branches (from the bundle already loaded); with enough, it stays as it was."""
+    bundle = load_sfc(EXAMPLES / "sfc-fig11.yaml")
+    comp = compose(bundle)
+    assert comp.nodes_rewritten("parallelize")
+    assert fit_to_cores(bundle, comp, B.cpus) is comp and fit_to_cores(bundle, comp, None) is comp
+    chained = fit_to_cores(bundle, comp, A.cpus)
+    assert not chained.nodes_rewritten("parallelize")
+    assert chained == compose_file(EXAMPLES / "sfc-fig11.yaml", parallelize=False)
 
 
 def test_cpus_in_contiguous_blocks_consecutive_unfs_share(fig11: ComposedGraph) -> None:

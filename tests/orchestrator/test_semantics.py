@@ -22,7 +22,8 @@ from scapy.utils import rdpcap, wrpcap
 
 from micronf.app.offline import run_offline
 from micronf.io.pcap_read import read_pcap
-from micronf.orchestrator.compose import ComposedGraph, compose_file
+from micronf.orchestrator.compose import compose_file
+from micronf.orchestrator.models import ComposedGraph
 from micronf.packet.sqli import SQLI_SIGNATURES
 from micronf.runtime.graph import plan
 

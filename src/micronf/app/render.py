@@ -15,7 +15,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from micronf.orchestrator.compose import ComposedGraph
+from micronf.orchestrator.models import ComposedGraph
 
 INSTALL_HINT = "install Graphviz for SVGs (apt-get install graphviz), or run: dot -Tsvg FILE.dot -o FILE.svg"
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from micronf.orchestrator.compose import ComposedGraph, Composition, Rewrite
+from micronf.orchestrator.models import ComposedGraph, Composition, Rewrite
 from micronf.runtime.graph import GraphError, plan
 
 TABLE_ROWS = 1000

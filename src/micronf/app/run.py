@@ -45,8 +45,9 @@ from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEve
 from micronf.app.offline import OVERSIZE_EXIT, OfflineResult
 from micronf.io.generator import GeneratorRx
 from micronf.io.generator_spec import PAPER_SQLI_URLS, GeneratorSpec
-from micronf.orchestrator.compose import ComposedGraph, Composition, compose
+from micronf.orchestrator.compose import compose
 from micronf.orchestrator.load import load_sfc
+from micronf.orchestrator.models import ComposedGraph, Composition
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, fit_to_cores, place
 from micronf.runtime.catalog import explain_drop
 from micronf.runtime.graph import ExitPlan, GraphLayout, plan

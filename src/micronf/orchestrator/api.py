@@ -41,7 +41,8 @@ from pydantic import BaseModel, Field
 from micronf import __version__
 from micronf.api.httperrors import body_openapi, error_responses, install_error_handlers, json_body
 from micronf.api.security import MAX_BODY, Guard, install_openapi
-from micronf.orchestrator.service import Orchestrator, PlanReply, SFCCreate, SFCInfo, SFCStats
+from micronf.orchestrator.northbound import PlanReply, SFCCreate, SFCInfo, SFCStats
+from micronf.orchestrator.service import Orchestrator
 
 _ERRORS = {
     400: "the SFC, its files or its options are invalid, cannot be placed, or an agent refused the request",

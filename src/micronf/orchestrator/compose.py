@@ -25,8 +25,9 @@ VNF's entry node) and gets the *unoptimized* graph. Then it rewrites it, keeping
    one: ``S -l-> A -> B -> J`` becomes ``S -l-> {A, B} -> J``, a parallel group (Branch at S,
    Marker on the branches, Sync at J) that :func:`micronf.runtime.graph.plan` wires.
 
-The result is two :class:`ComposedGraph` (``GraphSpec`` + which exits are which SFC outputs +
-placement hints), before and after, and the list of :class:`Rewrite`.
+The result is two :class:`~micronf.orchestrator.models.ComposedGraph` (``GraphSpec`` + which exits
+are which SFC outputs + placement hints), before and after, and the list of
+:class:`~micronf.orchestrator.models.Rewrite`.
 """
 
 from __future__ import annotations
@@ -36,61 +37,13 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any
 
 from micronf.orchestrator.load import SFCBundle, UNFType, load_sfc
-from micronf.orchestrator.models import Placement
+from micronf.orchestrator.models import ComposedGraph, Composition, Placement, Rewrite
 from micronf.ports.base import MAX_FANOUT
 from micronf.runtime.descriptor import REGIONS, Access, Descriptor
 from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec
-
-RewriteKind = Literal["remove", "consolidate", "parallelize"]
-
-
-class Rewrite(BaseModel):
-    """One optimization step: what was done to which nodes, and why it keeps the semantics."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: RewriteKind
-    nodes: list[str]  # the nodes rewritten: removed node / surviving node + merged ones / parallel branches
-    reason: str
-
-
-class ComposedGraph(BaseModel):
-    """A µNF graph for an SFC: the spec, which exits are which SFC outputs, and placement hints."""
-
-    model_config = ConfigDict(frozen=True)
-
-    spec: GraphSpec
-    outputs: dict[str, list[tuple[str, str]]]  # SFC output ("appfw.web") -> its exits (node, label)
-    placement: dict[str, Placement]  # hints per node (only nodes that have some)
-
-    def output_of(self, node: str, label: str) -> str | None:
-        """The SFC output the exit ``(node, label)`` belongs to, if it is one."""
-        return self._output_by_exit.get((node, label))
-
-    @cached_property
-    def _output_by_exit(self) -> dict[tuple[str, str], str]:
-        """``outputs`` inverted (built once: callers ask for every exit of graphs with thousands)."""
-        return {end: name for name, endpoints in reversed(self.outputs.items()) for end in endpoints}
-
-
-class Composition(BaseModel):
-    """The unoptimized and the optimized graph of an SFC, and the rewrites between them."""
-
-    model_config = ConfigDict(frozen=True)
-
-    sfc: str
-    before: ComposedGraph
-    after: ComposedGraph
-    rewrites: list[Rewrite]
-
-    def nodes_rewritten(self, kind: RewriteKind) -> list[list[str]]:
-        """The ``nodes`` of every rewrite of one kind, in order."""
-        return [r.nodes for r in self.rewrites if r.kind == kind]
 
 
 def compose(bundle: SFCBundle, *, parallelize: bool = True) -> Composition:

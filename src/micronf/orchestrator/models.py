@@ -14,15 +14,21 @@ Three kinds of file, told apart by their ``kind`` field, each in JSON or YAML:
 These are shapes only; :mod:`micronf.orchestrator.load` reads the files and checks what a shape
 cannot (known types, labels, links, cycles). Every problem is a :class:`~micronf.documents.SpecError` naming the file,
 the field path (``vnfs[2].template``), what was expected and what was found.
+
+The result of composing them (:mod:`micronf.orchestrator.compose`) is shaped here too:
+:class:`Composition`, the graph before and after optimization (:class:`ComposedGraph`) and every
+:class:`Rewrite` between them.
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from micronf.runtime.descriptor import Descriptor
+from micronf.runtime.graph import GraphSpec
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 NAME_TEXT = "a name of letters, digits, _ and - that starts with a letter or _"
@@ -126,3 +132,51 @@ KINDS: dict[str, type[_Strict]] = {
 def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema of each file kind (what ``micronf schema`` prints)."""
     return {kind: model.model_json_schema() for kind, model in KINDS.items()}
+
+
+# -- the result of composition (micronf.orchestrator.compose) ---------------------------------
+RewriteKind = Literal["remove", "consolidate", "parallelize"]
+
+
+class Rewrite(BaseModel):
+    """One optimization step: what was done to which nodes, and why it keeps the semantics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: RewriteKind
+    nodes: list[str]  # the nodes rewritten: removed node / surviving node + merged ones / parallel branches
+    reason: str
+
+
+class ComposedGraph(BaseModel):
+    """A µNF graph for an SFC: the spec, which exits are which SFC outputs, and placement hints."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: GraphSpec
+    outputs: dict[str, list[tuple[str, str]]]  # SFC output ("appfw.web") -> its exits (node, label)
+    placement: dict[str, Placement]  # hints per node (only nodes that have some)
+
+    def output_of(self, node: str, label: str) -> str | None:
+        """The SFC output the exit ``(node, label)`` belongs to, if it is one."""
+        return self._output_by_exit.get((node, label))
+
+    @cached_property
+    def _output_by_exit(self) -> dict[tuple[str, str], str]:
+        """``outputs`` inverted (built once: callers ask for every exit of graphs with thousands)."""
+        return {end: name for name, endpoints in reversed(self.outputs.items()) for end in endpoints}
+
+
+class Composition(BaseModel):
+    """The unoptimized and the optimized graph of an SFC, and the rewrites between them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sfc: str
+    before: ComposedGraph
+    after: ComposedGraph
+    rewrites: list[Rewrite]
+
+    def nodes_rewritten(self, kind: RewriteKind) -> list[list[str]]:
+        """The ``nodes`` of every rewrite of one kind, in order."""
+        return [r.nodes for r in self.rewrites if r.kind == kind]

@@ -1,6 +1,6 @@
 """Placement: which agent runs an SFC's µNF graph, on which cores, fed by what, sent where.
 
-:func:`place` turns a :class:`~micronf.orchestrator.compose.ComposedGraph` into one
+:func:`place` turns a :class:`~micronf.orchestrator.models.ComposedGraph` into one
 :class:`~micronf.api.models.DeployRequest` per agent. The decisions, and why:
 
 - **One agent per SFC graph.** The whole graph goes to the agent its placement hints name, or to
@@ -47,8 +47,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from micronf.api.models import AutoscaleSpec, DeployRequest, OutputSpec
-from micronf.orchestrator.compose import ComposedGraph, Composition, compose
+from micronf.orchestrator.compose import compose
 from micronf.orchestrator.load import SFCBundle
+from micronf.orchestrator.models import ComposedGraph, Composition
 from micronf.packet.rules import FlowRule
 from micronf.runtime.graph import label_exits
 from micronf.runtime.nf import nf_class

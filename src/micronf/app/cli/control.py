@@ -139,7 +139,7 @@ def deploy(
     """Deploy an SFC: the orchestrator composes it into an optimized µNF graph and deploys it on an
     agent. The SFC file and the templates it imports are sent with the request."""
     from micronf.documents import SpecError
-    from micronf.orchestrator.service import read_sfc_source
+    from micronf.orchestrator.northbound import read_sfc_source
 
     try:
         text, files = read_sfc_source(sfc)

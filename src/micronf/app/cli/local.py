@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from micronf.app.offline import OfflineResult
     from micronf.app.run import RunSummary
     from micronf.io.trace import Trace
-    from micronf.orchestrator.compose import Composition
+    from micronf.orchestrator.models import Composition
     from micronf.runtime.graph import GraphLayout
 
 

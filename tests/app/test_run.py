@@ -27,8 +27,8 @@ from micronf.io.pcap_read import read_pcap
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-SFC = Path(__file__).resolve().parents[1] / "examples" / "sfc-fig11.yaml"
+SRC = Path(__file__).resolve().parents[2] / "src"
+SFC = Path(__file__).resolve().parents[2] / "examples" / "sfc-fig11.yaml"
 
 
 def _micronf(*args: str, timeout: float = 540) -> subprocess.CompletedProcess[str]:

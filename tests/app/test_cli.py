@@ -33,7 +33,7 @@ from micronf.app import cli
 from micronf.app.cli import local
 from micronf.runtime.catalog import SERVICE_DROPS, catalog, explain_drop, type_text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SFC = ROOT / "examples" / "sfc-fig11.yaml"
 pytestmark = pytest.mark.timeout(120)
 

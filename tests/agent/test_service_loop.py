@@ -6,29 +6,29 @@ import numpy as np
 import pytest
 
 from micronf.agent import service_loop
-from micronf.runtime.stage import CTL_LINE, P_READY, P_STOP, STOP
+from micronf.dataplane.control import ControlBlock
 
 
 def run(bursts: list[int], coalesce_us: int, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float]]:
     """Run the loop over steps moving ``bursts`` packets (burst size 256), then stop: (moved, sleep after)."""
-    ctl = np.zeros(2 * CTL_LINE, dtype=np.int64)
+    ctl = ControlBlock(np.zeros(ControlBlock.nbytes(1) // 8, dtype=np.int64)).line(0)
     log: list[tuple[int, float]] = []
 
     def sleep(seconds: float) -> None:
         log[-1] = (log[-1][0], log[-1][1] + seconds)
 
     def step() -> int:
-        assert ctl[CTL_LINE + P_READY] == 1  # ready before the first burst
+        assert ctl.ready  # ready before the first burst
         moved = bursts[len(log)]
         log.append((moved, 0.0))
         if len(log) == len(bursts):
-            ctl[CTL_LINE + P_STOP] = STOP
+            ctl.request_stop()
         return moved
 
     monkeypatch.setattr(service_loop.time, "sleep", sleep)
     monkeypatch.setattr(service_loop.os, "sched_yield", lambda: None)
-    service_loop.run_service(ctl, CTL_LINE, step, burst=256, coalesce_us=coalesce_us)
-    assert ctl[CTL_LINE + P_READY] == 0  # no longer ready once stopped
+    service_loop.run_service(ctl, step, burst=256, coalesce_us=coalesce_us)
+    assert not ctl.ready  # no longer ready once stopped
     return log
 
 

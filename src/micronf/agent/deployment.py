@@ -59,6 +59,7 @@ from micronf.agent.models import (
     ScaleEventInfo,
 )
 from micronf.agent.reclaim import complete_sync_marks, reclaim
+from micronf.dataplane.control import ControlLine
 from micronf.dataplane.pool import C_ALLOCATED, C_OWNER_FREED
 from micronf.dataplane.ring import HEAD
 from micronf.dataplane.segment import Segment, read_json, write_json
@@ -76,7 +77,6 @@ from micronf.runtime.loop import (
     RC_UNCONNECTED,
 )
 from micronf.runtime.nf import NFConfigError
-from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_SETTLED, P_STOP, STOP, ctl_line
 from micronf.runtime.zygote import Child, ZygoteError
 
 log = logging.getLogger("micronf.agent")
@@ -192,22 +192,21 @@ class Deployment:
 
     def _start_service(self, slot: int) -> None:
         g = self.runtime
-        line = g.io_line(slot)
+        line = str(g.io_line(slot).slot)
         if slot == RX_SLOT:
-            child = g.spawn_io(slot, "micronf.agent.rx:run", str(line))
+            child = g.spawn_io(slot, "micronf.agent.rx:run", line)
         else:
-            child = g.spawn_io(slot, "micronf.agent.tx:run", str(line), str(g.io_client_base + slot))
+            child = g.spawn_io(slot, "micronf.agent.tx:run", line, str(g.io_client_base + slot))
         if self.services[slot] is not None:
             self.services[slot].close()  # type: ignore[union-attr]
         self.services[slot] = child
 
     def _wait_services(self, timeout: float, slots: tuple[int, ...]) -> None:
-        mem = self.runtime.memory()
         deadline = time.monotonic() + timeout
         for slot in slots:
             child = self.services[slot]
             assert child is not None
-            while not mem.ctl[self.runtime.io_line(slot) + P_READY]:
+            while not self.runtime.io_line(slot).ready:
                 code = child.poll()
                 if code is not None or time.monotonic() > deadline:
                     name = "Rx" if slot == RX_SLOT else "Tx"
@@ -221,7 +220,7 @@ class Deployment:
         g = self.runtime
         if g.mem is not None:
             for slot in (RX_SLOT, TX_SLOT):  # input first, so the µNFs drain
-                g.mem.ctl[g.io_line(slot) + P_STOP] = STOP
+                g.io_line(slot).request_stop()
         for child in self.services:
             if child is not None:
                 try:
@@ -248,12 +247,12 @@ class Deployment:
             g.seg.close()
 
     # -- supervision -------------------------------------------------------------------------
-    def _live_lines(self, skip: int) -> list[int]:
+    def _live_lines(self, skip: ControlLine) -> list[ControlLine]:
         g = self.runtime
-        lines = [ctl_line(k) for k, plan_ in enumerate(g.layout.processes)
+        lines = [g.line(k) for k, plan_ in enumerate(g.layout.processes)
                  if not all(g.layout.nodes[i].retired for i in plan_.nodes)]
         lines += [g.io_line(s) for s in (RX_SLOT, TX_SLOT)]
-        return [ln for ln in lines if ln != skip]
+        return [ln for ln in lines if ln.slot != skip.slot]
 
     def supervise(self) -> None:
         """Restart every process that died, and the zygote (see the module docstring)."""
@@ -268,8 +267,8 @@ class Deployment:
             retired = all(g.layout.nodes[i].retired for i in g.layout.processes[k].nodes)
             code = child.poll()
             if code is not None and not retired:
-                self._restart(ctl_line(k), code, [g.layout.nodes[i].name for i in g.layout.processes[k].nodes],
-                              partial(self._respawn_process, k))
+                self._restart(g.line(k), code, [g.layout.nodes[i].name for i in g.layout.processes[k].nodes],
+                              partial(g.restart_process, k))
         for slot, svc in enumerate(self.services):
             if svc is None:
                 continue
@@ -278,17 +277,13 @@ class Deployment:
                 self._restart(g.io_line(slot), code, ["@rx" if slot == RX_SLOT else "@tx"],
                               partial(self._respawn_service, slot))
 
-    def _respawn_process(self, k: int) -> Child:
-        self.runtime._spawn(k)
-        return self.runtime.procs[k]
-
     def _respawn_service(self, slot: int) -> Child:
         self._start_service(slot)
         child = self.services[slot]
         assert child is not None
         return child
 
-    def _restart(self, line: int, code: int, nodes: list[str], respawn: Callable[[], Child]) -> None:
+    def _restart(self, line: ControlLine, code: int, nodes: list[str], respawn: Callable[[], Child]) -> None:
         g = self.runtime
         mem = g.memory()
         t0 = time.monotonic()
@@ -304,17 +299,17 @@ class Deployment:
             tx_unfreed = self._tx_counted_unfreed() if not stuck else 0
             reclaimed = reclaim(p, rctrl, rslots) - sum(unfreed) - tx_unfreed if not stuck else 0
             g.settle(unfreed)
-            mem.ctl[g.io_line(TX_SLOT) + P_SETTLED] += tx_unfreed
+            g.io_line(TX_SLOT).settle(tx_unfreed)
             t_reclaimed = time.monotonic()
             child = respawn()
             deadline = time.monotonic() + 5.0
-            while not mem.ctl[line + P_READY] and time.monotonic() < deadline and child.poll() is None:
+            while not line.ready and time.monotonic() < deadline and child.poll() is None:
                 time.sleep(0.001)
         finally:
             g.resume(others)
         phases = (f"pause {(t_paused - t0) * 1e3:.0f} ms, reclaim {(t_reclaimed - t_paused) * 1e3:.0f} ms, "
                   f"start {(time.monotonic() - t_reclaimed) * 1e3:.0f} ms")
-        index = line // CTL_LINE - 1  # the process slot of a control line
+        index = line.slot
         self.restart_count[index] = self.restart_count.get(index, 0) + 1
         status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         event = RestartEventInfo(at=time.time(), process=index, nodes=nodes, exit_status=status,
@@ -338,7 +333,7 @@ class Deployment:
         txv = g.segment().view("tx.stats", np.int64).reshape(-1, TX_WORDS)[: len(self.exit_names)]
         counted = int(txv[:, [TX_INDEX["frames"], TX_INDEX["refused"], TX_INDEX["no_output"]]].sum())
         freed = int(mem.pool.arrays.ret_ctrl[g.io_client_base + TX_SLOT, HEAD])
-        return counted - freed - int(mem.ctl[g.io_line(TX_SLOT) + P_SETTLED])
+        return counted - freed - g.io_line(TX_SLOT).settled
 
     def _complete_syncs(self) -> None:
         g = self.runtime
@@ -420,22 +415,20 @@ class Deployment:
     # -- observation -------------------------------------------------------------------------
     def info(self) -> DeploymentInfo:
         g = self.runtime
-        mem = g.memory()
         procs = []
         for k, plan_ in enumerate(g.layout.processes):
             nodes = [g.layout.nodes[i] for i in plan_.nodes]
             if all(n.retired for n in nodes):
                 continue
-            procs.append(ProcessInfo(index=k, nodes=[n.name for n in nodes], pid=int(mem.ctl[ctl_line(k) + P_PID]),
+            procs.append(ProcessInfo(index=k, nodes=[n.name for n in nodes], pid=g.line(k).pid,
                                      alive=k < len(g.procs) and g.procs[k].poll() is None, cpu=plan_.cpu,
                                      policy=plan_.policy, restarts=self.restart_count.get(k, 0)))
         for slot, svc in enumerate(self.services):
             line = g.io_line(slot)
-            index = line // CTL_LINE - 1  # the process slot of a control line
-            procs.append(ProcessInfo(index=index, nodes=["@rx" if slot == RX_SLOT else "@tx"],
-                                     pid=int(mem.ctl[line + P_PID]), alive=svc is not None and svc.poll() is None,
+            procs.append(ProcessInfo(index=line.slot, nodes=["@rx" if slot == RX_SLOT else "@tx"],
+                                     pid=line.pid, alive=svc is not None and svc.poll() is None,
                                      cpu=self.req.rx_cpu if slot == RX_SLOT else self.req.tx_cpu,
-                                     policy=self.req.io_policy, restarts=self.restart_count.get(index, 0)))
+                                     policy=self.req.io_policy, restarts=self.restart_count.get(line.slot, 0)))
         return DeploymentInfo(
             name=self.req.name, segment=g.segment_name, state="running" if self.state == "running" else "stopping",
             created_at=self.created_at, entry=self.req.graph.entry,

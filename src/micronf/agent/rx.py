@@ -234,8 +234,8 @@ def warm(segment: str) -> None:
 
 def run(segment: str, line: str) -> int:
     """The Rx service process: ``line`` is its control line in the graph segment."""
-    ln = int(line)
     mem = GraphMemory.attach(segment)
+    ctl = mem.control.line(int(line))
     req = DeployRequest.model_validate(read_json(mem.seg, "io.config")["request"])
     try:
         apply_scheduling(0, req.rx_cpu, req.io_policy)
@@ -278,7 +278,7 @@ def run(segment: str, line: str) -> int:
         return b.n
 
     try:
-        run_service(mem.ctl, ln, step, burst=burst, coalesce_us=req.io_coalesce_us)
+        run_service(ctl, step, burst=burst, coalesce_us=req.io_coalesce_us)
     finally:
         if backend is not None:
             backend.close()

@@ -20,31 +20,27 @@ import os
 import time
 from collections.abc import Callable
 
-import numpy as np
-import numpy.typing as npt
-
+from micronf.dataplane.control import ControlLine
 from micronf.runtime.process import wait_while_paused
-from micronf.runtime.stage import P_PID, P_READY, P_STOP, PAUSE, STOP
 from micronf.runtime.zygote import started
 
 SPIN_POLLS = 64  # empty polls (each a yield) before the loop starts sleeping
 IDLE_SLEEP_S = 0.0002
 
 
-def run_service(ctl: npt.NDArray[np.int64], line: int, step: Callable[[], int], *, burst: int,
-                coalesce_us: int) -> None:
+def run_service(line: ControlLine, step: Callable[[], int], *, burst: int, coalesce_us: int) -> None:
     """Run ``step`` (at most ``burst`` packets per call) until the service (control ``line``) or the
     graph is told to stop."""
     small = max(burst // 8, 1)
     coalesce_s = coalesce_us / 1e6
-    ctl[line + P_PID] = os.getpid()
-    ctl[line + P_READY] = 1
+    line.pid = os.getpid()
+    line.ready = True
     started()
     idle = 0
     try:
-        while ctl[line + P_STOP] != STOP and ctl[P_STOP] == 0:
-            if ctl[line + P_STOP] == PAUSE:
-                wait_while_paused(ctl, line)
+        while not line.should_stop():
+            if line.pause_requested():
+                wait_while_paused(line)
                 continue
             moved = step()
             if moved:
@@ -58,4 +54,4 @@ def run_service(ctl: npt.NDArray[np.int64], line: int, step: Callable[[], int], 
             else:
                 os.sched_yield()
     finally:
-        ctl[line + P_READY] = 0
+        line.ready = False

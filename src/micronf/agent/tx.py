@@ -39,7 +39,7 @@ from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.scheduling import apply_scheduling
-from micronf.runtime.stage import G_LAYOUT_GEN, GraphMemory, read_layout
+from micronf.runtime.stage import GraphMemory, read_layout
 
 FLUSH_S = 0.5  # at most this long between a frame's transmission and its arrival in a pcap output
 I64 = npt.NDArray[np.int64]
@@ -142,8 +142,9 @@ class _Exits:
 
 def run(segment: str, line: str, client: str) -> int:
     """The Tx service process: ``line`` is its control line, ``client`` its pool return ring."""
-    ln, cl = int(line), int(client)
+    cl = int(client)
     mem = GraphMemory.attach(segment)
+    ctl = mem.control.line(int(line))
     cfg = read_json(mem.seg, "io.config")
     req = DeployRequest.model_validate(cfg["request"])
     names: list[str] = cfg["exit_names"]
@@ -171,8 +172,8 @@ def run(segment: str, line: str, client: str) -> int:
     stats = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
     hist = mem.seg.view("tx.hist", np.int64)
     p = mem.pool.arrays
-    ctl = mem.ctl
-    gen = int(ctl[G_LAYOUT_GEN])
+    control = mem.control
+    gen = control.layout_generation
     exits = _Exits(mem, names)
 
     next_flush = time.monotonic() + FLUSH_S
@@ -184,8 +185,8 @@ def run(segment: str, line: str, client: str) -> int:
                 if b is not None:
                     b.flush()
             next_flush = time.monotonic() + FLUSH_S
-        if ctl[G_LAYOUT_GEN] != gen:  # the layout was rewritten (scale-out): re-read the exit rings
-            gen = int(ctl[G_LAYOUT_GEN])
+        if control.layout_generation != gen:  # the layout was rewritten (scale-out): re-read the exit rings
+            gen = control.layout_generation
             exits = _Exits(mem, names)
         moved = tx_collect(p, mem.rings.ctrl, mem.rings.slots, exits.rings, exits.exit_of, held, n_held, macs,
                            has_mac)
@@ -198,7 +199,7 @@ def run(segment: str, line: str, client: str) -> int:
         return moved
 
     try:
-        run_service(ctl, ln, step, burst=burst, coalesce_us=req.io_coalesce_us)
+        run_service(ctl, step, burst=burst, coalesce_us=req.io_coalesce_us)
     finally:
         for b in backends:
             if b is not None:

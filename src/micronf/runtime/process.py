@@ -5,8 +5,9 @@ layout stored there, applies its CPU/scheduling choices, loads the generated hot
 ready in the segment's control line, then runs the compiled loop in slices of ``--iters``
 iterations, returning to Python in between only to: notice SIGTERM/SIGINT or a stop request,
 pick up a rewritten port table (e.g. PP → load-balanced after a scale-out), and bump its
-heartbeat, and honour a *pause*: ``P_STOP = PAUSE`` makes the loop return after the batch in
-hand (every handle it took is forwarded or freed by then), report ``P_PAUSED`` and wait; the
+heartbeat, and honour a *pause*: a pause request (see ``micronf.dataplane.control``) makes the loop
+return after the batch in hand (every handle it took is forwarded or freed by then), report paused
+and wait; the
 supervisor pauses a graph to account for the buffers a crashed µNF held. Counters live in shared
 memory all along. Exit status 0 after a clean stop.
 
@@ -24,25 +25,11 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-import numpy as np
-
+from micronf.dataplane.control import ControlLine
 from micronf.runtime.codegen import load_hot_loop
 from micronf.runtime.loop import StageArrays
 from micronf.runtime.scheduling import SchedulingError, apply_scheduling
-from micronf.runtime.stage import (
-    P_CALLS,
-    P_PAUSED,
-    P_PID,
-    P_READY,
-    P_STARTS,
-    P_STOP,
-    PAUSE,
-    STOP,
-    GraphMemory,
-    build_stage,
-    ctl_line,
-    instantiate,
-)
+from micronf.runtime.stage import GraphMemory, build_stage, instantiate
 from micronf.runtime.zygote import started
 
 ITERS_PER_CALL = 4096
@@ -57,16 +44,16 @@ def warm_all(mem: GraphMemory) -> None:
         nfs = [instantiate(n) for n in nodes]
         hot = load_hot_loop([type(nf) for nf in nfs])
         stages = [build_stage(mem, n, nf, layout.burst) for n, nf in zip(nodes, nfs, strict=True)]
-        hot(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, 0, plan.client, 0, 0, layout.yield_idle,
-            plan.yield_every, layout.prefetch, layout.idle_polls, layout.idle_sleep_us, *stages)
+        hot(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.control.words, 0, plan.client, 0, 0,
+            layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls, layout.idle_sleep_us, *stages)
 
 
-def wait_while_paused(ctl: np.ndarray, line: int) -> None:
+def wait_while_paused(line: ControlLine) -> None:
     """Report paused and sleep until the supervisor resumes (or stops) this process."""
-    ctl[line + P_PAUSED] = 1
-    while ctl[line + P_STOP] == PAUSE and ctl[P_STOP] == 0:
+    line.paused = True
+    while line.pause_requested() and not line.should_stop():
         time.sleep(0.0005)
-    ctl[line + P_PAUSED] = 0
+    line.paused = False
 
 
 def run(segment: str, process: int | str, iters: int | str = ITERS_PER_CALL) -> int:
@@ -78,7 +65,7 @@ def run(segment: str, process: int | str, iters: int | str = ITERS_PER_CALL) -> 
         print(f"micronf-unf: graph {layout.name!r} has no process {process}", file=sys.stderr)
         return 2
     plan = layout.processes[process]
-    line = ctl_line(process)
+    line = mem.control.line(process)
     try:
         apply_scheduling(0, plan.cpu, plan.policy, plan.priority)
     except SchedulingError as exc:
@@ -94,32 +81,32 @@ def run(segment: str, process: int | str, iters: int | str = ITERS_PER_CALL) -> 
 
     current = stages()
     versions = [t.version() for t in tables]
-    args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.ctl, line + P_STOP, plan.client)
+    args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.control.words, line.stop_word, plan.client)
     hot(*args, 0, 0, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
             layout.idle_sleep_us, *current)  # compile or load now
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        mem.ctl[line + P_STOP] = STOP
+        line.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    mem.ctl[line + P_PID] = os.getpid()
-    mem.ctl[line + P_STARTS] += 1
-    mem.ctl[line + P_READY] = 1
+    line.pid = os.getpid()
+    line.count_start()
+    line.ready = True
     started()
-    while mem.ctl[line + P_STOP] != STOP and mem.ctl[P_STOP] == 0:
-        if mem.ctl[line + P_STOP] == PAUSE:
-            wait_while_paused(mem.ctl, line)
+    while not line.should_stop():
+        if line.pause_requested():
+            wait_while_paused(line)
             continue
         hot(*args, iters, CYCLES_PER_CALL, layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls,
             layout.idle_sleep_us, *current)
-        mem.ctl[line + P_CALLS] += 1
+        line.count_call()
         now = [t.version() for t in tables]
         if now != versions and not any(v % 2 for v in now):
             # a port table was rewritten (and the writer is done): every handle of the last call is
             # already sent, so switching tables between calls loses nothing
             current, versions = stages(), now
-    mem.ctl[line + P_READY] = 0
+    line.ready = False
     return 0
 
 

@@ -18,11 +18,11 @@ from scapy.layers.l2 import Ether
 from scapy.utils import RawPcapReader
 
 from micronf.agent.core import Agent
-from micronf.agent.iomem import J_ACTIVE, J_STATE
 from micronf.agent.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import Segment
 from micronf.io.generator import GeneratorSpec, build_templates
 from micronf.io.pcap import PcapWriter
+from micronf.services.iomem import J_ACTIVE, J_STATE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

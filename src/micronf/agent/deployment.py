@@ -16,9 +16,9 @@ interface"). ``tick()`` is called by the agent's monitor thread every few tens o
   instances are all lightly loaded (total busy fraction below ``idle_busy`` × (instances − 1) for
   ``idle_window`` samples, no drops) is scaled back in by one instance.
 
-The segment is the deployment's source of truth (``io.config``: the request, the calibration, the
-restart events so far; the layout and every process's pid): :meth:`Deployment.adopt` rebuilds a
-deployment from it when a new agent takes over graphs that kept running without one.
+The segment is the deployment's source of truth (``agent.record``: the request, the calibration, the
+restart events so far; the layout and every process's pid; the services' own configs):
+:meth:`Deployment.adopt` rebuilds a deployment from it when a new agent takes over graphs that kept running without one.
 """
 
 from __future__ import annotations
@@ -31,19 +31,7 @@ from functools import partial
 
 import numpy as np
 
-from micronf.agent import reclaim as reclaim_kernels
 from micronf.agent.errors import DeploymentFailedError, InvalidDeploymentError
-from micronf.agent.iomem import (
-    RX_COUNTERS,
-    RX_INDEX,
-    TX_COUNTERS,
-    TX_INDEX,
-    TX_WORDS,
-    calibrate_ns_per_cycle,
-    io_regions,
-    percentiles,
-    read_error,
-)
 from micronf.agent.limits import check_fits
 from micronf.agent.models import (
     Conservation,
@@ -58,9 +46,10 @@ from micronf.agent.models import (
     RestartEventInfo,
     ScaleEventInfo,
 )
-from micronf.agent.reclaim import complete_sync_marks, reclaim
+from micronf.dataplane import reclaim as reclaim_kernels
 from micronf.dataplane.control import ControlLine
 from micronf.dataplane.pool import C_ALLOCATED, C_OWNER_FREED
+from micronf.dataplane.reclaim import complete_sync_marks, reclaim
 from micronf.dataplane.ring import HEAD
 from micronf.dataplane.segment import Segment, read_json, write_json
 from micronf.io.specs import check_rx, check_tx
@@ -78,13 +67,26 @@ from micronf.runtime.loop import (
 )
 from micronf.runtime.nf import NFConfigError
 from micronf.runtime.zygote import Child, ZygoteError
+from micronf.services.config import RxConfig, TxConfig, TxOutput, write_config
+from micronf.services.iomem import (
+    RX_COUNTERS,
+    RX_INDEX,
+    TX_COUNTERS,
+    TX_INDEX,
+    TX_WORDS,
+    calibrate_ns_per_cycle,
+    io_regions,
+    percentiles,
+    read_error,
+)
 
 log = logging.getLogger("micronf.agent")
 
 RX_SLOT, TX_SLOT = 0, 1
 EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
                  EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
-SERVICES = ("micronf.agent.rx", "micronf.agent.tx")
+SERVICES = ("micronf.services.rx", "micronf.services.tx")
+AGENT_RECORD, RECORD_BYTES = "agent.record", 1 << 20  # segment region: what adopting the deployment needs
 SEGMENT_PREFIX = "mnf-"  # a deployment's segment is SEGMENT_PREFIX + "<agent id>-" + its name
 
 CONSERVATION_READS = 3  # pairs of passes live conservation is judged on (see Deployment._conservation)
@@ -141,7 +143,8 @@ class Deployment:
         self.exit_names = list(dict.fromkeys(exits))
         segment = f"{SEGMENT_PREFIX}{agent_id}-{req.name}"
         self.runtime = GraphRuntime(layout, segment=segment, pool_slots=req.pool_slots,
-                                    ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions(),
+                                    ring_capacity=req.ring_capacity, preload=SERVICES,
+                                    extra_regions={**io_regions(), AGENT_RECORD: RECORD_BYTES},
                                     frame_capacity=req.frame_capacity, detached=detached)
         check_fits(self.runtime)  # before anything is created: a sparse tmpfs file would not say
         self.services: list[Child | None] = [None, None]
@@ -155,6 +158,7 @@ class Deployment:
             reclaim_kernels.warm()
             self.ns_per_cycle = calibrate_ns_per_cycle()
             self._save()
+            self._write_service_configs()
             g.start(timeout)
             self._start_service(TX_SLOT)  # the exits drain before the first frame enters
             self._wait_services(timeout, (TX_SLOT,))
@@ -166,18 +170,28 @@ class Deployment:
             raise DeploymentFailedError(f"deployment {self.req.name!r} did not start: {why or exc}") from None
 
     def _save(self) -> None:
-        """Store in the segment what the services read (request, exit names, calibration) and what a
-        new agent needs to adopt this deployment (also: when it was created, its restarts so far)."""
-        cfg = {"request": self.req.model_dump(mode="json"), "exit_names": self.exit_names,
-               "ns_per_cycle": self.ns_per_cycle, "created_at": self.created_at,
-               "restarts": [ev.model_dump(mode="json") for ev in self.restarts]}
-        write_json(self.runtime.segment(), "io.config", cfg)
+        """Store in the segment what a new agent needs to adopt this deployment (the request, the
+        calibration, when it was created, its restarts so far)."""
+        cfg = {"request": self.req.model_dump(mode="json"), "ns_per_cycle": self.ns_per_cycle,
+               "created_at": self.created_at, "restarts": [ev.model_dump(mode="json") for ev in self.restarts]}
+        write_json(self.runtime.segment(), AGENT_RECORD, cfg)
+
+    def _write_service_configs(self) -> None:
+        """Tell the Rx and Tx services what to do (they read nothing else of the request)."""
+        req = self.req
+        common = {"name": req.name, "burst": req.burst, "coalesce_us": req.io_coalesce_us, "policy": req.io_policy}
+        outputs = [TxOutput(exit=name, backend=out.backend, next_hop_mac=out.next_hop_mac) if out is not None
+                   else TxOutput(exit=name, backend=None)
+                   for name, out in ((n, req.outputs.get(n)) for n in self.exit_names)]
+        seg = self.runtime.segment()
+        write_config(seg, RxConfig(**common, cpu=req.rx_cpu, backend=req.rx, rules=req.rules))
+        write_config(seg, TxConfig(**common, cpu=req.tx_cpu, outputs=outputs, ns_per_cycle=self.ns_per_cycle))
 
     @classmethod
     def adopt(cls, seg: Segment, alive: set[int], *, agent_id: str, detached: bool = True) -> Deployment:
         """The deployment running from ``seg`` since an earlier agent (see the module docstring);
         ``alive``: the pids that map the segment. Raises if the segment cannot be read back."""
-        cfg = read_json(seg, "io.config")
+        cfg = read_json(seg, AGENT_RECORD)
         dep = cls(DeployRequest.model_validate(cfg["request"]), agent_id=agent_id, detached=detached)
         if dep.runtime.segment_name != seg.name:
             raise InvalidDeploymentError(f"segment {seg.name!r} does not hold deployment {dep.req.name!r}")
@@ -194,9 +208,9 @@ class Deployment:
         g = self.runtime
         line = str(g.io_line(slot).slot)
         if slot == RX_SLOT:
-            child = g.spawn_io(slot, "micronf.agent.rx:run", line)
+            child = g.spawn_io(slot, "micronf.services.rx:run", line)
         else:
-            child = g.spawn_io(slot, "micronf.agent.tx:run", line, str(g.io_client_base + slot))
+            child = g.spawn_io(slot, "micronf.services.tx:run", line, str(g.io_client_base + slot))
         if self.services[slot] is not None:
             self.services[slot].close()  # type: ignore[union-attr]
         self.services[slot] = child

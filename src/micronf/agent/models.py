@@ -9,7 +9,6 @@ takes and returns them directly. Requests are strict (``extra="forbid"``): a mis
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, MAX_FRAME_CAPACITY
 from micronf.runtime.graph import GraphSpec, Policy
+from micronf.services.classify import FlowRule
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -28,52 +28,6 @@ class _Strict(BaseModel):
 
 
 # -- requests -----------------------------------------------------------------------------------
-class FlowRule(_Strict):
-    """A 5-tuple classification rule of the Rx service; omitted fields are wildcards.
-
-    A rule whose fields are all given with host prefixes and single ports is an *exact* rule
-    (looked up by hash); any other is a *wildcard* rule (checked in order). Rules decide which
-    packets from the Rx backend enter this graph: ``accept`` sends them to the entry µNF,
-    ``drop`` counts them as ``rx_rule_drop``. A packet no rule matches is counted as ``unmatched``
-    (with no rules at all, every packet is accepted).
-    """
-
-    src: str | None = Field(None, description="source IPv4 prefix, e.g. 10.0.0.0/8 or 10.0.0.1")
-    dst: str | None = Field(None, description="destination IPv4 prefix")
-    proto: Literal["tcp", "udp", "icmp"] | int | None = Field(None, description="IP protocol (name or number)")
-    sport: int | tuple[int, int] | None = Field(None, description="source port or inclusive range [lo, hi]")
-    dport: int | tuple[int, int] | None = Field(None, description="destination port or inclusive range [lo, hi]")
-    action: Literal["accept", "drop"] = "accept"
-
-    @field_validator("src", "dst")
-    @classmethod
-    def _prefix(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            net = ipaddress.IPv4Network(v, strict=False)
-        except ValueError as exc:
-            raise ValueError(f"not an IPv4 address or prefix: {v!r} ({exc})") from None
-        return str(net)
-
-    @field_validator("proto")
-    @classmethod
-    def _proto(cls, v: str | int | None) -> str | int | None:
-        if isinstance(v, int) and not 0 <= v <= 255:
-            raise ValueError(f"IP protocol must be 0..255, got {v}")
-        return v
-
-    @field_validator("sport", "dport")
-    @classmethod
-    def _port(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
-        if v is None:
-            return v
-        lo, hi = (v, v) if isinstance(v, int) else v
-        if not 0 <= lo <= hi <= 65535:
-            raise ValueError(f"port range must satisfy 0 <= lo <= hi <= 65535, got {v}")
-        return v
-
-
 class OutputSpec(_Strict):
     """Where the Tx service sends one exit of the graph."""
 

@@ -46,9 +46,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from micronf.agent.models import AutoscaleSpec, DeployRequest, FlowRule, OutputSpec
+from micronf.agent.models import AutoscaleSpec, DeployRequest, OutputSpec
 from micronf.orchestrator.compose import ComposedGraph
 from micronf.runtime.graph import GraphError, plan
+from micronf.services.classify import FlowRule
 
 NULL_OUTPUT = OutputSpec(backend={"kind": "null"})
 

@@ -24,14 +24,10 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.agent.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
-from micronf.agent.models import DeployRequest
-from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
-from micronf.dataplane.segment import read_json
 from micronf.io.afpacket import warm_tx as warm_afpacket_tx
 from micronf.io.backend import TxBackend
 from micronf.io.pcap import PcapWriter
@@ -40,6 +36,9 @@ from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory, read_layout
+from micronf.services.config import read_tx_config
+from micronf.services.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
+from micronf.services.service_loop import run_service
 
 FLUSH_S = 0.5  # at most this long between a frame's transmission and its arrival in a pcap output
 I64 = npt.NDArray[np.int64]
@@ -145,27 +144,25 @@ def run(segment: str, line: str, client: str) -> int:
     cl = int(client)
     mem = GraphMemory.attach(segment)
     ctl = mem.control.line(int(line))
-    cfg = read_json(mem.seg, "io.config")
-    req = DeployRequest.model_validate(cfg["request"])
-    names: list[str] = cfg["exit_names"]
-    ns_per_cycle = float(cfg["ns_per_cycle"])
+    cfg = read_tx_config(mem.seg)
+    names = [out.exit for out in cfg.outputs]
+    ns_per_cycle = cfg.ns_per_cycle
     backends: list[TxBackend | None] = []
     try:
-        apply_scheduling(0, req.tx_cpu, req.io_policy)
-        for name in names:
-            out = req.outputs.get(name)
-            backends.append(open_tx(out.backend) if out is not None else None)
+        apply_scheduling(0, cfg.cpu, cfg.policy)
+        for out in cfg.outputs:
+            backends.append(open_tx(out.backend) if out.backend is not None else None)
         drop_for_service(mem)  # the outputs and sockets are open: the graph's uid from here on
     except (OSError, ValueError) as exc:
         write_error(mem.seg, f"Tx service: {exc}")
-        print(f"micronf-tx[{req.name}]: {exc}", file=sys.stderr)
+        print(f"micronf-tx[{cfg.name}]: {exc}", file=sys.stderr)
         for b in backends:
             if b is not None:
                 b.close()
         return 3
-    macs = np.stack([_mac_bytes(req.outputs[n].next_hop_mac if n in req.outputs else None) for n in names])
-    has_mac = np.array([n in req.outputs and req.outputs[n].next_hop_mac is not None for n in names], np.uint8)
-    burst = max(req.burst, 256)
+    macs = np.stack([_mac_bytes(out.next_hop_mac) for out in cfg.outputs])
+    has_mac = np.array([out.next_hop_mac is not None for out in cfg.outputs], np.uint8)
+    burst = max(cfg.burst, 256)
     held = np.empty((len(names), burst), dtype=np.uint32)
     n_held = np.zeros(len(names), dtype=np.int64)
     stamps = np.empty(burst, dtype=np.int64)
@@ -199,7 +196,7 @@ def run(segment: str, line: str, client: str) -> int:
         return moved
 
     try:
-        run_service(ctl, step, burst=burst, coalesce_us=req.io_coalesce_us)
+        run_service(ctl, step, burst=burst, coalesce_us=cfg.coalesce_us)
     finally:
         for b in backends:
             if b is not None:

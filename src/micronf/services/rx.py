@@ -15,7 +15,7 @@ graph's uid, with no capabilities (:func:`~micronf.runtime.privileges.drop_for_s
 After a burst the entry could not take whole, the service sleeps ~50 µs: on a machine with few
 cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames
 are dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
-(``io_coalesce_us``, see :mod:`micronf.agent.service_loop`).
+(``io_coalesce_us``, see :mod:`micronf.services.service_loop`).
 
 A killed Rx service neither replays nor loses track of its source. The source's position is the
 ``frames`` counter in the graph segment: a replayed source (generator, pcap) that a restarted
@@ -40,22 +40,6 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.agent.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
-from micronf.agent.iomem import (
-    J_ACTIVE,
-    J_HEAD0,
-    J_IDLE,
-    J_N,
-    J_RING0,
-    J_RINGS,
-    J_SNAP0,
-    J_STATE,
-    RX_COUNTERS,
-    RX_INDEX,
-    write_error,
-)
-from micronf.agent.models import DeployRequest
-from micronf.agent.service_loop import run_service
 from micronf.dataplane.atomics import cycles, fence_seq_cst, load_acquire, prefetch_write, store_release
 from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.headers import frame_flow_hash
@@ -73,7 +57,6 @@ from micronf.dataplane.pool import (
     pool_free_owner,
 )
 from micronf.dataplane.ring import HEAD, ring_enqueue
-from micronf.dataplane.segment import read_json
 from micronf.io.replay import FrameReplay, TimestampPacer
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_rx
@@ -82,6 +65,22 @@ from micronf.ports.loadbalanced import jump_hash
 from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory
+from micronf.services.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
+from micronf.services.config import read_rx_config
+from micronf.services.iomem import (
+    J_ACTIVE,
+    J_HEAD0,
+    J_IDLE,
+    J_N,
+    J_RING0,
+    J_RINGS,
+    J_SNAP0,
+    J_STATE,
+    RX_COUNTERS,
+    RX_INDEX,
+    write_error,
+)
+from micronf.services.service_loop import run_service
 
 PREFETCH_AHEAD = 8  # frames: the slots of frame i + 8 are fetched while frame i is copied
 BACKOFF_S = 0.00005  # pause after a burst the entry ring could not take whole (the frames are counted as dropped)
@@ -236,26 +235,26 @@ def run(segment: str, line: str) -> int:
     """The Rx service process: ``line`` is its control line in the graph segment."""
     mem = GraphMemory.attach(segment)
     ctl = mem.control.line(int(line))
-    req = DeployRequest.model_validate(read_json(mem.seg, "io.config")["request"])
+    cfg = read_rx_config(mem.seg)
     try:
-        apply_scheduling(0, req.rx_cpu, req.io_policy)
-        backend = open_rx(req.rx) if req.rx is not None else None
+        apply_scheduling(0, cfg.cpu, cfg.policy)
+        backend = open_rx(cfg.backend) if cfg.backend is not None else None
         drop_for_service(mem)  # the capture is read, the socket open: the graph's uid from here on
     except (OSError, ValueError) as exc:
         write_error(mem.seg, f"Rx service: {exc}")
-        print(f"micronf-rx[{req.name}]: {exc}", file=sys.stderr)
+        print(f"micronf-rx[{cfg.name}]: {exc}", file=sys.stderr)
         return 3
-    rules = compile_rules(req.rules)
+    rules = compile_rules(cfg.rules)
     stats = mem.seg.view("rx.stats", np.int64)
     entries = mem.seg.view("entries", np.int64)
     journal = mem.seg.view("rx.journal", np.int64)
     lost = settle(journal, stats, mem.rings.ctrl)
     if lost:
-        print(f"micronf-rx[{req.name}]: {lost} frames of the burst in hand were lost in the crash", file=sys.stderr)
+        print(f"micronf-rx[{cfg.name}]: {lost} frames of the burst in hand were lost in the crash", file=sys.stderr)
     if isinstance(backend, FrameReplay):  # a restart continues the source where it stopped
         backend.resume(int(stats[R_FRAMES]))
     kernel_drops = int(stats[RX_INDEX["kernel_drops"]])  # what earlier processes' sockets counted
-    burst = max(req.burst, 256)
+    burst = max(cfg.burst, 256)
     hbuf, out, rest = (np.empty(burst, dtype=np.uint32) for _ in range(3))
     args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, entries, journal)
     next_stats = 0.0
@@ -278,7 +277,7 @@ def run(segment: str, line: str) -> int:
         return b.n
 
     try:
-        run_service(ctl, step, burst=burst, coalesce_us=req.io_coalesce_us)
+        run_service(ctl, step, burst=burst, coalesce_us=cfg.coalesce_us)
     finally:
         if backend is not None:
             backend.close()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from micronf.agent import service_loop
 from micronf.dataplane.control import ControlBlock
+from micronf.services import service_loop
 
 
 def run(bursts: list[int], coalesce_us: int, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float]]:

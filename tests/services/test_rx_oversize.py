@@ -20,16 +20,16 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from micronf.agent.classify import compile_rules
 from micronf.agent.core import Agent
-from micronf.agent.iomem import J_WORDS, RX_INDEX
 from micronf.agent.metrics import AgentCollector
 from micronf.agent.models import DeployRequest
-from micronf.agent.rx import rx_burst
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable, ring_dequeue
 from micronf.dataplane.segment import PrivateMemory
 from micronf.io.pcap import PcapWriter, Trace, read_pcap
+from micronf.services.classify import compile_rules
+from micronf.services.iomem import J_WORDS, RX_INDEX
+from micronf.services.rx import rx_burst
 
 pytestmark = pytest.mark.timeout(300)
 

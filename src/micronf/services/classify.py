@@ -13,13 +13,13 @@ runs inside the Rx burst kernel.
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from micronf.agent.models import FlowRule
 from micronf.dataplane.headers import Frame, five_tuple_values
 
 ACCEPT, DROP, UNMATCHED = 0, 1, 2
@@ -30,6 +30,54 @@ W_COLS = 10
 EMPTY = -1  # an unused hash-table slot (no real key is negative)
 
 I64 = npt.NDArray[np.int64]
+
+
+class FlowRule(BaseModel):
+    """A 5-tuple classification rule of the Rx service; omitted fields are wildcards.
+
+    A rule whose fields are all given with host prefixes and single ports is an *exact* rule
+    (looked up by hash); any other is a *wildcard* rule (checked in order). Rules decide which
+    packets from the Rx backend enter this graph: ``accept`` sends them to the entry µNF,
+    ``drop`` counts them as ``rx_rule_drop``. A packet no rule matches is counted as ``unmatched``
+    (with no rules at all, every packet is accepted).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    src: str | None = Field(None, description="source IPv4 prefix, e.g. 10.0.0.0/8 or 10.0.0.1")
+    dst: str | None = Field(None, description="destination IPv4 prefix")
+    proto: Literal["tcp", "udp", "icmp"] | int | None = Field(None, description="IP protocol (name or number)")
+    sport: int | tuple[int, int] | None = Field(None, description="source port or inclusive range [lo, hi]")
+    dport: int | tuple[int, int] | None = Field(None, description="destination port or inclusive range [lo, hi]")
+    action: Literal["accept", "drop"] = "accept"
+
+    @field_validator("src", "dst")
+    @classmethod
+    def _prefix(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            net = ipaddress.IPv4Network(v, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"not an IPv4 address or prefix: {v!r} ({exc})") from None
+        return str(net)
+
+    @field_validator("proto")
+    @classmethod
+    def _proto(cls, v: str | int | None) -> str | int | None:
+        if isinstance(v, int) and not 0 <= v <= 255:
+            raise ValueError(f"IP protocol must be 0..255, got {v}")
+        return v
+
+    @field_validator("sport", "dport")
+    @classmethod
+    def _port(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        if v is None:
+            return v
+        lo, hi = (v, v) if isinstance(v, int) else v
+        if not 0 <= lo <= hi <= 65535:
+            raise ValueError(f"port range must satisfy 0 <= lo <= hi <= 65535, got {v}")
+        return v
 
 
 class RuleTables(NamedTuple):

@@ -85,7 +85,7 @@ log = logging.getLogger("micronf.agent")
 RX_SLOT, TX_SLOT = 0, 1
 EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
                  EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
-SERVICES = ("micronf.services.rx", "micronf.services.tx")
+RX_STAGE, TX_STAGE = "micronf.services.rx", "micronf.services.tx"  # run by the runtime's process runner
 AGENT_RECORD, RECORD_BYTES = "agent.record", 1 << 20  # segment region: what adopting the deployment needs
 SEGMENT_PREFIX = "mnf-"  # a deployment's segment is SEGMENT_PREFIX + "<agent id>-" + its name
 
@@ -143,7 +143,7 @@ class Deployment:
         self.exit_names = list(dict.fromkeys(exits))
         segment = f"{SEGMENT_PREFIX}{agent_id}-{req.name}"
         self.runtime = GraphRuntime(layout, segment=segment, pool_slots=req.pool_slots,
-                                    ring_capacity=req.ring_capacity, preload=SERVICES,
+                                    ring_capacity=req.ring_capacity, preload=(RX_STAGE, TX_STAGE),
                                     extra_regions={**io_regions(), AGENT_RECORD: RECORD_BYTES},
                                     frame_capacity=req.frame_capacity, detached=detached)
         check_fits(self.runtime)  # before anything is created: a sparse tmpfs file would not say
@@ -206,11 +206,10 @@ class Deployment:
 
     def _start_service(self, slot: int) -> None:
         g = self.runtime
-        line = str(g.io_line(slot).slot)
         if slot == RX_SLOT:
-            child = g.spawn_io(slot, "micronf.services.rx:run", line)
+            child = g.spawn_io(slot, RX_STAGE)
         else:
-            child = g.spawn_io(slot, "micronf.services.tx:run", line, str(g.io_client_base + slot))
+            child = g.spawn_io(slot, TX_STAGE, str(g.io_client_base + slot))
         if self.services[slot] is not None:
             self.services[slot].close()  # type: ignore[union-attr]
         self.services[slot] = child

@@ -26,11 +26,13 @@ from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, PacketPool
 from micronf.dataplane.ring import HEAD, RingTable
 from micronf.dataplane.segment import Segment
 from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
+from micronf.runtime import unf
 from micronf.runtime.graph import EgressPlan, GraphLayout, IngressPlan, NodePlan, ProcessPlan
 from micronf.runtime.loop import RC_NAMES, RC_VERDICT0
 from micronf.runtime.privileges import assign_uid, uid_base
+from micronf.runtime.process import ENTRY
 from micronf.runtime.stage import GraphMemory, node_regions, write_layout
-from micronf.runtime.zygote import ENTRY_PROCESS, Child, Zygote, ZygoteError
+from micronf.runtime.zygote import Child, Zygote, ZygoteError
 
 
 class LaunchError(RuntimeError):
@@ -177,11 +179,15 @@ class GraphRuntime:
             self.zygote = Zygote(self.segment_name, preload=self.preload, detached=self.detached)
         return self.zygote
 
+    def _start(self, line: ControlLine, stage: str, *args: str) -> Child:
+        """Fork the process runner (``micronf.runtime.process``) for the stage of module ``stage``
+        in control ``line``."""
+        line.prepare_start()
+        return self.ensure_zygote().spawn(line, ENTRY, self.segment_name, str(line.slot), stage, *args)
+
     def _spawn(self, k: int) -> None:
         """(Re)start process ``k`` of the layout."""
-        line = self.line(k)
-        line.prepare_start()
-        child = self.ensure_zygote().spawn(line, ENTRY_PROCESS, self.segment_name, str(k))
+        child = self._start(self.line(k), unf.__name__, str(k))
         if k < len(self.procs):
             self.procs[k].close()
             self.procs[k] = child
@@ -193,11 +199,10 @@ class GraphRuntime:
         self._spawn(k)
         return self.procs[k]
 
-    def spawn_io(self, slot: int, entry: str, *args: str) -> Child:
-        """Start an I/O service process (Rx/Tx) in control line ``io_line(slot)``; see :meth:`io_line`."""
-        line = self.io_line(slot)
-        line.prepare_start()
-        return self.ensure_zygote().spawn(line, entry, self.segment_name, *args)
+    def spawn_io(self, slot: int, stage: str, *args: str) -> Child:
+        """Start an I/O service (the stage of module ``stage``, e.g. ``micronf.services.rx``, with
+        ``args``) in control line ``io_line(slot)``; see :meth:`io_line`."""
+        return self._start(self.io_line(slot), stage, *args)
 
     def line(self, k: int) -> ControlLine:
         """Control line of µNF process ``k``."""

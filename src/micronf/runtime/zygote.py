@@ -46,21 +46,9 @@ from typing import IO
 
 from micronf.dataplane.control import ControlLine
 from micronf.dataplane.segment import SegmentNotFoundError
-from micronf.runtime.privileges import drop_for_graph
+from micronf.runtime.process import boost_start
 from micronf.runtime.stage import GraphMemory
-
-ENTRY_PROCESS = "micronf.runtime.process:run"
-START_NICE = -10  # a forked child runs its start-up at this priority, so a restart is quick on a busy machine
-_boosted = False
-
-
-def started() -> None:
-    """Called by an entry point once it is ready: drop the start-up priority boost (if any)."""
-    global _boosted
-    if _boosted:
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-        _boosted = False
-
+from micronf.runtime.unf import warm_all
 
 PR_SET_PDEATHSIG = 1
 
@@ -245,8 +233,6 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
             if line is not None:
                 line.record_exit(os.waitstatus_to_exitcode(status))
 
-    from micronf.runtime.process import warm_all
-
     warm_all(mem)
     signal.signal(signal.SIGCHLD, reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent stops us by closing stdin
@@ -281,14 +267,7 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
                     die_with_parent(zygote)
                 os.dup2(2, 1)  # our stdout is the protocol pipe
                 os.close(0)
-                global _boosted
-                try:
-                    os.setpriority(os.PRIO_PROCESS, 0, START_NICE)
-                    _boosted = True
-                except PermissionError:
-                    pass
-                if entry == ENTRY_PROCESS:
-                    drop_for_graph(mem, int(args[1]))  # a µNF: its graph's uid, no capabilities it does not need
+                boost_start()
                 code = _call(entry, args)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1

@@ -24,7 +24,7 @@ class _ServiceConfig(BaseModel):
 
     name: str = Field(description="the graph's name (for messages)")
     burst: int = Field(description="frames per burst asked for (the services move at least 256)")
-    coalesce_us: int = Field(description="interrupt moderation, see micronf.services.service_loop")
+    coalesce_us: int = Field(description="interrupt moderation, see micronf.runtime.process")
     cpu: int | None = None
     policy: Policy = "other"
 

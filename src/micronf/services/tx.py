@@ -26,6 +26,7 @@ from numba import njit
 
 from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.borrow import borrowed
+from micronf.dataplane.control import ControlLine
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
 from micronf.io.afpacket import warm_tx as warm_afpacket_tx
@@ -34,11 +35,11 @@ from micronf.io.pcap import PcapWriter
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service
+from micronf.runtime.process import Pacing, StageError
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory, read_layout
-from micronf.services.config import read_tx_config
+from micronf.services.config import TxConfig, read_tx_config
 from micronf.services.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
-from micronf.services.service_loop import run_service
 
 FLUSH_S = 0.5  # at most this long between a frame's transmission and its arrival in a pcap output
 I64 = npt.NDArray[np.int64]
@@ -139,14 +140,59 @@ class _Exits:
         self.exit_of = np.array([names.index(x.name) for x in layout.exits], dtype=np.int64)
 
 
-def run(segment: str, line: str, client: str) -> int:
-    """The Tx service process: ``line`` is its control line, ``client`` its pool return ring."""
-    cl = int(client)
-    mem = GraphMemory.attach(segment)
-    ctl = mem.control.line(int(line))
+class TxStage:
+    """The Tx service as the runtime's process runner runs it: every exit drained once per step."""
+
+    def __init__(self, mem: GraphMemory, cfg: TxConfig, backends: list[TxBackend | None], client: int) -> None:
+        self.mem = mem
+        self.backends = backends
+        self.client = client
+        self.names = [out.exit for out in cfg.outputs]
+        self.ns_per_cycle = cfg.ns_per_cycle
+        self.macs = np.stack([_mac_bytes(out.next_hop_mac) for out in cfg.outputs])
+        self.has_mac = np.array([out.next_hop_mac is not None for out in cfg.outputs], np.uint8)
+        self.burst = max(cfg.burst, 256)
+        self.held = np.empty((len(self.names), self.burst), dtype=np.uint32)
+        self.n_held = np.zeros(len(self.names), dtype=np.int64)
+        self.stamps = np.empty(self.burst, dtype=np.int64)
+        self.stats = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
+        self.hist = mem.seg.view("tx.hist", np.int64)
+        self.gen = mem.control.layout_generation
+        self.exits = _Exits(mem, self.names)
+        self.next_flush = time.monotonic() + FLUSH_S
+
+    def step(self) -> int:
+        mem, backends, held, n_held = self.mem, self.backends, self.held, self.n_held
+        p = mem.pool.arrays
+        if time.monotonic() >= self.next_flush:  # files stay readable while the graph runs
+            for b in backends:
+                if b is not None:
+                    b.flush()
+            self.next_flush = time.monotonic() + FLUSH_S
+        if mem.control.layout_generation != self.gen:  # the layout was rewritten (scale-out): re-read the exits
+            self.gen = mem.control.layout_generation
+            self.exits = _Exits(mem, self.names)
+        moved = tx_collect(p, mem.rings.ctrl, mem.rings.slots, self.exits.rings, self.exits.exit_of, held, n_held,
+                           self.macs, self.has_mac)
+        for e in np.flatnonzero(n_held):
+            n = int(n_held[e])
+            backend = backends[e]
+            sent = backend.send(p, held[e], n) if backend is not None else 0
+            tx_release(p, self.client, held[e], n, sent, self.stats[e], backend is None, self.hist, self.ns_per_cycle,
+                       self.stamps)
+            n_held[e] = 0
+        return moved
+
+    def close(self) -> None:
+        for b in self.backends:
+            if b is not None:
+                b.close()
+
+
+def open_stage(mem: GraphMemory, line: ControlLine, client: str) -> tuple[TxStage, Pacing]:
+    """The runner's entry (see ``micronf.runtime.process``): open every output, become the graph's
+    uid; ``client`` is the service's pool return ring."""
     cfg = read_tx_config(mem.seg)
-    names = [out.exit for out in cfg.outputs]
-    ns_per_cycle = cfg.ns_per_cycle
     backends: list[TxBackend | None] = []
     try:
         apply_scheduling(0, cfg.cpu, cfg.policy)
@@ -159,46 +205,6 @@ def run(segment: str, line: str, client: str) -> int:
         for b in backends:
             if b is not None:
                 b.close()
-        return 3
-    macs = np.stack([_mac_bytes(out.next_hop_mac) for out in cfg.outputs])
-    has_mac = np.array([out.next_hop_mac is not None for out in cfg.outputs], np.uint8)
-    burst = max(cfg.burst, 256)
-    held = np.empty((len(names), burst), dtype=np.uint32)
-    n_held = np.zeros(len(names), dtype=np.int64)
-    stamps = np.empty(burst, dtype=np.int64)
-    stats = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
-    hist = mem.seg.view("tx.hist", np.int64)
-    p = mem.pool.arrays
-    control = mem.control
-    gen = control.layout_generation
-    exits = _Exits(mem, names)
-
-    next_flush = time.monotonic() + FLUSH_S
-
-    def step() -> int:
-        nonlocal gen, exits, next_flush
-        if time.monotonic() >= next_flush:  # files stay readable while the graph runs
-            for b in backends:
-                if b is not None:
-                    b.flush()
-            next_flush = time.monotonic() + FLUSH_S
-        if control.layout_generation != gen:  # the layout was rewritten (scale-out): re-read the exit rings
-            gen = control.layout_generation
-            exits = _Exits(mem, names)
-        moved = tx_collect(p, mem.rings.ctrl, mem.rings.slots, exits.rings, exits.exit_of, held, n_held, macs,
-                           has_mac)
-        for e in np.flatnonzero(n_held):
-            n = int(n_held[e])
-            backend = backends[e]
-            sent = backend.send(p, held[e], n) if backend is not None else 0
-            tx_release(p, cl, held[e], n, sent, stats[e], backend is None, hist, ns_per_cycle, stamps)
-            n_held[e] = 0
-        return moved
-
-    try:
-        run_service(ctl, step, burst=burst, coalesce_us=cfg.coalesce_us)
-    finally:
-        for b in backends:
-            if b is not None:
-                b.close()
-    return 0
+        raise StageError(3) from None
+    stage = TxStage(mem, cfg, backends, int(client))
+    return stage, Pacing(burst=stage.burst, coalesce_us=cfg.coalesce_us)

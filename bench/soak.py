@@ -58,13 +58,13 @@ try:
 except ImportError:  # a checkout without an installed package
     sys.path.insert(0, str(BENCH_DIR.parent / "src"))
 
-from micronf.agent.iomem import RX_COUNTERS, TX_WORDS  # noqa: E402
 from micronf.api.statedir import read_token  # noqa: E402
 from micronf.app import run as embedded  # noqa: E402
 from micronf.dataplane.segment import Segment  # noqa: E402
 from micronf.io.generator_spec import paper_traffic  # noqa: E402
 from micronf.io.sequence import read_seqcheck  # noqa: E402
 from micronf.orchestrator.placement import Candidate, Traffic, place  # noqa: E402
+from micronf.services.iomem import RX_COUNTERS, TX_WORDS  # noqa: E402
 
 NAME = "soak"
 KINDS = ("unf", "rx", "tx", "zygote", "agent")

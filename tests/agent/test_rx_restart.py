@@ -18,12 +18,12 @@ from scapy.layers.l2 import Ether
 from scapy.utils import RawPcapReader
 
 from micronf.agent.core import Agent
-from micronf.agent.iomem import J_ACTIVE, J_STATE
 from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import Segment
 from micronf.io.generator import build_templates
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.io.pcap_write import PcapWriter
+from micronf.services.iomem import J_ACTIVE, J_STATE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 
 from micronf.agent.core import Agent
-from micronf.agent.iomem import TX_INDEX, TX_WORDS
-from micronf.agent.tx import tx_count
 from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.ring import ring_dequeue
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.runtime.stage import GraphMemory
+from micronf.services.iomem import TX_INDEX, TX_WORDS
+from micronf.services.tx import tx_count
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

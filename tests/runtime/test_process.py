@@ -12,7 +12,6 @@ from scapy.layers.l2 import Ether
 
 from micronf.runtime.graph import chain_spec, plan
 from micronf.runtime.launch import GraphRuntime
-from micronf.runtime.stage import P_READY, ctl_line
 from tests.graphio import pump
 
 
@@ -46,6 +45,6 @@ def test_sigterm_stops_a_unf_cleanly() -> None:
         pid = g.pids()[1]
         os.kill(pid, signal.SIGTERM)
         assert g.procs[1].wait(timeout=30) == 0
-        assert g.mem.ctl[ctl_line(1) + P_READY] == 0  # it said goodbye
+        assert not g.line(1).ready  # it said goodbye
         assert g.procs[0].poll() is None  # the other µNF is untouched
         time.sleep(0.1)

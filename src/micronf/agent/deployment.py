@@ -15,9 +15,9 @@ interface"). ``tick()`` is called by the agent's monitor thread every few tens o
   ``micronf.runtime.scaling`` (a new instance, its upstream egress becomes LoadBalanced, by flow
   by default).
 
-The segment is the deployment's source of truth (``io.config``: the request, the calibration, the
-restart events so far; the layout and every process's pid): :meth:`Deployment.adopt` rebuilds a
-deployment from it when a new agent takes over graphs that kept running without one.
+The segment is the deployment's source of truth (``agent.record``: the request, the calibration, the
+restart events so far; the layout and every process's pid; the services' own configs):
+:meth:`Deployment.adopt` rebuilds a deployment from it when a new agent takes over graphs that kept running without one.
 """
 
 from __future__ import annotations
@@ -30,21 +30,8 @@ from functools import partial
 
 import numpy as np
 
-from micronf.agent import reclaim as reclaim_kernels
 from micronf.agent.autoscaler import Autoscaler, Decision, Sampler
-from micronf.agent.iomem import (
-    RX_COUNTERS,
-    RX_INDEX,
-    TX_COUNTERS,
-    TX_INDEX,
-    TX_WORDS,
-    calibrate_ns_per_cycle,
-    io_regions,
-    percentiles,
-    read_error,
-)
 from micronf.agent.limits import check_fits
-from micronf.agent.reclaim import complete_sync_marks, reclaim
 from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.api.models import (
     Conservation,
@@ -59,7 +46,10 @@ from micronf.api.models import (
     RestartEventInfo,
     ScaleEventInfo,
 )
+from micronf.dataplane import reclaim as reclaim_kernels
+from micronf.dataplane.control import ControlLine
 from micronf.dataplane.pool import C_ALLOCATED, C_OWNER_FREED
+from micronf.dataplane.reclaim import complete_sync_marks, reclaim
 from micronf.dataplane.ring import HEAD
 from micronf.dataplane.segment import Segment, read_json, write_json
 from micronf.io.specs import check_rx, check_tx
@@ -76,16 +66,28 @@ from micronf.runtime.loop import (
 )
 from micronf.runtime.nf import NFConfigError
 from micronf.runtime.scaling import scale_in, scale_out
-from micronf.runtime.stage import CTL_LINE, P_PID, P_READY, P_SETTLED, P_STOP, STOP, ctl_line
 from micronf.runtime.verdict import drop_counts
 from micronf.runtime.zygote import Child, ZygoteError
+from micronf.services.config import RxConfig, TxConfig, TxOutput, write_config
+from micronf.services.iomem import (
+    RX_COUNTERS,
+    RX_INDEX,
+    TX_COUNTERS,
+    TX_INDEX,
+    TX_WORDS,
+    calibrate_ns_per_cycle,
+    io_regions,
+    percentiles,
+    read_error,
+)
 
 log = logging.getLogger("micronf.agent")
 
 RX_SLOT, TX_SLOT = 0, 1
 EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
                  EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
-SERVICES = ("micronf.agent.rx", "micronf.agent.tx")
+RX_STAGE, TX_STAGE = "micronf.services.rx", "micronf.services.tx"  # run by the runtime's process runner
+AGENT_RECORD, RECORD_BYTES = "agent.record", 1 << 20  # segment region: what adopting the deployment needs
 SEGMENT_PREFIX = "mnf-"  # a deployment's segment is SEGMENT_PREFIX + "<agent id>-" + its name
 
 CONSERVATION_READS = 3  # pairs of passes live conservation is judged on (see Deployment._conservation)
@@ -130,7 +132,8 @@ class Deployment:
         self.exit_names = list(dict.fromkeys(exits))
         segment = f"{SEGMENT_PREFIX}{agent_id}-{req.name}"
         self.runtime = GraphRuntime(layout, segment=segment, pool_slots=req.pool_slots,
-                                    ring_capacity=req.ring_capacity, preload=SERVICES, extra_regions=io_regions(),
+                                    ring_capacity=req.ring_capacity, preload=(RX_STAGE, TX_STAGE),
+                                    extra_regions={**io_regions(), AGENT_RECORD: RECORD_BYTES},
                                     frame_capacity=req.frame_capacity, detached=detached)
         check_fits(self.runtime)  # before anything is created: a sparse tmpfs file would not say
         self.services: list[Child | None] = [None, None]
@@ -144,6 +147,7 @@ class Deployment:
             reclaim_kernels.warm()
             self.ns_per_cycle = calibrate_ns_per_cycle()
             self._save()
+            self._write_service_configs()
             g.start(timeout)
             self._start_service(TX_SLOT)  # the exits drain before the first frame enters
             self._wait_services(timeout, (TX_SLOT,))
@@ -155,18 +159,28 @@ class Deployment:
             raise DeploymentFailedError(f"deployment {self.req.name!r} did not start: {why or exc}") from None
 
     def _save(self) -> None:
-        """Store in the segment what the services read (request, exit names, calibration) and what a
-        new agent needs to adopt this deployment (also: when it was created, its restarts so far)."""
-        cfg = {"request": self.req.model_dump(mode="json"), "exit_names": self.exit_names,
-               "ns_per_cycle": self.ns_per_cycle, "created_at": self.created_at,
-               "restarts": [ev.model_dump(mode="json") for ev in self.restarts]}
-        write_json(self.runtime.segment(), "io.config", cfg)
+        """Store in the segment what a new agent needs to adopt this deployment (the request, the
+        calibration, when it was created, its restarts so far)."""
+        cfg = {"request": self.req.model_dump(mode="json"), "ns_per_cycle": self.ns_per_cycle,
+               "created_at": self.created_at, "restarts": [ev.model_dump(mode="json") for ev in self.restarts]}
+        write_json(self.runtime.segment(), AGENT_RECORD, cfg)
+
+    def _write_service_configs(self) -> None:
+        """Tell the Rx and Tx services what to do (they read nothing else of the request)."""
+        req = self.req
+        common = {"name": req.name, "burst": req.burst, "coalesce_us": req.io_coalesce_us, "policy": req.io_policy}
+        outputs = [TxOutput(exit=name, backend=out.backend, next_hop_mac=out.next_hop_mac) if out is not None
+                   else TxOutput(exit=name, backend=None)
+                   for name, out in ((n, req.outputs.get(n)) for n in self.exit_names)]
+        seg = self.runtime.segment()
+        write_config(seg, RxConfig(**common, cpu=req.rx_cpu, backend=req.rx, rules=req.rules))
+        write_config(seg, TxConfig(**common, cpu=req.tx_cpu, outputs=outputs, ns_per_cycle=self.ns_per_cycle))
 
     @classmethod
     def adopt(cls, seg: Segment, alive: set[int], *, agent_id: str, detached: bool = True) -> Deployment:
         """The deployment running from ``seg`` since an earlier agent (see the module docstring);
         ``alive``: the pids that map the segment. Raises if the segment cannot be read back."""
-        cfg = read_json(seg, "io.config")
+        cfg = read_json(seg, AGENT_RECORD)
         dep = cls(DeployRequest.model_validate(cfg["request"]), agent_id=agent_id, detached=detached)
         if dep.runtime.segment_name != seg.name:
             raise InvalidDeploymentError(f"segment {seg.name!r} does not hold deployment {dep.req.name!r}")
@@ -181,22 +195,20 @@ class Deployment:
 
     def _start_service(self, slot: int) -> None:
         g = self.runtime
-        line = g.io_line(slot)
         if slot == RX_SLOT:
-            child = g.spawn_io(slot, "micronf.agent.rx:run", str(line))
+            child = g.spawn_io(slot, RX_STAGE)
         else:
-            child = g.spawn_io(slot, "micronf.agent.tx:run", str(line), str(g.io_client_base + slot))
+            child = g.spawn_io(slot, TX_STAGE, str(g.io_client_base + slot))
         if self.services[slot] is not None:
             self.services[slot].close()  # type: ignore[union-attr]
         self.services[slot] = child
 
     def _wait_services(self, timeout: float, slots: tuple[int, ...]) -> None:
-        mem = self.runtime.memory()
         deadline = time.monotonic() + timeout
         for slot in slots:
             child = self.services[slot]
             assert child is not None
-            while not mem.ctl[self.runtime.io_line(slot) + P_READY]:
+            while not self.runtime.io_line(slot).ready:
                 code = child.poll()
                 if code is not None or time.monotonic() > deadline:
                     name = "Rx" if slot == RX_SLOT else "Tx"
@@ -210,7 +222,7 @@ class Deployment:
         g = self.runtime
         if g.mem is not None:
             for slot in (RX_SLOT, TX_SLOT):  # input first, so the µNFs drain
-                g.mem.ctl[g.io_line(slot) + P_STOP] = STOP
+                g.io_line(slot).request_stop()
         for child in self.services:
             if child is not None:
                 try:
@@ -237,12 +249,12 @@ class Deployment:
             g.seg.close()
 
     # -- supervision -------------------------------------------------------------------------
-    def _live_lines(self, skip: int) -> list[int]:
+    def _live_lines(self, skip: ControlLine) -> list[ControlLine]:
         g = self.runtime
-        lines = [ctl_line(k) for k, plan_ in enumerate(g.layout.processes)
+        lines = [g.line(k) for k, plan_ in enumerate(g.layout.processes)
                  if not all(g.layout.nodes[i].retired for i in plan_.nodes)]
         lines += [g.io_line(s) for s in (RX_SLOT, TX_SLOT)]
-        return [ln for ln in lines if ln != skip]
+        return [ln for ln in lines if ln.slot != skip.slot]
 
     def supervise(self) -> None:
         """Restart every process that died, and the zygote (see the module docstring)."""
@@ -257,8 +269,8 @@ class Deployment:
             retired = all(g.layout.nodes[i].retired for i in g.layout.processes[k].nodes)
             code = child.poll()
             if code is not None and not retired:
-                self._restart(ctl_line(k), code, [g.layout.nodes[i].name for i in g.layout.processes[k].nodes],
-                              partial(self._respawn_process, k))
+                self._restart(g.line(k), code, [g.layout.nodes[i].name for i in g.layout.processes[k].nodes],
+                              partial(g.restart_process, k))
         for slot, svc in enumerate(self.services):
             if svc is None:
                 continue
@@ -267,17 +279,13 @@ class Deployment:
                 self._restart(g.io_line(slot), code, ["@rx" if slot == RX_SLOT else "@tx"],
                               partial(self._respawn_service, slot))
 
-    def _respawn_process(self, k: int) -> Child:
-        self.runtime._spawn(k)
-        return self.runtime.procs[k]
-
     def _respawn_service(self, slot: int) -> Child:
         self._start_service(slot)
         child = self.services[slot]
         assert child is not None
         return child
 
-    def _restart(self, line: int, code: int, nodes: list[str], respawn: Callable[[], Child]) -> None:
+    def _restart(self, line: ControlLine, code: int, nodes: list[str], respawn: Callable[[], Child]) -> None:
         g = self.runtime
         mem = g.memory()
         t0 = time.monotonic()
@@ -293,17 +301,17 @@ class Deployment:
             tx_unfreed = self._tx_counted_unfreed() if not stuck else 0
             reclaimed = reclaim(p, rctrl, rslots) - sum(unfreed) - tx_unfreed if not stuck else 0
             g.settle(unfreed)
-            mem.ctl[g.io_line(TX_SLOT) + P_SETTLED] += tx_unfreed
+            g.io_line(TX_SLOT).settle(tx_unfreed)
             t_reclaimed = time.monotonic()
             child = respawn()
             deadline = time.monotonic() + 5.0
-            while not mem.ctl[line + P_READY] and time.monotonic() < deadline and child.poll() is None:
+            while not line.ready and time.monotonic() < deadline and child.poll() is None:
                 time.sleep(0.001)
         finally:
             g.resume(others)
         phases = (f"pause {(t_paused - t0) * 1e3:.0f} ms, reclaim {(t_reclaimed - t_paused) * 1e3:.0f} ms, "
                   f"start {(time.monotonic() - t_reclaimed) * 1e3:.0f} ms")
-        index = line // CTL_LINE - 1  # the process slot of a control line
+        index = line.slot
         self.restart_count[index] = self.restart_count.get(index, 0) + 1
         status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         event = RestartEventInfo(at=time.time(), process=index, nodes=nodes, exit_status=status,
@@ -327,7 +335,7 @@ class Deployment:
         txv = g.segment().view("tx.stats", np.int64).reshape(-1, TX_WORDS)[: len(self.exit_names)]
         counted = int(txv[:, [TX_INDEX["frames"], TX_INDEX["refused"], TX_INDEX["no_output"]]].sum())
         freed = int(mem.pool.arrays.ret_ctrl[g.io_client_base + TX_SLOT, HEAD])
-        return counted - freed - int(mem.ctl[g.io_line(TX_SLOT) + P_SETTLED])
+        return counted - freed - g.io_line(TX_SLOT).settled
 
     def _complete_syncs(self) -> None:
         g = self.runtime
@@ -372,22 +380,20 @@ class Deployment:
     # -- observation -------------------------------------------------------------------------
     def info(self) -> DeploymentInfo:
         g = self.runtime
-        mem = g.memory()
         procs = []
         for k, plan_ in enumerate(g.layout.processes):
             nodes = [g.layout.nodes[i] for i in plan_.nodes]
             if all(n.retired for n in nodes):
                 continue
-            procs.append(ProcessInfo(index=k, nodes=[n.name for n in nodes], pid=int(mem.ctl[ctl_line(k) + P_PID]),
+            procs.append(ProcessInfo(index=k, nodes=[n.name for n in nodes], pid=g.line(k).pid,
                                      alive=k < len(g.procs) and g.procs[k].poll() is None, cpu=plan_.cpu,
                                      policy=plan_.policy, restarts=self.restart_count.get(k, 0)))
         for slot, svc in enumerate(self.services):
             line = g.io_line(slot)
-            index = line // CTL_LINE - 1  # the process slot of a control line
-            procs.append(ProcessInfo(index=index, nodes=["@rx" if slot == RX_SLOT else "@tx"],
-                                     pid=int(mem.ctl[line + P_PID]), alive=svc is not None and svc.poll() is None,
+            procs.append(ProcessInfo(index=line.slot, nodes=["@rx" if slot == RX_SLOT else "@tx"],
+                                     pid=line.pid, alive=svc is not None and svc.poll() is None,
                                      cpu=self.req.rx_cpu if slot == RX_SLOT else self.req.tx_cpu,
-                                     policy=self.req.io_policy, restarts=self.restart_count.get(index, 0)))
+                                     policy=self.req.io_policy, restarts=self.restart_count.get(line.slot, 0)))
         return DeploymentInfo(
             name=self.req.name, segment=g.segment_name, state="running" if self.state == "running" else "stopping",
             created_at=self.created_at, entry=self.req.graph.entry,

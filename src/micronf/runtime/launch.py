@@ -21,30 +21,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from micronf.dataplane.control import ControlBlock, ControlLine
 from micronf.dataplane.pool import DEFAULT_FRAME_CAPACITY, PacketPool
 from micronf.dataplane.ring import HEAD, RingTable
 from micronf.dataplane.segment import Segment
 from micronf.ports.base import MAX_FANOUT
+from micronf.runtime import unf
 from micronf.runtime.graph import GraphLayout, NodePlan
 from micronf.runtime.loop import RC_NAMES, RC_VERDICT0
 from micronf.runtime.privileges import assign_uid, uid_base
-from micronf.runtime.stage import (
-    CTL_LINE,
-    P_EXITED,
-    P_PAUSED,
-    P_PID,
-    P_READY,
-    P_SETTLED,
-    P_STOP,
-    PAUSE,
-    STOP,
-    GraphMemory,
-    ctl_line,
-    node_regions,
-    write_layout,
-)
+from micronf.runtime.process import ENTRY
+from micronf.runtime.stage import GraphMemory, node_regions, write_layout
 from micronf.runtime.verdict import drop_counts, verdict_columns
-from micronf.runtime.zygote import ENTRY_PROCESS, Child, Zygote, ZygoteError
+from micronf.runtime.zygote import Child, Zygote, ZygoteError
 
 
 class LaunchError(RuntimeError):
@@ -96,7 +85,7 @@ class GraphRuntime:
         regions = {
             **PacketPool.regions("pool", self.pool_slots, self.frame_capacity, n_clients=self.n_clients),
             **RingTable.regions("rings", self.layout.n_rings, self.ring_capacity),
-            "ctl": (self.max_processes + self.io_clients + 1) * CTL_LINE * 8,
+            "ctl": ControlBlock.nbytes(self.max_processes + self.io_clients),
             "layout": layout_bytes,
             "entries": (1 + MAX_FANOUT) * 8,
             **self.extra_regions,
@@ -163,16 +152,14 @@ class GraphRuntime:
         self.seg = seg
         self.mem = GraphMemory.of(seg)
         self.layout = self.mem.layout
-        self.procs = [self._adopted(ctl_line(k), alive) for k in range(len(self.layout.processes))]
-        io = [self._adopted(self.io_line(s), alive) if self.mem.ctl[self.io_line(s) + P_PID] else None
-              for s in range(self.io_clients)]
+        self.procs = [self._adopted(self.line(k), alive) for k in range(len(self.layout.processes))]
+        io = [self._adopted(self.io_line(s), alive) if self.io_line(s).pid else None for s in range(self.io_clients)]
         self.zygote = Zygote(self.segment_name, preload=self.preload, timeout=timeout, detached=self.detached)
         return io
 
-    def _adopted(self, line: int, alive: set[int]) -> Child:
-        mem = self.memory()
-        pid = int(mem.ctl[line + P_PID])
-        return Child(pid if pid in alive else 0, mem.ctl, line, adopted=True)
+    @staticmethod
+    def _adopted(line: ControlLine, alive: set[int]) -> Child:
+        return Child(line.pid if line.pid in alive else 0, line, adopted=True)
 
     def ensure_zygote(self) -> Zygote:
         """The graph's zygote, started again (loading every hot loop: seconds) if it is gone."""
@@ -182,37 +169,44 @@ class GraphRuntime:
             self.zygote = Zygote(self.segment_name, preload=self.preload, detached=self.detached)
         return self.zygote
 
+    def _start(self, line: ControlLine, stage: str, *args: str) -> Child:
+        """Fork the process runner (``micronf.runtime.process``) for the stage of module ``stage``
+        in control ``line``."""
+        line.prepare_start()
+        return self.ensure_zygote().spawn(line, ENTRY, self.segment_name, str(line.slot), stage, *args)
+
     def _spawn(self, k: int) -> None:
         """(Re)start process ``k`` of the layout."""
-        mem = self.memory()
-        line = ctl_line(k)
-        mem.ctl[line + P_READY] = 0
-        mem.ctl[line + P_STOP] = 0
-        child = self.ensure_zygote().spawn(line, ENTRY_PROCESS, self.segment_name, str(k), ctl=mem.ctl)
+        child = self._start(self.line(k), unf.__name__, str(k))
         if k < len(self.procs):
             self.procs[k].close()
             self.procs[k] = child
         else:
             self.procs.append(child)
 
-    def spawn_io(self, slot: int, entry: str, *args: str) -> Child:
-        """Start an I/O service process (Rx/Tx) in control line ``io_line(slot)``; see :meth:`io_line`."""
-        mem = self.memory()
-        line = self.io_line(slot)
-        mem.ctl[line + P_READY] = 0
-        mem.ctl[line + P_STOP] = 0
-        return self.ensure_zygote().spawn(line, entry, self.segment_name, *args, ctl=mem.ctl)
+    def restart_process(self, k: int) -> Child:
+        """Start process ``k`` again (it died; the supervisor reclaimed what it held); returns its child."""
+        self._spawn(k)
+        return self.procs[k]
 
-    def io_line(self, slot: int) -> int:
+    def spawn_io(self, slot: int, stage: str, *args: str) -> Child:
+        """Start an I/O service (the stage of module ``stage``, e.g. ``micronf.services.rx``, with
+        ``args``) in control line ``io_line(slot)``; see :meth:`io_line`."""
+        return self._start(self.io_line(slot), stage, *args)
+
+    def line(self, k: int) -> ControlLine:
+        """Control line of µNF process ``k``."""
+        return self.memory().control.line(k)
+
+    def io_line(self, slot: int) -> ControlLine:
         """Control line of I/O service ``slot`` (0 .. io_clients-1): after every µNF process slot."""
         if not 0 <= slot < self.io_clients:
             raise ValueError(f"I/O slot {slot} out of range 0..{self.io_clients - 1}")
-        return ctl_line(self.max_processes + slot)
+        return self.line(self.max_processes + slot)
 
     def _wait_ready(self, processes: range, timeout: float) -> None:
-        mem = self.memory()
         deadline = time.monotonic() + timeout
-        while not all(mem.ctl[ctl_line(k) + P_READY] for k in processes):
+        while not all(self.line(k).ready for k in processes):
             dead = [k for k in processes if self.procs[k].poll() is not None]
             if dead or time.monotonic() > deadline:
                 why = f"process {dead[0]} exited with {self.procs[dead[0]].poll()}" if dead else "timeout"
@@ -223,7 +217,7 @@ class GraphRuntime:
         """Ask every process to stop, wait, kill what does not; then end the zygote."""
         if self.mem is not None:
             for k in range(len(self.procs)):
-                self.mem.ctl[ctl_line(k) + P_STOP] = STOP
+                self.line(k).request_stop()
         for p in self.procs:
             try:
                 p.wait(timeout=timeout)
@@ -236,24 +230,23 @@ class GraphRuntime:
             self.zygote = None
 
     # -- pausing (the supervisor's accounting after a crash) ----------------------------------
-    def pause(self, lines: list[int], timeout: float = 1.0) -> list[int]:
+    @staticmethod
+    def pause(lines: list[ControlLine], timeout: float = 1.0) -> list[ControlLine]:
         """Ask the processes of control ``lines`` to pause after their batch in hand; returns the
         lines that did not confirm within ``timeout`` (dead or stuck)."""
-        mem = self.memory()
         for line in lines:
-            mem.ctl[line + P_STOP] = PAUSE
+            line.request_pause()
         deadline = time.monotonic() + timeout
         waiting = list(lines)
         while waiting and time.monotonic() < deadline:
-            waiting = [ln for ln in waiting if not mem.ctl[ln + P_PAUSED] and not mem.ctl[ln + P_EXITED]]
+            waiting = [ln for ln in waiting if not ln.paused and not ln.exited]
             time.sleep(0.0005)
         return waiting
 
-    def resume(self, lines: list[int]) -> None:
-        mem = self.memory()
+    @staticmethod
+    def resume(lines: list[ControlLine]) -> None:
         for line in lines:
-            if mem.ctl[line + P_STOP] == PAUSE:
-                mem.ctl[line + P_STOP] = 0
+            line.resume()
 
     def close(self) -> None:
         """Remove the segment (after ``stop``)."""
@@ -278,7 +271,7 @@ class GraphRuntime:
 
     def stop_process(self, k: int, timeout: float) -> None:
         """Ask process ``k`` to stop and wait until it has."""
-        self.memory().ctl[ctl_line(k) + P_STOP] = STOP
+        self.line(k).request_stop()
         self.procs[k].wait(timeout=timeout)
 
     def segment(self) -> Segment:
@@ -295,8 +288,7 @@ class GraphRuntime:
         return self.mem
 
     def pids(self) -> list[int]:
-        mem = self.memory()
-        return [int(mem.ctl[ctl_line(k) + P_PID]) for k in range(len(self.layout.processes))]
+        return [self.line(k).pid for k in range(len(self.layout.processes))]
 
     def node_stats(self, name: str) -> NodeStats:
         mem = self.memory()
@@ -324,8 +316,9 @@ class GraphRuntime:
         """Buffers process ``k`` has counted as the graph's drops (drop verdicts not captured, unconnected
         labels, full egresses, bad verdicts): each such packet bumps exactly one of these counters, and
         only then is its buffer freed through the process's return ring. So the counter sum minus that
-        ring's head (minus the ``P_SETTLED`` offset) is what the process counted but did not yet free:
-        0 between batches, and for a killed process exactly the counted part of the buffers it held."""
+        ring's head (minus what earlier reclaims settled, see :meth:`settle`) is what the process
+        counted but did not yet free: 0 between batches, and for a killed process exactly the counted part
+        of the buffers it held."""
         total = 0
         for i in self.layout.processes[k].nodes:
             s = self.node_stats(self.layout.nodes[i].name)
@@ -338,14 +331,13 @@ class GraphRuntime:
         """Per process: buffers counted as dropped but not yet freed (see :meth:`counted_frees`)."""
         mem = self.memory()
         heads = mem.pool.arrays.ret_ctrl[:, HEAD]
-        return [self.counted_frees(k) - int(heads[proc.client]) - int(mem.ctl[ctl_line(k) + P_SETTLED])
+        return [self.counted_frees(k) - int(heads[proc.client]) - self.line(k).settled
                 for k, proc in enumerate(self.layout.processes)]
 
     def settle(self, unfreed: list[int]) -> None:
         """After a reclaim freed the counted-but-unfreed buffers ``unfreed``: account them as freed."""
-        mem = self.memory()
         for k, n in enumerate(unfreed):
-            mem.ctl[ctl_line(k) + P_SETTLED] += n
+            self.line(k).settle(n)
 
     def ring_occupancy(self) -> np.ndarray:
         """Handles waiting in each ring right now."""

@@ -8,14 +8,15 @@ graph's packets. So when the agent is root:
   ``MICRONF_UID_BASE`` .. + :data:`UID_SLOTS` (default base :data:`DEFAULT_UID_BASE`; no account is
   needed for it), mode 0600: that uid can open its graph's segment, no other unprivileged uid can,
   and root (the agent) still can. The uid is free again once the segment is removed.
-- :func:`drop_for_graph`, called in each process the graph's zygote forks, just before it runs the
-  µNF process: when the segment belongs to such a uid, the process becomes that uid and gid (no
-  supplementary groups) and keeps only what it needs: nothing, or ``CAP_SYS_NICE`` when its
-  scheduling policy is real-time (it sets that itself). It also gets ``no_new_privs`` and an
-  emptied capability bounding set, so nothing it executes regains privileges. The zygote has
-  already mapped the segment, imported every module and loaded every hot loop (from numba's cache,
-  which stays root's): the process needs no file of root's afterwards, and compiles nothing.
-- :func:`drop_for_service`, called by the agent's Rx and Tx services (other zygote entries) once
+- :func:`drop_for_graph`, called by the µNF stage (``micronf.runtime.unf``) in each process the
+  graph's zygote forks, before any µNF code runs: when the segment belongs to such a uid, the
+  process becomes that uid and gid (no supplementary groups) and keeps only what it needs: nothing,
+  or ``CAP_SYS_NICE`` when its scheduling policy is real-time (it sets that itself). It also gets
+  ``no_new_privs`` and an emptied capability bounding set, so nothing it executes regains
+  privileges. The zygote has already mapped the segment, imported every module and loaded every hot
+  loop (from numba's cache, which stays root's): the process needs no file of root's afterwards, and
+  compiles nothing.
+- :func:`drop_for_service`, called by the Rx and Tx service stages (``micronf.services``) once
   they have opened what only root may open — the segment, capture files in the agent's data
   directory (already confined, see ``micronf.agent.files``), AF_PACKET sockets and their mmap'ed
   rings, sockets created in another network namespace — and set their CPU and scheduling policy:

@@ -18,10 +18,11 @@ import time
 import numpy as np
 
 from micronf.dataplane.atomics import py_store_release
+from micronf.dataplane.control import ControlLine
 from micronf.ports.base import EG_LB_FLOW, EG_LB_RR, EG_PP, IN_PP, MAX_FANOUT
 from micronf.runtime.graph import EgressPlan, IngressPlan, ProcessPlan
 from micronf.runtime.launch import GraphRuntime, LaunchError
-from micronf.runtime.stage import G_LAYOUT_GEN, P_CALLS, P_EXITED, GraphMemory, ctl_line, write_layout
+from micronf.runtime.stage import GraphMemory, write_layout
 
 
 def scale_out(g: GraphRuntime, name: str, *, by_flow: bool = True, timeout: float = 60.0) -> str:
@@ -93,7 +94,7 @@ def scale_in(g: GraphRuntime, name: str, *, timeout: float = 10.0) -> str:
         raise LaunchError(f"cannot scale in {name!r}: it has no instance added by scale-out")
     inst = instances[-1]
     (ing,) = inst.ingress
-    upstream_lines: list[int] = []
+    upstream_lines: list[ControlLine] = []
     if ing.src == "@source":
         entries = _entries(g)
         if int(entries[int(entries[0])]) != ing.ring:
@@ -110,12 +111,12 @@ def scale_in(g: GraphRuntime, name: str, *, timeout: float = 10.0) -> str:
                 table.begin()
                 table.set_egress(e, kind, rings, eg.on_full)
                 table.publish()
-        upstream_lines.append(ctl_line(up.process))
-    calls = {ln: int(mem.ctl[ln + P_CALLS]) for ln in upstream_lines}
+        upstream_lines.append(g.line(up.process))
+    calls = [(ln, ln.calls) for ln in upstream_lines]
     ring = mem.rings[ing.ring]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # upstream switched tables (two calls later) and the ring is empty
-        switched = all(mem.ctl[ln + P_CALLS] >= calls[ln] + 2 or mem.ctl[ln + P_EXITED] for ln in calls)
+        switched = all(ln.calls >= before + 2 or ln.exited for ln, before in calls)
         if switched and len(ring) == 0:
             break
         time.sleep(0.005)
@@ -129,7 +130,7 @@ def scale_in(g: GraphRuntime, name: str, *, timeout: float = 10.0) -> str:
 def _publish_layout(g: GraphRuntime) -> None:
     """Store the layout in the segment and tell the I/O services it changed."""
     write_layout(g.segment(), g.layout)
-    g.memory().ctl[G_LAYOUT_GEN] += 1
+    g.memory().control.bump_layout_generation()
 
 
 def _entries(g: GraphRuntime) -> np.ndarray:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from micronf.dataplane.control import ControlBlock
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable
 from micronf.dataplane.segment import Segment, read_json, write_json
@@ -14,22 +15,6 @@ from micronf.ports.table import PortTable
 from micronf.runtime.graph import GraphLayout, NodePlan
 from micronf.runtime.loop import RC_WORDS, StageArrays
 from micronf.runtime.nf import MicroNF, nf_class
-
-# control region: line 0 is the graph's, then one 16-word line per process slot
-CTL_LINE = 16
-P_STOP, P_READY, P_PID, P_CALLS, P_STARTS, P_PAUSED, P_EXITED, P_STATUS = 0, 1, 2, 3, 4, 5, 6, 7
-# supervisor-written word of a process line: the process's counted frees minus the handles its return ring has
-# taken, as of the last reclaim (see ``GraphRuntime.counted_frees``); the excess over it is what a dead process
-# had counted as dropped but not yet freed
-P_SETTLED = 8
-G_LAYOUT_GEN = 1  # graph line word: bumped each time the layout is rewritten while running (scale out/in)
-STOP, PAUSE = 1, 2  # values of P_STOP: stop for good, or finish the batch in hand and wait (P_PAUSED = 1)
-
-
-def ctl_line(process: int) -> int:
-    """First word of process ``process``'s control line."""
-    return (process + 1) * CTL_LINE
-
 
 SPARE_NC_WORDS = 256  # µNF counters a scaled-out instance may have
 
@@ -62,7 +47,7 @@ class GraphMemory:
     layout: GraphLayout
     pool: PacketPool
     rings: RingTable
-    ctl: np.ndarray
+    control: ControlBlock
 
     @classmethod
     def attach(cls, name: str) -> GraphMemory:
@@ -72,7 +57,7 @@ class GraphMemory:
     @classmethod
     def of(cls, seg: Segment) -> GraphMemory:
         return cls(seg, read_layout(seg), PacketPool.attach(seg, "pool"), RingTable.attach(seg, "rings"),
-                   seg.view("ctl", np.int64))
+                   ControlBlock(seg.view("ctl", np.int64)))
 
     def port_table(self, node: NodePlan) -> PortTable:
         return PortTable(self.seg.view(f"nf{node.index}.ports", np.int64))

@@ -8,12 +8,12 @@ preloaded module, then forks a child per request. The child inherits the loaded 
 the usual entry point at once. µNFs stay real, separate OS processes.
 
 Protocol on stdin/stdout (one line each way per request):
-``spawn LINE MODULE:FUNC ARG...`` → ``pid N``: fork; the child calls ``FUNC(*ARGS)`` from
-``MODULE`` and exits with its return value. ``LINE`` is the child's control line in the graph's
-segment: the zygote reaps every child and writes its exit status there (``P_STATUS``, negative =
-killed by that signal, then ``P_EXITED = 1``), which is how :class:`Child` (in the parent, which
-is not the child's parent) learns it. ``preload MODULE`` → ``ok``: import MODULE in the zygote and
-call its ``warm(segment_name)`` if it has one.
+``spawn SLOT MODULE:FUNC ARG...`` → ``pid N``: fork; the child calls ``FUNC(*ARGS)`` from
+``MODULE`` and exits with its return value. ``SLOT`` is the child's control line in the graph's
+segment: the zygote reaps every child and records its exit status there
+(:meth:`~micronf.dataplane.control.ControlLine.record_exit`, negative = killed by that signal),
+which is how :class:`Child` (in the parent, which is not the child's parent) learns it.
+``preload MODULE`` → ``ok``: import MODULE in the zygote and call its ``warm(segment_name)`` if it has one.
 
 Who outlives whom (``--owner PID`` or ``--detached``):
 
@@ -44,25 +44,11 @@ import time
 from types import FrameType
 from typing import IO
 
-import numpy as np
-import numpy.typing as npt
-
+from micronf.dataplane.control import ControlLine
 from micronf.dataplane.segment import SegmentNotFoundError
-from micronf.runtime.privileges import drop_for_graph
-from micronf.runtime.stage import P_EXITED, P_STATUS, GraphMemory
-
-ENTRY_PROCESS = "micronf.runtime.process:run"
-START_NICE = -10  # a forked child runs its start-up at this priority, so a restart is quick on a busy machine
-_boosted = False
-
-
-def started() -> None:
-    """Called by an entry point once it is ready: drop the start-up priority boost (if any)."""
-    global _boosted
-    if _boosted:
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
-        _boosted = False
-
+from micronf.runtime.process import boost_start
+from micronf.runtime.stage import GraphMemory
+from micronf.runtime.unf import warm_all
 
 PR_SET_PDEATHSIG = 1
 
@@ -105,10 +91,9 @@ class Child:
     was forked by an earlier agent's zygote, which is gone, so no exit status will be recorded
     (``pid`` 0: it is already gone)."""
 
-    def __init__(self, pid: int, ctl: npt.NDArray[np.int64], line: int, *, adopted: bool = False) -> None:
+    def __init__(self, pid: int, line: ControlLine, *, adopted: bool = False) -> None:
         self.pid = pid
-        self._ctl = ctl
-        self._line = line
+        self.line = line
         self._reaped_by_zygote = not adopted
         try:
             self._fd: int | None = os.pidfd_open(pid) if pid > 0 else None
@@ -123,9 +108,7 @@ class Child:
     @property
     def returncode(self) -> int | None:
         """Exit status once the process ended (negative: killed by that signal), else None."""
-        if self._ctl[self._line + P_EXITED]:
-            return int(self._ctl[self._line + P_STATUS])
-        return None
+        return self.line.status
 
     def poll(self) -> int | None:
         """The exit status if the process has ended (waiting briefly for the zygote to reap it)."""
@@ -202,10 +185,10 @@ class Zygote:
         self._send(f"preload {module}")
         self._expect("ok", timeout)
 
-    def spawn(self, line: int, entry: str, *args: str, ctl: npt.NDArray[np.int64]) -> Child:
-        """Fork a child running ``entry`` (``module:function``) with ``args``; ``line`` is its control line."""
-        self._send(" ".join(["spawn", str(line), entry, *args]))
-        return Child(int(self._expect("pid", 30.0)), ctl, line)
+    def spawn(self, line: ControlLine, entry: str, *args: str) -> Child:
+        """Fork a child running ``entry`` (``module:function``) with ``args`` in control ``line``."""
+        self._send(" ".join(["spawn", str(line.slot), entry, *args]))
+        return Child(int(self._expect("pid", 30.0)), line)
 
     @property
     def alive(self) -> bool:
@@ -236,7 +219,7 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
         exit_with_owner(owner)
     zygote = os.getpid()
     mem = GraphMemory.attach(segment)
-    lines: dict[int, int] = {}  # child pid -> control line
+    lines: dict[int, ControlLine] = {}  # child pid -> its control line
 
     def reap(signum: int, frame: FrameType | None) -> None:
         while True:
@@ -248,10 +231,7 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
                 return
             line = lines.pop(pid, None)
             if line is not None:
-                mem.ctl[line + P_STATUS] = os.waitstatus_to_exitcode(status)
-                mem.ctl[line + P_EXITED] = 1
-
-    from micronf.runtime.process import warm_all
+                line.record_exit(os.waitstatus_to_exitcode(status))
 
     warm_all(mem)
     signal.signal(signal.SIGCHLD, reap)
@@ -273,8 +253,8 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
         if words[0] != "spawn" or len(words) < 3:
             print(f"micronf-zygote: bad request {raw.strip()!r}", file=sys.stderr)
             continue
-        line, entry, args = int(words[1]), words[2], words[3:]
-        mem.ctl[line + P_EXITED] = 0
+        line, entry, args = mem.control.line(int(words[1])), words[2], words[3:]
+        line.clear_exit()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         pid = os.fork()
         if pid == 0:
@@ -287,14 +267,7 @@ def serve(segment: str, stdin: IO[str], stdout: IO[str], *, owner: int | None = 
                     die_with_parent(zygote)
                 os.dup2(2, 1)  # our stdout is the protocol pipe
                 os.close(0)
-                global _boosted
-                try:
-                    os.setpriority(os.PRIO_PROCESS, 0, START_NICE)
-                    _boosted = True
-                except PermissionError:
-                    pass
-                if entry == ENTRY_PROCESS:
-                    drop_for_graph(mem, int(args[1]))  # a µNF: its graph's uid, no capabilities it does not need
+                boost_start()
                 code = _call(entry, args)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1

@@ -10,9 +10,9 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
-from micronf.agent.classify import ACCEPT, DROP, UNMATCHED, classify_frame, compile_rules
-from micronf.agent.iomem import HIST_WORDS, bucket_of, bucket_upper, percentiles, record_latency
 from micronf.packet.rules import FlowRule
+from micronf.services.classify import ACCEPT, DROP, UNMATCHED, classify_frame, compile_rules
+from micronf.services.iomem import HIST_WORDS, bucket_of, bucket_upper, percentiles, record_latency
 
 PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
 

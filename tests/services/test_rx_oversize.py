@@ -20,11 +20,8 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from micronf.agent.classify import compile_rules
 from micronf.agent.core import Agent
-from micronf.agent.iomem import J_WORDS, RX_INDEX
 from micronf.agent.metrics import AgentCollector
-from micronf.agent.rx import rx_burst
 from micronf.api.models import DeployRequest
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable, ring_dequeue
@@ -32,6 +29,9 @@ from micronf.dataplane.segment import PrivateMemory
 from micronf.io.pcap_read import read_pcap
 from micronf.io.pcap_write import PcapWriter
 from micronf.io.trace import Trace
+from micronf.services.classify import compile_rules
+from micronf.services.iomem import J_WORDS, RX_INDEX
+from micronf.services.rx import rx_burst
 
 pytestmark = pytest.mark.timeout(300)
 

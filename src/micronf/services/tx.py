@@ -24,22 +24,22 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.agent.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
-from micronf.agent.service_loop import run_service
-from micronf.api.models import DeployRequest
 from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.borrow import borrowed
+from micronf.dataplane.control import ControlLine
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
 from micronf.dataplane.ring import ring_dequeue
-from micronf.dataplane.segment import read_json
 from micronf.io.afpacket_tx import warm_tx as warm_afpacket_tx
 from micronf.io.backend import TxBackend
 from micronf.io.pcap_write import PcapWriter
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service
+from micronf.runtime.process import Pacing, StageError
 from micronf.runtime.scheduling import apply_scheduling
-from micronf.runtime.stage import G_LAYOUT_GEN, GraphMemory, read_layout
+from micronf.runtime.stage import GraphMemory, read_layout
+from micronf.services.config import TxConfig, read_tx_config
+from micronf.services.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
 
 FLUSH_S = 0.5  # at most this long between a frame's transmission and its arrival in a pcap output
 I64 = npt.NDArray[np.int64]
@@ -140,67 +140,71 @@ class _Exits:
         self.exit_of = np.array([names.index(x.name) for x in layout.exits], dtype=np.int64)
 
 
-def run(segment: str, line: str, client: str) -> int:
-    """The Tx service process: ``line`` is its control line, ``client`` its pool return ring."""
-    ln, cl = int(line), int(client)
-    mem = GraphMemory.attach(segment)
-    cfg = read_json(mem.seg, "io.config")
-    req = DeployRequest.model_validate(cfg["request"])
-    names: list[str] = cfg["exit_names"]
-    ns_per_cycle = float(cfg["ns_per_cycle"])
-    backends: list[TxBackend | None] = []
-    try:
-        apply_scheduling(0, req.tx_cpu, req.io_policy)
-        for name in names:
-            out = req.outputs.get(name)
-            backends.append(open_tx(out.backend) if out is not None else None)
-        drop_for_service(mem)  # the outputs and sockets are open: the graph's uid from here on
-    except (OSError, ValueError) as exc:
-        write_error(mem.seg, f"Tx service: {exc}")
-        print(f"micronf-tx[{req.name}]: {exc}", file=sys.stderr)
-        for b in backends:
-            if b is not None:
-                b.close()
-        return 3
-    macs = np.stack([_mac_bytes(req.outputs[n].next_hop_mac if n in req.outputs else None) for n in names])
-    has_mac = np.array([n in req.outputs and req.outputs[n].next_hop_mac is not None for n in names], np.uint8)
-    burst = max(req.burst, 256)
-    held = np.empty((len(names), burst), dtype=np.uint32)
-    n_held = np.zeros(len(names), dtype=np.int64)
-    stamps = np.empty(burst, dtype=np.int64)
-    stats = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
-    hist = mem.seg.view("tx.hist", np.int64)
-    p = mem.pool.arrays
-    ctl = mem.ctl
-    gen = int(ctl[G_LAYOUT_GEN])
-    exits = _Exits(mem, names)
+class TxStage:
+    """The Tx service as the runtime's process runner runs it: every exit drained once per step."""
 
-    next_flush = time.monotonic() + FLUSH_S
+    def __init__(self, mem: GraphMemory, cfg: TxConfig, backends: list[TxBackend | None], client: int) -> None:
+        self.mem = mem
+        self.backends = backends
+        self.client = client
+        self.names = [out.exit for out in cfg.outputs]
+        self.ns_per_cycle = cfg.ns_per_cycle
+        self.macs = np.stack([_mac_bytes(out.next_hop_mac) for out in cfg.outputs])
+        self.has_mac = np.array([out.next_hop_mac is not None for out in cfg.outputs], np.uint8)
+        self.burst = max(cfg.burst, 256)
+        self.held = np.empty((len(self.names), self.burst), dtype=np.uint32)
+        self.n_held = np.zeros(len(self.names), dtype=np.int64)
+        self.stamps = np.empty(self.burst, dtype=np.int64)
+        self.stats = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
+        self.hist = mem.seg.view("tx.hist", np.int64)
+        self.gen = mem.control.layout_generation
+        self.exits = _Exits(mem, self.names)
+        self.next_flush = time.monotonic() + FLUSH_S
 
-    def step() -> int:
-        nonlocal gen, exits, next_flush
-        if time.monotonic() >= next_flush:  # files stay readable while the graph runs
+    def step(self) -> int:
+        mem, backends, held, n_held = self.mem, self.backends, self.held, self.n_held
+        p = mem.pool.arrays
+        if time.monotonic() >= self.next_flush:  # files stay readable while the graph runs
             for b in backends:
                 if b is not None:
                     b.flush()
-            next_flush = time.monotonic() + FLUSH_S
-        if ctl[G_LAYOUT_GEN] != gen:  # the layout was rewritten (scale-out): re-read the exit rings
-            gen = int(ctl[G_LAYOUT_GEN])
-            exits = _Exits(mem, names)
-        moved = tx_collect(p, mem.rings.ctrl, mem.rings.slots, exits.rings, exits.exit_of, held, n_held, macs,
-                           has_mac)
+            self.next_flush = time.monotonic() + FLUSH_S
+        if mem.control.layout_generation != self.gen:  # the layout was rewritten (scale-out): re-read the exits
+            self.gen = mem.control.layout_generation
+            self.exits = _Exits(mem, self.names)
+        moved = tx_collect(p, mem.rings.ctrl, mem.rings.slots, self.exits.rings, self.exits.exit_of, held, n_held,
+                           self.macs, self.has_mac)
         for e in np.flatnonzero(n_held):
             n = int(n_held[e])
             backend = backends[e]
             sent = backend.send(p, held[e], n) if backend is not None else 0
-            tx_release(p, cl, held[e], n, sent, stats[e], backend is None, hist, ns_per_cycle, stamps)
+            tx_release(p, self.client, held[e], n, sent, self.stats[e], backend is None, self.hist, self.ns_per_cycle,
+                       self.stamps)
             n_held[e] = 0
         return moved
 
+    def close(self) -> None:
+        for b in self.backends:
+            if b is not None:
+                b.close()
+
+
+def open_stage(mem: GraphMemory, line: ControlLine, client: str) -> tuple[TxStage, Pacing]:
+    """The runner's entry (see ``micronf.runtime.process``): open every output, become the graph's
+    uid; ``client`` is the service's pool return ring."""
+    cfg = read_tx_config(mem.seg)
+    backends: list[TxBackend | None] = []
     try:
-        run_service(ctl, ln, step, burst=burst, coalesce_us=req.io_coalesce_us)
-    finally:
+        apply_scheduling(0, cfg.cpu, cfg.policy)
+        for out in cfg.outputs:
+            backends.append(open_tx(out.backend) if out.backend is not None else None)
+        drop_for_service(mem)  # the outputs and sockets are open: the graph's uid from here on
+    except (OSError, ValueError) as exc:
+        write_error(mem.seg, f"Tx service: {exc}")
+        print(f"micronf-tx[{cfg.name}]: {exc}", file=sys.stderr)
         for b in backends:
             if b is not None:
                 b.close()
-    return 0
+        raise StageError(3) from None
+    stage = TxStage(mem, cfg, backends, int(client))
+    return stage, Pacing(burst=stage.burst, coalesce_us=cfg.coalesce_us)

@@ -15,7 +15,7 @@ graph's uid, with no capabilities (:func:`~micronf.runtime.privileges.drop_for_s
 After a burst the entry could not take whole, the service sleeps ~50 µs: on a machine with few
 cores an Rx spinning on frames the graph cannot take only steals CPU from the graph (the frames
 are dropped and counted either way, as a NIC ring overflows). Small bursts are moderated
-(``io_coalesce_us``, see :mod:`micronf.agent.service_loop`).
+(``io_coalesce_us``, see :mod:`micronf.runtime.process`).
 
 A killed Rx service neither replays nor loses track of its source. The source's position is the
 ``frames`` counter in the graph segment: a replayed source (generator, pcap) that a restarted
@@ -40,24 +40,9 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from micronf.agent.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
-from micronf.agent.iomem import (
-    J_ACTIVE,
-    J_HEAD0,
-    J_IDLE,
-    J_N,
-    J_RING0,
-    J_RINGS,
-    J_SNAP0,
-    J_STATE,
-    RX_COUNTERS,
-    RX_INDEX,
-    write_error,
-)
-from micronf.agent.service_loop import run_service
-from micronf.api.models import DeployRequest
 from micronf.dataplane.atomics import cycles, fence_seq_cst, load_acquire, prefetch_write, store_release
 from micronf.dataplane.borrow import borrowed
+from micronf.dataplane.control import ControlLine
 from micronf.dataplane.memcopy import copy_bytes
 from micronf.dataplane.pool import (
     C_FRAME_CAP,
@@ -72,15 +57,31 @@ from micronf.dataplane.pool import (
     pool_free_owner,
 )
 from micronf.dataplane.ring import HEAD, ring_enqueue
-from micronf.dataplane.segment import read_json
+from micronf.io.backend import RxBackend
 from micronf.io.replay import FrameReplay, TimestampPacer
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_rx
 from micronf.packet.flowhash import frame_flow_hash, jump_hash
 from micronf.ports.base import MAX_FANOUT
 from micronf.runtime.privileges import drop_for_service
+from micronf.runtime.process import Pacing, StageError
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory
+from micronf.services.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
+from micronf.services.config import RxConfig, read_rx_config
+from micronf.services.iomem import (
+    J_ACTIVE,
+    J_HEAD0,
+    J_IDLE,
+    J_N,
+    J_RING0,
+    J_RINGS,
+    J_SNAP0,
+    J_STATE,
+    RX_COUNTERS,
+    RX_INDEX,
+    write_error,
+)
 
 PREFETCH_AHEAD = 8  # frames: the slots of frame i + 8 are fetched while frame i is copied
 BACKOFF_S = 0.00005  # pause after a burst the entry ring could not take whole (the frames are counted as dropped)
@@ -231,54 +232,58 @@ def warm(segment: str) -> None:
     warm_sequence(mem.pool.arrays)  # the generator's sequence stamp (and the sink's check)
 
 
-def run(segment: str, line: str) -> int:
-    """The Rx service process: ``line`` is its control line in the graph segment."""
-    ln = int(line)
-    mem = GraphMemory.attach(segment)
-    req = DeployRequest.model_validate(read_json(mem.seg, "io.config")["request"])
-    try:
-        apply_scheduling(0, req.rx_cpu, req.io_policy)
-        backend = open_rx(req.rx) if req.rx is not None else None
-        drop_for_service(mem)  # the capture is read, the socket open: the graph's uid from here on
-    except (OSError, ValueError) as exc:
-        write_error(mem.seg, f"Rx service: {exc}")
-        print(f"micronf-rx[{req.name}]: {exc}", file=sys.stderr)
-        return 3
-    rules = compile_rules(req.rules)
-    stats = mem.seg.view("rx.stats", np.int64)
-    entries = mem.seg.view("entries", np.int64)
-    journal = mem.seg.view("rx.journal", np.int64)
-    lost = settle(journal, stats, mem.rings.ctrl)
-    if lost:
-        print(f"micronf-rx[{req.name}]: {lost} frames of the burst in hand were lost in the crash", file=sys.stderr)
-    if isinstance(backend, FrameReplay):  # a restart continues the source where it stopped
-        backend.resume(int(stats[R_FRAMES]))
-    kernel_drops = int(stats[RX_INDEX["kernel_drops"]])  # what earlier processes' sockets counted
-    burst = max(req.burst, 256)
-    hbuf, out, rest = (np.empty(burst, dtype=np.uint32) for _ in range(3))
-    args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, entries, journal)
-    next_stats = 0.0
+class RxStage:
+    """The Rx service as the runtime's process runner runs it: one backend burst per step."""
 
-    def step() -> int:
-        nonlocal next_stats
+    def __init__(self, mem: GraphMemory, cfg: RxConfig, backend: RxBackend | None) -> None:
+        self.backend = backend
+        self.rules = compile_rules(cfg.rules)
+        self.stats = stats = mem.seg.view("rx.stats", np.int64)
+        journal = mem.seg.view("rx.journal", np.int64)
+        lost = settle(journal, stats, mem.rings.ctrl)
+        if lost:
+            print(f"micronf-rx[{cfg.name}]: {lost} frames of the burst in hand were lost in the crash",
+                  file=sys.stderr)
+        if isinstance(backend, FrameReplay):  # a restart continues the source where it stopped
+            backend.resume(int(stats[R_FRAMES]))
+        self.kernel_drops = int(stats[RX_INDEX["kernel_drops"]])  # what earlier processes' sockets counted
+        self.burst = max(cfg.burst, 256)
+        self.hbuf, self.out, self.rest = (np.empty(self.burst, dtype=np.uint32) for _ in range(3))
+        self.args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.seg.view("entries", np.int64), journal)
+        self.next_stats = 0.0
+
+    def step(self) -> int:
+        backend, stats = self.backend, self.stats
         if backend is None:
             return 0
-        b = backend.recv(burst)
-        if time.monotonic() >= next_stats:  # what the backend lost before us (e.g. a full kernel ring)
-            stats[RX_INDEX["kernel_drops"]] = kernel_drops + backend.stats().get("kernel_drops", 0)
-            next_stats = time.monotonic() + 0.1
+        b = backend.recv(self.burst)
+        if time.monotonic() >= self.next_stats:  # what the backend lost before us (e.g. a full kernel ring)
+            stats[RX_INDEX["kernel_drops"]] = self.kernel_drops + backend.stats().get("kernel_drops", 0)
+            self.next_stats = time.monotonic() + 0.1
         if b.n:
             full = stats[R_ENTRY_FULL]
-            rx_burst(*args, b.data, b.off, b.length, b.n, rules, 0, stats, hbuf, out, rest)
+            rx_burst(*self.args, b.data, b.off, b.length, b.n, self.rules, 0, stats, self.hbuf, self.out, self.rest)
             if stats[R_ENTRY_FULL] != full:  # the graph is saturated: let it run instead of spinning on drops
                 time.sleep(BACKOFF_S)
         elif backend.exhausted:
             stats[RX_INDEX["exhausted"]] = 1
         return b.n
 
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+def open_stage(mem: GraphMemory, line: ControlLine) -> tuple[RxStage, Pacing]:
+    """The runner's entry (see ``micronf.runtime.process``): open the backend, become the graph's uid."""
+    cfg = read_rx_config(mem.seg)
     try:
-        run_service(mem.ctl, ln, step, burst=burst, coalesce_us=req.io_coalesce_us)
-    finally:
-        if backend is not None:
-            backend.close()
-    return 0
+        apply_scheduling(0, cfg.cpu, cfg.policy)
+        backend = open_rx(cfg.backend) if cfg.backend is not None else None
+        drop_for_service(mem)  # the capture is read, the socket open: the graph's uid from here on
+    except (OSError, ValueError) as exc:
+        write_error(mem.seg, f"Rx service: {exc}")
+        print(f"micronf-rx[{cfg.name}]: {exc}", file=sys.stderr)
+        raise StageError(3) from None
+    stage = RxStage(mem, cfg, backend)
+    return stage, Pacing(burst=stage.burst, coalesce_us=cfg.coalesce_us)

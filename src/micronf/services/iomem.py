@@ -1,7 +1,7 @@
 """The Rx/Tx services' part of a graph segment: their config, counters and latency histogram.
 
-The agent creates these regions with the graph (``io_regions``), writes the services' config as
-JSON (``write_config``), and reads the counters the services bump (plain int64 words, each
+The agent creates these regions with the graph (``io_regions``), writes the services' config
+(:mod:`micronf.services.config`), and reads the counters the services bump (plain int64 words, each
 written by one process only). A service that cannot start (e.g. an interface that does not
 exist) writes its error text into ``io.error`` before exiting, so the agent can report *why* a
 deployment failed, not just that a process died.
@@ -9,7 +9,7 @@ deployment failed, not just that a process died.
 Crash safety of the Rx service: ``rx.journal`` records the burst in hand (its frame count, the
 counters before it, the entry rings' heads) while the service works on it, so a restarted Rx
 service settles a burst its predecessor was killed in and continues its source where it stopped
-(see :mod:`micronf.agent.rx`).
+(see :mod:`micronf.services.rx`).
 
 Latency: the Rx service stamps each packet with the TSC (``Q_RX_TIME``); the Tx service turns
 ``now - stamp`` into nanoseconds (``ns_per_cycle`` calibrated by the agent) and counts it in a
@@ -30,6 +30,7 @@ from numba import njit
 from micronf.dataplane.atomics import cycles
 from micronf.dataplane.segment import Memory, read_json, write_json
 from micronf.ports.base import MAX_FANOUT
+from micronf.services.config import CONFIG_BYTES, RX_CONFIG, TX_CONFIG
 
 RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "oversize",
                "batches", "exhausted", "kernel_drops", "lost_in_crash")
@@ -52,7 +53,6 @@ MIN_EXP = 6  # first bucket boundary 2**6 ns
 N_BUCKETS = 1 + (63 - MIN_EXP) * (1 << SUB_BITS)
 H_COUNT, H_SUM, H_MAX = N_BUCKETS, N_BUCKETS + 1, N_BUCKETS + 2
 HIST_WORDS = N_BUCKETS + 3
-CONFIG_BYTES = 1 << 20
 ERROR_BYTES = 4096
 
 I64 = npt.NDArray[np.int64]
@@ -61,11 +61,11 @@ I64 = npt.NDArray[np.int64]
 def io_regions() -> dict[str, int]:
     """Regions the Rx/Tx services need in the graph segment."""
     return {
-        "io.config": CONFIG_BYTES,
+        RX_CONFIG: CONFIG_BYTES,
+        TX_CONFIG: CONFIG_BYTES,
         "io.error": ERROR_BYTES,
         "rx.stats": RX_STAT_WORDS * 8,
         "rx.journal": J_WORDS * 8,
-        "rx.entries": (1 + MAX_FANOUT) * 8,
         "tx.stats": MAX_EXITS * TX_WORDS * 8,
         "tx.hist": HIST_WORDS * 8,
     }

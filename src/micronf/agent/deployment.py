@@ -14,6 +14,7 @@ interface"). ``tick()`` is called by the agent's monitor thread every few tens o
   it back in, a cool-down after each decision); the deployment carries the decisions out with
   ``micronf.runtime.scaling`` (a new instance, its upstream egress becomes LoadBalanced, by flow
   by default).
+- stats: ``stats()`` reads the counters through :class:`~micronf.agent.stats.GraphCounters`.
 
 The segment is the deployment's source of truth (``agent.record``: the request, the calibration, the
 restart events so far; the layout and every process's pid; the services' own configs):
@@ -25,84 +26,50 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
 from micronf.agent.autoscaler import Autoscaler, Decision, Sampler
 from micronf.agent.limits import check_fits
+from micronf.agent.stats import GraphCounters
 from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.api.models import (
-    Conservation,
     DeploymentInfo,
     DeployRequest,
-    EgressStats,
     GraphStats,
-    IngressStats,
-    LatencyStats,
-    NodeStatsInfo,
     ProcessInfo,
     RestartEventInfo,
     ScaleEventInfo,
 )
 from micronf.dataplane import reclaim as reclaim_kernels
 from micronf.dataplane.control import ControlLine
-from micronf.dataplane.pool import C_ALLOCATED, C_OWNER_FREED
 from micronf.dataplane.reclaim import complete_sync_marks, reclaim
 from micronf.dataplane.ring import HEAD
 from micronf.dataplane.segment import Segment, read_json, write_json
 from micronf.io.specs import check_rx, check_tx
-from micronf.ports.base import EG_BRANCH, EG_LB_FLOW, EG_LB_RR, EG_LOCAL, EG_MARK_ONLY, EG_MARKER, EG_PP, IN_SYNC
-from micronf.runtime.graph import GraphError, NodePlan, plan
+from micronf.ports.base import EG_BRANCH, IN_SYNC
+from micronf.runtime.graph import GraphError, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
-from micronf.runtime.loop import (
-    RC_BAD_VERDICT,
-    RC_DROPPED,
-    RC_EG_FULL0,
-    RC_EG_SENT0,
-    RC_FULL,
-    RC_UNCONNECTED,
-)
 from micronf.runtime.nf import NFConfigError
 from micronf.runtime.scaling import scale_in, scale_out
-from micronf.runtime.verdict import drop_counts
 from micronf.runtime.zygote import Child, ZygoteError
 from micronf.services.config import RxConfig, TxConfig, TxOutput, write_config
 from micronf.services.iomem import (
-    RX_COUNTERS,
     RX_INDEX,
-    TX_COUNTERS,
     TX_INDEX,
     TX_WORDS,
     calibrate_ns_per_cycle,
     io_regions,
-    percentiles,
     read_error,
 )
 
 log = logging.getLogger("micronf.agent")
 
 RX_SLOT, TX_SLOT = 0, 1
-EG_KIND_NAMES = {EG_PP: "pp", EG_BRANCH: "branch", EG_MARKER: "marker", EG_MARK_ONLY: "mark_only",
-                 EG_LB_RR: "lb_rr", EG_LB_FLOW: "lb_flow", EG_LOCAL: "local"}
 RX_STAGE, TX_STAGE = "micronf.services.rx", "micronf.services.tx"  # run by the runtime's process runner
 AGENT_RECORD, RECORD_BYTES = "agent.record", 1 << 20  # segment region: what adopting the deployment needs
 SEGMENT_PREFIX = "mnf-"  # a deployment's segment is SEGMENT_PREFIX + "<agent id>-" + its name
-
-CONSERVATION_READS = 3  # pairs of passes live conservation is judged on (see Deployment._conservation)
-
-
-@dataclass(frozen=True)
-class _Tally:
-    """Monotonic counters of one graph, read in one pass (see :meth:`Deployment._conservation`)."""
-
-    accepted: int  # packets the Rx service put into the graph
-    sent: int  # packets the Tx service sent
-    done: int  # packets that left it: sent, refused, freed inside, lost in a µNF crash
-    allocated: int  # buffers ever allocated
-    freed: int  # buffers ever freed (by the owner, and through every return ring)
-
 
 class Deployment:
     """A graph deployed on this machine (see the module docstring)."""
@@ -400,109 +367,6 @@ class Deployment:
             nodes=[n.name for n in g.layout.nodes if not n.retired], exits=self.exit_names,
             outputs={k: str(v.backend.get("kind")) for k, v in self.req.outputs.items()}, processes=procs)
 
-    def _node_stats(self, node: NodePlan) -> NodeStatsInfo:
-        g = self.runtime
-        mem = g.memory()
-        s = g.node_stats(node.name)
-        rc = mem.runtime_counters(node)
-        ingress = [IngressStats(src=i.src, ring=i.ring, occupancy=len(mem.rings[i.ring]) if i.ring >= 0 else 0,
-                                capacity=mem.rings[i.ring].capacity if i.ring >= 0 else 0) for i in node.ingress]
-        egress = [EgressStats(dst=e.dst, kind=EG_KIND_NAMES.get(e.kind, str(e.kind)), sent=int(rc[RC_EG_SENT0 + k]),
-                              full=int(rc[RC_EG_FULL0 + k])) for k, e in enumerate(node.egress)]
-        return NodeStatsInfo(name=node.name, type=node.type, instance_of=node.instance_of, runtime=s.runtime,
-                             verdicts=s.verdicts, counters=s.counters, ingress=ingress, egress=egress)
-
-    def _tally(self) -> _Tally:
-        """One pass over the monotonic counters live conservation is judged on (see :meth:`_conservation`)."""
-        g = self.runtime
-        mem = g.memory()
-        seg = g.segment()
-        accepted = int(seg.view("rx.stats", np.int64)[RX_INDEX["accepted"]])
-        txv = seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)[: len(self.exit_names)]
-        sent = int(txv[:, TX_INDEX["frames"]].sum())
-        done = sent + int(txv[:, [TX_INDEX["refused"], TX_INDEX["no_output"]]].sum())
-        for node in g.layout.nodes:
-            rc = mem.runtime_counters(node)
-            done += int(rc[RC_DROPPED] + rc[RC_UNCONNECTED] + rc[RC_FULL] + rc[RC_BAD_VERDICT])
-        done += sum(ev.reclaimed_buffers for ev in self.restarts if ev.nodes != ["@rx"])
-        p = mem.pool.arrays
-        freed = int(p.ctrl[C_OWNER_FREED]) + int(p.ret_ctrl[:, HEAD].sum())
-        return _Tally(accepted=accepted, sent=sent, done=done, allocated=int(p.ctrl[C_ALLOCATED]), freed=freed)
-
-    def _held_bound(self) -> int:
-        """Buffers the processes may hold between counting and handing over: a burst each (the Rx
-        service's allocated but not yet accepted, the Tx service's and each µNF process's counted
-        but not yet freed)."""
-        g = self.runtime
-        live = sum(1 for k, plan_ in enumerate(g.layout.processes)
-                   if not all(g.layout.nodes[i].retired for i in plan_.nodes))
-        return 2 * max(self.req.burst, 256) + live * g.layout.burst
-
-    def _conservation(self) -> Conservation:
-        """Whether every accepted packet is accounted for, judged live without a torn snapshot.
-
-        The terms are counters that only grow (packets accepted, packets done = sent + refused +
-        freed inside + lost in a µNF crash, buffers allocated, buffers freed), read in two passes
-        back to back: at an instant between them each term lies between its two readings. In a
-        healthy graph the buffers in use (allocated - freed) equal accepted - done plus what the
-        processes hold between counting and handing over (0 ≤ held ≤ :meth:`_held_bound`: the Rx
-        service counts a packet accepted after allocating it; µNFs and the Tx service count
-        before they free). So a healthy graph provably satisfies ``allocated₁ - freed₂ ≤
-        accepted₂ - done₁ + bound`` (else buffers are in use that no accepted packet explains: a
-        leak) and ``allocated₂ - freed₁ ≥ accepted₁ - done₂`` (else accepted packets are neither
-        done nor in a buffer). The slack is what moved during a pass (microseconds); a pass that
-        was preempted has more, so the judgement takes :data:`CONSERVATION_READS` pairs and is
-        ``ok`` only if every pair is. Idle, the passes agree and the check is exact up to
-        ``bound``. The figures reported are the last pass's.
-        """
-        bound = self._held_bound()
-        ok = True
-        for _ in range(CONSERVATION_READS):
-            before, after = self._tally(), self._tally()
-            ok = ok and (before.allocated - after.freed <= after.accepted - before.done + bound
-                         and after.allocated - before.freed >= before.accepted - after.done)
-        return Conservation(rx=after.accepted, tx=after.sent, dropped=after.done - after.sent,
-                            in_flight=after.allocated - after.freed, ok=ok)
-
     def stats(self) -> GraphStats:
-        """Every counter of the graph (read while packets move) and its conservation.
-
-        Conservation is judged first and the counters read after it, so they are at least as recent:
-        a reader that sees nothing in flight once the source is exhausted reads final counters."""
-        cons = self._conservation()
-        g = self.runtime
-        seg = g.segment()
-        rxv = seg.view("rx.stats", np.int64)
-        rx = {k: int(rxv[i]) for i, k in enumerate(RX_COUNTERS)}
-        txv = seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)
-        tx = {name: {k: int(txv[e, i]) for i, k in enumerate(TX_COUNTERS)} for e, name in enumerate(self.exit_names)}
-        nodes = [self._node_stats(n) for n in g.layout.nodes]
-        drops: dict[str, int] = {}
-        for k in ("unmatched", "rule_drop", "pool_empty", "entry_full", "oversize", "lost_in_crash"):
-            if rx[k]:
-                drops[f"@rx.{k}"] = rx[k]
-        for n in nodes:
-            for reason, count in drop_counts(n.verdicts).items():
-                if count and not g.layout.capture_drops:
-                    key = f"{n.instance_of or n.name}.{reason}"
-                    drops[key] = drops.get(key, 0) + count
-            for k in ("unconnected", "full", "bad_verdict"):
-                if n.runtime[k]:
-                    key = f"{n.instance_of or n.name}.{k}"
-                    drops[key] = drops.get(key, 0) + n.runtime[k]
-        for name, t in tx.items():
-            for k in ("refused", "no_output"):
-                if t[k]:
-                    drops[f"{name}.{k}"] = t[k]
-        for ev in self.restarts:  # packets a crashed µNF held: reclaimed, counted as dropped (the Rx
-            if ev.reclaimed_buffers and ev.nodes != ["@rx"]:  # service counts its own, never accepted)
-                key = f"{'/'.join(ev.nodes)}.lost_in_crash"
-                drops[key] = drops.get(key, 0) + ev.reclaimed_buffers
-        pool = g.memory().pool.stats()
-        lat = percentiles(seg.view("tx.hist", np.int64))
-        return GraphStats(
-            name=self.req.name, at=time.time(), rx=rx, tx=tx, drops=drops, nodes=nodes,
-            pool={"slots": pool.capacity, "free": pool.free, "in_use": pool.in_use, "allocated": pool.allocated,
-                  "alloc_failures": pool.alloc_failures},
-            latency=LatencyStats(**lat), conservation=cons, scale_events=list(self.scale_events),
-            restarts=list(self.restarts))
+        """Every counter of the graph (read while packets move) and its conservation."""
+        return GraphCounters(self.runtime, self.req, self.exit_names, self.restarts).stats(self.scale_events)

@@ -9,8 +9,11 @@ like any other file. The module text includes a digest of each kernel's source f
 µNF outside the micronf package also invalidates its cached loop.
 
 The generated loop first borrows its arrays (:func:`~micronf.dataplane.borrow.borrowed`: the pool,
-the rings, each stage's arrays; views of the shared segment, which the process keeps mapped), so no
-call below counts references. Then, per iteration: stop check (acquire load), time check; for each
+the rings, each stage's arrays; views of the shared segment, which the process keeps mapped; and
+each µNF's state), so no call below counts references. A µNF's state (its own NamedTuple type) is
+an argument of its own, not part of the stage: :func:`route_batch` takes the stage, and its numba
+cache would otherwise record every µNF's state type, third-party modules included, and fail to
+load wherever one of them cannot be imported. Then, per iteration: stop check (acquire load), time check; for each
 ingress of the first µNF:
 rx burst → kernel (with pipelined prefetch if asked) → forget the parse cache if the µNF may write past L2
 (:func:`~micronf.dataplane.pool.pkt_forget_parse`) → :func:`route_batch`; packets routed to the next fused µNF run its
@@ -60,12 +63,12 @@ _FIRST_KERNEL = '''{pad}if prefetch_n > 0:  # §V-A: the frames come from anothe
 {pad}    while b < n0:
 {pad}        m = min(prefetch_n, n0 - b)
 {pad}        prefetch_range(p, s0.handles, b + m, min(b + m + prefetch_n, n0))
-{pad}        _K0(p, s0.handles[b:], m, s0.verdicts[b:], s0.state, s0.nfc)
+{pad}        _K0(p, s0.handles[b:], m, s0.verdicts[b:], t0, s0.nfc)
 {pad}        b += m
 {pad}else:
-{pad}    _K0(p, s0.handles, n0, s0.verdicts, s0.state, s0.nfc)
+{pad}    _K0(p, s0.handles, n0, s0.verdicts, t0, s0.nfc)
 '''
-_NEXT_KERNEL = '''{pad}_K{j}(p, s{j}.handles, n{j}, s{j}.verdicts, s{j}.state, s{j}.nfc)
+_NEXT_KERNEL = '''{pad}_K{j}(p, s{j}.handles, n{j}, s{j}.verdicts, t{j}, s{j}.nfc)
 '''
 _STAGE = '''{pad}t = cycles()
 {kernel}{forget}{pad}n{k} = route_batch(p, rctrl, rslots, s{j}, n{j}, {ingress}, {local_out}, client, ctl, stop_word)
@@ -98,15 +101,17 @@ def loop_source(classes: Sequence[type[MicroNF]]) -> str:
     lines.append("")
     lines.extend(f"_K{j} = _C{j}.kernel" for j in range(m))
     stages = ", ".join(f"s{j}" for j in range(m))
+    states = ", ".join(f"t{j}" for j in range(m))
     body = [
         "",
         "",
         "@njit(cache=True, nogil=True)",
         f"def hot(p, rctrl, rslots, ctl, stop_word, client, max_iters, max_cycles, yield_idle, yield_every, "
-        f"prefetch_n, idle_polls, idle_sleep_us, {stages}):",
+        f"prefetch_n, idle_polls, idle_sleep_us, {stages}, {states}):",
         "    # the arrays, unreferenced: every kernel, route_batch and ring call below would else take and drop",
         "    # a reference (two atomic instructions) per array argument, per batch",
-        *(f"    {a} = borrowed({a})" for a in ("p", "rctrl", "rslots", "ctl", *(f"s{j}" for j in range(m)))),
+        *(f"    {a} = borrowed({a})" for a in ("p", "rctrl", "rslots", "ctl", *(f"s{j}" for j in range(m)),
+                                             *(f"t{j}" for j in range(m)))),
         "    busy = 0",
         "    work = 0",
         "    t_start = cycles()",

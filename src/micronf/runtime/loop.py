@@ -17,7 +17,7 @@ laid out by the ``RC_*`` constants.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -67,7 +67,6 @@ class StageArrays(NamedTuple):
     counts: I64  # [MAX_EG]
     scratch: npt.NDArray[np.uint32]  # [MAX_FANOUT, burst] load-balancer buckets
     freebuf: Handles  # [burst]
-    state: tuple[npt.NDArray[Any], ...]  # the µNF's own arrays
     nfc: I64  # the µNF's own counters (shared memory)
 
 

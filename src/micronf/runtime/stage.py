@@ -85,7 +85,6 @@ def build_stage(mem: GraphMemory, node: NodePlan, nf: MicroNF, burst: int) -> St
         counts=np.zeros(MAX_EG, dtype=np.int64),
         scratch=np.empty((MAX_FANOUT, burst), dtype=np.uint32),
         freebuf=np.empty(burst, dtype=np.uint32),
-        state=nf.kernel_state(),
         nfc=mem.nf_counters(node),
     )
 

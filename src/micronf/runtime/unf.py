@@ -35,7 +35,8 @@ def warm_all(mem: GraphMemory) -> None:
         hot = load_hot_loop([type(nf) for nf in nfs])
         stages = [build_stage(mem, n, nf, layout.burst) for n, nf in zip(nodes, nfs, strict=True)]
         hot(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.control.words, 0, plan.client, 0, 0,
-            layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls, layout.idle_sleep_us, *stages)
+            layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls, layout.idle_sleep_us, *stages,
+            *(nf.kernel_state() for nf in nfs))
 
 
 class UnfStage:
@@ -50,19 +51,20 @@ class UnfStage:
         self.tables = [mem.port_table(n) for n in self.nodes]
         self.hot = load_hot_loop([type(nf) for nf in self.nfs])
         self.stages = self._stages()
+        self.states = [nf.kernel_state() for nf in self.nfs]  # built once: they depend on the config only
         self.versions = [t.version() for t in self.tables]
         self.args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.control.words, line.stop_word,
                      plan.client)
         self.tail = (layout.yield_idle, plan.yield_every, layout.prefetch, layout.idle_polls, layout.idle_sleep_us)
         self.iters = iters
-        self.hot(*self.args, 0, 0, *self.tail, *self.stages)  # compile or load now
+        self.hot(*self.args, 0, 0, *self.tail, *self.stages, *self.states)  # compile or load now
 
     def _stages(self) -> list[StageArrays]:
         burst = self.mem.layout.burst
         return [build_stage(self.mem, n, nf, burst) for n, nf in zip(self.nodes, self.nfs, strict=True)]
 
     def step(self) -> int:
-        work: int = self.hot(*self.args, self.iters, CYCLES_PER_CALL, *self.tail, *self.stages)
+        work: int = self.hot(*self.args, self.iters, CYCLES_PER_CALL, *self.tail, *self.stages, *self.states)
         now = [t.version() for t in self.tables]
         if now != self.versions and not any(v % 2 for v in now):
             # a port table was rewritten (and the writer is done): every handle of the last call is

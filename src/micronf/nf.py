@@ -27,7 +27,8 @@ through one)::
         kernel = kernel
 
 The names below are pinned by ``tests/nfs/test_public_api.py``: the implementation may move,
-this module keeps them. The packet header helpers (``micronf.dataplane.headers``) come on top.
+this module keeps them. The packet helpers (``micronf.packet``: headers, checksums, flow hash,
+HTTP parsing) come on top.
 """
 
 from __future__ import annotations

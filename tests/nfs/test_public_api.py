@@ -24,7 +24,7 @@ PUBLIC = [
 ]
 NFS = Path(nf.__file__).parent / "nfs"
 # besides micronf.nf, a µNF may import the packet helpers and the other µNF modules
-ALLOWED = ("micronf.nf", "micronf.nfs.", "micronf.dataplane.headers", "micronf.dataplane.dfa", "micronf.packet")
+ALLOWED = ("micronf.nf", "micronf.nfs.", "micronf.packet")
 
 
 @pytest.fixture(autouse=True)

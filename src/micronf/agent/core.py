@@ -171,6 +171,11 @@ class Agent:
         with self._lock:
             return self._get(name).stats()
 
+    def pause_input(self, name: str) -> bool:
+        """Stop deployment ``name``'s input and let it drain (see :meth:`Deployment.pause_input`)."""
+        with self._lock:
+            return self._get(name).pause_input()
+
     def health(self) -> Health:
         """Without the lock: a deployment starting holds it for seconds, and a liveness probe must
         not wait that long (the snapshot of the running deployments is taken atomically)."""

@@ -367,6 +367,12 @@ class Deployment:
             nodes=[n.name for n in g.layout.nodes if not n.retired], exits=self.exit_names,
             outputs={k: str(v.backend.get("kind")) for k, v in self.req.outputs.items()}, processes=procs)
 
+    def pause_input(self) -> bool:
+        """Stop the graph's input: the Rx service pauses after the burst in hand (it holds no packet
+        between bursts). True once it confirmed; the graph then only drains."""
+        g = self.runtime
+        return not g.pause([g.io_line(RX_SLOT)])
+
     def stats(self) -> GraphStats:
         """Every counter of the graph (read while packets move) and its conservation."""
         return GraphCounters(self.runtime, self.req, self.exit_names, self.restarts).stats(self.scale_events)

@@ -39,7 +39,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from micronf.agent.core import Agent
-from micronf.agent.deployment import RX_SLOT
 from micronf.api.errors import DeploymentFailedError
 from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
 from micronf.app.offline import OVERSIZE_EXIT, OfflineResult
@@ -186,13 +185,6 @@ def _deploy(agent: Agent, req: DeployRequest, *, cold: bool) -> None:
                         attempt, COLD_ATTEMPTS)
 
 
-def _pause_source(agent: Agent, name: str) -> bool:
-    """Stop the deployment's input: its Rx service pauses after the burst in hand (it holds no packet
-    between bursts). True once it confirmed; the graph then only drains."""
-    g = agent._get(name).runtime  # the in-process agent's own deployment: no API round trip
-    return not g.pause([g.io_line(RX_SLOT)])
-
-
 def _drain(agent: Agent, name: str, timeout: float) -> GraphStats | None:
     """With the input paused: stats once the graph is empty and still (every packet reached Tx or was
     dropped, and two reads in a row agree: one read is not atomic, its counters are read one after
@@ -254,7 +246,7 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
                     break
                 stop.wait(POLL_S)
             if not finished:
-                drained = _drain(agent, name, DRAIN_S) if _pause_source(agent, name) else None
+                drained = _drain(agent, name, DRAIN_S) if agent.pause_input(name) else None
                 s = drained or agent.stats(name)
             elapsed = max(time.monotonic() - (t_first if t_first is not None else t0), 1e-9)
         finally:

@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import cpu_model, text_table
-from chain import machine_facts, tsc_hz
+from chain_driver import machine_facts, tsc_hz
 from micronf.agent.core import Agent
 from micronf.api.models import AutoscaleSpec, DeployRequest, GraphStats, OutputSpec
 from micronf.app.run import DEFAULT_SFC, LOCAL_AGENT, deployment_name, load

@@ -22,6 +22,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 MARK = "MICRONF_TEST_MARK"
 
 
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP or traced), from its /proc state."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] in "tT"
+
+
 def marked(mark: str) -> list[int]:
     """Live (not zombie) processes whose environment carries ``MARK=mark``."""
     pids = []

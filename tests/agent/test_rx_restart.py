@@ -24,6 +24,7 @@ from micronf.io.generator import build_templates
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.io.pcap_write import PcapWriter
 from micronf.services.iomem import J_ACTIVE, J_STATE
+from tests.procs import stopped
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -47,17 +48,12 @@ def _rx_pid(agent: Agent, name: str) -> int:
     return next(p.pid for p in agent.deployment(name).processes if p.nodes == ["@rx"])
 
 
-def _stopped(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2] in "tT"
-
-
 def _kill_mid_burst(pid: int, journal: np.ndarray, tries: int = 5_000) -> bool:
     """SIGSTOP the Rx service until it is caught inside a burst (its journal entry open), then
     SIGKILL it there; without luck, kill it wherever it is. Returns whether it was mid-burst."""
     for _ in range(tries):
         os.kill(pid, signal.SIGSTOP)
-        while not _stopped(pid):
+        while not stopped(pid):
             time.sleep(0.0001)
         if journal[J_STATE] == J_ACTIVE:
             os.kill(pid, signal.SIGKILL)

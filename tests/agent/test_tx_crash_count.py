@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 
 from micronf.agent.core import Agent
-from micronf.api.models import DeployRequest, GraphStats
+from micronf.api.models import DeployRequest
 from micronf.dataplane.ring import ring_dequeue
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.runtime.stage import GraphMemory
 from micronf.services.iomem import TX_INDEX, TX_WORDS
 from micronf.services.tx import tx_count
+from tests.agent.crashcount import wait_drained
+from tests.procs import stopped
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -41,22 +43,6 @@ def _request(name: str) -> DeployRequest:
                   "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
         "rx": spec.model_dump(mode="json"), "ring_capacity": 1024, "pool_slots": 16384,
         "outputs": {"out": {"backend": {"kind": "null"}}}, "autoscale": {"enabled": False}})
-
-
-def _stopped(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2] in "tT"
-
-
-def _wait_done(agent: Agent, name: str) -> GraphStats:
-    deadline = time.monotonic() + 60
-    while True:
-        s = agent.stats(name)
-        if s.rx["exhausted"] and s.conservation.in_flight == 0 and s.tx["out"]["frames"] + sum(
-                s.drops.values()) >= s.rx["frames"]:
-            return s
-        assert time.monotonic() < deadline, f"did not drain: {s.rx} {s.conservation}"
-        time.sleep(0.05)
 
 
 def _count_without_freeing(mem: GraphMemory) -> int:
@@ -86,7 +72,7 @@ def test_kill_9_of_the_tx_service_holding_a_counted_batch_counts_it_once(tmp_pat
                 time.sleep(0.01)
             pid = next(p.pid for p in agent.deployment("tx-crash").processes if p.nodes == ["@tx"])
             os.kill(pid, signal.SIGSTOP)
-            while not _stopped(pid):
+            while not stopped(pid):
                 time.sleep(0.0001)
             counted = _count_without_freeing(mem)
             sent_at_kill = int(mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)[0, TX_INDEX["frames"]])
@@ -95,7 +81,7 @@ def test_kill_9_of_the_tx_service_holding_a_counted_batch_counts_it_once(tmp_pat
             while not agent.stats("tx-crash").restarts:
                 assert time.monotonic() < deadline, "the Tx service was not restarted"
                 time.sleep(0.01)
-            s = _wait_done(agent, "tx-crash")
+            s = wait_drained(agent, "tx-crash")
         finally:
             mem.seg.close()
         agent.remove("tx-crash")

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from micronf.agent.core import Agent
-from micronf.api.models import DeployRequest, GraphStats
+from micronf.api.models import DeployRequest
 from micronf.dataplane.ring import HEAD
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.runtime.loop import RC_BAD_VERDICT, RC_FULL, RC_UNCONNECTED, RC_VERDICT0, RC_YIELDS
 from micronf.runtime.stage import GraphMemory
+from tests.agent.crashcount import wait_drained
+from tests.procs import stopped
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -33,11 +35,6 @@ def _request(name: str, spec: GeneratorSpec) -> DeployRequest:
                   "edges": [{"src": "chk", "label": "out", "dst": "swap"}], "entry": "chk"},
         "rx": spec.model_dump(mode="json"), "ring_capacity": 1024, "pool_slots": 16384, "on_full": "wait",
         "outputs": {"out": {"backend": {"kind": "null"}}}, "autoscale": {"enabled": False}})
-
-
-def _stopped(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2] in "tT"
 
 
 def _counted_unfreed(mem: GraphMemory, k: int) -> int:
@@ -66,7 +63,7 @@ def _kill_between_count_and_free(mem: GraphMemory, k: int, pid: int, downstream:
             assert time.monotonic() < deadline, "the µNF never waited for the stopped one"
             time.sleep(0.001)
         os.kill(pid, signal.SIGSTOP)
-        while not _stopped(pid):
+        while not stopped(pid):
             time.sleep(0.0001)
         held = _counted_unfreed(mem, k)
         if held > 0:
@@ -77,17 +74,6 @@ def _kill_between_count_and_free(mem: GraphMemory, k: int, pid: int, downstream:
         os.kill(downstream, signal.SIGCONT)
         time.sleep(0.01)
     pytest.fail("20 batches in a row without a counted drop")
-
-
-def _wait_done(agent: Agent, name: str, total: int) -> GraphStats:
-    deadline = time.monotonic() + 60
-    while True:
-        s = agent.stats(name)
-        if s.rx["exhausted"] and s.conservation.in_flight == 0 and s.tx["out"]["frames"] + sum(
-                s.drops.values()) >= s.rx["frames"]:
-            return s
-        assert time.monotonic() < deadline, f"did not drain: {s.rx} {s.conservation}"
-        time.sleep(0.05)
 
 
 def test_kill_9_of_a_unf_holding_counted_drops_counts_them_once(tmp_path: Path) -> None:
@@ -110,7 +96,7 @@ def test_kill_9_of_a_unf_holding_counted_drops_counts_them_once(tmp_path: Path) 
             while not agent.stats("crash-count").restarts:
                 assert time.monotonic() < deadline, "the µNF was not restarted"
                 time.sleep(0.01)
-            s = _wait_done(agent, "crash-count", total)
+            s = wait_drained(agent, "crash-count")
         finally:
             mem.seg.close()
         agent.remove("crash-count")

@@ -80,6 +80,15 @@ class DeployRequest(_Strict):
         "full) so a slow µNF never stalls the ones before it; 'wait' holds it until there is room, pushing "
         "back to the Rx service (which then counts entry_full)")
     autoscale: AutoscaleSpec = Field(default_factory=AutoscaleSpec)
+    mode: Literal["pipelined", "replicas"] = Field(
+        "pipelined", description="'pipelined' (the paper's model): one process per µNF or fused cluster, the "
+        "Rx and Tx services in processes of their own, packets handed between cores through rings; 'replicas': "
+        "`replicas` run-to-completion copies of the graph, each one process pinned to its own core running its "
+        "shard of the input (by flow: every packet of a flow goes to one replica) through every µNF fused, then "
+        "out; the graph must fuse whole (no parallel Branch/Sync group, every µNF fed only by the one before)")
+    replicas: int = Field(1, ge=1, le=64, description="copies of the graph when mode is 'replicas'")
+    replica_cpus: list[int] | None = Field(None, description="CPU of each replica (None: replica i on CPU i modulo "
+                                           "the agent's CPUs)")
     rx_cpu: int | None = Field(None, ge=0, description="CPU for the Rx service (None: any)")
     tx_cpu: int | None = Field(None, ge=0, description="CPU for the Tx service (None: any)")
     io_policy: Policy = "other"
@@ -111,6 +120,16 @@ class DeployRequest(_Strict):
         if not _NAME.match(v):
             raise ValueError(f"deployment name {v!r} must be 1-40 of [a-z0-9-], starting with a letter or digit")
         return v
+
+    @model_validator(mode="after")
+    def _replicas_consistent(self) -> DeployRequest:
+        if self.mode == "pipelined" and self.replicas != 1:
+            raise ValueError(f"replicas={self.replicas} needs mode 'replicas' (pipelined graphs scale per µNF)")
+        if self.replica_cpus is not None and len(self.replica_cpus) != self.replicas:
+            raise ValueError(f"replica_cpus names {len(self.replica_cpus)} CPUs for {self.replicas} replicas")
+        if self.replica_cpus is not None and any(c < 0 for c in self.replica_cpus):
+            raise ValueError("replica_cpus must be CPU numbers (>= 0)")
+        return self
 
     @model_validator(mode="after")
     def _graph_named(self) -> DeployRequest:

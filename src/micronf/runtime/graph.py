@@ -485,3 +485,38 @@ def chain_spec(types: list[tuple[str, dict[str, Any]]], *, cluster: str | None =
              for k, (n, (t, c)) in enumerate(zip(names, types, strict=True))]
     edges = [EdgeSpec(src=a.name, label=nf_class(a.type).labels[0], dst=b.name) for a, b in itertools.pairwise(nodes)]
     return GraphSpec(nodes=nodes, edges=edges, entry=nodes[0].name, **kwargs)
+
+
+REPLICA_CLUSTER = "replica"  # the one cluster of a graph fused whole
+
+
+def fuse_whole(spec: GraphSpec) -> GraphSpec:
+    """``spec`` with every µNF fused into one process, in chain order from the entry: what one
+    run-to-completion replica runs. Only a chain fuses whole (each µNF fed only by the one before
+    it, feeding at most one next µNF): a parallel Branch/Sync group, a fork by label to two µNFs or
+    a join raises :class:`GraphError` saying which node stops it."""
+    succ: dict[str, set[str]] = defaultdict(set)
+    pred: dict[str, set[str]] = defaultdict(set)
+    for e in spec.edges:
+        succ[e.src].add(e.dst)
+        pred[e.dst].add(e.src)
+    order = [spec.entry]
+    while succ[order[-1]]:
+        here = order[-1]
+        if len(succ[here]) > 1:
+            raise GraphError(f"{here!r} feeds {', '.join(sorted(succ[here]))}: only a chain of µNFs fuses whole "
+                             "(run it pipelined)")
+        (nxt,) = succ[here]
+        if nxt in order:
+            raise GraphError(f"the graph has a cycle through {nxt!r}")
+        if pred[nxt] != {here}:
+            raise GraphError(f"{nxt!r} is fed by {', '.join(sorted(pred[nxt]))}: only a chain of µNFs fuses whole "
+                             "(run it pipelined)")
+        order.append(nxt)
+    if len(order) != len(spec.nodes):
+        rest = sorted({n.name for n in spec.nodes} - set(order))
+        raise GraphError(f"{', '.join(rest)} not on the chain from the entry {spec.entry!r}: only a chain of µNFs "
+                         "fuses whole")
+    by_name = {n.name: n for n in spec.nodes}
+    return spec.model_copy(update={"nodes": [by_name[n].model_copy(update={"cluster": REPLICA_CLUSTER})
+                                             for n in order]})

@@ -16,10 +16,18 @@ modules that differ from the working tree get a baseline row. The baseline and c
 are measured alternately, ``--repeat`` rounds, and the medians are reported with their ratio.
 Both must give the same verdicts and counters on every packet (checked; exit status 1 if not).
 
+``--table FILE`` writes what placement's cost model (:mod:`micronf.orchestrator.costmodel`) reads:
+the current kernels' median cycles/packet per µNF type, the TSC rate (the clock the model divides
+by), the machine and this command; the I/O and hand-off costs, which this benchmark does not
+measure, are copied from ``--io-from`` (default: the packaged table). ``--nfs all`` measures every
+µNF type. The packaged default table was made with::
+
+    python bench/nfs.py --nfs all --baseline '' --table src/micronf/orchestrator/costs.json
+
 Usage::
 
-    python bench/nfs.py [--nfs ValidateUrl,CountUrl] [--repeat R] [--passes P] [--batch B]
-                        [--baseline REV] [--json]
+    python bench/nfs.py [--nfs ValidateUrl,CountUrl|all] [--repeat R] [--passes P] [--batch B]
+                        [--baseline REV] [--json] [--table FILE [--io-from FILE]]
 
 This is a benchmark, not a test: numbers depend on the machine and its load (in the header).
 """
@@ -302,6 +310,37 @@ def machine_facts() -> dict[str, Any]:
     return base_facts()
 
 
+def tsc_hz(seconds: float = 0.2) -> float:
+    """TSC ticks per second (what the runtime's ``cycles`` counter counts), over ``seconds`` of wall clock."""
+    import time
+
+    from numba import njit
+
+    from micronf.dataplane.atomics import cycles
+
+    read = cast(Callable[[], int], njit(lambda: cycles()))
+    read()  # compile
+    t0, c0 = time.perf_counter(), read()
+    time.sleep(seconds)
+    t1, c1 = time.perf_counter(), read()
+    return (c1 - c0) / (t1 - t0)
+
+
+def cost_table(pairs: Sequence[tuple[Measured, Measured | None]], facts: dict[str, Any], command: str,
+               io_from: Path | None, batch: int) -> dict[str, Any]:
+    """The cost model's table (see the module docstring): this run's kernels, the I/O costs of ``io_from``."""
+    from micronf.orchestrator.costmodel import FORMAT, load_table
+
+    io = load_table(io_from)
+    kernels = {c.nf: round(c.cycles, 1) for c, _ in pairs if c.nf != CHAIN}
+    return {
+        "format": FORMAT, "command": command, "machine": facts, "clock_hz": round(tsc_hz()), "kernels": kernels,
+        "unknown_kernel": max(kernels.values()), "io": io.io.model_dump(), "io_source": io.io_source,
+        "traffic": "paper_traffic(): 200-byte HTTP GETs, 20% SQL-injection URLs; batches of "
+                   f"{batch}; median cycles/packet over passes",
+    }
+
+
 def _mismatch(cur: Measured, base: Measured | None) -> str:
     if base is None or cur.verdicts is None or base.verdicts is None:
         return ""
@@ -345,7 +384,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=32, help="handles per kernel call (default 32)")
     ap.add_argument("--baseline", default=BASELINE_REV, help="git revision of the 'before' kernels ('' for none)")
     ap.add_argument("--json", action="store_true", help="print a JSON document instead of the table")
+    ap.add_argument("--table", type=Path, help="also write placement's cost table (cycles/packet per µNF type) here")
+    ap.add_argument("--io-from", type=Path, help="the table whose I/O and hand-off costs --table copies "
+                    "(default: the packaged one)")
     args = ap.parse_args(argv)
+    if args.nfs == ["all"]:
+        args.nfs = list(KERNELS)
     unknown = [nf for nf in args.nfs if nf not in KERNELS]
     if unknown or not args.nfs or args.repeat < 1 or args.passes < 1 or args.batch < 1:
         ap.error(f"need known --nfs (unknown: {unknown}), --repeat/--passes/--batch >= 1")
@@ -359,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts = machine_facts()
     pairs, info = run(args)
     mismatch = any("MISMATCH" in _mismatch(c, b) for c, b in pairs)
+    if args.table is not None:
+        args.table.write_text(json.dumps(cost_table(pairs, facts, command, args.io_from, args.batch), indent=2) + "\n")
     if args.json:
         rows = [
             {"nf": c.nf, "after_cycles_per_packet": c.cycles, "after_pass_ticks": c.pass_ticks,

@@ -14,8 +14,11 @@
   contiguous blocks: with N µNFs and C CPUs, the k-th goes to CPU ``k*C//N``. With N <= C every
   µNF has its own core; with more µNFs than cores, *consecutive* µNFs share a core, which is the
   pairing §VI-E makes cheap: a µNF that finds its ring empty yields, and the upstream neighbour
-  on the same core is the one that fills it. We do not weigh µNFs by cost (no cost model yet);
-  when an agent's CPUs are unknown, unhinted µNFs are not pinned (the OS places them).
+  on the same core is the one that fills it. µNFs are not weighed by cost here; when an agent's
+  CPUs are unknown, unhinted µNFs are not pinned (the OS places them).
+- **Pipelined, replicas or a mix** is chosen before, by :mod:`~micronf.orchestrator.arrange` from
+  the cost model (:mod:`~micronf.orchestrator.costmodel`); :func:`place` builds the request of
+  its choice (without one: pipelined, as described here).
 - **Fewer cores than µNFs: chain and fuse.** Then (:func:`cores_are_scarce`) :func:`fit_to_cores`
   composes the SFC again without parallel branches (a branch only pays off with a core of its own), and
   :func:`place` gives the Rx and Tx services the first CPU (a dedicated I/O core, as DPDK
@@ -48,10 +51,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from micronf.api.models import AutoscaleSpec, DeployRequest, OutputSpec
 from micronf.orchestrator.compose import compose
+from micronf.orchestrator.costmodel import Alternative
 from micronf.orchestrator.load import SFCBundle
 from micronf.orchestrator.models import ComposedGraph, Composition
 from micronf.packet.rules import FlowRule
-from micronf.runtime.graph import label_exits
+from micronf.runtime.graph import GraphSpec, label_exits
 from micronf.runtime.nf import nf_class
 
 NULL_OUTPUT = OutputSpec(backend={"kind": "null"})
@@ -169,24 +173,45 @@ def fit_to_cores(bundle: SFCBundle, comp: Composition, cpus: tuple[int, ...] | N
     return compose(bundle, parallelize=False) if cores_are_scarce(comp.after, cpus) else comp
 
 
-def place(composed: ComposedGraph, name: str, candidates: Sequence[Candidate], traffic: Traffic,
-          *, agent: str | None = None, fuse: bool | None = None) -> list[Part]:
-    """The deploy requests of ``composed`` (see the module docstring); ``agent`` forces one by name or URL;
-    ``fuse`` (default: when the agent's cores are scarce) fuses consecutive µNFs sharing a core."""
-    target = _choose_agent(composed, candidates, agent)
-    spec = composed.spec
-    offered = target.agent.cpus
+def pipelined_spec(composed: ComposedGraph, offered: tuple[int, ...] | None, fuse: bool | None = None
+                   ) -> tuple[GraphSpec, int | None]:
+    """``composed``'s spec with each µNF's CPU and fused cluster as a pipelined deployment runs it on
+    an agent offering ``offered`` CPUs, and the CPU of its Rx and Tx services (None: unpinned); see
+    the module docstring (``fuse``: as for :func:`place`)."""
     if cores_are_scarce(composed, offered) if fuse is None else fuse:
         io_cpu = offered[0] if offered else None
         cpus = _assign_cpus(composed, offered, spread=offered[1:] if offered and len(offered) > 1 else offered)
         clusters = _fuse_neighbours(composed, cpus)
-        io_cpus: dict[str, Any] = {"rx_cpu": io_cpu, "tx_cpu": io_cpu}
     else:
+        io_cpu = None
         cpus = _assign_cpus(composed, offered)
         clusters = dict.fromkeys(cpus)
-        io_cpus = {}
-    spec = spec.model_copy(update={"name": name, "nodes": [
-        n.model_copy(update={"cpu": cpus[n.name], "cluster": clusters[n.name]}) for n in spec.nodes]})
+    return composed.spec.model_copy(update={"nodes": [
+        n.model_copy(update={"cpu": cpus[n.name], "cluster": clusters[n.name]}) for n in composed.spec.nodes]}), io_cpu
+
+
+def place(composed: ComposedGraph, name: str, candidates: Sequence[Candidate], traffic: Traffic,
+          *, agent: str | None = None, fuse: bool | None = None, arrangement: Alternative | None = None
+          ) -> list[Part]:
+    """The deploy requests of ``composed`` (see the module docstring); ``agent`` forces one by name or URL;
+    ``fuse`` (default: when the agent's cores are scarce) fuses consecutive µNFs sharing a core.
+    ``arrangement`` (:mod:`~micronf.orchestrator.arrange`'s choice; default: pipelined) may be
+    replicas: then every µNF goes unpinned and unclustered (each replica fuses the whole chain on its
+    own CPU: the agent's CPUs in order, as many as replicas, or the agent's choice when unknown); a
+    mix raises the autoscaler's ``max_instances`` to what the mix scales its bottleneck to."""
+    target = _choose_agent(composed, candidates, agent)
+    offered = target.agent.cpus
+    mode: dict[str, Any] = {}
+    if arrangement is not None and arrangement.mode == "replicas":
+        spec = composed.spec.model_copy(update={"nodes": [
+            n.model_copy(update={"cpu": None, "cluster": None}) for n in composed.spec.nodes]})
+        n = arrangement.replicas
+        mode = {"mode": "replicas", "replicas": n,
+                "replica_cpus": list(offered[:n]) if offered and len(offered) >= n else None}
+    else:
+        spec, io_cpu = pipelined_spec(composed, offered, fuse)
+        mode = {"rx_cpu": io_cpu, "tx_cpu": io_cpu}
+    spec = spec.model_copy(update={"name": name})
     sfc_output = exit_outputs(composed)
     exit_names = list(sfc_output)
     outputs = dict.fromkeys(exit_names, NULL_OUTPUT)
@@ -196,9 +221,14 @@ def place(composed: ComposedGraph, name: str, candidates: Sequence[Candidate], t
             known = sorted({*exit_names, *(o for o in sfc_output.values() if o)})
             raise PlacementError(f"outputs.{key}: no SFC output or exit has this name (known: {', '.join(known)})")
         outputs.update(dict.fromkeys(targets, out))
-    extra: dict[str, Any] = {} if traffic.autoscale is None else {"autoscale": traffic.autoscale}
+    autoscale = traffic.autoscale
+    if arrangement is not None and arrangement.scale:
+        autoscale = autoscale or AutoscaleSpec()
+        autoscale = autoscale.model_copy(update={"max_instances": max(autoscale.max_instances,
+                                                                       *arrangement.scale.values())})
+    extra: dict[str, Any] = {} if autoscale is None else {"autoscale": autoscale}
     req = DeployRequest(name=name, graph=spec, rx=traffic.rx, rules=traffic.rules, outputs=outputs, **extra,
-                        **io_cpus)
+                        **mode)
     return [Part(agent=target.agent, request=req)]
 
 

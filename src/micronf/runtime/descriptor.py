@@ -37,6 +37,10 @@ class Descriptor(BaseModel):
     l4: Access = Access.NOP
     payload: Access = Access.NOP
     may_drop: bool = False
+    global_state: bool = False
+    """The µNF's state must see every packet of the graph (a global rate limit, a scan detector over
+    all flows): it runs as one instance, never in replicas or scaled out. Per-flow state (what
+    ``stateful`` alone means) stays correct per replica or instance, since input is split by flow."""
 
     def access(self, region: str) -> Access:
         """Access to ``region`` (one of ``REGIONS``)."""

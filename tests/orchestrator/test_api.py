@@ -58,7 +58,8 @@ def _err(resp: Any, status: int, kind: str, *needles: str) -> None:
 
 
 def test_deploy_list_get_stats_delete(env: Env) -> None:
-    r = env.http.post("/v1/sfcs", json=fig11_body(rx={"kind": "generator", "count": 100}))
+    # pipelined asked for: this test is about the paper's placement (auto chooses replicas here: test_arrange)
+    r = env.http.post("/v1/sfcs", json=fig11_body(rx={"kind": "generator", "count": 100}, mode="pipelined"))
     assert r.status_code == 201, r.text
     info = r.json()
     assert r.headers["location"] == "/v1/sfcs/fig11"

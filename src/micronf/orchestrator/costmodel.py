@@ -148,7 +148,7 @@ def pipelined_stages(spec: GraphSpec, table: CostTable, *, rx_cpu: int | None = 
     stages = [Stage("rx", table.io.rx, rx_cpu)]
     for proc in layout.processes:
         nodes = [layout.nodes[i] for i in proc.nodes]
-        rings = [i for n in nodes for i in n.ingress]
+        rings = [i for n in nodes for i in n.ingress if i.ring >= 0]  # -1: from the fused µNF before
         cycles = (sum(table.kernel(types[n.name]) for n in nodes) + (len(nodes) - 1) * table.io.fused_hop
                   + len(rings) * table.io.ring_hop + sum(i.kind == IN_SYNC for i in rings) * table.io.sync)
         scalable = (len(nodes) == 1 and all(i.kind == IN_PP for i in rings) and len(rings) == 1

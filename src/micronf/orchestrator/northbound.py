@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from glob import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from micronf.api.httperrors import ApiError
 from micronf.api.models import Conservation, DeployRequest, GraphStats, LatencyStats
 from micronf.documents import SpecError, read_document
+from micronf.orchestrator.arrange import Arrangement
 from micronf.orchestrator.models import Composition, Rewrite
 from micronf.orchestrator.placement import Traffic
 from micronf.orchestrator.store import State
@@ -69,6 +70,12 @@ class SFCCreate(Traffic):
         "(e.g. {\"templates/edge-firewall.yaml\": \"kind: vnf-template ...\"})")
     name: str | None = Field(None, description="deployment name (default: the SFC's name)")
     agent: str | None = Field(None, description="run on this agent (name or URL; default: hinted or least loaded)")
+    mode: Literal["auto", "pipelined", "replicas"] = Field(
+        "auto", description="how the graph runs on the agent's cores: 'pipelined' (the paper's model: a process per "
+        "µNF or fused cluster; the better of plain and scaled-out bottleneck), 'replicas' (run-to-completion copies, "
+        "one per core; a chain only) or 'auto' (the cost model's choice, see `micronf plan`)")
+    replicas: int | None = Field(None, ge=1, le=64, description="copies when replicas are chosen (default: one per "
+                                 "CPU of the agent)")
 
 
 class SFCInfo(BaseModel):
@@ -92,6 +99,8 @@ class PlanReply(BaseModel):
     name: str
     composition: Composition
     parts: dict[str, DeployRequest] = Field(description="agent URL -> the request it would get")
+    arrangement: Arrangement = Field(description="pipelined, mix or replicas: the choice, the alternatives' "
+                                     "predicted rates, and why")
 
 
 class UNFStats(BaseModel):

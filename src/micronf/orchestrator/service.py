@@ -1,7 +1,8 @@
 """The orchestrator service: SFC requests in, µNF graphs running on agents, state kept in SQLite.
 
 :class:`Orchestrator` is what the northbound API (:mod:`micronf.orchestrator.api`) calls. For an
-SFC request it composes the optimized µNF graph (:mod:`~micronf.orchestrator.compose`), places it
+SFC request it composes the optimized µNF graph (:mod:`~micronf.orchestrator.compose`), chooses
+pipelined, a mix or replicas for its agent's cores (:mod:`~micronf.orchestrator.arrange`), places it
 (:mod:`~micronf.orchestrator.placement`), deploys every part on its agent through the agent's
 southbound API, and records everything in the :class:`~micronf.orchestrator.store.Store`.
 
@@ -57,7 +58,9 @@ from micronf.api.httperrors import ApiError
 from micronf.api.models import Conservation, DeployRequest, GraphStats
 from micronf.api.protocol import AgentCore
 from micronf.documents import SpecError
+from micronf.orchestrator.arrange import Arrangement, arrange
 from micronf.orchestrator.compose import compose
+from micronf.orchestrator.costmodel import CostTable, load_table
 from micronf.orchestrator.load import load_sources
 from micronf.orchestrator.models import Composition
 from micronf.orchestrator.northbound import (
@@ -82,7 +85,6 @@ from micronf.orchestrator.placement import (
     PlacementError,
     Traffic,
     exit_outputs,
-    fit_to_cores,
     place,
     target_cpus,
 )
@@ -140,13 +142,17 @@ class Orchestrator:
     """SFC deployments over a set of agents, with state in ``store`` (see the module docstring).
 
     ``connect`` makes the object that talks to one agent (default: :func:`http_agent`); it is
-    called once per agent. Create, delete and reconcile run one at a time; reads do not wait.
+    called once per agent. ``costs`` is the cost table placement chooses by (default:
+    :func:`~micronf.orchestrator.costmodel.load_table`'s). Create, delete and reconcile run one at
+    a time; reads do not wait.
     """
 
-    def __init__(self, store: Store, agents: Sequence[AgentRef], *, connect: Connect = http_agent) -> None:
+    def __init__(self, store: Store, agents: Sequence[AgentRef], *, connect: Connect = http_agent,
+                 costs: CostTable | None = None) -> None:
         if not agents:
             raise ValueError("an orchestrator needs at least one agent")
         self.store = store
+        self.costs = costs or load_table()
         self.agents = list(agents)
         self._by_url = {a.url: a for a in self.agents}
         self._connect = connect
@@ -166,11 +172,12 @@ class Orchestrator:
 
     # -- dry run and create ---------------------------------------------------------------------
     def plan(self, req: SFCCreate) -> PlanReply:
-        """Compose and place, deploy nothing."""
-        name, comp, parts = self._prepare(req)
-        return PlanReply(name=name, composition=comp, parts={p.agent.url: p.request for p in parts})
+        """Compose, arrange and place, deploy nothing."""
+        name, comp, parts, arrangement = self._prepare(req)
+        return PlanReply(name=name, composition=comp, parts={p.agent.url: p.request for p in parts},
+                         arrangement=arrangement)
 
-    def _prepare(self, req: SFCCreate) -> tuple[str, Composition, list[Part]]:
+    def _prepare(self, req: SFCCreate) -> tuple[str, Composition, list[Part], Arrangement]:
         try:
             bundle = load_sources(req.sfc, req.files)
             comp = compose(bundle)
@@ -180,8 +187,10 @@ class Orchestrator:
         traffic = Traffic.model_validate(req.model_dump(include=set(Traffic.model_fields)))
         try:
             candidates = self.candidates()
-            comp = fit_to_cores(bundle, comp, target_cpus(comp.after, candidates, req.agent))
-            return name, comp, place(comp.after, name, candidates, traffic, agent=req.agent)
+            comp, arrangement = arrange(bundle, comp, target_cpus(comp.after, candidates, req.agent), self.costs,
+                                        mode=req.mode, replicas=req.replicas)
+            parts = place(comp.after, name, candidates, traffic, agent=req.agent, arrangement=arrangement.chosen)
+            return name, comp, parts, arrangement
         except NoAgentError as exc:
             raise AgentUnavailableError(str(exc)) from None
         except PlacementError as exc:
@@ -210,7 +219,7 @@ class Orchestrator:
     def create(self, req: SFCCreate) -> SFCInfo:
         """Compose, place, store as ``deploying``, deploy every part; roll back all on any failure."""
         with self._lifecycle:
-            name, comp, parts = self._prepare(req)
+            name, comp, parts, _ = self._prepare(req)
             old = self.store.get(name)
             if old is not None:
                 if old.state != "failed":

@@ -84,3 +84,49 @@ def test_schema_prints_and_writes(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "sfc.schema.json", "unf-descriptor.schema.json", "vnf-template.schema.json"]
     assert runner.invoke(cli.app, ["schema", "nope"]).exit_code == 2
+
+
+def _costs(tmp_path: Path) -> Path:
+    """A cost table where every kernel costs 10 cycles (none listed), clock 1 GHz."""
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps({
+        "format": "micronf-cost-table/1", "clock_hz": 1e9, "kernels": {}, "unknown_kernel": 10,
+        "io": {"rx": 100, "tx": 40, "ring_hop": 43, "fused_hop": 14, "lb": 10, "sync": 20}}))
+    return path
+
+
+def test_plan_shows_the_arrangement_its_alternatives_and_why(tmp_path: Path) -> None:
+    """Fig. 11 on 2 CPUs, by hand: pipelined-fused puts Rx (100) and Tx (40 + 43 ring) on CPU 0 =
+    183 and the 6 chained µNFs fused on CPU 1 (6 x 10 + 5 x 14 + 43 = 173): 1e9 / 183 = 5.46 Mpps,
+    356 cycles of work per packet; replicas: 100 + 60 + 70 + 40 = 270 per packet on each of 2 cores,
+    7.41 Mpps, 1.36x: replicas."""
+    res = runner.invoke(cli.app, ["plan", str(EXAMPLES / "sfc-fig11.yaml"), "--cpus", "0-1",
+                                  "--costs", str(_costs(tmp_path))])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[2].strip(): [c.strip() for c in line.split("│")[3:7]]
+            for line in res.output.splitlines() if line.count("│") == 7 and "Mpps" not in line}
+    assert rows == {"pipelined-fused": ["5.46", "356", "183", "2"], "mix": ["-", "-", "-", "-"],
+                    "replicas x2": ["7.41", "270", "270", "2"]}
+    assert "arrangement on CPUs 0, 1 (mode auto)" in res.output
+    assert "  replicas: 2 run-to-completion copies" in res.output and "(composed without parallel groups)" in res.output
+    assert "  mix: scaling out does not raise the rate" in res.output
+    assert "chosen: replicas x2 (replicas predict 1.36x the best pipelined arrangement)" in res.output
+    assert "before: 9 µNFs" in res.output  # the composition is printed as before
+
+
+def test_plan_json_has_the_arrangement_and_modes_can_be_forced(tmp_path: Path) -> None:
+    costs = str(_costs(tmp_path))
+    res = runner.invoke(cli.app, ["plan", str(EXAMPLES / "sfc-fig11.yaml"), "--cpus", "0-1", "--costs", costs,
+                                  "--json"])
+    assert res.exit_code == 0, res.output
+    arr = json.loads(res.output)["arrangement"]
+    assert arr["chosen"]["name"] == "replicas" and arr["chosen"]["replicas"] == 2 and arr["cpus"] == [0, 1]
+    assert {a["name"]: a["mpps"] and round(a["mpps"], 2) for a in arr["alternatives"]} == {
+        "pipelined-fused": 5.46, "mix": None, "replicas": 7.41}
+    res = runner.invoke(cli.app, ["plan", str(EXAMPLES / "sfc-fig11.yaml"), "--cpus", "0-1", "--costs", costs,
+                                  "--mode", "pipelined", "--json"])
+    assert json.loads(res.output)["arrangement"]["chosen"]["name"] == "pipelined-fused"
+    res = runner.invoke(cli.app, ["plan", str(EXAMPLES / "sfc-fig1a.yaml"), "--mode", "replicas"])
+    assert res.exit_code == 2 and "mode replicas is not possible here: the graph does not fuse whole" in res.output
+    res = runner.invoke(cli.app, ["plan", str(EXAMPLES / "sfc-fig11.yaml"), "--mode", "fast"])
+    assert res.exit_code == 2 and "expected one of auto, pipelined, replicas" in res.output

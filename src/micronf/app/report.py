@@ -1,4 +1,5 @@
-"""What ``micronf plan`` prints: the graph before and after optimization, and the rewrites."""
+"""What ``micronf plan`` prints: the graph before and after optimization, the rewrites, and the
+arrangement (pipelined, mix or replicas) with every alternative's predicted rate."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from micronf.orchestrator.arrange import Arrangement
 from micronf.orchestrator.models import ComposedGraph, Composition, Rewrite
 from micronf.runtime.graph import GraphError, plan
 
@@ -111,3 +113,29 @@ def print_plan(console: Console, comp: Composition, drawings: list[Path]) -> Non
         console.print(f"wrote {escape(str(path))}")
     if not drawings:
         console.print("[dim]a dry run writes nothing; --out DIR draws both graphs there[/]")
+
+
+def print_arrangement(console: Console, arr: Arrangement) -> None:
+    """How the graph would run on the CPUs: one row per alternative (predicted Mpps, cycles per
+    packet of the whole machine and of the busiest core, cores kept busy), one line each saying
+    why (and what loads the busiest core), then the choice and its reason."""
+    cpus = ", ".join(map(str, arr.cpus)) if arr.cpus else "unknown"
+    table = Table(title=f"arrangement on CPUs {cpus} (mode {arr.requested}), predicted by the cost model",
+                  title_justify="left")
+    for column in ("", "arrangement", "Mpps", "cyc/pkt", "busiest core cyc/pkt", "cores"):
+        table.add_column(column, justify="left" if column in ("", "arrangement") else "right")
+    for alt in arr.alternatives:
+        chosen = alt == arr.chosen
+        name = alt.name + (f" x{alt.replicas}" if alt.mode == "replicas" and alt.mpps is not None else "")
+        table.add_row("→" if chosen else "", Text(name, "bold" if chosen else ""),
+                      "-" if alt.mpps is None else f"{alt.mpps:.2f}",
+                      "-" if alt.cycles_per_packet is None else f"{alt.cycles_per_packet:.0f}",
+                      "-" if alt.bottleneck_cycles is None else f"{alt.bottleneck_cycles:.0f}",
+                      str(alt.cores) if alt.cores else "-")
+    console.print(table)
+    for alt in arr.alternatives:
+        busiest = f" [dim](busiest {escape(alt.bottleneck)})[/]" if alt.mode == "pipelined" and alt.bottleneck else ""
+        console.print(f"  {escape(alt.name)}: {escape(alt.why)}{busiest}")
+    replicas = f" x{arr.chosen.replicas}" if arr.chosen.mode == "replicas" else ""
+    console.print(f"chosen: [bold]{escape(arr.chosen.name)}{replicas}[/] ({escape(arr.reason)})")
+    console.print(f"[dim]costs: {escape(arr.costs)}[/]")

@@ -8,7 +8,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import typer
 from rich.markup import escape
@@ -24,22 +24,44 @@ def plan_sfc(
     sfc: Path = typer.Argument(..., help="The SFC request (YAML or JSON), e.g. examples/sfc-fig11.yaml."),
     out: Path | None = typer.Option(None, "--out", file_okay=False,
                                     help="Draw both graphs here (before/after .dot, and .svg with Graphviz)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the composition (graphs and rewrites) as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the composition (graphs and rewrites) and the "
+                                 "arrangement as JSON."),
+    cpus: str | None = typer.Option(None, "--cpus", help="The agent's CPUs the arrangement is chosen for, e.g. 0-3 "
+                                    "(default: those of this machine this process may use)."),
+    mode: str = typer.Option("auto", "--mode", help="auto (the cost model chooses), pipelined or replicas."),
+    replicas: int | None = typer.Option(None, "--replicas", min=1, max=64,
+                                        help="Replicas when replicas are chosen (default: one per CPU)."),
+    costs: Path | None = typer.Option(None, "--costs", dir_okay=False, help="Cost table (bench/nfs.py --table; "
+                                      "default: $MICRONF_COST_TABLE, else the packaged one)."),
 ) -> None:
     """Dry run: compose the SFC into a µNF graph, optimize it, print both graphs and every rewrite
-    with its reason. Writes nothing unless --out DIR is given: then it draws them (DIR/before.svg,
-    DIR/after.svg; .dot without Graphviz)."""
+    with its reason, then how it would run on the CPUs: pipelined, a mix or replicas, each with its
+    predicted rate and cycles per packet, the choice and why. Writes nothing unless --out DIR is
+    given: then it draws them (DIR/before.svg, DIR/after.svg; .dot without Graphviz)."""
     from micronf.app.render import INSTALL_HINT, write_drawing
-    from micronf.app.report import print_plan
+    from micronf.app.report import print_arrangement, print_plan
     from micronf.documents import SpecError
-    from micronf.orchestrator.compose import compose_file
+    from micronf.orchestrator.arrange import arrange
+    from micronf.orchestrator.compose import compose
+    from micronf.orchestrator.costmodel import CostTableError, load_table
+    from micronf.orchestrator.load import load_sfc
+    from micronf.orchestrator.placement import PlacementError, parse_cpus
 
+    mode_choice = _mode(mode)
     try:
-        comp = compose_file(sfc)
-    except SpecError as exc:
+        offered = tuple(sorted(os.sched_getaffinity(0))) if cpus is None else parse_cpus(cpus)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--cpus") from exc
+    try:
+        bundle = load_sfc(sfc)
+        comp = compose(bundle)
+        table = load_table(costs)
+        _, arrangement = arrange(bundle, comp, offered, table, mode=mode_choice, replicas=replicas)
+    except (SpecError, CostTableError, PlacementError) as exc:
         raise CliError(str(exc), 2) from exc
     if as_json:
-        print(comp.model_dump_json(indent=2))
+        print(json.dumps(comp.model_dump(mode="json") | {"arrangement": arrangement.model_dump(mode="json")},
+                         indent=2))
         return
     try:
         drawings = [] if out is None else [write_drawing(g, f"{comp.sfc}: {stage}", out / stage)
@@ -47,8 +69,19 @@ def plan_sfc(
     except OSError as exc:
         raise CliError(f"cannot write the drawings to --out {out}: {exc.strerror or exc}", 2) from exc
     print_plan(console, comp, drawings)
+    print_arrangement(console, arrangement)
     if any(p.suffix == ".dot" for p in drawings):
         console.print(f"[yellow]no SVG:[/] {INSTALL_HINT}")
+
+
+MODES = ("auto", "pipelined", "replicas")
+
+
+def _mode(text: str) -> Literal["auto", "pipelined", "replicas"]:
+    """``--mode``'s value, checked."""
+    if text not in MODES:
+        raise typer.BadParameter(f"expected one of {', '.join(MODES)}, got {text!r}", param_hint="--mode")
+    return cast(Literal["auto", "pipelined", "replicas"], text)
 
 
 def schema(

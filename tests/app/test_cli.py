@@ -302,7 +302,7 @@ def test_seconds_alone_runs_without_a_packet_limit(args: list[str], count: int |
     seen: dict[str, Any] = {}
 
     def fake(_comp: Any, _path: Path, packets: int | None, _rate: float, seconds: float | None,
-             _quiet: bool) -> Any:
+             _quiet: bool, arrangement: Any = None) -> Any:
         seen.update(packets=packets, seconds=seconds)
         raise StartedError
 

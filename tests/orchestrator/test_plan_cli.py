@@ -130,3 +130,38 @@ def test_plan_json_has_the_arrangement_and_modes_can_be_forced(tmp_path: Path) -
     assert res.exit_code == 2 and "mode replicas is not possible here: the graph does not fuse whole" in res.output
     res = runner.invoke(cli.app, ["plan", str(EXAMPLES / "sfc-fig11.yaml"), "--mode", "fast"])
     assert res.exit_code == 2 and "expected one of auto, pipelined, replicas" in res.output
+
+
+class _StartedError(Exception):
+    """Raised by the stand-in for the step that starts processes."""
+
+
+def test_run_takes_mode_and_replicas_to_the_live_request(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`micronf run --mode/--replicas` reach the deploy request the embedded agent would get."""
+    from micronf.api.models import DeployRequest
+    from micronf.app import run
+    from micronf.app.cli import local
+    from micronf.io.generator_spec import paper_traffic
+    from micronf.orchestrator.costmodel import Alternative
+    from micronf.orchestrator.models import Composition
+
+    seen: list[DeployRequest] = []
+
+    def fake(comp: Composition, _path: Path, _packets: int | None, _rate: float, _seconds: float | None,
+             _quiet: bool, arrangement: Alternative | None = None) -> None:
+        seen.append(run._live_request(comp, "x", paper_traffic(count=1), arrangement))
+        raise _StartedError
+
+    monkeypatch.setattr(local, "_run_live_shown", fake)
+    for args in (["--mode", "replicas", "--replicas", "3"], ["--mode", "pipelined"]):
+        res = runner.invoke(cli.app, ["--debug", "run", *args])
+        assert isinstance(res.exception, _StartedError), res.output
+    replicas, piped = seen
+    assert (replicas.mode, replicas.replicas) == ("replicas", 3)
+    assert (piped.mode, piped.replicas) == ("pipelined", 1)
+    res = runner.invoke(cli.app, ["run", str(EXAMPLES / "sfc-fig1a.yaml"), "--mode", "replicas"])
+    assert res.exit_code == 2 and "the graph does not fuse whole" in res.output
+    pcap = tmp_path / "in.pcap"
+    pcap.write_bytes(b"")
+    res = runner.invoke(cli.app, ["run", "--pcap", str(pcap), "--out", str(tmp_path / "o"), "--mode", "replicas"])
+    assert res.exit_code == 2 and "the offline form (--pcap) runs the graph in this process" in res.output

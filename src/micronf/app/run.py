@@ -44,7 +44,9 @@ from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEve
 from micronf.app.offline import OVERSIZE_EXIT, OfflineResult
 from micronf.io.generator import GeneratorRx
 from micronf.io.generator_spec import PAPER_SQLI_URLS, GeneratorSpec
+from micronf.orchestrator.arrange import Arrangement, ModeChoice, arrange
 from micronf.orchestrator.compose import compose
+from micronf.orchestrator.costmodel import Alternative, load_table
 from micronf.orchestrator.load import load_sfc
 from micronf.orchestrator.models import ComposedGraph, Composition
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, fit_to_cores, place
@@ -82,7 +84,8 @@ class RunSummary(BaseModel):
     unfs_before: int
     unfs_after: int
     rewrites: list[str]  # "kind: node, node" per rewrite (``micronf plan`` gives the reasons)
-    processes: int  # OS processes of the µNF graph (Rx/Tx services not included)
+    processes: int  # OS processes of the µNF graph (Rx/Tx services not included; replicas: one each)
+    arrangement: str | None = None  # live: how it ran (pipelined, pipelined-fused, mix, replicas xN)
     packets_in: int
     outputs: dict[str, int]  # SFC output -> packets
     exits: list[ExitCount]
@@ -157,10 +160,18 @@ def traffic_counts(spec: GeneratorSpec, frames: int) -> dict[str, int]:
             "sqli": comp.over(np.isin(comp.url, sqli_urls), frames), "other": comp.over(~http, frames)}
 
 
-def _live_request(comp: Composition, name: str, traffic: GeneratorSpec) -> DeployRequest:
-    """Placed as the orchestrator places it on an agent of this machine (its CPUs, fused when scarce)."""
-    parts = place(comp.after, name, [Candidate(LOCAL_AGENT, 0)], Traffic(rx=traffic.model_dump(mode="json")))
+def _live_request(comp: Composition, name: str, traffic: GeneratorSpec,
+                  arrangement: Alternative | None = None) -> DeployRequest:
+    """Placed as the orchestrator places it on an agent of this machine (its CPUs; ``arrangement``:
+    :func:`arrange_live`'s choice, default pipelined, fused when cores are scarce)."""
+    parts = place(comp.after, name, [Candidate(LOCAL_AGENT, 0)], Traffic(rx=traffic.model_dump(mode="json")),
+                  arrangement=arrangement)
     return parts[0].request.model_copy(update={"ring_capacity": 4096})
+
+
+def arrangement_name(alt: Alternative) -> str:
+    """``replicas x2``, ``pipelined-fused``, ``mix``: how a graph runs, in a few words."""
+    return f"{alt.name} x{alt.replicas}" if alt.mode == "replicas" else alt.name
 
 
 def _accounted(s: GraphStats) -> tuple[int, int, int]:
@@ -204,7 +215,8 @@ def _drain(agent: Agent, name: str, timeout: float) -> GraphStats | None:
 
 def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: float | None = None,
              stop: threading.Event | None = None, on_deploying: Callable[[int], None] | None = None,
-             on_progress: Callable[[Progress], None] | None = None) -> RunSummary:
+             on_progress: Callable[[Progress], None] | None = None,
+             arrangement: Alternative | None = None) -> RunSummary:
     """Deploy ``comp``'s optimized graph on an in-process agent with ``traffic`` and run it.
 
     Ends when every frame of ``traffic.count`` is accounted for (out, dropped, nothing in flight),
@@ -212,16 +224,18 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
     ``interrupted``). Stopped early, it drains: the input stops (the Rx service pauses) and the run
     waits, up to ``DRAIN_S``, until no packet is in flight, so the conservation check is exact
     (``conservation_ok`` None only when the graph did not drain). The deployment is always removed.
-    ``on_deploying(processes)`` is called before the (possibly compiling) start.
+    ``on_deploying(processes)`` is called before the (possibly compiling) start. ``arrangement``
+    (:func:`arrange_live`'s choice; default: pipelined) says how the graph runs.
     """
     name = deployment_name(comp.sfc)
-    req = _live_request(comp, name, traffic)
+    req = _live_request(comp, name, traffic, arrangement)
     layout = plan(req.graph)
+    processes = req.replicas if req.mode == "replicas" else len(layout.processes)
     stop = stop or threading.Event()
     drained: GraphStats | None = None
     with Agent() as agent:
         if on_deploying is not None:
-            on_deploying(len(layout.processes))
+            on_deploying(processes)
         _deploy(agent, req, cold=first_run())
         try:
             t0 = last_t = time.monotonic()
@@ -258,7 +272,8 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
     processed = s.rx["accepted"] - in_flight
     return RunSummary(
         mode="live", sfc=comp.sfc, file=str(file), unfs_before=len(comp.before.spec.nodes),
-        unfs_after=len(comp.after.spec.nodes), rewrites=rewrite_lines(comp), processes=len(layout.processes),
+        unfs_after=len(comp.after.spec.nodes), rewrites=rewrite_lines(comp), processes=processes,
+        arrangement=arrangement_name(arrangement) if arrangement is not None else None,
         packets_in=packets_in, outputs=outputs, exits=rows, dropped=dict(sorted(s.drops.items())),
         drop_meanings=drop_meanings(comp, s.drops), in_flight=in_flight, processed=processed, seconds=elapsed,
         mpps=processed / elapsed / 1e6, latency=s.latency,
@@ -307,6 +322,19 @@ def load(sfc: Path | None, *, live: bool = True) -> tuple[Composition, Path]:
     return fit_to_cores(bundle, comp, LOCAL_AGENT.cpus) if live else comp, path
 
 
+def arrange_live(sfc: Path | None, mode: ModeChoice = "auto", replicas: int | None = None,
+                 costs: Path | None = None) -> tuple[Composition, Path, Arrangement]:
+    """Compose ``sfc`` (default: the packaged Fig. 11 SFC) and arrange it for this machine's CPUs as
+    the orchestrator would (:func:`~micronf.orchestrator.arrange.arrange`): the composition to run
+    and the arrangement (pass its ``chosen`` to :func:`run_live`). Raises ``SpecError``,
+    ``CostTableError`` or ``PlacementError`` (replicas asked for where they cannot run)."""
+    path = sfc or DEFAULT_SFC
+    bundle = load_sfc(path)
+    comp, arrangement = arrange(bundle, compose(bundle), LOCAL_AGENT.cpus, load_table(costs), mode=mode,
+                                replicas=replicas)
+    return comp, path, arrangement
+
+
 # -- console rendering ----------------------------------------------------------------------------
 def progress_table(p: Progress) -> Table:
     """The live progress line: packets in (of total), out, dropped, in flight, current rate."""
@@ -322,7 +350,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
     title = f"{s.sfc}: {s.mode} run" + (" ([yellow]interrupted[/])" if s.interrupted else "")
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_row("µNFs", f"{s.unfs_before} joined along the SFC → {s.unfs_after} after optimization "
-                  f"({len(s.rewrites)} rewrites), {s.processes} µNF process{'' if s.processes == 1 else 'es'}")
+                  f"({len(s.rewrites)} rewrites), {s.processes} µNF process{'' if s.processes == 1 else 'es'}"
+                  + (f" ({escape(s.arrangement)})" if s.arrangement else ""))
     table.add_row("packets in", f"{s.packets_in:,}")
     if s.traffic is not None:
         table.add_row("  of which", f"{s.traffic['http']:,} HTTP, {s.traffic['sqli']:,} with SQL-injection URLs")

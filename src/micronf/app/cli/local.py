@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from micronf.app.offline import OfflineResult
     from micronf.app.run import RunSummary
     from micronf.io.trace import Trace
+    from micronf.orchestrator.costmodel import Alternative
     from micronf.orchestrator.models import Composition
     from micronf.runtime.graph import GraphLayout
 
@@ -84,6 +85,10 @@ def run(
     seconds: float | None = typer.Option(None, min=0.1, help="Live: stop after this long (the graph then drains: "
                                          "the packets in it still reach Tx or a drop, and are counted)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (no live display)."),
+    mode: str = typer.Option("auto", "--mode", help="Live: auto (the cost model chooses, see `micronf plan`), "
+                             "pipelined or replicas."),
+    replicas: int | None = typer.Option(None, "--replicas", min=1, max=64, help="Live: replicas when replicas run "
+                                        "(default: one per CPU)."),
 ) -> None:
     """Run an SFC here, embedded: compose and optimize it, run its µNF graph (real processes), and
     print a summary: packets in, out per SFC output, dropped by reason, rate, latency, conservation.
@@ -97,19 +102,34 @@ def run(
     the segment).
     """
     from micronf.app import run as runner
+    from micronf.app.cli.control import _mode
     from micronf.documents import SpecError
+    from micronf.orchestrator.costmodel import CostTableError
+    from micronf.orchestrator.placement import PlacementError
 
     if (pcap is None) != (out is None):
         raise typer.BadParameter("the offline form needs both --pcap and --out", param_hint="--pcap/--out")
+    mode_choice = _mode(mode)
+    if pcap is not None and (mode_choice != "auto" or replicas is not None):
+        raise typer.BadParameter("--mode and --replicas choose how the live form runs; the offline form (--pcap) "
+                                 "runs the graph in this process", param_hint="--mode/--replicas")
+    arrangement = None
     try:
-        comp, path = runner.load(sfc, live=pcap is None)
-    except SpecError as exc:
+        if pcap is None:
+            comp, path, arrangement = runner.arrange_live(sfc, mode_choice, replicas)
+        else:
+            comp, path = runner.load(sfc, live=False)
+    except (SpecError, CostTableError, PlacementError) as exc:
         raise CliError(str(exc), 2) from exc
     say = (lambda *_a, **_k: None) if as_json else console.print
     say(f"[bold]micronf {__version__}[/]: SFC {escape(comp.sfc)} ({escape(str(path))}): "
         f"{len(comp.before.spec.nodes)} µNFs joined → {len(comp.after.spec.nodes)} after optimization")
     for line in runner.rewrite_lines(comp):
         say(f"  [dim]{escape(line)}[/]")
+    if arrangement is not None:
+        say(f"  runs as [bold]{escape(runner.arrangement_name(arrangement.chosen))}[/] on CPUs "
+            f"{', '.join(map(str, arrangement.cpus or []))}: {escape(arrangement.reason)} (`micronf plan` shows "
+            "the alternatives)")
     if pcap is not None and out is not None:
         layout = runner.offline_layout(comp)
         trace = _read_trace(pcap)
@@ -119,7 +139,8 @@ def run(
         summary = runner.offline_summary(comp, path, layout, res)
     else:
         count = packets if packets is not None else None if seconds is not None else 1_000_000
-        summary = _run_live_shown(comp, path, count, rate, seconds, as_json)
+        summary = _run_live_shown(comp, path, count, rate, seconds, as_json,
+                                  arrangement=arrangement.chosen if arrangement is not None else None)
     if as_json:
         print(summary.model_dump_json(indent=2))
     else:
@@ -131,7 +152,7 @@ def run(
 
 
 def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: float | None, seconds: float | None,
-                    quiet: bool) -> RunSummary:
+                    quiet: bool, *, arrangement: Alternative | None = None) -> RunSummary:
     """``runner.run_live`` with a status while the µNFs start and a live progress table; Ctrl-C
     (SIGINT), SIGTERM and SIGHUP only ask the run to stop, so the deployment is always removed."""
     import threading
@@ -164,7 +185,8 @@ def _run_live_shown(comp: Composition, path: Path, packets: int | None, rate: fl
     try:
         with stop_signals(lambda _s, _f: stop.set()):
             return runner.run_live(comp, path, paper_traffic(count=packets, rate_pps=rate), seconds=seconds,
-                                     stop=stop, on_deploying=deploying, on_progress=progress)
+                                     stop=stop, on_deploying=deploying, on_progress=progress,
+                                     arrangement=arrangement)
     except DeploymentFailedError as exc:
         raise CliError(str(exc)) from exc
     finally:

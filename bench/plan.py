@@ -15,8 +15,16 @@ measures the other load; ``--json`` has both): ``compose`` = load + check + comp
 orchestrator does per deploy), ``wire`` = :func:`micronf.runtime.graph.plan` of the optimized
 graph (what the agent does), ``place`` = :func:`~micronf.orchestrator.placement.place` on a 2-CPU
 agent with the chained composition (``parallelize=False``, fused, as the orchestrator does when
-cores are scarce), ``cli`` = ``micronf plan`` in-process (compose, both drawings as DOT, the
-report printed to a discarded console). ``--before REF`` measures the same inputs with the code
+cores are scarce), ``arrange`` = :func:`~micronf.orchestrator.arrange.arrange` for that agent
+(the cost model over every arrangement: pipelined, mix, replicas; what the orchestrator adds per
+deploy before placing), ``cli`` = ``micronf plan`` in-process (compose, both drawings as DOT, the
+report printed to a discarded console).
+
+It does not compare the model's predicted rates with measured ones: this benchmark runs no
+packet, and replicas are deployed by the agent (issue 14's agent work), so that comparison
+belongs with the data-plane benchmarks that run both arrangements on one machine in one run
+(``bench/chain.py``'s ``replicas`` section, ``bench/sfc.py``); docs/placement.md says how to
+read their cycles against the model's. ``--before REF`` measures the same inputs with the code
 of git revision REF (extracted with ``git archive``) in the same run; a size the old code cannot
 handle shows its exception (``RecursionError``) or ``>T s`` after ``--limit``.
 
@@ -105,7 +113,10 @@ def measure(kind: str, n: int) -> dict[str, Any]:
 
     from micronf.app.render import write_drawing
     from micronf.app.report import print_plan
-    from micronf.orchestrator.compose import compose_file
+    from micronf.orchestrator.arrange import arrange
+    from micronf.orchestrator.compose import compose, compose_file
+    from micronf.orchestrator.costmodel import load_table
+    from micronf.orchestrator.load import load_sfc
     from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, place
     from micronf.runtime.graph import plan
 
@@ -124,6 +135,10 @@ def measure(kind: str, n: int) -> dict[str, Any]:
         agent = AgentRef(url="http://127.0.0.1:8771", name="local", cpus=(0, 1))
         with _step(out, "place"):
             place(chained.after, "bench", [Candidate(agent, 0)], Traffic())
+        bundle, table = load_sfc(path), load_table()
+        with _step(out, "arrange"):
+            _, arrangement = arrange(bundle, compose(bundle), agent.cpus, table)
+        out["arrangement"] = arrangement.chosen.name
         with _step(out, "cli"):
             comp = compose_file(path)
             drawings = [write_drawing(g, stage, Path(tmp) / stage) for stage, g in
@@ -201,12 +216,14 @@ def main() -> int:
         print(json.dumps({"after": after, "before": before if args.before else None}, indent=2))
         return 0
     print("CPU seconds per step (see --help); µNFs: before → after optimization")
-    print(f"{'input':>12} {'µNFs':>12} {'rewrites':>8} | {'compose':>8} {'wire':>6} {'place':>6} {'cli':>6}"
-          + (f" | before: {'compose':>8} {'wire':>6} {'place':>6} {'cli':>6}" if args.before else ""))
+    print(f"{'input':>12} {'µNFs':>12} {'rewrites':>8} | {'compose':>8} {'wire':>6} {'place':>6} {'arrange':>7} "
+          f"{'cli':>6} | chosen" + (f" | before: {'compose':>8} {'wire':>6} {'place':>6} {'cli':>6}"
+                                    if args.before else ""))
     for (kind, n), new, old in zip(cases, after, before, strict=True):
         unfs = f"{new.get('unfs_before', '?')}→{new.get('unfs_after', '?')}"
         row = f"{kind + ' ' + str(n):>12} {unfs:>12} {new.get('rewrites', '-')!s:>8} | " + " ".join(
-            f"{_cell(new, k):>{w}}" for k, w in (("compose", 8), ("wire", 6), ("place", 6), ("cli", 6)))
+            f"{_cell(new, k):>{w}}" for k, w in (("compose", 8), ("wire", 6), ("place", 6), ("arrange", 7),
+                                                 ("cli", 6))) + f" | {new.get('arrangement', '-')}"
         if args.before:
             row += " |         " + " ".join(
                 f"{_cell(old, k):>{w}}" for k, w in (("compose", 8), ("wire", 6), ("place", 6), ("cli", 6)))

@@ -80,7 +80,7 @@ def arrange(bundle: SFCBundle, comp: Composition, cpus: tuple[int, ...] | None, 
          f"on CPU {io_cpu}" if fused else "one process per µNF (Branch/Sync for parallel groups), Rx and Tx "
          "processes") + unknown)
     mix = _mix(stages, table, cpus)
-    rep, rcomp = _replicas(bundle, comp, cpus, table, replicas, global_state)
+    rep, rcomp = _replicas(bundle, comp, pcomp, cpus, table, replicas, global_state)
     options = [pipe, mix, rep]
     if mode == "replicas":
         if rep.mpps is None:
@@ -116,9 +116,11 @@ def _mix(stages: list[Stage], table: CostTable, cpus: tuple[int, ...] | None) ->
                              + " behind a load-balanced port", scale)
 
 
-def _replicas(bundle: SFCBundle, comp: Composition, cpus: tuple[int, ...] | None, table: CostTable,
-              count: int | None, global_state: frozenset[str]) -> tuple[Alternative, Composition | None]:
-    """N run-to-completion replicas of the whole chain (and the composition they run), or why not."""
+def _replicas(bundle: SFCBundle, comp: Composition, chained: Composition, cpus: tuple[int, ...] | None,
+              table: CostTable, count: int | None, global_state: frozenset[str]
+              ) -> tuple[Alternative, Composition | None]:
+    """N run-to-completion replicas of the whole chain (and the composition they run: ``comp``, or
+    it without parallel groups, ``chained`` when that is one already), or why not."""
     pinned = [f"{n} on CPU {h.cpu}" for n, h in comp.after.placement.items() if h.cpu is not None]
     if pinned:
         return _impossible("replicas", "replicas", f"placement hints pin µNFs to CPUs ({', '.join(pinned)}): a "
@@ -127,11 +129,14 @@ def _replicas(bundle: SFCBundle, comp: Composition, cpus: tuple[int, ...] | None
     try:
         fuse_whole(comp.after.spec)
     except GraphError as exc:
-        rcomp = compose(bundle, parallelize=False)
+        whole = _impossible("replicas", "replicas", f"the graph does not fuse whole: {exc}")
+        if not comp.nodes_rewritten("parallelize"):
+            return whole, None
+        rcomp = chained if chained is not comp else compose(bundle, parallelize=False)
         try:
             fuse_whole(rcomp.after.spec)
         except GraphError:
-            return _impossible("replicas", "replicas", f"the graph does not fuse whole: {exc}"), None
+            return whole, None
     nodes = rcomp.after.spec.nodes
     shared = sorted({n.type for n in nodes if n.type in global_state})
     if shared:

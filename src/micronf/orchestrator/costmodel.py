@@ -39,6 +39,7 @@ bandwidth, NUMA; the Rx service's own limits (a real NIC may deliver less than a
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -162,12 +163,17 @@ def pipelined_stages(spec: GraphSpec, table: CostTable, *, rx_cpu: int | None = 
 def core_loads(stages: Sequence[Stage], cores: Sequence[int]) -> dict[int, list[Stage]]:
     """Each core's stages: pinned ones on their CPU, the others on the least loaded core, largest first."""
     on: dict[int, list[Stage]] = {c: [] for c in cores}
+    load = dict.fromkeys(cores, 0.0)
     for s in stages:
         if s.cpu is not None:
             on.setdefault(s.cpu, []).append(s)
+            load[s.cpu] = load.get(s.cpu, 0.0) + s.cycles
+    heap = [(x, c) for c, x in load.items()]
+    heapq.heapify(heap)
     for s in sorted((s for s in stages if s.cpu is None), key=lambda s: -s.cycles):
-        least = min(on, key=lambda c: (sum(x.cycles for x in on[c]), c))
+        x, least = heapq.heappop(heap)
         on[least].append(s)
+        heapq.heappush(heap, (x + s.cycles, least))
     return on
 
 

@@ -20,17 +20,19 @@ cores are scarce), ``arrange`` = :func:`~micronf.orchestrator.arrange.arrange` f
 deploy before placing), ``cli`` = ``micronf plan`` in-process (compose, both drawings as DOT, the
 report printed to a discarded console).
 
-It does not compare the model's predicted rates with measured ones: this benchmark runs no
-packet, and replicas are deployed by the agent (issue 14's agent work), so that comparison
-belongs with the data-plane benchmarks that run both arrangements on one machine in one run
-(``bench/chain.py``'s ``replicas`` section, ``bench/sfc.py``); docs/placement.md says how to
-read their cycles against the model's. ``--before REF`` measures the same inputs with the code
+``--measure [SFC]`` (default: the Fig. 11 SFC) instead compares the cost model's predicted rates
+with measured ones on this machine (``bench/plan_measure.py``): each mode of ``--modes`` forced,
+deployed on an in-process agent with the paper's traffic at full speed, ``--repeat`` interleaved
+rounds; it also prints the in-situ cycles per packet of every µNF and of the Rx and Tx services
+beside the cost table's. Replicas are measured only where the agent runs them (issue 14's agent
+work); an agent without it is reported, not measured. ``--before REF`` measures the same inputs with the code
 of git revision REF (extracted with ``git archive``) in the same run; a size the old code cannot
 handle shows its exception (``RecursionError``) or ``>T s`` after ``--limit``.
 
 Usage::
 
     python bench/plan.py [--chain 1000,10000] [--sfc 100,1000] [--before 31f887a] [--limit 120] [--json]
+    python bench/plan.py --measure [SFC] [--modes pipelined,replicas] [--repeat 3] [--seconds 3] [--json]
 """
 
 from __future__ import annotations
@@ -201,7 +203,15 @@ def main() -> int:
     ap.add_argument("--limit", type=float, default=120.0, help="seconds allowed per size and code version")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # KIND:N, internal: measure one size here
+    ap.add_argument("--measure", nargs="?", type=Path, const=ROOT / "src" / "micronf" / "examples" / "sfc-fig11.yaml",
+                    metavar="SFC", help="predicted vs measured rates of SFC on this machine (see the docstring)")
+    ap.add_argument("--modes", default="pipelined,replicas", help="--measure: modes, comma-separated")
+    ap.add_argument("--repeat", type=int, default=3, help="--measure: interleaved rounds")
+    ap.add_argument("--seconds", type=float, default=3.0, help="--measure: measured window")
+    ap.add_argument("--warmup", type=float, default=1.0, help="--measure: seconds before the window")
     args = ap.parse_args()
+    if args.measure:
+        return _measure(args)
     if args.one:
         kind, _, n = args.one.partition(":")
         print(json.dumps(measure(kind, int(n))))
@@ -229,6 +239,22 @@ def main() -> int:
                 f"{_cell(old, k):>{w}}" for k, w in (("compose", 8), ("wire", 6), ("place", 6), ("cli", 6)))
         print(row)
     return 1 if any("error" in r for r in after) else 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    import shlex
+
+    import plan_measure
+    from micronf.orchestrator.costmodel import load_table
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    rows = plan_measure.run(args.measure, modes, args.repeat, args.seconds, args.warmup)
+    if args.json:
+        print(json.dumps({"command": shlex.join(sys.argv), "loadavg": os.getloadavg(), "rows": rows}, indent=2))
+        return 0
+    print(f"# command: {shlex.join(sys.argv)}; load avg at end {os.getloadavg()[0]:.2f}; medians of {args.repeat}")
+    print("\n".join(plan_measure.report(rows, load_table())))
+    return 0
 
 
 if __name__ == "__main__":

@@ -165,3 +165,18 @@ def test_run_takes_mode_and_replicas_to_the_live_request(monkeypatch: pytest.Mon
     pcap.write_bytes(b"")
     res = runner.invoke(cli.app, ["run", "--pcap", str(pcap), "--out", str(tmp_path / "o"), "--mode", "replicas"])
     assert res.exit_code == 2 and "the offline form (--pcap) runs the graph in this process" in res.output
+
+
+def test_deploy_sends_mode_and_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[object] = []
+
+    def call(_base: str, method: str, path: str, body: object = None, _token: object = None) -> object:
+        sent.append(body)
+        return {"name": "fig11", "graph": {"nodes": []}, "rewrites": [], "agents": ["http://a:1"], "state": "running"}
+
+    monkeypatch.setattr(control, "_orch_call", call)
+    res = runner.invoke(cli.app, ["deploy", str(EXAMPLES / "sfc-fig11.yaml"), "--mode", "replicas", "--replicas", "2"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli.app, ["deploy", str(EXAMPLES / "sfc-fig11.yaml")])
+    assert res.exit_code == 0, res.output
+    assert [(b["mode"], b["replicas"]) for b in sent if isinstance(b, dict)] == [("replicas", 2), ("auto", None)]

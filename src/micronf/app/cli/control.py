@@ -166,11 +166,16 @@ def deploy(
     outputs: list[str] = typer.Option([], "--output", help="OUTPUT=SPEC: where an SFC output (e.g. appfw.web) or "
                                       'exit goes, SPEC an output JSON or @FILE, e.g. \'{"backend": {"kind": "null"}}\' '
                                       "(repeatable; default: every exit to null)."),
+    mode: str = typer.Option("auto", "--mode", help="auto (the cost model chooses, see `micronf plan`), pipelined "
+                             "or replicas."),
+    replicas: int | None = typer.Option(None, "--replicas", min=1, max=64,
+                                        help="Replicas when replicas run (default: one per CPU of the agent)."),
     orchestrator_url: str = _ORCH_OPTION,
     token_file: Path | None = _TOKEN_OPTION,
 ) -> None:
-    """Deploy an SFC: the orchestrator composes it into an optimized µNF graph and deploys it on an
-    agent. The SFC file and the templates it imports are sent with the request."""
+    """Deploy an SFC: the orchestrator composes it into an optimized µNF graph, chooses how it runs
+    on the agent's cores (pipelined, a mix or replicas) and deploys it there. The SFC file and the
+    templates it imports are sent with the request."""
     from micronf.documents import SpecError
     from micronf.orchestrator.northbound import read_sfc_source
 
@@ -185,7 +190,7 @@ def deploy(
             raise typer.BadParameter(f"expected OUTPUT=SPEC, got {item!r}", param_hint="--output")
         outs[key] = _json_arg(spec, "--output")
     body = {"sfc": text, "files": files, "name": name, "agent": agent, "outputs": outs,
-            "rx": None if rx is None else _json_arg(rx, "--rx")}
+            "rx": None if rx is None else _json_arg(rx, "--rx"), "mode": _mode(mode), "replicas": replicas}
     info = _orch_call(orchestrator_url, "POST", "/v1/sfcs", body, token_file)
     assert isinstance(info, dict)
     console.print(f"deployed [bold]{escape(info['name'])}[/] ({len(info['graph']['nodes'])} µNFs, "

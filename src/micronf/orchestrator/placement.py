@@ -201,7 +201,7 @@ def place(composed: ComposedGraph, name: str, candidates: Sequence[Candidate], t
     mix raises the autoscaler's ``max_instances`` to what the mix scales its bottleneck to."""
     target = _choose_agent(composed, candidates, agent)
     offered = target.agent.cpus
-    mode: dict[str, Any] = {}
+    mode: dict[str, Any]
     if arrangement is not None and arrangement.mode == "replicas":
         spec = composed.spec.model_copy(update={"nodes": [
             n.model_copy(update={"cpu": None, "cluster": None}) for n in composed.spec.nodes]})

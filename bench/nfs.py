@@ -20,9 +20,10 @@ Both must give the same verdicts and counters on every packet (checked; exit sta
 the current kernels' median cycles/packet per µNF type, the TSC rate (the clock the model divides
 by), the machine and this command; the I/O and hand-off costs, which this benchmark does not
 measure, are copied from ``--io-from`` (default: the packaged table). ``--nfs all`` measures every
-µNF type. The packaged default table was made with::
+µNF type. The packaged default table (``src/micronf/orchestrator/costs.json``, the exact command
+and machine recorded in it) was made with::
 
-    python bench/nfs.py --nfs all --baseline '' --table src/micronf/orchestrator/costs.json
+    python3 bench/nfs.py --nfs all --baseline '' --repeat 7 --passes 5 --table FILE
 
 Usage::
 

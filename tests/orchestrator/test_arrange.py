@@ -175,5 +175,7 @@ def test_the_orchestrator_sends_the_choice_to_the_agent(tmp_path: Path) -> None:
         assert {n.cpu for n in piped.graph.nodes} == {1}
         three = orch.plan(SFCCreate(sfc=text, files=files, mode="replicas", replicas=3)).parts["http://a:1"]
         assert (three.mode, three.replicas, three.replica_cpus) == ("replicas", 3, None)
+        info = orch.create(SFCCreate(sfc=text, files=files, name="fig11-r"))
+        assert (info.mode, info.replicas, info.state) == ("replicas", 2, "running")
     finally:
         orch.close()

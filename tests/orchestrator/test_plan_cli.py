@@ -172,11 +172,12 @@ def test_deploy_sends_mode_and_replicas(monkeypatch: pytest.MonkeyPatch) -> None
 
     def call(_base: str, method: str, path: str, body: object = None, _token: object = None) -> object:
         sent.append(body)
-        return {"name": "fig11", "graph": {"nodes": []}, "rewrites": [], "agents": ["http://a:1"], "state": "running"}
+        return {"name": "fig11", "graph": {"nodes": []}, "rewrites": [], "agents": ["http://a:1"], "state": "running",
+                "mode": "replicas", "replicas": 2}
 
     monkeypatch.setattr(control, "_orch_call", call)
     res = runner.invoke(cli.app, ["deploy", str(EXAMPLES / "sfc-fig11.yaml"), "--mode", "replicas", "--replicas", "2"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0 and "(0 µNFs, 0 rewrites, 2 replicas) on http://a:1: running" in res.output
     res = runner.invoke(cli.app, ["deploy", str(EXAMPLES / "sfc-fig11.yaml")])
     assert res.exit_code == 0, res.output
     assert [(b["mode"], b["replicas"]) for b in sent if isinstance(b, dict)] == [("replicas", 2), ("auto", None)]

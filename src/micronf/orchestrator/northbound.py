@@ -89,6 +89,8 @@ class SFCInfo(BaseModel):
     updated_at: float
     agents: list[str] = Field(description="URL of every agent running a part")
     graph: GraphSpec = Field(description="the optimized µNF graph as deployed (with the CPUs placement chose)")
+    mode: Literal["pipelined", "replicas"] = Field("pipelined", description="how it runs (placement's choice)")
+    replicas: int = Field(1, description="copies of the graph when mode is replicas")
     outputs: dict[str, list[str]] = Field(description="SFC output -> the graph exits (Tx names) it leaves by")
     rewrites: list[Rewrite]
 

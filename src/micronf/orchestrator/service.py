@@ -419,7 +419,7 @@ def _info(rec: Record) -> SFCInfo:
     outputs = {out: [x for x, o in exits.items() if o == out] for out in comp.after.outputs}
     return SFCInfo(name=rec.name, sfc=comp.sfc, state=rec.state, error=rec.error, created_at=rec.created_at,
                    updated_at=rec.updated_at, agents=list(rec.parts), graph=graph, outputs=outputs,
-                   rewrites=comp.rewrites)
+                   rewrites=comp.rewrites, mode=reqs[0].mode, replicas=reqs[0].replicas)
 
 
 def _stats(rec: Record, graphs: dict[str, GraphStats]) -> SFCStats:

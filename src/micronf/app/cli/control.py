@@ -193,8 +193,9 @@ def deploy(
             "rx": None if rx is None else _json_arg(rx, "--rx"), "mode": _mode(mode), "replicas": replicas}
     info = _orch_call(orchestrator_url, "POST", "/v1/sfcs", body, token_file)
     assert isinstance(info, dict)
+    runs = f"{info['replicas']} replicas" if info.get("mode") == "replicas" else "pipelined"
     console.print(f"deployed [bold]{escape(info['name'])}[/] ({len(info['graph']['nodes'])} µNFs, "
-                  f"{len(info['rewrites'])} rewrites) on {', '.join(info['agents'])}: {info['state']}")
+                  f"{len(info['rewrites'])} rewrites, {runs}) on {', '.join(info['agents'])}: {info['state']}")
 
 
 def undeploy(name: str = typer.Argument(..., help="The deployment."), orchestrator_url: str = _ORCH_OPTION,

@@ -129,6 +129,10 @@ def test_plan_is_a_dry_run(env: Env) -> None:
     plan = r.json()
     assert list(plan["parts"]) == ["http://b:2"] and plan["parts"]["http://b:2"]["name"] == "fig11"
     assert plan["composition"]["sfc"] == "fig11"
+    # agent b offers CPUs 2 and 3: the arrangement for them, with every alternative's prediction
+    arr = plan["arrangement"]
+    assert arr["cpus"] == [2, 3] and arr["chosen"]["mode"] == plan["parts"]["http://b:2"]["mode"]
+    assert {a["name"] for a in arr["alternatives"]} == {"pipelined-fused", "mix", "replicas"}
     assert env.http.get("/v1/sfcs").json() == []
     assert all(f.count("deploy") == 0 for f in env.fakes.values())
 

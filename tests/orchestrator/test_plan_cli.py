@@ -13,7 +13,7 @@ import micronf.app.cli as cli
 import micronf.app.render as render
 from micronf.app.cli import control
 
-from .sfcfiles import EXAMPLES, write_files
+from .sfcfiles import EXAMPLES, sfc, template, write_files
 
 runner = CliRunner()
 
@@ -181,3 +181,19 @@ def test_deploy_sends_mode_and_replicas(monkeypatch: pytest.MonkeyPatch) -> None
     res = runner.invoke(cli.app, ["deploy", str(EXAMPLES / "sfc-fig11.yaml")])
     assert res.exit_code == 0, res.output
     assert [(b["mode"], b["replicas"]) for b in sent if isinstance(b, dict)] == [("replicas", 2), ("auto", None)]
+
+
+def test_plan_of_a_graph_that_cannot_run_here_still_prints_the_composition(tmp_path: Path) -> None:
+    """A µNF type known only from a descriptor file composes but cannot be wired: no arrangement."""
+    write_files(tmp_path, {
+        "templates/zip.yaml": {"kind": "unf-descriptor", "type": "HttpCompressor",
+                               "descriptor": {"payload": "ReadWrite"}},
+        "templates/wan.yaml": template("wan", [("check", "CheckIPHeader", {}), ("zip", "HttpCompressor", {})],
+                                       [("check", None, "zip")], {"out": ["zip"]}),
+        "sfc.yaml": sfc([{"name": "w", "template": "wan"}], [])})
+    res = runner.invoke(cli.app, ["plan", str(tmp_path / "sfc.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "after: 2 µNFs" in res.output
+    assert "no arrangement: the composed graph cannot run: node 'w.zip'" in " ".join(res.output.split())
+    res = runner.invoke(cli.app, ["plan", str(tmp_path / "sfc.yaml"), "--json"])
+    assert json.loads(res.output)["arrangement"].startswith("the composed graph cannot run")

@@ -50,6 +50,10 @@ MARGIN = 1.10
 """auto leaves pipelined only for a predicted rate at least this many times higher."""
 
 
+class CannotRunError(PlacementError):
+    """The composed graph cannot be wired here (e.g. a µNF type known only from a descriptor file)."""
+
+
 class Arrangement(BaseModel):
     """What :func:`arrange` chose, every alternative it weighed, and why."""
 
@@ -70,7 +74,10 @@ def arrange(bundle: SFCBundle, comp: Composition, cpus: tuple[int, ...] | None, 
     global_state = frozenset(t for t, u in bundle.types.items() if u.descriptor.global_state)
     pcomp = fit_to_cores(bundle, comp, cpus)
     spec, io_cpu = pipelined_spec(pcomp.after, cpus)
-    stages = pipelined_stages(spec, table, rx_cpu=io_cpu, tx_cpu=io_cpu, global_state=global_state)
+    try:
+        stages = pipelined_stages(spec, table, rx_cpu=io_cpu, tx_cpu=io_cpu, global_state=global_state)
+    except GraphError as exc:
+        raise CannotRunError(f"the composed graph cannot run: {exc}") from None
     cores = list(cpus) if cpus else list(range(len(stages)))
     unknown = "" if cpus else "; the agent's CPUs are unknown: one core per process assumed"
     fused = cores_are_scarce(pcomp.after, cpus)

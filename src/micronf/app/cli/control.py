@@ -41,7 +41,7 @@ def plan_sfc(
     from micronf.app.render import INSTALL_HINT, write_drawing
     from micronf.app.report import print_arrangement, print_plan
     from micronf.documents import SpecError
-    from micronf.orchestrator.arrange import arrange
+    from micronf.orchestrator.arrange import Arrangement, CannotRunError, arrange
     from micronf.orchestrator.compose import compose
     from micronf.orchestrator.costmodel import CostTableError, load_table
     from micronf.orchestrator.load import load_sfc
@@ -52,16 +52,20 @@ def plan_sfc(
         offered = tuple(sorted(os.sched_getaffinity(0))) if cpus is None else parse_cpus(cpus)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--cpus") from exc
+    arrangement: Arrangement | str  # the choice, or why the graph cannot run here
     try:
         bundle = load_sfc(sfc)
         comp = compose(bundle)
         table = load_table(costs)
-        _, arrangement = arrange(bundle, comp, offered, table, mode=mode_choice, replicas=replicas)
+        try:
+            _, arrangement = arrange(bundle, comp, offered, table, mode=mode_choice, replicas=replicas)
+        except CannotRunError as exc:
+            arrangement = str(exc)
     except (SpecError, CostTableError, PlacementError) as exc:
         raise CliError(str(exc), 2) from exc
     if as_json:
-        print(json.dumps(comp.model_dump(mode="json") | {"arrangement": arrangement.model_dump(mode="json")},
-                         indent=2))
+        arr = arrangement if isinstance(arrangement, str) else arrangement.model_dump(mode="json")
+        print(json.dumps(comp.model_dump(mode="json") | {"arrangement": arr}, indent=2))
         return
     try:
         drawings = [] if out is None else [write_drawing(g, f"{comp.sfc}: {stage}", out / stage)
@@ -69,7 +73,10 @@ def plan_sfc(
     except OSError as exc:
         raise CliError(f"cannot write the drawings to --out {out}: {exc.strerror or exc}", 2) from exc
     print_plan(console, comp, drawings)
-    print_arrangement(console, arrangement)
+    if isinstance(arrangement, str):
+        console.print(f"[yellow]no arrangement:[/] {escape(arrangement)}")
+    else:
+        print_arrangement(console, arrangement)
     if any(p.suffix == ".dot" for p in drawings):
         console.print(f"[yellow]no SVG:[/] {INSTALL_HINT}")
 

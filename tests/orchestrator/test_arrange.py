@@ -16,7 +16,7 @@ from micronf.orchestrator.arrange import MARGIN, arrange
 from micronf.orchestrator.compose import compose
 from micronf.orchestrator.costmodel import Alternative, CostTable, CostTableError, load_table
 from micronf.orchestrator.load import SFCBundle, load_sfc
-from micronf.orchestrator.northbound import SFCCreate, read_sfc_source
+from micronf.orchestrator.northbound import InvalidSFCError, SFCCreate, read_sfc_source
 from micronf.orchestrator.placement import AgentRef, Candidate, PlacementError, Traffic, place
 from micronf.orchestrator.service import Orchestrator
 from micronf.orchestrator.store import Store
@@ -173,8 +173,10 @@ def test_the_orchestrator_sends_the_choice_to_the_agent(tmp_path: Path) -> None:
         piped = orch.plan(SFCCreate(sfc=text, files=files, mode="pipelined")).parts["http://a:1"]
         assert (piped.mode, piped.replicas, piped.rx_cpu) == ("pipelined", 1, 0)
         assert {n.cpu for n in piped.graph.nodes} == {1}
-        three = orch.plan(SFCCreate(sfc=text, files=files, mode="replicas", replicas=3)).parts["http://a:1"]
-        assert (three.mode, three.replicas, three.replica_cpus) == ("replicas", 3, None)
+        one = orch.plan(SFCCreate(sfc=text, files=files, mode="replicas", replicas=1)).parts["http://a:1"]
+        assert (one.mode, one.replicas, one.replica_cpus) == ("replicas", 1, [0])
+        with pytest.raises(InvalidSFCError, match="3 replicas for 2 CPUs: each replica runs on a core of its own"):
+            orch.plan(SFCCreate(sfc=text, files=files, mode="replicas", replicas=3))
         info = orch.create(SFCCreate(sfc=text, files=files, name="fig11-r"))
         assert (info.mode, info.replicas, info.state) == ("replicas", 2, "running")
     finally:

@@ -153,11 +153,11 @@ def test_run_takes_mode_and_replicas_to_the_live_request(monkeypatch: pytest.Mon
         raise _StartedError
 
     monkeypatch.setattr(local, "_run_live_shown", fake)
-    for args in (["--mode", "replicas", "--replicas", "3"], ["--mode", "pipelined"]):
+    for args in (["--mode", "replicas", "--replicas", "1"], ["--mode", "pipelined"]):
         res = runner.invoke(cli.app, ["--debug", "run", *args])
         assert isinstance(res.exception, _StartedError), res.output
     replicas, piped = seen
-    assert (replicas.mode, replicas.replicas) == ("replicas", 3)
+    assert (replicas.mode, replicas.replicas) == ("replicas", 1)
     assert (piped.mode, piped.replicas) == ("pipelined", 1)
     res = runner.invoke(cli.app, ["run", str(EXAMPLES / "sfc-fig1a.yaml"), "--mode", "replicas"])
     assert res.exit_code == 2 and "the graph does not fuse whole" in res.output

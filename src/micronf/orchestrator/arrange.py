@@ -151,15 +151,14 @@ def _replicas(bundle: SFCBundle, comp: Composition, chained: Composition, cpus: 
                            "one instance must see every packet"), None
     if count is None and not cpus:
         return _impossible("replicas", "replicas", "the agent's CPUs are unknown (give a replica count)"), None
+    if count is not None and cpus and count > len(cpus):
+        return _impossible("replicas", "replicas", f"{count} replicas for {len(cpus)} CPUs: each replica runs on a "
+                           "core of its own (the agent refuses more)"), None
     n = count or len(cpus or ())
-    on = min(n, len(cpus)) if cpus else n
     regrouped = " (composed without parallel groups)" if rcomp is not comp else ""
-    alt = predict_replicas([x.type for x in nodes], table, n,
-                           f"{n} run-to-completion copies, each Rx shard -> {len(nodes)} µNFs fused -> Tx on its own "
-                           f"core{regrouped}")
-    if on < n:  # more replicas than cores: they share
-        alt = alt.model_copy(update={"mpps": (alt.mpps or 0) * on / n, "cores": on})
-    return alt, rcomp
+    return predict_replicas([x.type for x in nodes], table, n,
+                            f"{n} run-to-completion copies, each Rx shard -> {len(nodes)} µNFs fused -> Tx on its "
+                            f"own core{regrouped}"), rcomp
 
 
 def _impossible(name: str, mode: Literal["pipelined", "replicas"], why: str) -> Alternative:

@@ -217,7 +217,8 @@ def scale_out(stages: Sequence[Stage], table: CostTable, cores: Sequence[int]) -
                 out.append(s)
                 continue
             share = (s.cycles + table.io.lb) / k
-            out += [Stage(s.name, share, s.cpu, True)] + [Stage(f"{s.name}@{j}", share, None) for j in range(1, k)]
+            out += [Stage(s.name, share, s.cpu, True)]
+            out += [Stage(f"{s.name}@{j}", share, None, True) for j in range(1, k)]  # new instances: unpinned
         return out
 
     def busiest(ss: list[Stage]) -> tuple[float, list[Stage]]:

@@ -181,3 +181,21 @@ def test_the_orchestrator_sends_the_choice_to_the_agent(tmp_path: Path) -> None:
         assert (info.mode, info.replicas, info.state) == ("replicas", 2, "running")
     finally:
         orch.close()
+
+
+def test_branch_sync_costs_and_a_sync_join_is_not_scaled_out() -> None:
+    """Fig. 11 on 8 CPUs keeps its parallel group (urls ‖ sizes, joined at appfw.validate). By hand,
+    with every kernel 10 cycles but ValidateUrl 500: the 6 µNFs go to CPUs k*8//6 = 0, 1, 2, 4, 5,
+    6, each a process reading one ring (+43); the join also pays `sync` (+20): validate = 563
+    on CPU 6, the busiest. Rx (100) and Tx (83) take the free CPUs 3 and 7. The join cannot be
+    scaled out (a Sync ingress), so no mix. Replicas run the chain composed without the group:
+    100 + 5 x 10 + 500 + 5 x 14 + 40 = 760 cycles, 8 of them."""
+    bundle = load_sfc(EXAMPLES / "sfc-fig11.yaml")
+    comp, arr = arrange(bundle, compose(bundle), tuple(range(8)), table({"ValidateUrl": 500}, unknown=10.0))
+    alts = by_name(arr.alternatives)
+    assert alts["pipelined"].name == "pipelined" and alts["pipelined"].bottleneck == "CPU 6: appfw.validate 563"
+    assert alts["pipelined"].mpps == pytest.approx(CLOCK / (500 + HOP + SYNC) / 1e6)
+    assert alts["pipelined"].cycles_per_packet == pytest.approx(RX + 5 * (10 + HOP) + 500 + HOP + SYNC + TX + HOP)
+    assert alts["mix"].mpps is None
+    assert alts["replicas"].mpps == pytest.approx(8 * CLOCK / (RX + 5 * 10 + 500 + 5 * FUSED + TX) / 1e6)
+    assert arr.chosen.name == "replicas" and "parallelize" not in [r.kind for r in comp.rewrites]

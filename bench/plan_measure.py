@@ -10,7 +10,11 @@ speed (the generator unpaced). After ``--warmup`` seconds, two samples ``--secon
 - in-situ cycles per packet, to set against the table's: each µNF's runtime ``cycles`` counter
   over its packets, and the Rx and Tx services' CPU time (``/proc/PID/stat``, user + system, at
   the table's clock) over the frames each handled: the cost in place, with cache misses, rings
-  and idle polling, where ``bench/nfs.py`` times a kernel alone.
+  and idle polling, where ``bench/nfs.py`` times a kernel alone;
+- the work per packet: the CPU time of every process of the deployment (µNF processes or
+  replicas, Rx, Tx) at the table's clock over the packets processed, against the model's
+  ``cycles_per_packet``. CPU time does not count the time a process waits preempted (the TSC
+  counters do), so this holds on a loaded machine; it does count idle polling.
 
 Modes are interleaved ``--repeat`` times and the medians reported. A replicas deployment the
 agent runs as something else (an agent without replica support runs the graph pipelined) is
@@ -73,14 +77,17 @@ def measure_once(sfc: Path, mode: ModeChoice, table: CostTable, seconds: float, 
                 out["note"] = (f"the agent ran {len(unf_procs)} µNF processes, not {req.replicas} replicas "
                                "(no replica support in this tree): not measured")
                 return out
-            pids = {p.nodes[0]: p.pid for p in info.processes if p.nodes in (["@rx"], ["@tx"])}
+            pids = {p.nodes[0] if p.nodes in (["@rx"], ["@tx"]) else f"proc{p.index}": p.pid for p in info.processes}
             time.sleep(warmup)
             t0, s0, c0 = _sample(agent, name, pids)
             time.sleep(seconds)
             t1, s1, c1 = _sample(agent, name, pids)
         finally:
             agent.remove(name)
-    out["measured_mpps"] = (_processed(s1) - _processed(s0)) / (t1 - t0) / 1e6
+    processed = _processed(s1) - _processed(s0)
+    out["measured_mpps"] = processed / (t1 - t0) / 1e6
+    out["predicted_work"] = arr.chosen.cycles_per_packet
+    out["measured_work"] = sum(c1[k] - c0[k] for k in c1) * table.clock_hz / max(processed, 1)
     before = {n.name: n.runtime for n in s0.nodes}
     insitu: dict[str, float] = {}
     for n in s1.nodes:
@@ -109,6 +116,7 @@ def run(sfc: Path, modes: list[ModeChoice], repeat: int, seconds: float, warmup:
         if measured:
             row["measured_mpps"] = statistics.median(measured)
             row["measured_runs"] = measured
+            row["measured_work"] = statistics.median(r["measured_work"] for r in runs if "measured_work" in r)
             keys = set().union(*(r["insitu_cycles"] for r in runs if "insitu_cycles" in r))
             row["insitu_cycles"] = {key: statistics.median(r["insitu_cycles"].get(key, 0.0) for r in runs
                                                            if "insitu_cycles" in r) for key in sorted(keys)}
@@ -118,13 +126,15 @@ def run(sfc: Path, modes: list[ModeChoice], repeat: int, seconds: float, warmup:
 
 def report(rows: list[dict[str, Any]], table: CostTable) -> list[str]:
     """The comparison as text lines: predicted vs measured per mode, then in-situ vs table cycles."""
-    lines = [f"{'mode':>10} {'arrangement':>16} {'predicted Mpps':>15} {'measured Mpps':>14} {'ratio':>6}"]
+    lines = [f"{'mode':>10} {'arrangement':>16} {'predicted Mpps':>15} {'measured Mpps':>14} {'ratio':>6} "
+             f"{'predicted work':>15} {'measured work':>14}"]
     for r in rows:
         if "measured_mpps" not in r:
             lines.append(f"{r['mode']:>10} {r['arrangement']:>16} {r['predicted_mpps']:>15.2f}  {r.get('note', '')}")
             continue
         lines.append(f"{r['mode']:>10} {r['arrangement']:>16} {r['predicted_mpps']:>15.2f} {r['measured_mpps']:>14.2f} "
-                     f"{r['measured_mpps'] / r['predicted_mpps']:>6.2f}")
+                     f"{r['measured_mpps'] / r['predicted_mpps']:>6.2f} {r['predicted_work']:>15.0f} "
+                     f"{r['measured_work']:>14.0f}")
     for r in rows:
         if "insitu_cycles" in r:
             cells = ", ".join(f"{k} {v:.0f} (table {_table_value(table, k):.0f})"

@@ -76,6 +76,8 @@ def run(
     out: Path | None = typer.Option(None, "--out", file_okay=False, help="Offline form: one pcap per exit here."),
     force: bool = typer.Option(False, "--force", help="Offline form: replace the pcaps of an earlier run in --out "
                                "(only micronf's own files there)."),
+    processes: bool = typer.Option(False, "--processes", help="Offline form: run the µNFs as processes even when "
+                                   "the graph is a chain (which otherwise runs fused in this process)."),
     packets: int | None = typer.Option(None, min=1, help="Live: packets the generator sends (default: 1,000,000; "
                                        "with --seconds alone: no limit)."),
     rate: float = typer.Option(200_000.0, min=0.001, help="Live: packets per second the generator offers "
@@ -91,7 +93,8 @@ def run(
     Live (default): an in-process agent deploys the graph with the built-in generator (the paper's
     traffic: 200-byte HTTP GETs, 20% with SQL-injection URLs). Offline (--pcap IN --out DIR): the
     graph runs on the capture and every exit (each SFC output label and each drop reason) is
-    written to DIR/<exit>.pcap (an earlier run's pcaps there are refused, or replaced with --force).
+    written to DIR/<exit>.pcap (an earlier run's pcaps there are refused, or replaced with --force);
+    a graph that is a chain runs fused in this process (--processes: as processes).
     Ctrl-C, SIGTERM or SIGHUP stop a live run cleanly: the input stops, the graph drains, and the
     summary is exact; a killed run (kill -9) takes its processes with it (`micronf shm gc` removes
     the segment).
@@ -111,11 +114,12 @@ def run(
     for line in runner.rewrite_lines(comp):
         say(f"  [dim]{escape(line)}[/]")
     if pcap is not None and out is not None:
-        layout = runner.offline_layout(comp)
+        layout = runner.offline_layout(comp, fused=not processes)
         trace = _read_trace(pcap)
         _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
         with stop_signals():
-            res = _run_offline_shown(layout, trace, out, 1, quiet=as_json)
+            res = _run_offline_shown(layout, trace, out, 1, quiet=as_json,
+                                     in_process=not processes and len(layout.processes) == 1)
         summary = runner.offline_summary(comp, path, layout, res)
     else:
         count = packets if packets is not None else None if seconds is not None else 1_000_000

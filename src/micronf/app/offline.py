@@ -1,14 +1,21 @@
-"""The offline runner: push a pcap through a graph of real µNF processes, one pcap per exit.
+"""The offline runner: push a pcap through a graph of µNFs, one pcap per exit.
 
 Click-style (``FromDump -> ... -> ToDump``): ``micronf chain 'CheckIPHeader -> IPTtlDecrementer
 -> MacSwapper' --pcap IN.pcap --out DIR`` plans the chain with every exit captured (each label
 of the last µNF, every label nobody links, every drop reason of every µNF) and back-pressure
-instead of drops on full rings, starts the µNFs as processes, and runs this process as both the
-packet source (pool owner: replays the trace) and the sink (drains the exit rings into one
-``PcapWriter`` per exit). Both sides run in one compiled loop (:func:`pump`, also the driver of
-``bench/chain.py``); Python only writes finished batches and watches the counters. It ends when
-every packet fed is accounted for: ``fed == written + freed inside the graph``; a graph that
-stops making progress is reported with its counters instead of hanging.
+instead of drops on full rings, and runs this process as both the packet source (pool owner:
+replays the trace) and the sink (drains the exit rings into one ``PcapWriter`` per exit). Both
+sides run in one compiled loop (:func:`pump`, also the driver of ``bench/chain.py``); Python only
+writes finished batches and watches the counters. It ends when every packet fed is accounted for:
+``fed == written + freed inside the graph``; a graph that stops making progress is reported with
+its counters instead of hanging.
+
+The µNFs run either as processes (:class:`GraphRuntime` starts them; the pump feeds and drains
+while they run), or, for a graph fused into one process (``runtime.graph.fuse_whole``),
+in this process (``in_process``): no process is started, and rounds of the pump alternate with
+calls of the process's own hot loop (:class:`_InProcess`). Same rings, same hot loop, same pcaps;
+what it saves is the start-up (a zygote loading every hot loop, then the processes: ~0.6 s) and
+every cross-core hand-off.
 
 Frame capacity: the graph's pool is sized for the capture (:func:`frame_capacity_for`: the
 default 1522 bytes, or the longest frame, at most 65535), so a capture of jumbo or GRO/TSO frames

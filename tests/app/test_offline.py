@@ -11,6 +11,7 @@ path loads no HTTP stack, agent or orchestrator, and oversize and empty captures
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -124,6 +125,28 @@ def test_cli_default_runs_in_process_and_matches_processes(tmp_path: Path) -> No
         assert f"{len(pkts)} in, {len(pkts)} written, 0 freed inside: conservation ok" in text
     assert _pcaps(tmp_path / "inproc") == _pcaps(tmp_path / "procs")
     assert [bytes(p) for p in rdpcap(str(tmp_path / "inproc" / "out.pcap"))] == _expected(pkts)["out"]
+
+
+def test_run_pcap_runs_a_chain_sfc_in_process_with_the_same_pcaps(tmp_path: Path) -> None:
+    """`micronf run SFC --pcap`: an SFC whose optimized graph is a chain (the edge firewall alone)
+    runs fused in-process, the same pcaps as with --processes; the Fig. 11 graph is no chain."""
+    from micronf.app import run
+
+    sfc = tmp_path / "fw.yaml"
+    sfc.write_text(f"kind: sfc\nname: fw\nimports: [{ROOT / 'examples' / 'templates'}/*.yaml]\n"
+                   "vnfs:\n  - {name: firewall, template: edge-firewall}\n")
+    assert len(run.offline_layout(run.load(sfc, live=False)[0]).processes) == 1
+    assert len(run.offline_layout(run.load(None, live=False)[0]).processes) > 1
+    pkts = [*_traffic(300), Ether(bytes(Ether() / IP(src="10.66.1.1", dst="10.1.0.1") / UDP()))]
+    wrpcap(str(tmp_path / "in.pcap"), pkts)
+    for mode, extra in (("inproc", []), ("procs", ["--processes"])):
+        proc = _micronf("run", str(sfc), "--pcap", str(tmp_path / "in.pcap"), "--out", str(tmp_path / mode), "--json",
+                        *extra)
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout)
+        assert summary["packets_in"] == len(pkts) and summary["conservation_ok"]
+        assert summary["dropped"]["firewall.filter.denied"] == 1
+    assert _pcaps(tmp_path / "inproc") == _pcaps(tmp_path / "procs")
 
 
 def test_in_process_takes_oversize_frames_whole_and_empty_captures(tmp_path: Path) -> None:

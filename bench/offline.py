@@ -120,10 +120,11 @@ def cli_run(capture: Path, out: Path, packets: int, *extra: str, env: dict[str, 
 
 
 BREAKDOWN = """
-import json, sys, time
+import gc, json, sys, time
 from pathlib import Path
 t = [time.perf_counter()]
 from micronf.app.cli import app  # what the command imports
+gc.freeze()  # as micronf.app.cli.main does
 t.append(time.perf_counter())
 from micronf.runtime.chainexpr import parse_chain
 from micronf.runtime.graph import chain_spec, fuse_whole, plan
@@ -145,6 +146,7 @@ print(json.dumps({"steps": [b - a for a, b in zip(t, t[1:])], "loop": res.second
 """
 STEPS = ["imports (micronf.app.cli)", "plan (loads the µNF library)", "numba NumPy support (no BLAS probe)",
          "numba first cache load (context refresh)", "read the capture (mapped)", "run (pump + hot loop + pcap out)"]
+# not in the breakdown: the interpreter's exit (the command freezes its heap first: a few ms)
 
 
 def breakdown(capture: Path, out: Path, repeat: int, env: dict[str, str]) -> dict[str, float]:

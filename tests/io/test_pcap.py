@@ -17,11 +17,11 @@ import pytest
 from scapy.all import IP, UDP, Ether, Raw, rdpcap, wrpcap, wrpcapng
 from scapy.utils import PcapWriter as ScapyPcapWriter
 
-from micronf.dataplane.pool import DATA_OFF, M_LEN, PacketPool
+from micronf.dataplane.pool import DATA_OFF, DEFAULT_FRAME_CAPACITY, M_LEN, PacketPool
 from micronf.dataplane.segment import Segment
 from micronf.io.pcap_read import read_pcap
 from micronf.io.pcap_write import PcapWriter
-from micronf.io.trace import MAX_RECORD_LEN, Q_TIMESTAMP_NS, PcapError, Trace, fill_pool_from_trace, gather_pool_frames
+from micronf.io.trace import MAX_RECORD_LEN, Q_TIMESTAMP_NS, PcapError, Trace, fill_pool_from_trace
 
 T0 = 1_700_000_000  # a plausible capture time, in seconds
 
@@ -487,9 +487,9 @@ def test_100k_packet_pcapng(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the packet pool
 
 
-def _pool_segment(seg_name: str, n_slots: int) -> Segment:
-    seg = Segment.create(seg_name, PacketPool.regions("pool", n_slots, n_clients=1))
-    PacketPool.format(seg, "pool", n_slots, n_clients=1)
+def _pool_segment(seg_name: str, n_slots: int, frame_capacity: int = DEFAULT_FRAME_CAPACITY) -> Segment:
+    seg = Segment.create(seg_name, PacketPool.regions("pool", n_slots, frame_capacity, n_clients=1))
+    PacketPool.format(seg, "pool", n_slots, frame_capacity, n_clients=1)
     return seg
 
 
@@ -503,17 +503,36 @@ def test_fill_pool_then_gather_round_trip_and_write_pool(seg_name: str, tmp_path
         fill_pool_from_trace(p, trace.data, trace.offsets, trace.lengths, trace.ts_ns, 0, hs, 10)
         assert [pool.read_frame(int(h)) for h in hs] == frames
         assert [int(p.qwords[h, Q_TIMESTAMP_NS]) for h in hs] == trace.ts_ns.tolist()
-        out = np.empty(10 * pool.slot_size, np.uint8)
-        offs, lens = np.empty(10, np.int64), np.empty(10, np.int64)
-        used = gather_pool_frames(p, hs, 10, out, offs, lens)
-        assert used == sum(map(len, frames)) == int(lens.sum())
-        assert [out[o : o + n].tobytes() for o, n in zip(offs, lens, strict=True)] == frames
         with PcapWriter(tmp_path / "sink.pcap") as w:
             w.write_pool(p, hs[::-1].copy(), 10)  # a sink writes in the order it received
-            assert w.count == 10
+            w.write_pool(p, hs, 0)
+            w.write_pool(p, hs[:3], 3)  # its buffer is kept from batch to batch
+            assert w.count == 13
     got = rdpcap(str(tmp_path / "sink.pcap"))
-    assert [bytes(x) for x in got] == frames[::-1]
-    assert [int(x.time * 10**9) for x in got] == trace.ts_ns.tolist()[::-1]
+    assert [bytes(x) for x in got] == frames[::-1] + frames[:3]
+    assert [int(x.time * 10**9) for x in got] == trace.ts_ns.tolist()[::-1] + trace.ts_ns.tolist()[:3]
+
+
+def test_write_pool_grows_its_buffer_cuts_to_snaplen_and_refuses_bad_timestamps(seg_name: str,
+                                                                                 tmp_path: Path) -> None:
+    frames = [bytes([i]) * n for i, n in enumerate([60, 1500, 9000, 70])]
+    trace = Trace.from_frames(frames, ts_ns=[T0 * 10**9 + i for i in range(4)])
+    with _pool_segment(seg_name, 8, frame_capacity=9000) as seg:
+        pool = PacketPool.attach(seg, "pool")
+        hs = pool.alloc(4)
+        fill_pool_from_trace(pool.arrays, trace.data, trace.offsets, trace.lengths, trace.ts_ns, 0, hs, 4)
+        with PcapWriter(tmp_path / "a.pcap") as w, PcapWriter(tmp_path / "cut.pcap", snaplen=100) as cut:
+            w.write_pool(pool.arrays, hs[:1], 1)
+            w.write_pool(pool.arrays, hs, 4)  # 10 KiB of frames: more than the buffer so far
+            cut.write_pool(pool.arrays, hs, 4)
+        a, c = read_pcap(tmp_path / "a.pcap"), read_pcap(tmp_path / "cut.pcap")
+        assert [a.frame(i) for i in range(5)] == frames[:1] + frames
+        assert [c.frame(i) for i in range(4)] == [f[:100] for f in frames]
+        assert c.orig_lengths.tolist() == [60, 1500, 9000, 70]
+        pool.arrays.qwords[hs[2], Q_TIMESTAMP_NS] = -1
+        with PcapWriter(tmp_path / "bad.pcap") as w, pytest.raises(ValueError, match="frame 2: timestamp -1 ns"):
+            w.write_pool(pool.arrays, hs, 4)
+    assert len(read_pcap(tmp_path / "bad.pcap")) == 0  # nothing of the refused batch
 
 
 def test_fill_pool_loops_around_the_trace(seg_name: str) -> None:
@@ -547,10 +566,6 @@ def test_fill_pool_never_writes_past_the_slot(seg_name: str) -> None:
         assert int(pool.arrays.words[hs[0], M_LEN]) == room
         assert pool.read_frame(int(hs[0])) == big[:room]
         assert pool.read_frame(int(hs[1])) == b"small"  # the neighbouring slot is intact
-        out = np.empty(2 * pool.slot_size, np.uint8)
-        offs, lens = np.empty(2, np.int64), np.empty(2, np.int64)
-        with pytest.raises(ValueError, match="too small"):
-            gather_pool_frames(pool.arrays, hs, 2, out[:room], offs, lens)
 
 
 # --------------------------------------------------------------------------- tcpdump

@@ -23,6 +23,7 @@ arguments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -38,11 +39,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from micronf.agent.core import Agent
-from micronf.api.errors import DeploymentFailedError
 from micronf.api.models import DeployRequest, GraphStats, LatencyStats, ScaleEventInfo
 from micronf.app.offline import OVERSIZE_EXIT, OfflineResult
-from micronf.io.generator import GeneratorRx
 from micronf.io.generator_spec import PAPER_SQLI_URLS, GeneratorSpec
 from micronf.orchestrator.arrange import Arrangement, ModeChoice, arrange
 from micronf.orchestrator.compose import compose
@@ -51,7 +49,10 @@ from micronf.orchestrator.load import load_sfc
 from micronf.orchestrator.models import ComposedGraph, Composition
 from micronf.orchestrator.placement import AgentRef, Candidate, Traffic, fit_to_cores, place
 from micronf.runtime.catalog import explain_drop
-from micronf.runtime.graph import ExitPlan, GraphLayout, plan
+from micronf.runtime.graph import ExitPlan, GraphError, GraphLayout, fuse_whole, plan
+
+if TYPE_CHECKING:  # the live form imports it when it runs: the agent brings the HTTP stack, the offline form needs none
+    from micronf.agent.core import Agent
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 """The paper's templates and SFCs, installed with the package (``examples/`` in the repository)."""
@@ -153,6 +154,8 @@ def _exit_counts(graph: ComposedGraph, exits: list[ExitPlan], counts: dict[str, 
 
 def traffic_counts(spec: GeneratorSpec, frames: int) -> dict[str, int]:
     """How many of the first ``frames`` generated frames are HTTP, carry an SQL-injection URL, etc."""
+    from micronf.io.generator import GeneratorRx
+
     comp = GeneratorRx(spec).describe()
     http = comp.kind == 0
     sqli_urls = [i for i, u in enumerate(comp.urls) if u in PAPER_SQLI_URLS]
@@ -185,6 +188,8 @@ def _deploy(agent: Agent, req: DeployRequest, *, cold: bool) -> None:
     The agent gives a graph two minutes to start, which a first compile of every kernel can exceed
     on a small, busy machine; what was compiled is cached, so each attempt gets further.
     """
+    from micronf.api.errors import DeploymentFailedError
+
     for attempt in range(1, COLD_ATTEMPTS + 1):
         try:
             agent.deploy(req)
@@ -227,6 +232,8 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
     ``on_deploying(processes)`` is called before the (possibly compiling) start. ``arrangement``
     (:func:`arrange_live`'s choice; default: pipelined) says how the graph runs.
     """
+    from micronf.agent.core import Agent
+
     name = deployment_name(comp.sfc)
     req = _live_request(comp, name, traffic, arrangement)
     layout = plan(req.graph)
@@ -288,9 +295,15 @@ def drop_meanings(comp: Composition, drops: dict[str, int]) -> dict[str, str]:
     return {key: explain_drop(key, types) for key in sorted(drops)}
 
 
-def offline_layout(comp: Composition, burst: int = 32) -> GraphLayout:
-    """The optimized graph wired for the offline runner: drops captured, back-pressure on full rings."""
-    return plan(comp.after.spec.model_copy(update={"burst": burst}), capture_drops=True, on_full="wait")
+def offline_layout(comp: Composition, burst: int = 32, *, fused: bool = True) -> GraphLayout:
+    """The optimized graph wired for the offline runner: drops captured, back-pressure on full rings;
+    with ``fused``, every µNF in one process when the graph is a chain (see
+    :func:`~micronf.runtime.graph.fuse_whole`: the runner then runs it in-process), else as placed."""
+    spec = comp.after.spec.model_copy(update={"burst": burst})
+    if fused:
+        with contextlib.suppress(GraphError):  # not a chain: its µNFs run as processes
+            spec = fuse_whole(spec)
+    return plan(spec, capture_drops=True, on_full="wait")
 
 
 def offline_summary(comp: Composition, file: Path, layout: GraphLayout, res: OfflineResult) -> RunSummary:

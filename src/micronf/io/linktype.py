@@ -159,8 +159,8 @@ def to_ethernet(trace: Trace, name: str = "capture") -> Trace:
     return Trace(data, off, lens, orig, trace.ts_ns, linktype=LINKTYPE_ETHERNET, truncated=trace.truncated)
 
 
-def read_ethernet(path: PathLike, *, strict: bool = False) -> Trace:
-    """:func:`~micronf.io.pcap_read.read_pcap`, then :func:`to_ethernet`: what the offline runners and
-    the pcap Rx backend replay. Raises :class:`~micronf.io.trace.PcapError` for a file that is not
-    a capture and for an unsupported link type."""
-    return to_ethernet(read_pcap(path, strict=strict), os.fspath(path))
+def read_ethernet(path: PathLike, *, strict: bool = False, mapped: bool = False) -> Trace:
+    """:func:`~micronf.io.pcap_read.read_pcap` (``mapped``: see there), then :func:`to_ethernet`: what
+    the offline runners and the pcap Rx backend replay. Raises :class:`~micronf.io.trace.PcapError`
+    for a file that is not a capture and for an unsupported link type."""
+    return to_ethernet(read_pcap(path, strict=strict, mapped=mapped), os.fspath(path))

@@ -6,10 +6,12 @@ The file is memory-mapped (or read, for a pipe) and parsed by a numba kernel in 
 first validates every record header and counts packets and bytes, the second fills exactly-sized
 arrays. Packet bytes are copied once into one contiguous ``data`` buffer (``offsets``/``lengths``
 index it), so the mapping can be dropped and the trace handed to compiled code as plain arrays;
-peak memory is that one copy (the mapped file is page cache). Python runs a fixed number of steps
-per file whatever its packet count: a 100k-packet file (14 MB) reads in 5-40 ms on a shared
-2-vCPU VM, i.e. 2.5-20 M packets/s for both formats (the first call with a cold numba cache also
-pays a few seconds of compilation per format). All kernels release the GIL.
+peak memory is that one copy (the mapped file is page cache). Or, asked not to copy, the second
+pass only indexes the frames where they lie in the file's mapping (the offline runner's fast path:
+a 2 M-packet capture's 128 MB copy costs more in page faults than everything else of a run).
+Python runs a fixed number of steps per file whatever its packet count: a 100k-packet file (14 MB)
+reads in 5-40 ms on a shared 2-vCPU VM, i.e. 2.5-20 M packets/s for both formats (the first call
+with a cold numba cache also pays a few seconds of compilation per format). All kernels release the GIL.
 
 Each kernel returns a status code (``OK``, ``TRUNC`` or an ``E_*`` error with its detail and aux
 values) instead of raising, so the Python side (:func:`error_message`) names the problem and the
@@ -85,6 +87,7 @@ def parse_pcap(
     limit: int,
     frac_mult: int,
     fill: bool,
+    copy: bool,
     out_data: U8,
     out_off: I64,
     out_len: I32,
@@ -93,7 +96,9 @@ def parse_pcap(
 ) -> tuple[int, int, int, int, int, int]:
     """Walk the records of a classic pcap after its 24-byte header.
 
-    Returns ``(status, n, total_bytes, offset, detail, aux)``; fills the outputs when ``fill``.
+    Returns ``(status, n, total_bytes, offset, detail, aux)``; fills the outputs when ``fill``:
+    with ``copy`` the frames go back to back into ``out_data``, else ``out_off`` indexes them in
+    ``buf`` itself (``out_data`` unused).
     """
     size = buf.shape[0]
     pos = 24
@@ -109,8 +114,9 @@ def parse_pcap(
             return TRUNC, n, total, pos, 0, 0
         if fill:
             src = pos + rec_hdr
-            copy_bytes(out_data, total, buf, src, caplen)
-            out_off[n] = total
+            if copy:
+                copy_bytes(out_data, total, buf, src, caplen)
+            out_off[n] = total if copy else src
             out_len[n] = caplen
             out_orig[n] = min(_u32(buf, pos + 12, big), INT32_MAX)
             out_ts[n] = _u32(buf, pos, big) * NS_PER_S + _u32(buf, pos + 4, big) * frac_mult
@@ -198,12 +204,13 @@ def _parse_idb(buf: U8, pos: int, blen: int, big: bool, row: I64) -> tuple[int, 
 
 @_njit
 def parse_pcapng(
-    buf: U8, fill: bool, out_data: U8, out_off: I64, out_len: I32, out_orig: I32, out_ts: I64
+    buf: U8, fill: bool, copy: bool, out_data: U8, out_off: I64, out_len: I32, out_orig: I32, out_ts: I64
 ) -> tuple[int, int, int, int, int, int, int]:
     """Walk the blocks of a pcapng file (which starts with a Section Header Block).
 
     Returns ``(status, n, total_bytes, offset, detail, aux, linktype)``; fills the outputs when
-    ``fill``. ``linktype`` is that of the packets (else of the first interface, else -1).
+    ``fill`` (``copy`` as for :func:`parse_pcap`). ``linktype`` is that of the packets (else of the
+    first interface, else -1).
     """
     size = buf.shape[0]
     pos = 0
@@ -308,8 +315,9 @@ def parse_pcapng(
                 status, detail, aux = E_LINKTYPE, lt, linktype
                 break
             if fill:
-                copy_bytes(out_data, total, buf, src, caplen)
-                out_off[n] = total
+                if copy:
+                    copy_bytes(out_data, total, buf, src, caplen)
+                out_off[n] = total if copy else src
                 out_len[n] = caplen
                 out_orig[n] = min(wlen, INT32_MAX)
                 out_ts[n] = 0 if btype == 3 else _ng_ts(_u32(buf, body + 4, big), _u32(buf, body + 8, big), row)

@@ -3,7 +3,9 @@
 Writing (:class:`PcapWriter`) always produces classic little-endian pcap, nanosecond by default
 (``nanosecond=False`` for µs files), the format every tool reads. Frames longer than the writer's
 ``snaplen`` are cut to it and keep their full ``orig_len``, as libpcap does. A batch is turned
-into one buffer of record headers and data by a numba kernel and written with one ``write`` call.
+into one buffer of record headers and data by a numba kernel and written with one ``write`` call;
+pool frames (:meth:`PcapWriter.write_pool`, a sink's batches) are gathered from their slots straight
+into that buffer, which the writer keeps from batch to batch.
 """
 
 from __future__ import annotations
@@ -18,20 +20,18 @@ import numpy as np
 import numpy.typing as npt
 
 from micronf.dataplane.memcopy import copy_bytes
-from micronf.dataplane.pool import PoolArrays
+from micronf.dataplane.pool import M_DATA_OFF, M_LEN, PoolArrays
 from micronf.io.trace import (
     DEFAULT_SNAPLEN,
     I64,
     INT32_MAX,
     LINKTYPE_ETHERNET,
     NS_PER_S,
+    Q_TIMESTAMP_NS,
     U8,
     Handles,
     PathLike,
     Trace,
-    batch_bytes,
-    gather_pool_frames,
-    gather_pool_timestamps,
 )
 from micronf.packet.jit import kernel as _njit
 
@@ -47,6 +47,49 @@ def _put32(out: U8, pos: int, v: int) -> None:
     out[pos + 1] = (v >> 8) & 0xFF
     out[pos + 2] = (v >> 16) & 0xFF
     out[pos + 3] = (v >> 24) & 0xFF
+
+
+@_njit
+def _put_header(out: U8, pos: int, t: int, cap: int, wire: int, nano: bool) -> None:
+    """The 16-byte record header at ``out[pos:]``: time ``t`` (ns), captured and wire lengths."""
+    sec = t // NS_PER_S
+    frac = t - sec * NS_PER_S
+    if not nano:
+        frac //= 1000
+    _put32(out, pos, sec)
+    _put32(out, pos + 4, frac)
+    _put32(out, pos + 8, cap)
+    _put32(out, pos + 12, min(wire, 0xFFFFFFFF))
+
+
+@_njit
+def _pool_records(p: PoolArrays, handles: Handles, n: int, out: U8, snaplen: int, nano: bool) -> tuple[int, int]:
+    """Classic little-endian pcap records of pool handles ``handles[:n]`` (their frames, timestamped
+    from ``Q_TIMESTAMP_NS``) back to back in ``out``: one copy from the slots, no staging buffer.
+
+    Returns ``(status, value)``: 0 and the bytes used; 1 and the bytes needed when ``out`` is too
+    small (nothing written); 2 and the index of a timestamp outside the pcap range.
+    """
+    need = 0
+    for i in range(n):
+        h = handles[i]
+        t = p.qwords[h, Q_TIMESTAMP_NS]
+        if t < 0 or t >= _TS_LIMIT:
+            return 2, i
+        need += 16 + min(int(p.words[h, M_LEN]), snaplen)
+    if need > out.shape[0]:
+        return 1, need
+    flat = p.data.reshape(-1)  # one view for the batch: a view per frame costs two atomic refcount updates
+    slot = p.data.shape[1]
+    pos = 0
+    for i in range(n):
+        h = handles[i]
+        ln = int(p.words[h, M_LEN])
+        cap = min(ln, snaplen)
+        _put_header(out, pos, p.qwords[h, Q_TIMESTAMP_NS], cap, ln, nano)
+        copy_bytes(out, pos + 16, flat, np.int64(h) * slot + np.int64(p.words[h, M_DATA_OFF]), cap)
+        pos += 16 + cap
+    return 0, pos
 
 
 @_njit
@@ -75,15 +118,7 @@ def _build_records(
         off = offsets[i]
         ln = lengths[i]
         cap = min(ln, snaplen)
-        t = ts_ns[i]
-        sec = t // NS_PER_S
-        frac = t - sec * NS_PER_S
-        if not nano:
-            frac //= 1000
-        _put32(out, pos, sec)
-        _put32(out, pos + 4, frac)
-        _put32(out, pos + 8, cap)
-        _put32(out, pos + 12, min(max(orig[i], ln), 0xFFFFFFFF))
+        _put_header(out, pos, ts_ns[i], cap, max(orig[i], ln), nano)
         copy_bytes(out, pos + 16, buf, off, cap)
         pos += 16 + cap
     return 0, n, out
@@ -113,7 +148,7 @@ class PcapWriter:
         self.snaplen = snaplen
         self.nanosecond = nanosecond
         self.count = 0
-        self._scratch: tuple[U8, I64, I64, I64] | None = None
+        self._records = np.empty(0, np.uint8)  # write_pool's buffer, grown as batches need
         self._f: BinaryIO | None = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115 - closed by close()
         magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
         self._f.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype))
@@ -174,16 +209,16 @@ class PcapWriter:
 
     def write_pool(self, p: PoolArrays, handles: Handles, n: int) -> None:
         """Append the frames of pool handles ``handles[:n]``, timestamped from ``Q_TIMESTAMP_NS``."""
-        need = int(batch_bytes(p.words, handles, n))  # not n * slot size: slots may hold 64 KiB
-        if self._scratch is None or self._scratch[1].shape[0] < n or self._scratch[0].shape[0] < need:
-            k = max(n, 64)
-            i64 = np.dtype(np.int64)
-            self._scratch = (np.empty(max(2 * need, 1 << 16), np.uint8), np.empty(k, i64), np.empty(k, i64),
-                             np.empty(k, i64))
-        buf, off, lens, ts = self._scratch
-        gather_pool_frames(p, handles, n, buf, off, lens)
-        gather_pool_timestamps(p, handles, n, ts)
-        self.write(buf, off[:n], lens[:n], ts[:n])
+        f = self._file()
+        status, value = _pool_records(p, handles, n, self._records, self.snaplen, self.nanosecond)
+        if status == 1:  # sized by what the batch needs, not n * slot size: slots may hold 64 KiB
+            self._records = np.empty(max(2 * value, 1 << 16), np.uint8)
+            status, value = _pool_records(p, handles, n, self._records, self.snaplen, self.nanosecond)
+        if status == 2:
+            t = int(p.qwords[handles[value], Q_TIMESTAMP_NS])
+            raise ValueError(f"frame {value}: timestamp {t} ns is outside the pcap range [0, 2**32 s)")
+        f.write(self._records[:value].data)
+        self.count += n
 
     def flush(self) -> None:
         self._file().flush()

@@ -11,8 +11,8 @@ the nanosecond.
 
 Replay into the packet pool: :func:`fill_pool_from_trace` copies a window of the trace (wrapping
 around for looped replay) into allocated slots and stores each trace timestamp in the int64
-metadata word ``qwords[h, Q_TIMESTAMP_NS]``. :func:`gather_pool_frames` does the inverse for a
-sink, so a Tx/sink process can write pcap straight from pool handles.
+metadata word ``qwords[h, Q_TIMESTAMP_NS]``. The inverse, for a sink, is
+:meth:`micronf.io.pcap_write.PcapWriter.write_pool`: pcap records straight from pool handles.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy.typing as npt
 from numba import njit
 
 from micronf.dataplane.memcopy import copy_bytes
-from micronf.dataplane.pool import M_DATA_OFF, M_LEN, PoolArrays, pkt_frame
+from micronf.dataplane.pool import M_DATA_OFF, M_LEN, PoolArrays
 from micronf.packet.jit import kernel as _njit
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
     "Trace",
     "batch_bytes",
     "fill_pool_from_trace",
-    "gather_pool_frames",
-    "gather_pool_timestamps",
 ]
 
 # int64 metadata word index into ``qwords[h]`` (slot bytes 40..47): the packet's capture timestamp
@@ -175,6 +173,7 @@ def fill_pool_from_trace(
     if m == 0:
         raise ValueError("fill_pool_from_trace: empty trace")
     slot = p.data.shape[1]
+    flat = p.data.reshape(-1)  # one view for the batch: a view per frame costs two atomic refcount updates
     j = start % m
     for i in range(n):
         h = int(np.int64(handles[i]))
@@ -182,7 +181,7 @@ def fill_pool_from_trace(
         room = max(slot - off, 0)
         ln = min(max(int(np.int64(lengths[j])), 0), room)
         src = int(np.int64(offsets[j]))
-        copy_bytes(p.data[h], off, trace_data, src, ln)
+        copy_bytes(flat, h * slot + off, trace_data, src, ln)
         p.words[h, M_LEN] = ln
         p.qwords[h, Q_TIMESTAMP_NS] = ts_ns[j]
         j += 1
@@ -200,36 +199,3 @@ def batch_bytes(words: npt.NDArray[np.uint32], handles: Handles, n: int) -> int:
     for i in range(n):
         total += int(words[handles[i], M_LEN])
     return total
-
-
-@_njit
-def gather_pool_frames(p: PoolArrays, handles: Handles, n: int, out_buf: U8, out_offsets: I64, out_lengths: I64) -> int:
-    """Copy the frames of ``handles[:n]`` back to back into ``out_buf``; returns the bytes used.
-
-    ``out_offsets[i]``/``out_lengths[i]`` locate frame ``i``. Size ``out_buf`` with
-    :func:`batch_bytes` (a buffer too small, or offset/length arrays shorter than ``n``, raise
-    ``ValueError``).
-    """
-    if out_offsets.shape[0] < n or out_lengths.shape[0] < n:
-        raise ValueError("gather_pool_frames: out_offsets/out_lengths shorter than n")
-    room = out_buf.shape[0]
-    pos = 0
-    for i in range(n):
-        f = pkt_frame(p, handles[i])
-        ln = f.shape[0]
-        if pos + ln > room:
-            raise ValueError("gather_pool_frames: out_buf too small (size it with batch_bytes)")
-        copy_bytes(out_buf, pos, f, 0, ln)
-        out_offsets[i] = pos
-        out_lengths[i] = ln
-        pos += ln
-    return pos
-
-
-@_njit
-def gather_pool_timestamps(p: PoolArrays, handles: Handles, n: int, out_ts: I64) -> None:
-    """``out_ts[i] = qwords[handles[i], Q_TIMESTAMP_NS]`` for ``i < n``."""
-    if out_ts.shape[0] < n:
-        raise ValueError("gather_pool_timestamps: out_ts shorter than n")
-    for i in range(n):
-        out_ts[i] = p.qwords[handles[i], Q_TIMESTAMP_NS]

@@ -77,6 +77,8 @@ def run(
     out: Path | None = typer.Option(None, "--out", file_okay=False, help="Offline form: one pcap per exit here."),
     force: bool = typer.Option(False, "--force", help="Offline form: replace the pcaps of an earlier run in --out "
                                "(only micronf's own files there)."),
+    processes: bool = typer.Option(False, "--processes", help="Offline form: run the µNFs as processes even when "
+                                   "the graph is a chain (which otherwise runs fused in this process)."),
     packets: int | None = typer.Option(None, min=1, help="Live: packets the generator sends (default: 1,000,000; "
                                        "with --seconds alone: no limit)."),
     rate: float = typer.Option(200_000.0, min=0.001, help="Live: packets per second the generator offers "
@@ -96,7 +98,8 @@ def run(
     Live (default): an in-process agent deploys the graph with the built-in generator (the paper's
     traffic: 200-byte HTTP GETs, 20% with SQL-injection URLs). Offline (--pcap IN --out DIR): the
     graph runs on the capture and every exit (each SFC output label and each drop reason) is
-    written to DIR/<exit>.pcap (an earlier run's pcaps there are refused, or replaced with --force).
+    written to DIR/<exit>.pcap (an earlier run's pcaps there are refused, or replaced with --force);
+    a graph that is a chain runs fused in this process (--processes: as processes).
     Ctrl-C, SIGTERM or SIGHUP stop a live run cleanly: the input stops, the graph drains, and the
     summary is exact; a killed run (kill -9) takes its processes with it (`micronf shm gc` removes
     the segment).
@@ -131,11 +134,12 @@ def run(
             f"{', '.join(map(str, arrangement.cpus or []))}: {escape(arrangement.reason)} (`micronf plan` shows "
             "the alternatives)")
     if pcap is not None and out is not None:
-        layout = runner.offline_layout(comp)
+        layout = runner.offline_layout(comp, fused=not processes)
         trace = _read_trace(pcap)
         _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
         with stop_signals():
-            res = _run_offline_shown(layout, trace, out, 1, quiet=as_json)
+            res = _run_offline_shown(layout, trace, out, 1, quiet=as_json,
+                                     in_process=not processes and len(layout.processes) == 1)
         summary = runner.offline_summary(comp, path, layout, res)
     else:
         count = packets if packets is not None else None if seconds is not None else 1_000_000
@@ -244,35 +248,42 @@ def chain(
                                        help="YAML/JSON file: node name or µNF type -> config."),
     loop: int = typer.Option(1, min=1, help="Replay the capture this many times."),
     burst: int = typer.Option(32, min=1, max=1024, help="Packets per burst."),
-    fused: bool = typer.Option(False, help="Run every µNF in one process (run-to-completion) instead of one each."),
+    processes: bool = typer.Option(False, "--processes", help="Run the µNFs as processes over shared-memory "
+                                   "rings (one per µNF) instead of in this process."),
+    fused: bool = typer.Option(False, help="With --processes: run every µNF in one process (run-to-completion) "
+                               "instead of one each."),
     force: bool = typer.Option(False, "--force", help="Replace the pcaps of an earlier run in --out (only micronf's "
                                "own files there)."),
 ) -> None:
-    """Run a chain of µNFs (real processes) over a capture; write every exit to its own pcap.
+    """Run a chain of µNFs over a capture; write every exit to its own pcap.
 
+    By default the chain runs fused in this process (its compiled hot loop between reading the
+    capture and writing the pcaps: nothing to start); --processes runs one process per µNF (or one
+    with --fused) over shared-memory rings, as a deployed graph runs. Both write the same pcaps.
     Exits are the last µNF's labels (DIR/out.pcap, ...), every label nobody links
     (DIR/<node>.<label>.pcap) and every drop reason (DIR/<node>.<reason>.pcap): nothing disappears.
     Ctrl-C, SIGTERM or SIGHUP stop it and remove its processes and shared memory; so does kill -9
     (then `micronf shm gc` removes the segment).
     """
     from micronf.runtime.chainexpr import ChainSyntaxError, load_config_file, merge_configs, parse_chain
-    from micronf.runtime.graph import GraphError, chain_names, chain_spec, plan
+    from micronf.runtime.graph import GraphError, chain_names, chain_spec, fuse_whole, plan
 
+    in_process = not (processes or fused)
     try:
         elements = parse_chain(expr)
         names = chain_names([t for t, _ in elements])
         if config is not None:
             elements = merge_configs(elements, names, load_config_file(config))
-        layout = plan(chain_spec(elements, burst=burst, cluster="all" if fused else None),
-                      capture_drops=True, on_full="wait")
+        spec = chain_spec(elements, burst=burst, cluster="all" if fused else None)
+        layout = plan(fuse_whole(spec) if in_process else spec, capture_drops=True, on_full="wait")
     except (ChainSyntaxError, GraphError) as exc:
         raise CliError(str(exc), 2) from exc
     trace = _read_trace(pcap)
     _prepare_out(out, [e.name for e in layout.exits], force=force, inputs=(pcap,))
-    console.print(f"{len(trace):,} packets from {pcap} -> {' -> '.join(names)} "
-                  f"({'1 fused process' if fused else f'{len(names)} processes'})")
+    how = "fused, in this process" if in_process else "1 fused process" if fused else f"{len(names)} processes"
+    console.print(f"{len(trace):,} packets from {pcap} -> {' -> '.join(names)} ({how})")
     with stop_signals():
-        res = _run_offline_shown(layout, trace, out, loop)
+        res = _run_offline_shown(layout, trace, out, loop, in_process=in_process)
     main_outputs = {e.name for e in layout.exits if not e.is_drop and "." not in e.name}
     table = Table("exit", "packets", "file")
     empty = 0
@@ -289,18 +300,20 @@ def chain(
     rate = res.fed / res.seconds / 1e6 if res.seconds > 0 else 0.0
     verdict = "[green]ok[/]" if res.balanced else "[red]VIOLATED[/]"
     console.print(f"{res.fed:,} in, {res.written:,} written, {res.freed_inside:,} freed inside: conservation {verdict}"
-                  f" ({rate:.2f} Mpps over {res.seconds:.2f} s, processes already running)")
+                  f" ({rate:.2f} Mpps over {res.seconds:.2f} s{'' if in_process else ', processes already running'})")
     if not res.balanced:
         raise typer.Exit(1)
 
 
 def _read_trace(pcap: Path) -> Trace:
     """The capture's packets; a truncated last record is a warning, a broken file an error (exit 2)."""
+    from micronf.app.offline import skip_blas_probe
     from micronf.io.linktype import read_ethernet
     from micronf.io.trace import PcapError
 
+    skip_blas_probe()  # reading is the run's first numba call
     try:
-        trace = read_ethernet(pcap)  # raw IP and Linux cooked captures get Ethernet headers
+        trace = read_ethernet(pcap, mapped=True)  # raw IP and Linux cooked captures get Ethernet headers
     except PcapError as exc:
         raise CliError(str(exc), 2) from exc
     except OSError as exc:
@@ -355,7 +368,8 @@ def _prepare_out(out: Path, exits: list[str], *, force: bool, inputs: tuple[Path
         raise CliError(f"cannot write to --out {out}: {exc.strerror or exc}", 2) from exc
 
 
-def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int, quiet: bool = False) -> OfflineResult:
+def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int, quiet: bool = False,
+                       in_process: bool = False) -> OfflineResult:
     """``run_offline`` with a progress bar; a stalled graph is an error (exit 1)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -365,7 +379,7 @@ def _run_offline_shown(layout: GraphLayout, trace: Trace, out: Path, loop: int, 
                   console=err_console, transient=True) as bar:
         task = bar.add_task("packets", total=len(trace) * loop)
         try:
-            res = run_offline(layout, trace, out, loops=loop,
+            res = run_offline(layout, trace, out, loops=loop, in_process=in_process,
                               progress=lambda done, _t: bar.update(task, completed=done))
         except GraphStalledError as exc:
             raise CliError(str(exc)) from exc

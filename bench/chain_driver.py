@@ -5,6 +5,7 @@ real-time scheduling) every report starts with."""
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -130,6 +131,7 @@ class Run:
     conserved: bool
     driver_idle_rounds: int
     problems: list[str] = field(default_factory=list)
+    cpu_cycles_per_packet: float = math.nan  # CPU time of the measured processes per packet (replicas)
 
     @property
     def full(self) -> int:

@@ -15,9 +15,10 @@ from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap, wrpcap
 
-from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec, chain_names, fuse_whole, plan
+from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec, chain_names, plan
 from micronf.runtime.launch import LaunchError
 from micronf.services.config import RxConfig, TxConfig, TxOutput
+from micronf.services.replica import replica_spec
 from micronf.services.replicas import MergedStats, ReplicaSet
 from tests.shards import flow_key, multi_flow_frames, ref_shard
 
@@ -37,7 +38,7 @@ def ttl_chain(k: int) -> GraphSpec:
 
 
 def exits(spec: GraphSpec) -> list[str]:
-    return list(dict.fromkeys(x.name for x in plan(fuse_whole(spec)).exits))
+    return list(dict.fromkeys(x.name for x in plan(replica_spec(spec)).exits))
 
 
 def tx_config(spec: GraphSpec, out: dict[str, Path] | None = None) -> TxConfig:

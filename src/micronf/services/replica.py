@@ -15,12 +15,17 @@ Each step (:class:`ReplicaStage`) is one burst through the three stages this pro
 2. The fused µNFs (:class:`~micronf.runtime.unf.UnfStage`, the generated hot loop of process 0):
    exactly the batches now waiting in the entry ring (:meth:`~micronf.runtime.unf.UnfStage.drain`),
    never idling inside. Frees go through process 0's return ring (its client), as in a µNF process.
+   Plan the layout with :func:`replica_spec` (fused whole, batches of at least :data:`BATCH`).
 3. Tx (:class:`~micronf.services.tx.TxStage`): the exit rings drained, sent, counted, freed through
    return ring ``client`` (the Tx service's: the agent passes ``io_client_base + TX_SLOT``).
 
-So every ring must take a whole burst (``ring_capacity >= RxConfig.burst``; the Tx burst is raised
-to the Rx burst), and the per-step Python cost (three calls into compiled code, ~20-40 µs) is paid
-once per burst, not per batch. Nothing is held between steps: pausing or stopping it is safe.
+A step moves ``max(RxConfig.burst, DEFAULT_BURST)`` frames at most, cut to the smallest ring: every
+ring must take a whole burst (``ring_capacity >= 4096`` for the default), the Tx burst is raised to
+the Rx burst. The per-step Python cost (three calls into compiled code: ~10 µs at K = 1, ~25 µs at
+K = 8 where the hot loop's arguments hold 8 stages) is then paid once per 4096 packets: measured
+(CPU time, K = 1), bursts of 1024 / 2048 / 4096 cost 166 / 142 / 134 cycles per packet for the
+whole replica, so one compiled call per step would gain at most ~5 %. Nothing is held between
+steps: pausing or stopping it is safe.
 
 Pinning: the CPU is ``RxConfig.cpu``, or else the layout's process CPU; the policy ``RxConfig.policy``.
 Privileges: the input and outputs are opened and the scheduling set first, then the process drops
@@ -52,6 +57,7 @@ import sys
 from micronf.dataplane.control import ControlLine
 from micronf.dataplane.ring import CAP, HEAD, TAIL
 from micronf.io.backend import RxBackend, TxBackend
+from micronf.runtime.graph import GraphSpec, fuse_whole
 from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.process import Pacing, StageError
 from micronf.runtime.scheduling import apply_scheduling
@@ -65,7 +71,18 @@ from micronf.services.rx import RxStage, open_input
 from micronf.services.tx import TxStage, close_outputs, open_outputs
 
 STAGE = __name__  # the module path the runtime's process runner starts (``spawn_io(slot, STAGE, client)``)
-DEFAULT_BURST = 2048  # frames per step when the Rx config asks for less (see the module docstring)
+DEFAULT_BURST = 4096  # frames per step when the Rx config asks for less (see the module docstring)
+BATCH = 512  # the fused µNFs' batch in a replica (GraphSpec.burst at least this, see replica_spec)
+
+
+def replica_spec(spec: GraphSpec) -> GraphSpec:
+    """What one replica of ``spec`` runs: every µNF fused (:func:`~micronf.runtime.graph.fuse_whole`,
+    raises ``GraphError`` for a graph that is not a chain) with a batch of at least :data:`BATCH`
+    packets. A replica's hot loop runs whole bursts, so large batches only amortize the per-batch
+    costs (ring calls, clock reads, counters): measured on K x IPTtlDecrementer, batch 64 → 512 took
+    the fused part from 76 to 56 ns/packet at K = 8, from 13 to 9 at K = 1."""
+    whole = fuse_whole(spec)
+    return whole.model_copy(update={"burst": max(whole.burst, BATCH)})
 
 
 def warm(segment: str) -> None:
@@ -105,7 +122,7 @@ def open_stage(mem: GraphMemory, line: ControlLine, client: str) -> tuple[Replic
     rx_cfg, tx_cfg = read_rx_config(mem.seg), read_tx_config(mem.seg)
     if len(layout.processes) != 1:
         print(f"micronf-replica[{layout.name}]: the layout has {len(layout.processes)} processes; a replica runs "
-              "one (plan it with runtime.graph.fuse_whole)", file=sys.stderr)
+              "one (plan it with replica_spec)", file=sys.stderr)
         raise StageError(2)
     caps = mem.rings.ctrl[:, CAP]
     burst = min(max(rx_cfg.burst, DEFAULT_BURST), int(caps[caps > 0].min()))  # every ring takes a whole burst

@@ -1,6 +1,6 @@
 """N run-to-completion replicas of a graph on this machine, read as one (tests, benchmarks, tools).
 
-:class:`ReplicaSet` plans the graph with every µNF fused (:func:`~micronf.runtime.graph.fuse_whole`)
+:class:`ReplicaSet` plans the graph with every µNF fused (:func:`~micronf.services.replica.replica_spec`)
 and creates one :class:`~micronf.runtime.launch.GraphRuntime` per replica: its own segment with
 pool, rings, counters and Rx/Tx configs. Replica ``i`` takes flow shard ``i`` of ``n`` of the input
 (``RxConfig.shard``), is pinned to ``cpus[i % len(cpus)]``, and runs as one process (the stage
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from micronf.runtime.graph import GraphSpec, fuse_whole, plan
+from micronf.runtime.graph import GraphSpec, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.runtime.zygote import Child
 from micronf.services.config import RxConfig, TxConfig, write_config
 from micronf.services.iomem import RX_COUNTERS, TX_COUNTERS, TX_WORDS, io_regions, read_error
-from micronf.services.replica import STAGE
+from micronf.services.replica import DEFAULT_BURST, STAGE, replica_spec
 
 RX_SLOT, TX_SLOT = 0, 1  # the replica runs in the Rx service's control line and frees as the Tx service
 RX_DROPS = ("unmatched", "rule_drop", "pool_empty", "entry_full", "oversize", "lost_in_crash")
@@ -70,15 +70,15 @@ class ReplicaSet:
     least that large)."""
 
     def __init__(self, spec: GraphSpec, n: int, rx: RxConfig, tx: TxConfig | Sequence[TxConfig], *,
-                 cpus: Sequence[int] | None = None, burst: int = 2048, ring_capacity: int = 0, pool_slots: int = 0,
-                 fanout_group: int | None = None, unprivileged: bool = True) -> None:
+                 cpus: Sequence[int] | None = None, burst: int = DEFAULT_BURST, ring_capacity: int = 0,
+                 pool_slots: int = 0, fanout_group: int | None = None, unprivileged: bool = True) -> None:
         if n < 1:
             raise ValueError(f"need at least one replica, got {n}")
         txs = [tx] * n if isinstance(tx, TxConfig) else list(tx)
         if len(txs) != n:
             raise ValueError(f"{len(txs)} Tx configs for {n} replicas")
         self.n = n
-        self.layout = plan(fuse_whole(spec))
+        self.layout = plan(replica_spec(spec))
         self.cpus = list(cpus) if cpus is not None else sorted(os.sched_getaffinity(0))
         capacity = max(ring_capacity, 1 << (max(burst, 256) - 1).bit_length())
         tag = f"{spec.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"

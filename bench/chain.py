@@ -235,7 +235,6 @@ def nf_cells(s: Settings, gkw: dict[str, Any], only: Sequence[str] | None, drive
 def replica_cells(ks: Sequence[int], policy: Policy, s: Settings, gkw: dict[str, Any], driver_policy: Policy,
                   cpus: Sequence[int], burst: int) -> list[Cell]:
     """Per K: Fig. 10 (d) (all fused on core 0, the driver on the last core) and one replica per CPU."""
-    hz = tsc_hz()
     cells = []
     for k in ks:
         types: list[tuple[str, dict[str, Any]]] = [("IPTtlDecrementer", {})] * k
@@ -246,7 +245,7 @@ def replica_cells(ks: Sequence[int], policy: Policy, s: Settings, gkw: dict[str,
         cells.append(Cell("replicas", f"(r) {len(cpus)} replicas", k, chain(types, [s.core0] * k, [None] * k,
                                                                               "other", **gkw), "udp", "other",
                           " ".join(f"cpu{c}" for c in cpus), len(cpus), len(cpus),
-                          {"replicas": len(cpus), "cpus": list(cpus), "replica_burst": burst, "tsc_hz": hz}))
+                          {"replicas": len(cpus), "cpus": list(cpus), "replica_burst": burst}))
     return cells
 
 
@@ -262,7 +261,7 @@ def run_cell(cell: Cell, traces: dict[str, Trace], s: Settings) -> None:
             cell.runs.append(run_ceiling(traces[cell.trace], s, cell.driver_policy))
         elif "replicas" in cell.extra:
             x = cell.extra
-            cell.runs.append(run_replicas(cell.spec, x["cpus"], s, x["replica_burst"], x["tsc_hz"], tag))
+            cell.runs.append(run_replicas(cell.spec, x["cpus"], s, x["replica_burst"], tag))
         else:
             cell.runs.append(run_graph(cell.spec, traces[cell.trace], s, cell.driver_policy, tag))
     except (LaunchError, OSError) as exc:
@@ -371,14 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chain.py: --driver-policy {args.driver_policy} not possible: {rt_why}", file=sys.stderr)
         return 2
     sections_wanted = args.only or ["fig10", "sched", "nfs", "replicas"]
-    s = Settings(args.seconds, args.warmup, args.burst, args.ring_capacity, args.on_full, args.core0, args.core1)
+    hz = tsc_hz()
+    s = Settings(args.seconds, args.warmup, args.burst, args.ring_capacity, args.on_full, args.core0, args.core1, hz)
     gkw: dict[str, Any] = {"burst": args.burst}
     if args.idle_sleep_us is not None:  # the runtime's idle back-off (GraphSpec.idle_sleep_us), if it has one
         if "idle_sleep_us" not in GraphSpec.model_fields:
             print("chain.py: this micronf has no idle_sleep_us setting", file=sys.stderr)
             return 2
         gkw["idle_sleep_us"] = args.idle_sleep_us
-    hz = tsc_hz()
     facts = machine_facts(hz)
     if len(cpus) < 2:
         print("chain.py: one CPU only: driver and µNFs share it; two-core rows are meaningless", file=sys.stderr)

@@ -77,7 +77,7 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
             lines += ["", f"## replicas: K x IPTtlDecrementer, 64 B, one run-to-completion replica per core "
                       f"(own source shard, CFS) vs Fig. 10 (d) (policy {args.fig10_policy})"]
             lines += _pivot_table(cells)
-            lines += ["", *replica_report(cells, hz)]
+            lines += ["", *replica_report(cells)]
         elif section == "sched":
             lines += ["", "## Fig. 5: K x MacSwapper sharing one core (cpu"
                       f"{args.core0}), driver on cpu{args.core1}, 64 B"]

@@ -66,7 +66,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model, text_table
+from _common import cpu_model, cpu_seconds, text_table
 from chain_driver import machine_facts, tsc_hz
 from micronf.agent.core import Agent
 from micronf.api.models import AutoscaleSpec, DeployRequest, GraphStats, OutputSpec
@@ -87,7 +87,6 @@ REPLICA_TEMPLATES = 16_000  # the generator's cycle for replicas: each shard's w
 FUSED_FRONT = ("firewall.check", "firewall.filter", "monitor.classify")
 GOAL_MPPS = 4.2
 GOAL_COST = 0.83
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def variant_graph(variant: str, prefetch: int = 0) -> GraphSpec:
@@ -153,15 +152,6 @@ class Sample:
         return cls(t=time.monotonic(), done=sum(t["frames"] for t in s.tx.values()) + verdict_drops,
                    lost=s.rx["entry_full"] + sum(n.runtime["full"] for n in s.nodes), accepted=s.rx["accepted"],
                    cycles=sum(n.runtime["cycles"] for n in s.nodes), cpu_s=sum(map(cpu_seconds, pids)))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15 of stat(5))
 
 
 @dataclass

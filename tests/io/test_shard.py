@@ -16,10 +16,10 @@ from micronf.io.backend import RxBackend
 from micronf.io.generator import GeneratorRx
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.io.replay import PcapRx, PcapRxSpec, TimestampPacer
-from micronf.io.shard import Shard, selected_frames, shard_mask
+from micronf.io.shard import Shard, flow_hashes, selected_frames, shard_mask
 from micronf.io.specs import open_rx
 from micronf.io.trace import Trace
-from tests.shards import flow_key, multi_flow_frames, ref_shard
+from tests.shards import flow_key, multi_flow_frames, ref_frame_hash, ref_shard
 
 
 def frames_of(rx: RxBackend, max_frames: int = 7, limit: int = 1 << 20) -> list[bytes]:
@@ -65,7 +65,7 @@ def test_pcap_shards_replay_exactly_their_flows_in_order(pcap: Path, frames: lis
 def test_fragments_and_non_ip_follow_their_flow(frames: list[bytes]) -> None:
     trace = Trace.from_frames(frames)
     for n in (2, 4):
-        mask = shard_mask(trace, Shard(1, n))
+        mask = shard_mask(flow_hashes(trace), Shard(1, n))
         assert [bool(m) for m in mask] == [ref_shard(f, n) == 1 for f in frames]
     pieces = [ref_shard(f, 4) for f in frames[-4:-1]]  # the fragments of one datagram: one shard
     assert len(set(pieces)) == 1
@@ -143,3 +143,14 @@ def test_open_rx_and_shard_bounds(pcap: Path, frames: list[bytes]) -> None:
         Shard(2, 2)
     with pytest.raises(ValueError, match="fanout group"):
         Shard(0, 2, 70_000)
+
+
+def test_replayed_batches_carry_each_frames_flow_hash(pcap: Path, frames: list[bytes]) -> None:
+    for shard in (Shard(), Shard(1, 3)):
+        rx = PcapRx(PcapRxSpec(path=pcap, loop=2), shard=shard)
+        while not rx.exhausted:
+            b = rx.recv(5)
+            assert b.hashes.shape[0] == b.n
+            for i in range(b.n):
+                frame = b.data[int(b.off[i]) : int(b.off[i]) + int(b.length[i])].tobytes()
+                assert int(b.hashes[i]) == ref_frame_hash(frame)  # what the Rx service would compute

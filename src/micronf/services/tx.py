@@ -17,7 +17,6 @@ and every kernel it runs was loaded before (:func:`warm`).
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -28,18 +27,18 @@ from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.control import ControlLine
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
-from micronf.dataplane.ring import ring_dequeue
+from micronf.dataplane.ring import HEAD, ring_dequeue
 from micronf.io.afpacket_tx import warm_tx as warm_afpacket_tx
 from micronf.io.backend import TxBackend
 from micronf.io.pcap_write import PcapWriter
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service
-from micronf.runtime.process import Pacing, StageError
+from micronf.runtime.process import Pacing
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory, read_layout
 from micronf.services.config import TxConfig, read_tx_config
-from micronf.services.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
+from micronf.services.iomem import TX_INDEX, TX_WORDS, record_latency, service_error
 
 FLUSH_S = 0.5  # at most this long between a frame's transmission and its arrival in a pcap output
 I64 = npt.NDArray[np.int64]
@@ -106,6 +105,21 @@ def tx_release(p: PoolArrays, client: int, handles: U32, n: int, sent: int, stat
     """Count a batch (:func:`tx_count`), then free all ``n`` buffers through return ring ``client``."""
     tx_count(p, handles, n, sent, stats, no_output, hist, ns_per_cycle, stamps)
     pool_free(borrowed(p), client, handles, n)
+
+
+def tx_done(mem: GraphMemory, exits: int) -> int:
+    """Packets the Tx service counted over the first ``exits`` exits: sent, refused or without output."""
+    txv = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)[:exits]
+    return int(txv[:, [T_FRAMES, T_REFUSED, T_NO_OUTPUT]].sum())
+
+
+def counted_unfreed(mem: GraphMemory, exits: int, client: int, line: ControlLine) -> int:
+    """Buffers the Tx service (whose pool return ring is ``client``, control line ``line``) counted
+    but did not free yet: it counts a batch (:func:`tx_count`), then frees it, so its counts minus
+    the return ring's head minus what earlier crash reclaims settled on ``line`` is 0 between
+    batches, and for a killed service exactly the counted part of the buffers it held (a reclaim
+    frees them; they must not be counted again as lost)."""
+    return tx_done(mem, exits) - int(mem.pool.arrays.ret_ctrl[client, HEAD]) - line.settled
 
 
 def warm(segment: str) -> None:
@@ -184,9 +198,25 @@ class TxStage:
         return moved
 
     def close(self) -> None:
-        for b in self.backends:
-            if b is not None:
-                b.close()
+        close_outputs(self.backends)
+
+
+def open_outputs(cfg: TxConfig) -> list[TxBackend | None]:
+    """Every output of ``cfg`` opened (None: no backend); on failure those opened are closed again."""
+    backends: list[TxBackend | None] = []
+    try:
+        for out in cfg.outputs:
+            backends.append(open_tx(out.backend) if out.backend is not None else None)
+    except BaseException:
+        close_outputs(backends)
+        raise
+    return backends
+
+
+def close_outputs(backends: list[TxBackend | None]) -> None:
+    for b in backends:
+        if b is not None:
+            b.close()
 
 
 def open_stage(mem: GraphMemory, line: ControlLine, client: str) -> tuple[TxStage, Pacing]:
@@ -196,15 +226,10 @@ def open_stage(mem: GraphMemory, line: ControlLine, client: str) -> tuple[TxStag
     backends: list[TxBackend | None] = []
     try:
         apply_scheduling(0, cfg.cpu, cfg.policy)
-        for out in cfg.outputs:
-            backends.append(open_tx(out.backend) if out.backend is not None else None)
+        backends = open_outputs(cfg)
         drop_for_service(mem)  # the outputs and sockets are open: the graph's uid from here on
     except (OSError, ValueError) as exc:
-        write_error(mem.seg, f"Tx service: {exc}")
-        print(f"micronf-tx[{cfg.name}]: {exc}", file=sys.stderr)
-        for b in backends:
-            if b is not None:
-                b.close()
-        raise StageError(3) from None
+        close_outputs(backends)
+        raise service_error(mem.seg, "Tx", cfg.name, exc) from None
     stage = TxStage(mem, cfg, backends, int(client))
     return stage, Pacing(burst=stage.burst, coalesce_us=cfg.coalesce_us)

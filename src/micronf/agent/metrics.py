@@ -21,6 +21,9 @@ Every series carries ``deployment``; per-µNF series also ``node``, ``type`` and
   ``micronf_pool_{free,slots}``, ``micronf_pool_{allocations,alloc_failures}_total``,
   ``micronf_rx_service_total{counter}``, ``micronf_tx_service_total{output,counter}``, ``micronf_latency_seconds``,
   ``micronf_scale_events_total{node,action}``, ``micronf_reclaimed_buffers_total``.
+* replicas (a deployment of mode ``replicas``; every family above is then the sum over its replicas):
+  ``micronf_replica_rx_service_total{replica,counter}``, ``micronf_replica_tx_service_total{replica,output,counter}``,
+  ``micronf_replica_in_flight{replica}``, ``micronf_replica_conservation_ok{replica}``.
 * processes and agent: ``micronf_process_restarts_total{process,nodes}``, ``micronf_process_alive``,
   ``micronf_agent_uptime_seconds``, ``micronf_deployments``, ``micronf_processes``, ``micronf_processes_alive``.
 
@@ -164,6 +167,23 @@ def _graph(out: _Families, s: GraphStats) -> None:
                         {**dep, "node": node, "action": action}, events[node, action])
     out.counter("micronf_reclaimed_buffers", "Buffers reclaimed from crashed processes at their restart.", dep,
                 sum(r.reclaimed_buffers for r in s.restarts))
+    _replicas(out, s)
+
+
+def _replicas(out: _Families, s: GraphStats) -> None:
+    """Each replica's own figures (the graph's families hold their sums)."""
+    for r in s.replicas:
+        rep = {"deployment": s.name, "replica": str(r.index)}
+        for key, n in r.rx.items():
+            out.counter("micronf_replica_rx_service", "Rx counters of one replica, by counter.",
+                        {**rep, "counter": key}, n)
+        for output, counters in r.tx.items():
+            for key, n in counters.items():
+                out.counter("micronf_replica_tx_service", "Tx counters of one replica per output, by counter.",
+                            {**rep, "output": output, "counter": key}, n)
+        out.gauge("micronf_replica_in_flight", "Packets inside one replica.", rep, r.conservation.in_flight)
+        out.gauge("micronf_replica_conservation_ok", "1 if rx == tx + dropped + in_flight holds for one replica.",
+                  rep, 1 if r.conservation.ok else 0)
 
 
 def latency_histogram(deployment: str, lat: LatencyStats) -> HistogramMetricFamily:

@@ -42,6 +42,8 @@ from numba import njit
 from micronf.dataplane.atomics import load_acquire, store_release
 from micronf.io.afpacket import (
     ETH_P_ALL,
+    PACKET_FANOUT,
+    PACKET_FANOUT_HASH,
     PACKET_IGNORE_OUTGOING,
     PACKET_RX_RING,
     PACKET_STATISTICS,
@@ -54,6 +56,7 @@ from micronf.io.afpacket import (
     TP_STATUS_VLAN_VALID,
     TPACKET_V3,
     VLAN_HLEN,
+    AfPacketError,
     AfPacketSpec,
     bind_socket,
     map_ring,
@@ -172,13 +175,25 @@ def _rx_walk(ring: U8, ring32: U32, block_size: int, st: I64, out_off: I64, out_
     return n
 
 
+def _join_fanout(sock: socket.socket, spec: AfPacketSpec, group: int) -> None:
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group & 0xFFFF) | (PACKET_FANOUT_HASH << 16))
+    except OSError as exc:  # e.g. EINVAL: the group exists on this interface with another mode
+        raise AfPacketError(exc.errno, f"cannot join packet fanout group {group} on {spec.where}: "
+                            f"{exc.strerror}") from None
+
+
 # --------------------------------------------------------------------------- Rx
 
 
 class AfPacketRx:
-    """Receive frames from an interface through a TPACKET_V3 ring (see the module docstring)."""
+    """Receive frames from an interface through a TPACKET_V3 ring (see the module docstring).
 
-    def __init__(self, spec: AfPacketSpec) -> None:
+    With ``fanout_group`` the socket joins that ``PACKET_FANOUT`` group in hash mode once bound:
+    the kernel spreads the interface's frames over the group's sockets (one per replica of a
+    graph) by flow, so each flow reaches one socket only (see :mod:`micronf.io.shard`)."""
+
+    def __init__(self, spec: AfPacketSpec, fanout_group: int | None = None) -> None:
         self.spec = spec
         self._mm: mmap.mmap | None = None
         self._st = np.zeros(STATE_WORDS, np.int64)
@@ -198,6 +213,8 @@ class AfPacketRx:
             if spec.ignore_outgoing:
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             bind_socket(sock, spec, ETH_P_ALL)
+            if fanout_group is not None:
+                _join_fanout(sock, spec, fanout_group)
         except BaseException:
             self.close()
             raise

@@ -39,6 +39,7 @@ from micronf.io.generator_spec import (
 )
 from micronf.io.replay import Clock, FrameReplay
 from micronf.io.sequence import stamp_frames
+from micronf.io.shard import WHOLE, Shard, selected_frames, shard_mask
 from micronf.io.trace import Trace
 from micronf.packet.checksum import csum_finish, ipv4_checksum, sum16
 
@@ -79,8 +80,7 @@ class Composition:
 
     def over(self, mask: npt.NDArray[np.bool_], frames: int) -> int:
         """How many of the first ``frames`` generated frames are templates selected by ``mask``."""
-        cycles, rest = divmod(frames, self.templates)
-        return cycles * int(np.count_nonzero(mask)) + int(np.count_nonzero(mask[:rest]))
+        return selected_frames(mask, frames)
 
     def summary(self) -> dict[str, object]:
         """Counts per kind, URL and size over one cycle, as plain JSON-able values."""
@@ -290,15 +290,24 @@ class GeneratorRx(FrameReplay):
     ``count`` frames in total (endless when None), at most ``rate_pps`` (token bucket of
     ``burst`` frames, see :class:`TokenBucket`; ``clock`` returns ns). Building takes a few
     milliseconds per thousand templates, once.
+
+    With a ``shard`` (one of several replicas, see :mod:`micronf.io.shard`) it replays only the
+    templates of the shard's flows, in cycle order: of the first ``count`` frames of the whole
+    sequence, exactly those of its flows, at the shard's share of ``rate_pps``. Sequence numbers
+    (``spec.sequence``) then count the shard's own frames.
     """
 
-    def __init__(self, spec: GeneratorSpec, *, clock: Clock = time.monotonic_ns) -> None:
+    def __init__(self, spec: GeneratorSpec, *, clock: Clock = time.monotonic_ns, shard: Shard = WHOLE) -> None:
         trace, self.composition = build_templates(spec)
+        mask = shard_mask(trace, shard)
+        share = float(np.count_nonzero(mask)) / max(len(trace), 1)
         pacer = None
-        if spec.rate_pps is not None:
-            burst = spec.burst if spec.burst is not None else max(1, math.ceil(spec.rate_pps / 100))
-            pacer = TokenBucket(spec.rate_pps, burst)
-        super().__init__(trace, limit=spec.count, pacer=pacer, clock=clock)
+        if spec.rate_pps is not None and share > 0:
+            rate = spec.rate_pps * share
+            burst = spec.burst if spec.burst is not None else max(1, math.ceil(rate / 100))
+            pacer = TokenBucket(rate, burst)
+        limit = None if spec.count is None else selected_frames(mask, spec.count)
+        super().__init__(trace.select(mask), limit=limit, pacer=pacer, clock=clock)
         self.spec = spec
 
     def recv(self, max_frames: int) -> FrameBatch:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +41,7 @@ from micronf.dataplane.pool import PoolArrays
 from micronf.io.backend import I64, FrameBatch, Handles, empty_batch
 from micronf.io.linktype import read_ethernet
 from micronf.io.pcap_write import PcapWriter
+from micronf.io.shard import WHOLE, Shard, selected_frames, shard_mask
 from micronf.io.trace import Trace, batch_bytes
 
 __all__ = [
@@ -79,13 +81,12 @@ class Pacer(Protocol):
 
 
 @njit(cache=True, nogil=True)
-def _frames_due(rel: I64, elapsed: int) -> int:
+def _frames_due(rel: I64, period: int, elapsed: int) -> int:
     """How many frames of an endless loop over a trace are due ``elapsed`` ns after its start.
 
-    Frame ``i`` of loop ``k`` is due at ``k * rel[-1] + rel[i]`` (``rel`` non-decreasing, from 0,
-    ``rel[-1] > 0``). Compiled: ``np.searchsorted`` from Python costs several µs per call.
+    Frame ``i`` of loop ``k`` is due at ``k * period + rel[i]`` (``rel`` non-decreasing, within
+    ``0..period``, ``period > 0``). Compiled: ``np.searchsorted`` from Python costs several µs per call.
     """
-    period = rel[-1]
     loops = elapsed // period
     return int(loops * rel.shape[0] + np.searchsorted(rel, elapsed - loops * period, side="right"))
 
@@ -98,14 +99,18 @@ class TimestampPacer:
     frame's (made non-decreasing, so an out-of-order capture never stalls) and ``period`` is
     ``rel[-1]``: the next loop's first frame goes right after the last one. A trace whose frames
     all share one timestamp has no gaps to honour: everything is due at once.
+
+    ``select`` (a mask over the trace: a flow shard's frames, see :mod:`micronf.io.shard`) paces
+    only those frames, each at its time in the whole trace (the period stays the whole trace's).
     """
 
-    def __init__(self, ts_ns: I64, speed: float = 1.0) -> None:
+    def __init__(self, ts_ns: I64, speed: float = 1.0, select: npt.NDArray[np.bool_] | None = None) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         rel = np.maximum.accumulate(ts_ns - ts_ns[0]) if ts_ns.shape[0] else np.zeros(1, np.int64)
-        self._rel: I64 = np.maximum(rel, np.int64(0))
-        self._period = int(self._rel[-1])
+        rel = np.maximum(rel, np.int64(0))
+        self._period = int(rel[-1])
+        self._rel: I64 = rel if select is None else rel[select]
         self._speed = float(speed)
         self._start: int | None = None
         self._offset = 0  # trace time (ns) of the frame the clock starts at
@@ -116,13 +121,15 @@ class TimestampPacer:
         if self._period == 0:
             return _UNLIMITED
         elapsed = int((now_ns - self._start) * self._speed) + self._offset
-        return max(int(_frames_due(self._rel, elapsed)) - sent, 0)
+        return max(int(_frames_due(self._rel, self._period, elapsed)) - sent, 0)
 
     def took(self, n: int) -> None:
         """Nothing to account: what is due depends only on the clock and on ``sent``."""
 
     def resume(self, sent: int) -> None:
         """Frame ``sent`` is due when the clock starts, the gaps after it are honoured."""
+        if not self._rel.shape[0]:  # nothing to pace (a shard without frames)
+            return
         loops, i = divmod(sent, self._rel.shape[0])
         self._offset = loops * self._period + int(self._rel[i])
 
@@ -242,16 +249,19 @@ class PcapRx(FrameReplay):
     :class:`~micronf.io.trace.PcapError` for a file that is not a capture or whose link type is not
     supported. A capture cut inside its last
     record replays the complete records (``trace.truncated`` says so). ``stats()`` adds
-    ``loops``, the number of complete passes over the trace.
+    ``loops``, the number of complete passes over the trace. With a ``shard`` (one of several
+    replicas, see :mod:`micronf.io.shard`) only the frames of the shard's flows are replayed, in
+    order, ``loop`` times.
     """
 
-    def __init__(self, spec: PcapRxSpec, *, clock: Clock = time.monotonic_ns) -> None:
+    def __init__(self, spec: PcapRxSpec, *, clock: Clock = time.monotonic_ns, shard: Shard = WHOLE) -> None:
         if not spec.path.is_file():
             raise FileNotFoundError(f"{spec.path}: no such capture file")
         trace = read_ethernet(spec.path)
-        pacer = TimestampPacer(trace.ts_ns, spec.speed) if spec.timing == "original" else None
-        limit = None if spec.loop == 0 else spec.loop * len(trace)
-        super().__init__(trace, limit=limit, pacer=pacer, clock=clock)
+        mask = shard_mask(trace, shard)  # one of several replicas: only its flows' frames, see io.shard
+        pacer = TimestampPacer(trace.ts_ns, spec.speed, mask) if spec.timing == "original" else None
+        limit = None if spec.loop == 0 else selected_frames(mask, spec.loop * len(trace))
+        super().__init__(trace.select(mask), limit=limit, pacer=pacer, clock=clock)
         self.spec = spec
 
     def stats(self) -> dict[str, int]:

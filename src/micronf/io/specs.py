@@ -22,6 +22,7 @@ from micronf.io.generator import GeneratorRx
 from micronf.io.generator_spec import GeneratorSpec
 from micronf.io.replay import NullTx, NullTxSpec, PcapRx, PcapRxSpec, PcapTx, PcapTxSpec
 from micronf.io.sequence import SeqCheckTx, SeqCheckTxSpec
+from micronf.io.shard import WHOLE, Shard
 from micronf.validation import describe_validation_errors
 
 RxSpec = Annotated[GeneratorSpec | PcapRxSpec | AfPacketSpec, Field(discriminator="kind")]
@@ -46,15 +47,16 @@ def check_tx(spec: Mapping[str, Any] | BaseModel, where: str = "tx") -> BaseMode
         raise ValueError(describe_validation_errors(exc.errors(), where=where)) from None
 
 
-def open_rx(spec: Mapping[str, Any] | BaseModel) -> RxBackend:
-    """Open the Rx backend ``spec`` describes."""
+def open_rx(spec: Mapping[str, Any] | BaseModel, shard: Shard = WHOLE) -> RxBackend:
+    """Open the Rx backend ``spec`` describes, taking only the flows of ``shard`` (see
+    :mod:`micronf.io.shard`; the whole input by default)."""
     s = check_rx(spec)
     if isinstance(s, GeneratorSpec):
-        return GeneratorRx(s)
+        return GeneratorRx(s, shard=shard)
     if isinstance(s, PcapRxSpec):
-        return PcapRx(s)
+        return PcapRx(s, shard=shard)
     assert isinstance(s, AfPacketSpec)
-    return AfPacketRx(s)
+    return AfPacketRx(s, None if shard.whole else shard.fanout_group)
 
 
 def open_tx(spec: Mapping[str, Any] | BaseModel) -> TxBackend:

@@ -72,6 +72,15 @@ class UnfStage:
             self.stages, self.versions = self._stages(), now
         return work
 
+    def drain(self, batches: int) -> int:
+        """Run at most ``batches`` batches and never idle (no yield, no sleep on an empty poll): a
+        run-to-completion caller (``micronf.services.replica``) runs exactly the batches it just put
+        into the entry ring, in the same process, so waiting for more would only stall it."""
+        _, yield_every, prefetch, idle_polls, _ = self.tail
+        work: int = self.hot(*self.args, batches, CYCLES_PER_CALL, False, yield_every, prefetch, idle_polls, 0,
+                             *self.stages, *self.states)
+        return work
+
     def close(self) -> None:
         """Nothing to release: the segment's views go with the process."""
 

@@ -9,9 +9,10 @@ the same config again.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from micronf.dataplane.segment import Memory, read_json, write_json
+from micronf.io.shard import Shard
 from micronf.packet.rules import FlowRule
 from micronf.runtime.graph import Policy
 
@@ -30,10 +31,28 @@ class _ServiceConfig(BaseModel):
 
 
 class RxConfig(_ServiceConfig):
-    """The Rx service: where frames come from and which enter the graph."""
+    """The Rx service: where frames come from and which enter the graph.
+
+    ``shard``/``shards``: this graph is replica ``shard`` of ``shards`` and takes only the flows of
+    its shard (``micronf.io.shard``): in-memory sources replay its flows' frames, an AF_PACKET
+    socket joins ``fanout_group`` (one group id per replicated graph and interface)."""
 
     backend: dict[str, object] | None = Field(description="an Rx backend spec (micronf.io.specs); None: no traffic")
     rules: list[FlowRule] = Field(default_factory=list)
+    shard: int = Field(0, ge=0, description="the flow shard this input takes (replica index)")
+    shards: int = Field(1, ge=1, description="how many shards the input is split into (replicas)")
+    fanout_group: int | None = Field(None, ge=0, le=0xFFFF, description="AF_PACKET fanout group of the replicas")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> RxConfig:
+        if self.shard >= self.shards:
+            raise ValueError(f"shard {self.shard} of {self.shards}: need shard < shards")
+        return self
+
+    @property
+    def sharding(self) -> Shard:
+        """The part of the input this graph takes."""
+        return Shard(self.shard, self.shards, self.fanout_group)
 
 
 class TxOutput(BaseModel):

@@ -20,6 +20,7 @@ bits): p50/p90/p99 come out within 12.5 %, max exactly.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
@@ -30,6 +31,7 @@ from numba import njit
 from micronf.dataplane.atomics import cycles
 from micronf.dataplane.segment import Memory, read_json, write_json
 from micronf.ports.base import MAX_FANOUT
+from micronf.runtime.process import StageError
 from micronf.services.config import CONFIG_BYTES, RX_CONFIG, TX_CONFIG
 
 RX_COUNTERS = ("frames", "bytes", "accepted", "unmatched", "rule_drop", "pool_empty", "entry_full", "oversize",
@@ -74,6 +76,14 @@ def io_regions() -> dict[str, int]:
 def write_error(mem: Memory, text: str) -> None:
     """Record why a service could not run (cut to fit the region)."""
     write_json(mem, "io.error", text[: ERROR_BYTES // 8])
+
+
+def service_error(mem: Memory, service: str, graph: str, exc: BaseException) -> StageError:
+    """Report why ``service`` (``"Rx"``, ``"Tx"``, ...) of graph ``graph`` could not open, in the
+    segment (for the agent) and on stderr; returns the error its stage raises (exit status 3)."""
+    write_error(mem, f"{service} service: {exc}")
+    print(f"micronf-{service.lower()}[{graph}]: {exc}", file=sys.stderr)
+    return StageError(3)
 
 
 def read_error(mem: Memory) -> str:

@@ -64,7 +64,7 @@ from micronf.io.specs import open_rx
 from micronf.packet.flowhash import frame_flow_hash, jump_hash
 from micronf.ports.base import MAX_FANOUT
 from micronf.runtime.privileges import drop_for_service
-from micronf.runtime.process import Pacing, StageError
+from micronf.runtime.process import Pacing
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory
 from micronf.services.classify import ACCEPT, DROP, RuleTables, classify_frame, compile_rules
@@ -80,7 +80,7 @@ from micronf.services.iomem import (
     J_STATE,
     RX_COUNTERS,
     RX_INDEX,
-    write_error,
+    service_error,
 )
 
 PREFETCH_AHEAD = 8  # frames: the slots of frame i + 8 are fetched while frame i is copied
@@ -274,16 +274,19 @@ class RxStage:
             self.backend.close()
 
 
+def open_input(cfg: RxConfig) -> RxBackend | None:
+    """The configured backend, taking only the config's flow shard (None: no traffic)."""
+    return open_rx(cfg.backend, cfg.sharding) if cfg.backend is not None else None
+
+
 def open_stage(mem: GraphMemory, line: ControlLine) -> tuple[RxStage, Pacing]:
     """The runner's entry (see ``micronf.runtime.process``): open the backend, become the graph's uid."""
     cfg = read_rx_config(mem.seg)
     try:
         apply_scheduling(0, cfg.cpu, cfg.policy)
-        backend = open_rx(cfg.backend) if cfg.backend is not None else None
+        backend = open_input(cfg)
         drop_for_service(mem)  # the capture is read, the socket open: the graph's uid from here on
     except (OSError, ValueError) as exc:
-        write_error(mem.seg, f"Rx service: {exc}")
-        print(f"micronf-rx[{cfg.name}]: {exc}", file=sys.stderr)
-        raise StageError(3) from None
+        raise service_error(mem.seg, "Rx", cfg.name, exc) from None
     stage = RxStage(mem, cfg, backend)
     return stage, Pacing(burst=stage.burst, coalesce_us=cfg.coalesce_us)

@@ -17,7 +17,6 @@ and every kernel it runs was loaded before (:func:`warm`).
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
@@ -35,11 +34,11 @@ from micronf.io.pcap_write import PcapWriter
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
 from micronf.runtime.privileges import drop_for_service
-from micronf.runtime.process import Pacing, StageError
+from micronf.runtime.process import Pacing
 from micronf.runtime.scheduling import apply_scheduling
 from micronf.runtime.stage import GraphMemory, read_layout
 from micronf.services.config import TxConfig, read_tx_config
-from micronf.services.iomem import TX_INDEX, TX_WORDS, record_latency, write_error
+from micronf.services.iomem import TX_INDEX, TX_WORDS, record_latency, service_error
 
 FLUSH_S = 0.5  # at most this long between a frame's transmission and its arrival in a pcap output
 I64 = npt.NDArray[np.int64]
@@ -184,9 +183,25 @@ class TxStage:
         return moved
 
     def close(self) -> None:
-        for b in self.backends:
-            if b is not None:
-                b.close()
+        close_outputs(self.backends)
+
+
+def open_outputs(cfg: TxConfig) -> list[TxBackend | None]:
+    """Every output of ``cfg`` opened (None: no backend); on failure those opened are closed again."""
+    backends: list[TxBackend | None] = []
+    try:
+        for out in cfg.outputs:
+            backends.append(open_tx(out.backend) if out.backend is not None else None)
+    except BaseException:
+        close_outputs(backends)
+        raise
+    return backends
+
+
+def close_outputs(backends: list[TxBackend | None]) -> None:
+    for b in backends:
+        if b is not None:
+            b.close()
 
 
 def open_stage(mem: GraphMemory, line: ControlLine, client: str) -> tuple[TxStage, Pacing]:
@@ -196,15 +211,10 @@ def open_stage(mem: GraphMemory, line: ControlLine, client: str) -> tuple[TxStag
     backends: list[TxBackend | None] = []
     try:
         apply_scheduling(0, cfg.cpu, cfg.policy)
-        for out in cfg.outputs:
-            backends.append(open_tx(out.backend) if out.backend is not None else None)
+        backends = open_outputs(cfg)
         drop_for_service(mem)  # the outputs and sockets are open: the graph's uid from here on
     except (OSError, ValueError) as exc:
-        write_error(mem.seg, f"Tx service: {exc}")
-        print(f"micronf-tx[{cfg.name}]: {exc}", file=sys.stderr)
-        for b in backends:
-            if b is not None:
-                b.close()
-        raise StageError(3) from None
+        close_outputs(backends)
+        raise service_error(mem.seg, "Tx", cfg.name, exc) from None
     stage = TxStage(mem, cfg, backends, int(client))
     return stage, Pacing(burst=stage.burst, coalesce_us=cfg.coalesce_us)

@@ -73,13 +73,18 @@ class Agent:
 
     def _monitor(self) -> None:
         while not self._stop.wait(self.tick_s):
-            with self._lock:
-                for dep in list(self._deployments.values()):
-                    try:
-                        dep.supervise()
-                        dep.autoscale()
-                    except Exception:  # a bug here must not stop supervision of the other graphs
-                        log.exception("deployment %s: monitor step failed", dep.req.name)
+            self.tick()
+
+    def tick(self) -> None:
+        """One step of the monitor, now: every deployment's supervision, then its autoscaler (the monitor
+        thread calls this every ``tick_s``; with ``monitor=False`` the caller does)."""
+        with self._lock:
+            for dep in list(self._deployments.values()):
+                try:
+                    dep.supervise()
+                    dep.autoscale()
+                except Exception:  # a bug here must not stop supervision of the other graphs
+                    log.exception("deployment %s: monitor step failed", dep.req.name)
 
     def adopt_running(self) -> list[str]:
         """Adopt every graph left running by an agent that is gone; remove what cannot be adopted

@@ -72,12 +72,15 @@ from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.runtime.zygote import Child, ZygoteError
 from micronf.services.config import read_rx_config
 from micronf.services.iomem import calibrate_ns_per_cycle, read_error
+from micronf.services.replica import DEFAULT_BURST
+from micronf.services.replica import STAGE as REPLICA_STAGE
+from micronf.services.replicas import RX_SLOT, TX_SLOT
 from micronf.services.rx import settle
 
 log = logging.getLogger("micronf.agent")
 
-REPLICA_STAGE = "micronf.services.replica"  # run by the runtime's process runner
-REPLICA_SLOT = 0  # the I/O control line (and pool client) a replica's process runs in
+# a replica runs in the Rx service's control line and frees (its Tx role) through the Tx service's pool client
+REPLICA_SLOT, REPLICA_CLIENT = RX_SLOT, TX_SLOT
 _REPLICA_SUFFIX = re.compile(r"\.r[0-9]+$")
 
 
@@ -217,7 +220,7 @@ class ReplicatedDeployment:
 
     def _spawn(self, unit: Replica) -> None:
         g = unit.runtime
-        child = g.spawn_io(REPLICA_SLOT, REPLICA_STAGE, str(g.io_client_base + REPLICA_SLOT))
+        child = g.spawn_io(REPLICA_SLOT, REPLICA_STAGE, str(g.io_client_base + REPLICA_CLIENT))
         if unit.child is not None:
             unit.child.close()
         unit.child = child
@@ -309,7 +312,9 @@ class ReplicatedDeployment:
                 self._restart(unit, code)
 
     def _counters(self, unit: Replica) -> GraphCounters:
-        return GraphCounters(unit.runtime, self.req, self.exit_names, unit.restarts)
+        # the replica moves bursts of DEFAULT_BURST (at most a ring's capacity), more than the request's burst
+        burst = min(max(self.req.burst, DEFAULT_BURST), self.req.ring_capacity)
+        return GraphCounters(unit.runtime, self.req, self.exit_names, unit.restarts, io_burst=burst)
 
     def _restart(self, unit: Replica, code: int) -> None:
         """Account for what the dead process of ``unit`` held, then start it again (see the module

@@ -24,13 +24,13 @@ def _node(rx: int, url0: int, full: int) -> NodeStatsInfo:
                          egress=[EgressStats(dst="@exit.out", kind="pp", sent=rx, full=full)])
 
 
-def _hist(latencies_ns: list[int]) -> np.ndarray:
+def _hist(latencies_ns: list[int]) -> list[int]:
     h = np.zeros(HIST_WORDS, np.int64)
     for ns in latencies_ns:
         h[bucket_of(ns)] += 1
         h[H_MAX] = max(h[H_MAX], ns)
     h[H_COUNT] = len(latencies_ns)
-    return h
+    return [int(x) for x in h]
 
 
 def _part(index: int, rx: int, url0: int, exhausted: int, lat: list[int], ok: bool = True) -> Part:
@@ -59,7 +59,7 @@ def test_counters_add_up_and_the_breakdown_keeps_each_replica() -> None:
     assert [r.index for r in m.replicas] == [0, 1] and m.replicas[1].rx["frames"] == 500
     assert m.restarts == [event]
     # the latency of the whole: one histogram over both replicas' packets (not an average of percentiles)
-    whole = percentiles(_hist(fast + slow))
+    whole = percentiles(np.array(_hist(fast + slow), np.int64))
     assert (m.latency.count, m.latency.p50_ns, m.latency.p99_ns, m.latency.max_ns) == (
         100, whole["p50_ns"], whole["p99_ns"], 100_000.0)
     assert m.latency.p90_ns < 100_000 <= m.latency.p99_ns

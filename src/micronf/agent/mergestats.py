@@ -7,17 +7,17 @@ per-URL counts are µNF counters, so they merge too), ring occupancies and egres
 latency histogram is merged bucket by bucket before its percentiles are taken. Conservation is
 judged per replica (each on its own monotonic counters, see :class:`~micronf.agent.stats.GraphCounters`)
 and holds for the graph when it holds for every replica; its figures are the sums. Each replica's
-own figures stay in ``GraphStats.replicas``.
+own figures stay in ``GraphStats.replicas``; a replica a scale-in removed counts with its final
+figures (``retired``), so the graph's counters never go back.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
+from pydantic import BaseModel
 
 from micronf.api.models import (
     Conservation,
@@ -35,15 +35,16 @@ from micronf.services.iomem import H_MAX, percentiles
 ALL_OF = ("exhausted",)  # Rx flags: the graph's is set when every replica's is
 
 
-@dataclass(frozen=True)
-class Part:
-    """One replica's stats, where it runs, and its raw latency histogram (``tx.hist``)."""
+class Part(BaseModel):
+    """One replica's stats, where it runs, and its raw latency histogram (``tx.hist``); ``retired``:
+    its final figures, a scale-in removed it (kept in the agent's record, so a plain model)."""
 
     index: int
     segment: str
     cpu: int
     stats: GraphStats
-    hist: npt.NDArray[np.int64]
+    hist: list[int]
+    retired: bool = False
 
 
 def add(counts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -74,10 +75,10 @@ def _nodes(parts: Sequence[list[NodeStatsInfo]]) -> list[NodeStatsInfo]:
     return out
 
 
-def _latency(hists: Sequence[npt.NDArray[np.int64]]) -> LatencyStats:
+def _latency(hists: Sequence[list[int]]) -> LatencyStats:
     """Percentiles of the replicas' histograms merged (counts and sums add up, the maximum is the largest)."""
-    merged = np.sum(np.stack(hists), axis=0)
-    merged[H_MAX] = max(int(h[H_MAX]) for h in hists)
+    merged = np.sum(np.array(hists, dtype=np.int64), axis=0)
+    merged[H_MAX] = max(h[H_MAX] for h in hists)
     return LatencyStats(**percentiles(merged))
 
 
@@ -96,7 +97,8 @@ def merge(name: str, parts: Sequence[Part], *, scale_events: list[ScaleEventInfo
                                 dropped=sum(c.dropped for c in cons), in_flight=sum(c.in_flight for c in cons),
                                 ok=all(c.ok for c in cons))
     replicas = [ReplicaStats(index=p.index, segment=p.segment, cpu=p.cpu, rx=p.stats.rx, tx=p.stats.tx,
-                             drops=p.stats.drops, nodes=p.stats.nodes, conservation=p.stats.conservation)
+                             drops=p.stats.drops, nodes=p.stats.nodes, conservation=p.stats.conservation,
+                             retired=p.retired)
                 for p in parts]
     return GraphStats(name=name, at=time.time(), rx=rx, tx=tx, drops=add(s.drops for s in stats),
                       nodes=_nodes([s.nodes for s in stats]), pool=add(s.pool for s in stats),

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from micronf.agent.autoscaler import REPLICAS, Autoscaler, Decision, ReplicaSampler
 from micronf.agent.build import (
     SEGMENT_PREFIX,
     new_runtime,
@@ -52,6 +53,7 @@ from micronf.agent.build import (
 )
 from micronf.agent.files import FILE_OUTPUTS, replica_file
 from micronf.agent.mergestats import Part, merge
+from micronf.agent.replicascale import cpu_seconds, input_drops, refusal
 from micronf.agent.stats import GraphCounters
 from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.api.models import (
@@ -82,6 +84,7 @@ log = logging.getLogger("micronf.agent")
 # a replica runs in the Rx service's control line and frees (its Tx role) through the Tx service's pool client
 REPLICA_SLOT, REPLICA_CLIENT = RX_SLOT, TX_SLOT
 _REPLICA_SUFFIX = re.compile(r"\.r[0-9]+$")
+RESHARD_TIMEOUT_S = 60.0  # a replica stopped after its step, or started again, within this
 
 
 def replica_segment(base: str, index: int) -> str:
@@ -155,6 +158,9 @@ class ReplicatedDeployment:
         self.state: str = "running"
         self.ns_per_cycle = 1.0
         self.scale_events: list[ScaleEventInfo] = []
+        self.autoscaler = Autoscaler(req.autoscale)
+        self.sampler = ReplicaSampler()
+        self.retired: list[Part] = []  # replicas removed by a scale-in: their final counters
         try:
             spec = fuse_whole(req.graph)
         except GraphError as exc:
@@ -185,7 +191,9 @@ class ReplicatedDeployment:
 
     def _save(self, unit: Replica) -> None:
         save_record(unit.runtime.segment(), self.req, ns_per_cycle=self.ns_per_cycle, created_at=self.created_at,
-                    restarts=unit.restarts, replica=unit.index, cpu=unit.cpu)
+                    restarts=unit.restarts, replica=unit.index, cpu=unit.cpu,
+                    retired=[p.model_dump() for p in self.retired], scale_events=[
+                        ev.model_dump(mode="json") for ev in self.scale_events])
 
     def start(self, timeout: float = 120.0) -> None:
         """Create every replica's segment and zygote, then start every replica process; all of them
@@ -213,10 +221,14 @@ class ReplicatedDeployment:
         g = unit.runtime
         g.create()
         self._save(unit)
-        write_service_configs(g.segment(), self.req, self.exit_names, self.ns_per_cycle,
+        self._write_configs(unit)
+        g.ensure_zygote()
+
+    def _write_configs(self, unit: Replica) -> None:
+        """The Rx/Tx configs of ``unit``: its outputs, its CPU, its shard of the replicas there are now."""
+        write_service_configs(unit.runtime.segment(), self.req, self.exit_names, self.ns_per_cycle,
                               outputs=self.outputs(unit.index), cpu=unit.cpu, shard=unit.index, shards=len(self.units),
                               fanout_group=fanout_group(self.agent_id, self.req.name))
-        g.ensure_zygote()
 
     def _spawn(self, unit: Replica) -> None:
         g = unit.runtime
@@ -280,6 +292,8 @@ class ReplicatedDeployment:
             raise InvalidDeploymentError(f"deployment {first.req.name!r}: replicas {indices} found, not 0..N-1")
         dep = cls(first.req, agent_id=agent_id, detached=detached, cpus=[int(r.extra["cpu"]) for r, _, _ in recs])
         dep.created_at, dep.ns_per_cycle = first.created_at, first.ns_per_cycle
+        dep.retired = [Part.model_validate(p) for p in first.extra.get("retired", [])]
+        dep.scale_events = [ScaleEventInfo.model_validate(ev) for ev in first.extra.get("scale_events", [])]
         for unit, (rec, seg, alive) in zip(dep.units, recs, strict=True):
             if rec.req != first.req or unit.runtime.segment_name != seg.name:
                 raise InvalidDeploymentError(f"segment {seg.name!r} does not hold replica {unit.index} of "
@@ -342,8 +356,83 @@ class ReplicatedDeployment:
                     unit.index, event.exit_status, event.downtime_ms, (t_reclaimed - t0) * 1e3,
                     (time.monotonic() - t_reclaimed) * 1e3, reclaimed, lost, rx_lost)
 
+    # -- scaling (see micronf.agent.replicascale) ----------------------------------------------
     def autoscale(self) -> None:
-        """Replicas are not scaled yet: nothing to do."""
+        """Every ``interval_s``: sample the input drops and the replicas' CPU time, carry out what the
+        autoscaler decides (one target, the replicas: see ``micronf.agent.autoscaler``)."""
+        spec = self.req.autoscale
+        now = time.monotonic()
+        if not spec.enabled or self.state != "running" or not self.sampler.due(now, spec.interval_s):
+            return
+        sample = self.sampler.read(drops=input_drops([u.runtime.segment() for u in self.units]),
+                                   cpu_s=[(u.line.pid, cpu_seconds(u.line.pid)) for u in self.units], now=now)
+        for decision in self.autoscaler.decide(sample, now):
+            self.apply(decision)
+
+    def apply(self, d: Decision) -> None:
+        """Add a replica (``d.action == "out"``) or remove the newest, resharding the others; a refusal
+        is logged, and the cool-down starts either way."""
+        taken = {u.cpu for u in self.units}
+        free = [c for c in usable_cpus() if c not in taken]
+        why = refusal(self.req, d.action, replicas=len(self.units), free_cpus=len(free))
+        index = len(self.units) if d.action == "out" else len(self.units) - 1
+        if why is None:
+            try:
+                if d.action == "out":
+                    self._add(free[0])
+                else:
+                    self._remove()
+            except (LaunchError, ZygoteError, OSError) as exc:
+                why = str(exc)
+        if why is not None:
+            log.warning("deployment %s: cannot scale the replicas %s: %s", self.req.name, d.action, why)
+            self.autoscaler.done(d, time.monotonic(), applied=False)
+            return
+        self.scale_events.append(ScaleEventInfo(at=time.time(), node=REPLICAS, instance=f"r{index}", action=d.action,
+                                                reason=d.reason))
+        for unit in self.units:
+            self._save(unit)
+        self.autoscaler.done(d, time.monotonic(), applied=True)
+        log.info("deployment %s: replica r%d %s (%s); %d replicas", self.req.name, index,
+                 "added" if d.action == "out" else "removed", d.reason, len(self.units))
+
+    def _stop_step(self, unit: Replica) -> None:
+        """Stop ``unit``'s process after its step in hand (a burst run to completion: nothing held)."""
+        unit.line.request_stop()
+        if unit.child is not None:
+            unit.child.wait(timeout=RESHARD_TIMEOUT_S)
+            unit.child.close()
+            unit.child = None
+
+    def _reshard(self, units: list[Replica]) -> None:
+        """Restart ``units`` with their shard of the replicas there are now."""
+        for unit in units:
+            self._stop_step(unit)
+            self._write_configs(unit)
+            self._spawn(unit)
+            self._wait_ready(unit, RESHARD_TIMEOUT_S)
+
+    def _add(self, cpu: int) -> None:
+        unit = self._unit(len(self.units), cpu)
+        self.units.append(unit)
+        try:
+            self._create(unit)
+        except BaseException:
+            self.units.pop()
+            unit.runtime.stop()
+            unit.runtime.close()
+            raise
+        self._reshard(self.units[:-1])
+        self._spawn(unit)
+        self._wait_ready(unit, RESHARD_TIMEOUT_S)
+
+    def _remove(self) -> None:
+        unit = self.units.pop()
+        self._stop_step(unit)
+        self.retired.append(self._part(unit, retired=True))
+        unit.runtime.stop()
+        unit.runtime.close()
+        self._reshard(self.units)
 
     # -- observation -------------------------------------------------------------------------
     def info(self) -> DeploymentInfo:
@@ -364,10 +453,14 @@ class ReplicatedDeployment:
         µNF and out): True once all confirmed."""
         return not GraphRuntime.pause([u.line for u in self.units])
 
+    def _part(self, unit: Replica, *, retired: bool = False) -> Part:
+        hist = unit.runtime.segment().view("tx.hist", np.int64)
+        return Part(index=unit.index, segment=unit.runtime.segment_name, cpu=unit.cpu,
+                    stats=self._counters(unit).stats([]), hist=hist.tolist(), retired=retired)
+
     def stats(self) -> GraphStats:
-        """The replicas' counters merged into one graph's, with each replica's (see ``mergestats``)."""
-        parts = [Part(index=u.index, segment=u.runtime.segment_name, cpu=u.cpu,
-                      stats=self._counters(u).stats([]), hist=u.runtime.segment().view("tx.hist", np.int64))
-                 for u in self.units]
+        """The replicas' counters merged into one graph's, with each replica's (see ``mergestats``),
+        those a scale-in removed included."""
+        parts = [*(self._part(u) for u in self.units), *self.retired]
         return merge(self.req.name, parts, scale_events=self.scale_events,
-                     restarts=[ev for u in self.units for ev in u.restarts])
+                     restarts=[ev for p in parts for ev in p.stats.restarts])

@@ -252,6 +252,7 @@ class ReplicaStats(BaseModel):
     drops: dict[str, int]
     nodes: list[NodeStatsInfo]
     conservation: Conservation
+    retired: bool = Field(False, description="a scale-in removed it: its final figures (still in the sums)")
 
 
 class GraphStats(BaseModel):

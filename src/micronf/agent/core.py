@@ -1,7 +1,8 @@
 """The agent: every graph deployed on this machine, and the thread that keeps them healthy.
 
 One ``Agent`` per machine (``micronf agent`` serves it over HTTP, see ``micronf.agent.server``).
-It validates and deploys graphs (:class:`~micronf.agent.deployment.Deployment`: all or nothing),
+It validates and deploys graphs (:class:`~micronf.agent.deployment.Deployment`, or for mode
+``replicas`` :class:`~micronf.agent.replicas.ReplicatedDeployment`: all or nothing),
 removes them, reports them, and runs one monitor thread that calls every deployment's
 supervision (restart dead processes) every ``tick_s`` and its autoscaler at the deployment's own
 interval. Deploy and remove are serialized with the monitor by one lock, so the monitor never
@@ -19,7 +20,8 @@ one whose creator is dead and which live processes still map is adopted — the 
 layout, the pids and the restart events are read back from it (:meth:`Deployment.adopt`), it
 becomes the owner, starts a new zygote and resumes supervision, stats and autoscaling; one nobody
 maps any more is removed; one that cannot be read back is stopped (its processes) and removed,
-never left running. Embedded use (``micronf run``) keeps the default ``detached=False``: the
+never left running. A replicated deployment's segments (``mnf-<id>-<name>.r<i>``) are adopted
+together, as long as one of them is still mapped (a replica that died meanwhile is restarted). Embedded use (``micronf run``) keeps the default ``detached=False``: the
 graphs end with the process, even on kill -9 (see ``micronf.runtime.zygote``).
 """
 

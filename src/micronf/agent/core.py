@@ -21,8 +21,9 @@ layout, the pids and the restart events are read back from it (:meth:`Deployment
 becomes the owner, starts a new zygote and resumes supervision, stats and autoscaling; one nobody
 maps any more is removed; one that cannot be read back is stopped (its processes) and removed,
 never left running. A replicated deployment's segments (``mnf-<id>-<name>.r<i>``) are adopted
-together, as long as one of them is still mapped (a replica that died meanwhile is restarted). Embedded use (``micronf run``) keeps the default ``detached=False``: the
-graphs end with the process, even on kill -9 (see ``micronf.runtime.zygote``).
+together, as long as one of them is still mapped (a replica that died meanwhile is restarted).
+Embedded use (``micronf run``) keeps the default ``detached=False``: the graphs end with the
+process, even on kill -9 (see ``micronf.runtime.zygote``).
 """
 
 from __future__ import annotations

@@ -151,13 +151,7 @@ def _graph(out: _Families, s: GraphStats) -> None:
     for key, (name, doc, is_counter) in _POOL.items():
         if key in s.pool:
             (out.counter if is_counter else out.gauge)(name, doc, dep, s.pool[key])
-    for key, n in s.rx.items():
-        out.counter("micronf_rx_service", "Rx service counters of the deployment, by counter.",
-                    {**dep, "counter": key}, n)
-    for output, counters in s.tx.items():
-        for key, n in counters.items():
-            out.counter("micronf_tx_service", "Tx service counters per output of the deployment, by counter.",
-                        {**dep, "output": output, "counter": key}, n)
+    _services(out, "micronf", "the deployment", dep, s.rx, s.tx)
     out.add(latency_histogram(s.name, s.latency))
     events = Counter((e.node, e.action) for e in s.scale_events)
     scalable = sorted({n.name for n in s.nodes if n.instance_of is None} | {node for node, _ in events})
@@ -170,17 +164,25 @@ def _graph(out: _Families, s: GraphStats) -> None:
     _replicas(out, s)
 
 
+def _services(out: _Families, prefix: str, of: str, labels: Mapping[str, str], rx: Mapping[str, int],
+              tx: Mapping[str, Mapping[str, int]]) -> None:
+    """The Rx and Tx services' counters ``of`` the deployment or of one replica."""
+    for key, n in rx.items():
+        out.counter(f"{prefix}_rx_service", f"Rx service counters of {of}, by counter.", {**labels, "counter": key}, n)
+    for output, counters in tx.items():
+        for key, n in counters.items():
+            out.counter(f"{prefix}_tx_service", f"Tx service counters per output of {of}, by counter.",
+                        {**labels, "output": output, "counter": key}, n)
+
+
 def _replicas(out: _Families, s: GraphStats) -> None:
-    """Each replica's own figures (the graph's families hold their sums)."""
+    """Each running replica's own figures (the graph's families hold their sums, those of replicas a
+    scale-in removed included: a removed replica's series end)."""
     for r in s.replicas:
+        if r.retired:
+            continue
         rep = {"deployment": s.name, "replica": str(r.index)}
-        for key, n in r.rx.items():
-            out.counter("micronf_replica_rx_service", "Rx counters of one replica, by counter.",
-                        {**rep, "counter": key}, n)
-        for output, counters in r.tx.items():
-            for key, n in counters.items():
-                out.counter("micronf_replica_tx_service", "Tx counters of one replica per output, by counter.",
-                            {**rep, "output": output, "counter": key}, n)
+        _services(out, "micronf_replica", "one replica", rep, r.rx, r.tx)
         out.gauge("micronf_replica_in_flight", "Packets inside one replica.", rep, r.conservation.in_flight)
         out.gauge("micronf_replica_conservation_ok", "1 if rx == tx + dropped + in_flight holds for one replica.",
                   rep, 1 if r.conservation.ok else 0)

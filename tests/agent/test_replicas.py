@@ -20,6 +20,7 @@ import pytest
 from scapy.utils import RawPcapReader
 
 from micronf.agent.core import Agent
+from micronf.api.errors import DeploymentFailedError
 from micronf.api.models import DeployRequest, GraphStats
 from micronf.dataplane.segment import list_segments
 from micronf.io.generator import build_templates
@@ -29,7 +30,7 @@ from micronf.services.iomem import J_ACTIVE, J_STATE, TX_INDEX, TX_WORDS
 from micronf.services.replica import DEFAULT_BURST
 from tests.agent.crashcount import wait_drained
 from tests.agent.replicacheck import Frame, parse
-from tests.procs import running, stopped
+from tests.procs import cmdlines, running, stopped
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -94,14 +95,18 @@ def _check_sum_of_replicas(s: GraphStats) -> None:
         sum(getattr(r.conservation, k) for r in reps) for k in ("rx", "tx", "dropped", "in_flight"))
 
 
+def _children() -> list[str]:
+    """This process's live children (a zygote left behind would be one), with their command lines."""
+    return cmdlines([int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and running(int(e.name))
+                     and (e / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(os.getpid())])
+
+
 def _check_gone(agent: Agent, name: str, pids: list[int]) -> None:
     """Undeployed: no segment of it, none of its processes, no zygote (a child of this process)."""
     agent.remove(name)
     assert not [i.name for i in list_segments() if i.name.startswith(f"mnf-{agent.id}-{name}")]
     assert not [p for p in pids if running(p)]
-    children = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and running(int(e.name))
-                and (e / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
-    assert children == [], children
+    assert _children() == []
 
 
 def test_flow_affinity_merged_stats_and_exact_conservation(tmp_path: Path) -> None:
@@ -208,3 +213,14 @@ def test_kill_9_of_one_replica_loses_only_its_in_flight_packets(tmp_path: Path) 
     print(f"\nkill -9 of replica 1 ({'inside' if caught else 'between'} a step): restarted in "
           f"{event.downtime_ms:.0f} ms; it held {held} buffers outside rings; lost in flight {lost_graph}, "
           f"{lost_rx} frames of its Rx burst; replica 0 sent {during[-1][0] - during[0][0]} while it was down")
+
+
+def test_a_replica_that_cannot_start_fails_the_deployment_and_leaves_nothing(tmp_path: Path) -> None:
+    req = _request("rep-bad", _spec(), {"kind": "null"}).model_copy(
+        update={"rx": {"kind": "afpacket", "iface": "mnfnosuch0"}})
+    with Agent(data_dir=tmp_path) as agent:
+        with pytest.raises(DeploymentFailedError, match="mnfnosuch0"):
+            agent.deploy(req)
+        assert agent.deployments() == []
+        assert not [i.name for i in list_segments() if i.name.startswith(f"mnf-{agent.id}-rep-bad")]
+        assert _children() == []

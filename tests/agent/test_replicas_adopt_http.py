@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from micronf.agent.core import Agent
-from micronf.api.client import AgentClient
+from micronf.api.client import AgentClient, AgentClientError
 from micronf.api.models import DeployRequest
 from micronf.api.statedir import agent_token_file, read_token
 from micronf.dataplane.segment import list_segments
@@ -96,3 +96,10 @@ def test_deploy_replicas_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert swap_rx == {next(n for n in s.nodes if n.name == "swap").runtime["rx"]}  # the sum, one series
         client.remove("http-rep")
         assert not [i.name for i in list_segments() if i.name.endswith(("http-rep.r0", "http-rep.r1"))]
+        fork = {"nodes": [{"name": "a", "type": "MacSwapper"}, {"name": "b", "type": "MacSwapper"},
+                          {"name": "c", "type": "MacSwapper"}],
+                "edges": [{"src": "a", "label": "out", "dst": "b"}, {"src": "c", "label": "out", "dst": "b"}],
+                "entry": "a"}
+        with pytest.raises(AgentClientError) as bad:
+            client.deploy(DeployRequest.model_validate({**_body("http-rep", total, 100_000), "graph": fork}))
+        assert bad.value.status == 400 and "fed by a, c" in bad.value.detail

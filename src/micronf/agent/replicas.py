@@ -123,9 +123,10 @@ def replica_cpus(req: DeployRequest) -> list[int]:
 
 
 def fanout_group(agent_id: str, name: str) -> int:
-    """The AF_PACKET fanout group id the replicas of deployment ``name`` share (16 bits, stable across
-    restarts and agent adoption; a collision with another group on the same interface is refused by
-    the kernel at start)."""
+    """The AF_PACKET fanout group id the replicas of deployment ``name`` share: 16 bits of a hash of the
+    agent id and the name, so stable across restarts, resharding and adoption. (Two replicated
+    deployments on one interface whose ids collided would share one group, 1 in 65536; on different
+    interfaces the kernel refuses the second one's sockets, and the deployment fails with its reason.)"""
     return zlib.crc32(f"{agent_id}/{name}".encode()) & 0xFFFF
 
 

@@ -39,7 +39,7 @@ URL = b"/a"
 
 
 def _spec(**kw: Any) -> GeneratorSpec:
-    return GeneratorSpec.model_validate({"count": 60_000, "flows": 64, "templates": 512, "http_fraction": 0.5,
+    return GeneratorSpec.model_validate({"count": 60_000, "flows": 256, "templates": 1024, "http_fraction": 0.5,
                                          "urls": ["/a/x", "/b/y"], "protocols": {"tcp": 0.5, "udp": 0.5},
                                          "src_net": "10.0.0.0/29", **kw})
 

@@ -14,7 +14,7 @@ from micronf.api.models import AutoscaleSpec, DeployRequest
 from micronf.dataplane.segment import list_segments
 from tests.procs import running, wait_for
 
-SPEC = AutoscaleSpec(interval_s=0.1, window=3, cooldown_s=1.0, idle_window=4, idle_busy=0.3)
+SPEC = AutoscaleSpec(interval_s=0.1, window=3, cooldown_s=1.0, idle_window=4, idle_busy=0.6)
 
 
 def _body(rx: dict[str, object], outputs: dict[str, object] | None = None, **kw: object) -> dict[str, object]:

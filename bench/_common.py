@@ -46,6 +46,15 @@ def base_facts() -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15 of stat(5))
+
+
 def rt_runtime_us() -> int | None:
     """The kernel's RT throttling budget (-1: throttling off, None: unknown)."""
     try:

@@ -28,6 +28,9 @@ Sections (``--only``):
            without yield, and RR without yield (time-sliced, K <= 4, short runs). Reports the
            longest chain at >= 14.88 Mpps per variant.
 ``nfs``    every µNF of the library alone on core 0: Mpps, ns/packet, cycles/packet.
+``replicas`` K x IPTtlDecrementer, K = 1, 2, 4, 8, as run-to-completion replicas, one per core, each
+           with its own in-memory source shard (``chain_replicas.py``), against Fig. 10 (d) in the
+           same rounds and Click's figures (issue 14).
 
 A ``ceiling`` row (the driver alone, its entry ring wired straight to its sink, no µNF) is
 measured in every repeat round: it is the most the driver can feed on its core, and every Mpps is
@@ -41,7 +44,7 @@ is off or the policy cannot be set.
 
 Usage::
 
-    python bench/chain.py [--seconds S] [--repeat R] [--json] [--quick] [--only fig10|sched|nfs]
+    python bench/chain.py [--seconds S] [--repeat R] [--json] [--quick] [--only fig10|sched|nfs|replicas]
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from typing import Any
 
 from _common import int_list
 from chain_driver import Run, Settings, machine_facts, rt_allowed, run_ceiling, run_graph, tsc_hz
+from chain_replicas import run_replicas
 from chain_report import LINE_RATE_MPPS, format_report, idle_sleep
 from chain_traffic import COUNT_URLS, http_trace, udp_trace
 from micronf.io.trace import Trace
@@ -228,6 +232,23 @@ def nf_cells(s: Settings, gkw: dict[str, Any], only: Sequence[str] | None, drive
     return cells
 
 
+def replica_cells(ks: Sequence[int], policy: Policy, s: Settings, gkw: dict[str, Any], driver_policy: Policy,
+                  cpus: Sequence[int], burst: int) -> list[Cell]:
+    """Per K: Fig. 10 (d) (all fused on core 0, the driver on the last core) and one replica per CPU."""
+    cells = []
+    for k in ks:
+        types: list[tuple[str, dict[str, Any]]] = [("IPTtlDecrementer", {})] * k
+        desc, n_cores = _placement([s.core0], s.core1)
+        cells.append(Cell("replicas", "(d) run-to-completion 1C", k, chain(types, [s.core0] * k, ["all"] * k, policy,
+                                                                            **gkw), "udp", driver_policy, desc,
+                          n_cores, 2, {"policy": policy}))
+        cells.append(Cell("replicas", f"(r) {len(cpus)} replicas", k, chain(types, [s.core0] * k, [None] * k,
+                                                                              "other", **gkw), "udp", "other",
+                          " ".join(f"cpu{c}" for c in cpus), len(cpus), len(cpus),
+                          {"replicas": len(cpus), "cpus": list(cpus), "replica_burst": burst}))
+    return cells
+
+
 def ceiling_cell(s: Settings, trace: str, driver_policy: Policy) -> Cell:
     return Cell("ceiling", f"driver alone ({trace})", 0, None, trace, driver_policy, f"driver cpu{s.core1}", 1, 1)
 
@@ -238,6 +259,9 @@ def run_cell(cell: Cell, traces: dict[str, Trace], s: Settings) -> None:
     try:
         if cell.spec is None:
             cell.runs.append(run_ceiling(traces[cell.trace], s, cell.driver_policy))
+        elif "replicas" in cell.extra:
+            x = cell.extra
+            cell.runs.append(run_replicas(cell.spec, x["cpus"], s, x["replica_burst"], tag))
         else:
             cell.runs.append(run_graph(cell.spec, traces[cell.trace], s, cell.driver_policy, tag))
     except (LaunchError, OSError) as exc:
@@ -295,7 +319,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=None, help="seconds before measuring (default 0.5; quick 0.2)")
     ap.add_argument("--repeat", type=int, default=None, help="interleaved runs per cell (default 3; quick 1)")
     ap.add_argument("--quick", action="store_true", help="smoke run: few cells, short runs (< 2 min, warm cache)")
-    ap.add_argument("--only", choices=["fig10", "sched", "nfs"], action="append",
+    ap.add_argument("--only", choices=["fig10", "sched", "nfs", "replicas"], action="append",
                     help="run only this section (repeatable)")
     ap.add_argument("--fig10-k", type=int_list, default=None, help="K values for fig10 (default 1,2,4,8)")
     ap.add_argument("--sched-k", type=int_list, default=None, help="K values for sched (default 1..8)")
@@ -312,6 +336,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="cap on warm-up and window of the RR-without-yield runs (default 0.5)")
     ap.add_argument("--idle-sleep-us", type=int, default=None,
                     help="GraphSpec.idle_sleep_us for every graph (default: the runtime's default)")
+    ap.add_argument("--replica-burst", type=int, default=4096,
+                    help="frames per replica step in the replicas section (default 4096)")
     ap.add_argument("--json", action="store_true", help="print a JSON document instead of the tables")
     args = ap.parse_args(argv)
     q = args.quick
@@ -343,15 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.driver_policy != "other" and not rt_ok:
         print(f"chain.py: --driver-policy {args.driver_policy} not possible: {rt_why}", file=sys.stderr)
         return 2
-    sections_wanted = args.only or ["fig10", "sched", "nfs"]
-    s = Settings(args.seconds, args.warmup, args.burst, args.ring_capacity, args.on_full, args.core0, args.core1)
+    sections_wanted = args.only or ["fig10", "sched", "nfs", "replicas"]
+    hz = tsc_hz()
+    s = Settings(args.seconds, args.warmup, args.burst, args.ring_capacity, args.on_full, args.core0, args.core1, hz)
     gkw: dict[str, Any] = {"burst": args.burst}
     if args.idle_sleep_us is not None:  # the runtime's idle back-off (GraphSpec.idle_sleep_us), if it has one
         if "idle_sleep_us" not in GraphSpec.model_fields:
             print("chain.py: this micronf has no idle_sleep_us setting", file=sys.stderr)
             return 2
         gkw["idle_sleep_us"] = args.idle_sleep_us
-    hz = tsc_hz()
     facts = machine_facts(hz)
     if len(cpus) < 2:
         print("chain.py: one CPU only: driver and µNFs share it; two-core rows are meaningless", file=sys.stderr)
@@ -368,6 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = fig10_cells(args.fig10_k, args.fig10_policy, s, gkw, args.driver_policy)
         run_rounds(cells, traces, s, args.repeat, ceilings)
         sections["fig10"] = cells
+    if "replicas" in sections_wanted:
+        print("chain.py: replicas ...", file=sys.stderr, flush=True)
+        cells = replica_cells(args.fig10_k, args.fig10_policy, s, gkw, args.driver_policy, cpus, args.replica_burst)
+        run_rounds(cells, traces, s, args.repeat, ceilings)
+        sections["replicas"] = cells
     if "sched" in sections_wanted:
         print("chain.py: sched ...", file=sys.stderr, flush=True)
         variants = sched_variants(rt_ok)

@@ -5,6 +5,7 @@ real-time scheduling) every report starts with."""
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from _common import RT_RUNTIME, base_facts, rt_runtime_us
+from _common import RT_RUNTIME, base_facts, cpu_seconds, rt_runtime_us
 from micronf.app.offline import ST_FED, ST_IDLE, ST_LIMIT, ST_NEXT, ST_NPEND, ST_SUNK, ST_WORDS, pump
 from micronf.dataplane.atomics import cycles
 from micronf.dataplane.pool import PacketPool, PoolArrays
@@ -95,6 +96,7 @@ class Settings:
     on_full: str
     core0: int
     core1: int  # the driver's core (== core0 on a one-CPU machine)
+    tsc_hz: float = math.nan  # for the CPU-time figures (cycles per packet)
 
 
 @dataclass
@@ -130,6 +132,8 @@ class Run:
     conserved: bool
     driver_idle_rounds: int
     problems: list[str] = field(default_factory=list)
+    cpu_cycles_per_packet: float = math.nan  # CPU time of every measured process (driver included) per packet
+    alone_mpps: float = math.nan  # the rate if each core's work had its core alone: packets / busiest core's CPU time
 
     @property
     def full(self) -> int:
@@ -209,11 +213,14 @@ def run_graph(spec: GraphSpec, trace: Trace, s: Settings, driver_policy: Policy,
         g.start()
         mem = g.memory()
         p, rctrl, rslots, entry = mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, layout.entry_ring
+        cores = [proc.cpu for proc in layout.processes]
         with driver_scheduling(s.core1, driver_policy):
             d.pump(p, rctrl, rslots, entry, exits, s.warmup)
+            cpu0 = [*map(cpu_seconds, g.pids()), time.thread_time()]
             snap0, s0, t0 = _snapshot(g, names), int(d.st[ST_SUNK]), time.perf_counter()
             d.pump(p, rctrl, rslots, entry, exits, s.seconds)
             snap1, s1, t1 = _snapshot(g, names), int(d.st[ST_SUNK]), time.perf_counter()
+            cpu1 = [*map(cpu_seconds, g.pids()), time.thread_time()]
 
             def drained() -> bool:
                 return int(d.st[ST_FED]) == int(d.st[ST_SUNK]) + g.freed_inside()
@@ -249,8 +256,13 @@ def run_graph(spec: GraphSpec, trace: Trace, s: Settings, driver_policy: Policy,
     dt = t1 - t0
     if s1 - s0 <= 0:
         problems.append(f"{tag}: no packet reached the sink in the window")
-    return Run((s1 - s0) / dt / 1e6, nodes[0].rx / dt / 1e6, dt, s1 - s0, nodes, fed, sunk, freed, in_rings,
-               conserved, int(d.st[ST_IDLE]), problems)
+    busy: dict[int | None, float] = {}  # CPU seconds per core in the window (None: a process not pinned)
+    for core, before, after in zip([*cores, s.core1], cpu0, cpu1, strict=True):
+        busy[core] = busy.get(core, 0.0) + after - before
+    sunk_w = s1 - s0
+    return Run(sunk_w / dt / 1e6, nodes[0].rx / dt / 1e6, dt, sunk_w, nodes, fed, sunk, freed, in_rings,
+               conserved, int(d.st[ST_IDLE]), problems, sum(busy.values()) * s.tsc_hz / max(sunk_w, 1),
+               sunk_w / max(max(busy.values()), 1e-9) / 1e6)
 
 
 # -- graphs ----------------------------------------------------------------------------------

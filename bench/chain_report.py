@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from _common import text_table
+from chain_replicas import replica_report
 from micronf.runtime.graph import GraphSpec
 
 if TYPE_CHECKING:
@@ -72,6 +73,11 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
             lines += ["", f"## Fig. 10: K x IPTtlDecrementer, 64 B, policy {args.fig10_policy}"]
             lines += _pivot_table(cells)
             lines += ["", *text_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
+        elif section == "replicas":
+            lines += ["", f"## replicas: K x IPTtlDecrementer, 64 B, one run-to-completion replica per core "
+                      f"(own source shard, CFS) vs Fig. 10 (d) (policy {args.fig10_policy})"]
+            lines += _pivot_table(cells)
+            lines += ["", *replica_report(cells)]
         elif section == "sched":
             lines += ["", "## Fig. 5: K x MacSwapper sharing one core (cpu"
                       f"{args.core0}), driver on cpu{args.core1}, 64 B"]

@@ -33,6 +33,10 @@ Variants (each deployed ``--repeat`` times, interleaved; medians):
 ``unf-1proc``   the same, all six µNFs in one process.
 ``unf-2proc-pinned``  unf-2proc with the first process and the Rx service on CPU 0, the second and Tx on CPU 1.
 ``unf-1proc-pinned``  the same, the µNF process pinned to CPU 1, the Rx and Tx services to CPU 0.
+``replicas``    the chained optimized graph (as ``unf-1proc``) as one run-to-completion replica per CPU
+                (:class:`~micronf.services.replicas.ReplicaSet`, runtime level, not through the agent):
+                each process generates its own flow shard of the traffic, runs every µNF and the Tx
+                on its core; nothing crosses a core.
 ``monolithic``  the paper's configuration (i), Table II's baseline: the *unoptimized* composition
                 (9 µNFs: each VNF re-checks IP headers and re-classifies HTTP) with each VNF's µNFs
                 fused into one process per VNF, the VNFs chained by rings.
@@ -62,7 +66,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model, text_table
+from _common import cpu_model, cpu_seconds, text_table
 from chain_driver import machine_facts, tsc_hz
 from micronf.agent.core import Agent
 from micronf.api.models import AutoscaleSpec, DeployRequest, GraphStats, OutputSpec
@@ -72,14 +76,17 @@ from micronf.orchestrator.compose import compose_file
 from micronf.orchestrator.placement import Candidate, Traffic, place
 from micronf.runtime.graph import GraphSpec, plan
 from micronf.runtime.verdict import drop_counts
+from micronf.services.config import RxConfig, TxConfig, TxOutput
+from micronf.services.replica import DEFAULT_BURST, replica_spec
+from micronf.services.replicas import ReplicaSet
 
 VARIANTS = ("placed", "unf", "unf-fused", "unf-scaled", "unf-2proc", "unf-2proc-pinned", "unf-1proc",
-            "unf-1proc-pinned", "monolithic")
-COST_VARIANTS = ("placed", "unf", "unf-1proc", "monolithic")
+            "unf-1proc-pinned", "replicas", "monolithic")
+COST_VARIANTS = ("placed", "unf", "unf-1proc", "replicas", "monolithic")
+REPLICA_TEMPLATES = 16_000  # the generator's cycle for replicas: each shard's windows hold a whole burst
 FUSED_FRONT = ("firewall.check", "firewall.filter", "monitor.classify")
 GOAL_MPPS = 4.2
 GOAL_COST = 0.83
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def variant_graph(variant: str, prefetch: int = 0) -> GraphSpec:
@@ -133,20 +140,18 @@ class Sample:
     cpu_s: float
 
     @classmethod
+    def of_replicas(cls, rs: ReplicaSet) -> Sample:
+        s = rs.stats()
+        return cls(t=time.monotonic(), done=s.sent + sum(n["dropped"] for n in s.nodes.values()),
+                   lost=s.rx["entry_full"] + sum(n["full"] for n in s.nodes.values()), accepted=s.rx["accepted"],
+                   cycles=sum(n["cycles"] for n in s.nodes.values()), cpu_s=sum(map(cpu_seconds, rs.pids())))
+
+    @classmethod
     def take(cls, s: GraphStats, pids: list[int]) -> Sample:
         verdict_drops = sum(sum(drop_counts(n.verdicts).values()) for n in s.nodes)
         return cls(t=time.monotonic(), done=sum(t["frames"] for t in s.tx.values()) + verdict_drops,
                    lost=s.rx["entry_full"] + sum(n.runtime["full"] for n in s.nodes), accepted=s.rx["accepted"],
                    cycles=sum(n.runtime["cycles"] for n in s.nodes), cpu_s=sum(map(cpu_seconds, pids)))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15 of stat(5))
 
 
 @dataclass
@@ -159,9 +164,33 @@ class Run:
     scaled: list[str] = field(default_factory=list)
 
 
+def measure_replicas(seconds: float, warmup: float, rate: float | None, prefetch: int) -> Run:
+    """The ``replicas`` variant: one replica per CPU of this process, measured like the others."""
+    graph = variant_graph("unf-1proc", prefetch)
+    traffic = paper_traffic(rate_pps=rate).model_copy(update={"templates": REPLICA_TEMPLATES})
+    exits = dict.fromkeys(x.name for x in plan(replica_spec(graph)).exits)
+    rx = RxConfig(name="sfc", burst=DEFAULT_BURST, coalesce_us=100 if rate else 0,
+                  backend=traffic.model_dump(mode="json"))
+    tx = TxConfig(name="sfc", burst=DEFAULT_BURST, coalesce_us=0, ns_per_cycle=1.0,
+                  outputs=[TxOutput(exit=e, backend={"kind": "null"}) for e in exits])
+    cpus = sorted(os.sched_getaffinity(0))
+    with ReplicaSet(graph, len(cpus), rx, tx, cpus=cpus) as rs:
+        time.sleep(warmup)
+        a = Sample.of_replicas(rs)
+        time.sleep(seconds)
+        b = Sample.of_replicas(rs)
+    dt = b.t - a.t
+    accepted = max(b.accepted - a.accepted, 1)
+    return Run(mpps=(b.done - a.done) / dt / 1e6, lost_mpps=(b.lost - a.lost) / dt / 1e6,
+               cycles_per_packet=(b.cycles - a.cycles) / accepted,
+               cpu_ns_per_packet=(b.cpu_s - a.cpu_s) * 1e9 / accepted, processes=len(cpus))
+
+
 def measure(variant: str, seconds: float, warmup: float, ring_capacity: int, rate: float | None = None,
             prefetch: int = 0) -> Run:
     """Deploy one variant (generator at ``rate`` pps, None: full speed), measure one window, remove it."""
+    if variant == "replicas":
+        return measure_replicas(seconds, warmup, rate, prefetch)
     req = request(variant, ring_capacity, rate, prefetch)
     with Agent() as agent:
         agent.deploy(req)

@@ -24,6 +24,7 @@ from micronf.io.trace import Trace, fill_pool_from_trace
 
 from .. import netns
 from ..netns import NetLab, namespaces_with_prefix, send_frames
+from ..shards import flow_key, multi_flow_frames
 
 lab = netns.lab  # the fixture, under the name the tests ask for
 
@@ -294,3 +295,22 @@ def test_spec_rejects_bad_fields(fields: dict[str, object], message: str) -> Non
     with pytest.raises(ValidationError, match=message):
         AfPacketSpec.model_validate(fields)
     assert AfPacketSpec.model_validate({"kind": "afpacket", "iface": "veth0"}).tx_mode == "sendmmsg"
+
+
+def test_fanout_group_keeps_each_flow_on_one_socket(lab: NetLab) -> None:
+    a, b = lab.netns(2)
+    link = lab.veth(a, b)
+    frames = [f for f in multi_flow_frames(flows=40, per_flow=5) if flow_key(f) is not None]
+    group = os.getpid() & 0xFFFF
+    spec = AfPacketSpec(iface=link.if_b, netns=b, block_timeout_ms=2)
+    with AfPacketRx(spec, fanout_group=group) as rx0, AfPacketRx(spec, fanout_group=group) as rx1:
+        assert lab.call(a, send_frames, link.if_a, frames) == len(frames)
+        got = [drain(rx0, 1.0), drain(rx1, 0.3)]
+    assert sorted(got[0] + got[1]) == sorted(frames)  # every frame once, on one of the two sockets
+    owner: dict[object, int] = {}
+    for i, part in enumerate(got):
+        assert part == [f for f in frames if f in set(part)]  # per socket: in the order sent
+        for f in part:
+            assert owner.setdefault(flow_key(f), i) == i  # a flow reaches one socket only
+    assert set(owner.values()) == {0, 1}  # 40 flows: both sockets get some
+

@@ -23,15 +23,17 @@ from scapy.packet import Raw
 from micronf.agent.core import Agent
 from micronf.agent.metrics import AgentCollector
 from micronf.api.models import DeployRequest
-from micronf.dataplane.pool import PacketPool
+from micronf.dataplane.pool import M_HASH, PacketPool
 from micronf.dataplane.ring import RingTable, ring_dequeue
 from micronf.dataplane.segment import PrivateMemory
 from micronf.io.pcap_read import read_pcap
 from micronf.io.pcap_write import PcapWriter
+from micronf.io.shard import flow_hashes
 from micronf.io.trace import Trace
 from micronf.services.classify import compile_rules
 from micronf.services.iomem import J_WORDS, RX_INDEX
 from micronf.services.rx import rx_burst
+from tests.shards import multi_flow_frames, ref_frame_hash
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,7 +63,7 @@ def test_rx_burst_drops_oversize_frames_whole(capacity: int) -> None:
     scratch = [np.empty(n, np.uint32) for _ in range(3)]
     journal = np.zeros(J_WORDS, np.int64)
     sent = rx_burst(pool.arrays, rings.ctrl, rings.slots, entries, journal, trace.data, off, length, n,
-                    compile_rules([]), 0, stats, *scratch)
+                    np.zeros(0, np.uint32), compile_rules([]), 0, stats, *scratch)
     fits = [f for f in frames if len(f) <= capacity]
     assert sent == stats[RX_INDEX["accepted"]] == len(fits)
     assert stats[RX_INDEX["oversize"]] == n - len(fits)
@@ -111,3 +113,23 @@ def test_jumbo_deployment_forwards_jumbo_frames_and_counts_longer_ones(tmp_path:
     dep = {"deployment": "jumbo"}
     assert metrics["micronf_rx_service_total", frozenset({**dep, "counter": "oversize"}.items())] == 2
     assert metrics["micronf_graph_drops_total", frozenset({**dep, "where": "@rx", "reason": "oversize"}.items())] == 2
+
+
+def test_hashes_handed_over_by_the_backend_are_stored_as_the_rx_would_compute_them() -> None:
+    frames = multi_flow_frames(flows=12, per_flow=3)
+    trace = Trace.from_frames(frames)
+    stored = []
+    for hashes in (np.zeros(0, np.uint32), flow_hashes(trace)):
+        pool = PacketPool.local(64)
+        mem = PrivateMemory(RingTable.regions("rings", 1, 64))
+        rings = RingTable.format(mem, "rings", 1, 64)
+        n = len(frames)
+        scratch = [np.empty(n, np.uint32) for _ in range(3)]
+        sent = rx_burst(pool.arrays, rings.ctrl, rings.slots, np.array([1, 0], np.int64), np.zeros(J_WORDS, np.int64),
+                        trace.data, trace.offsets, trace.lengths, n, hashes, compile_rules([]), 0,
+                        np.zeros(64, np.int64), *scratch)
+        got = np.empty(64, np.uint32)
+        k = ring_dequeue(rings.ctrl[0], rings.slots[0], got, 64)
+        assert sent == k == n
+        stored.append([int(pool.arrays.words[h, M_HASH]) for h in got[:k]])
+    assert stored[0] == stored[1] == [ref_frame_hash(f) for f in frames]

@@ -39,14 +39,21 @@ I32 = npt.NDArray[np.int32]
 Handles = npt.NDArray[np.uint32]
 
 
+NO_HASHES: Handles = np.zeros(0, np.uint32)
+
+
 class FrameBatch(NamedTuple):
     """Frames ``data[off[i] : off[i] + length[i]]`` for ``i < n`` (arrays may be longer than ``n``);
-    a negative length marks a frame the backend could only hold cut (see the module docstring)."""
+    a negative length marks a frame the backend could only hold cut (see the module docstring).
+    ``hashes``: each frame's flow hash (:func:`~micronf.packet.flowhash.frame_flow_hash`) when the
+    backend knows it already, like a NIC's RSS hash in the descriptor (a replayed trace computes
+    them once); empty otherwise, and the Rx service computes them."""
 
     data: U8
     off: I64
     length: I32
     n: int
+    hashes: Handles = NO_HASHES
 
 
 def empty_batch() -> FrameBatch:

@@ -39,7 +39,7 @@ from micronf.io.generator_spec import (
 )
 from micronf.io.replay import Clock, FrameReplay
 from micronf.io.sequence import stamp_frames
-from micronf.io.shard import WHOLE, Shard, selected_frames, shard_mask
+from micronf.io.shard import WHOLE, Shard, flow_hashes, selected_frames, shard_mask
 from micronf.io.trace import Trace
 from micronf.packet.checksum import csum_finish, ipv4_checksum, sum16
 
@@ -299,7 +299,8 @@ class GeneratorRx(FrameReplay):
 
     def __init__(self, spec: GeneratorSpec, *, clock: Clock = time.monotonic_ns, shard: Shard = WHOLE) -> None:
         trace, self.composition = build_templates(spec)
-        mask = shard_mask(trace, shard)
+        hashes = flow_hashes(trace)
+        mask = shard_mask(hashes, shard)
         share = float(np.count_nonzero(mask)) / max(len(trace), 1)
         pacer = None
         if spec.rate_pps is not None and share > 0:
@@ -307,7 +308,7 @@ class GeneratorRx(FrameReplay):
             burst = spec.burst if spec.burst is not None else max(1, math.ceil(rate / 100))
             pacer = TokenBucket(rate, burst)
         limit = None if spec.count is None else selected_frames(mask, spec.count)
-        super().__init__(trace.select(mask), limit=limit, pacer=pacer, clock=clock)
+        super().__init__(trace.select(mask), limit=limit, pacer=pacer, clock=clock, hashes=hashes[mask])
         self.spec = spec
 
     def recv(self, max_frames: int) -> FrameBatch:

@@ -41,7 +41,7 @@ from micronf.dataplane.pool import PoolArrays
 from micronf.io.backend import I64, FrameBatch, Handles, empty_batch
 from micronf.io.linktype import read_ethernet
 from micronf.io.pcap_write import PcapWriter
-from micronf.io.shard import WHOLE, Shard, selected_frames, shard_mask
+from micronf.io.shard import WHOLE, Shard, flow_hashes, selected_frames, shard_mask
 from micronf.io.trace import Trace, batch_bytes
 
 __all__ = [
@@ -140,11 +140,14 @@ class FrameReplay:
     ``limit`` frames in total (``None``: endless, cycling through the trace), paced by ``pacer``
     (``None``: as fast as the caller asks). A window ``[pos, pos + n)`` never crosses the end of
     the trace, so ``recv`` returns views: ``FrameBatch(trace.data, trace.offsets[pos:pos+n],
-    trace.lengths[pos:pos+n], n)``. An empty trace is exhausted from the start.
+    trace.lengths[pos:pos+n], n, hashes[pos:pos+n])``, with the frames' flow hashes computed once
+    (``hashes``, or :func:`~micronf.io.shard.flow_hashes` of the trace): the Rx service then skips
+    parsing each frame's 5-tuple for it. An empty trace is exhausted from the start.
     """
 
     def __init__(
-        self, trace: Trace, *, limit: int | None, pacer: Pacer | None = None, clock: Clock = time.monotonic_ns
+        self, trace: Trace, *, limit: int | None, pacer: Pacer | None = None, clock: Clock = time.monotonic_ns,
+        hashes: Handles | None = None,
     ) -> None:
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -156,6 +159,8 @@ class FrameReplay:
         self._limit = 0 if self._m == 0 else (_UNLIMITED if limit is None else limit)
         self._cum = np.zeros(self._m + 1, np.int64)  # _cum[i] = bytes of frames before i: O(1) byte counts
         np.cumsum(trace.lengths, out=self._cum[1:])
+        # the frames' flow hashes, computed once: handed out with each window (FrameBatch.hashes)
+        self._hash = flow_hashes(trace) if hashes is None else hashes
         self._pacer = pacer
         self._clock = clock
         self._pos = 0
@@ -190,7 +195,7 @@ class FrameReplay:
         self._bytes += self._cum.item(end) - self._cum.item(pos)
         if self._pacer is not None:
             self._pacer.took(n)
-        return FrameBatch(self._data, self._off[pos:end], self._len[pos:end], n)
+        return FrameBatch(self._data, self._off[pos:end], self._len[pos:end], n, self._hash[pos:end])
 
     def resume(self, sent: int) -> None:
         """Continue as if ``sent`` frames had gone out already: a restarted Rx service picks its
@@ -258,10 +263,11 @@ class PcapRx(FrameReplay):
         if not spec.path.is_file():
             raise FileNotFoundError(f"{spec.path}: no such capture file")
         trace = read_ethernet(spec.path)
-        mask = shard_mask(trace, shard)  # one of several replicas: only its flows' frames, see io.shard
+        hashes = flow_hashes(trace)
+        mask = shard_mask(hashes, shard)  # one of several replicas: only its flows' frames, see io.shard
         pacer = TimestampPacer(trace.ts_ns, spec.speed, mask) if spec.timing == "original" else None
         limit = None if spec.loop == 0 else selected_frames(mask, spec.loop * len(trace))
-        super().__init__(trace.select(mask), limit=limit, pacer=pacer, clock=clock)
+        super().__init__(trace.select(mask), limit=limit, pacer=pacer, clock=clock, hashes=hashes[mask])
         self.spec = spec
 
     def stats(self) -> dict[str, int]:

@@ -28,7 +28,7 @@ from micronf.io.trace import Trace
 from micronf.packet.flowhash import frame_flow_hash, jump_hash
 from micronf.packet.jit import kernel
 
-__all__ = ["WHOLE", "Shard", "selected_frames", "shard_mask"]
+__all__ = ["WHOLE", "Shard", "flow_hashes", "selected_frames", "shard_mask"]
 
 Mask = npt.NDArray[np.bool_]
 
@@ -58,19 +58,32 @@ WHOLE = Shard()  # the whole input: one replica, or a graph that is not replicat
 
 
 @kernel
-def _buckets(data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], length: npt.NDArray[np.int32], n: int,
-             out: npt.NDArray[np.int64]) -> None:
+def _hashes(data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], length: npt.NDArray[np.int32],
+            out: npt.NDArray[np.uint32]) -> None:
     for i in range(off.shape[0]):
         o = off[i]
-        out[i] = jump_hash(frame_flow_hash(data[o : o + length[i]]), n)
+        out[i] = frame_flow_hash(data[o : o + length[i]])
 
 
-def shard_mask(trace: Trace, shard: Shard) -> Mask:
-    """Which frames of ``trace`` belong to ``shard`` (by their flow, see the module docstring)."""
+@kernel
+def _buckets(hashes: npt.NDArray[np.uint32], n: int, out: npt.NDArray[np.int64]) -> None:
+    for i in range(hashes.shape[0]):
+        out[i] = jump_hash(hashes[i], n)
+
+
+def flow_hashes(trace: Trace) -> npt.NDArray[np.uint32]:
+    """Every frame's flow hash (what the Rx service would compute for it), in one compiled pass."""
+    out = np.empty(len(trace), np.uint32)
+    _hashes(trace.data, trace.offsets, trace.lengths, out)
+    return out
+
+
+def shard_mask(hashes: npt.NDArray[np.uint32], shard: Shard) -> Mask:
+    """Which frames (by their flow ``hashes``, see :func:`flow_hashes`) belong to ``shard``."""
     if shard.whole:
-        return np.ones(len(trace), np.bool_)
-    buckets = np.empty(len(trace), np.int64)
-    _buckets(trace.data, trace.offsets, trace.lengths, shard.count, buckets)
+        return np.ones(hashes.shape[0], np.bool_)
+    buckets = np.empty(hashes.shape[0], np.int64)
+    _buckets(hashes, shard.count, buckets)
     mask: Mask = buckets == shard.index
     return mask
 

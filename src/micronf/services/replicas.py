@@ -1,6 +1,6 @@
 """N run-to-completion replicas of a graph on this machine, read as one (tests, benchmarks, tools).
 
-:class:`ReplicaSet` plans the graph with every µNF fused (:func:`~micronf.runtime.graph.fuse_whole`)
+:class:`ReplicaSet` plans the graph with every µNF fused (:func:`~micronf.services.replica.replica_spec`)
 and creates one :class:`~micronf.runtime.launch.GraphRuntime` per replica: its own segment with
 pool, rings, counters and Rx/Tx configs. Replica ``i`` takes flow shard ``i`` of ``n`` of the input
 (``RxConfig.shard``), is pinned to ``cpus[i % len(cpus)]``, and runs as one process (the stage
@@ -22,14 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from micronf.runtime.graph import GraphSpec, fuse_whole, plan
+from micronf.runtime.graph import GraphSpec, plan
 from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.runtime.zygote import Child
 from micronf.services.config import RxConfig, TxConfig, write_config
 from micronf.services.iomem import RX_COUNTERS, TX_COUNTERS, TX_WORDS, io_regions, read_error
-from micronf.services.replica import STAGE
+from micronf.services.replica import DEFAULT_BURST, RX_SLOT, STAGE, TX_SLOT, Recovery, recover, replica_spec
 
-RX_SLOT, TX_SLOT = 0, 1  # the replica runs in the Rx service's control line and frees as the Tx service
 RX_DROPS = ("unmatched", "rule_drop", "pool_empty", "entry_full", "oversize", "lost_in_crash")
 
 
@@ -43,6 +42,7 @@ class MergedStats:
     counters: dict[str, dict[str, int]]  # per µNF: its own counters
     freed_inside: int  # packets the µNFs freed instead of passing on (drop verdicts, full, unconnected)
     in_flight: int  # buffers in use (in rings, or held by a process)
+    lost: int = 0  # accepted packets killed replicas held uncounted (see services.replica.recover)
 
     @property
     def sent(self) -> int:
@@ -50,14 +50,15 @@ class MergedStats:
 
     @property
     def dropped(self) -> int:
-        """Every packet that entered and did not leave: dropped by the Rx (each reason), freed inside,
-        refused by an output or sent to no output."""
+        """Every packet that entered and did not leave: dropped by the Rx (each reason, the frames of a
+        killed replica's burst in hand too), freed inside, refused by an output or sent to no output,
+        held by a killed replica."""
         refused = sum(t["refused"] + t["no_output"] for t in self.tx.values())
-        return sum(self.rx[k] for k in RX_DROPS) + self.freed_inside + refused
+        return sum(self.rx[k] for k in RX_DROPS) + self.freed_inside + refused + self.lost
 
     @property
     def conserved(self) -> bool:
-        """``rx == tx + dropped + in_flight`` over all replicas."""
+        """``rx == tx + dropped + in_flight`` over all replicas (``dropped`` includes crash losses)."""
         return self.rx["frames"] == self.sent + self.dropped + self.in_flight
 
 
@@ -70,15 +71,15 @@ class ReplicaSet:
     least that large)."""
 
     def __init__(self, spec: GraphSpec, n: int, rx: RxConfig, tx: TxConfig | Sequence[TxConfig], *,
-                 cpus: Sequence[int] | None = None, burst: int = 2048, ring_capacity: int = 0, pool_slots: int = 0,
-                 fanout_group: int | None = None, unprivileged: bool = True) -> None:
+                 cpus: Sequence[int] | None = None, burst: int = DEFAULT_BURST, ring_capacity: int = 0,
+                 pool_slots: int = 0, fanout_group: int | None = None, unprivileged: bool = True) -> None:
         if n < 1:
             raise ValueError(f"need at least one replica, got {n}")
         txs = [tx] * n if isinstance(tx, TxConfig) else list(tx)
         if len(txs) != n:
             raise ValueError(f"{len(txs)} Tx configs for {n} replicas")
         self.n = n
-        self.layout = plan(fuse_whole(spec))
+        self.layout = plan(replica_spec(spec))
         self.cpus = list(cpus) if cpus is not None else sorted(os.sched_getaffinity(0))
         capacity = max(ring_capacity, 1 << (max(burst, 256) - 1).bit_length())
         tag = f"{spec.name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
@@ -90,20 +91,26 @@ class ReplicaSet:
                                             "burst": burst, "cpu": self.cpus[i % len(self.cpus)]}) for i in range(n)]
         self.tx = [t.model_copy(update={"burst": burst}) for t in txs]
         self.children: list[Child | None] = [None] * n
+        self.lost = [0] * n  # per replica: packets its killed processes held (Recovery.held_lost, summed)
         self.exit_names = list(dict.fromkeys(x.name for x in self.layout.exits))
 
     def start(self, timeout: float = 120.0) -> None:
-        """Create every replica's segment, start its process, wait until all are ready."""
+        """Create every replica's segment, start its process, wait until all are ready, then let
+        them all go at once (each is paused from its fork on: the zygotes start one after the other,
+        and an early replica would otherwise run its shard alone for seconds)."""
         try:
             for i, g in enumerate(self.graphs):
                 g.create()
                 write_config(g.segment(), self.rx[i])
                 write_config(g.segment(), self.tx[i])
-            for i in range(self.n):
+            for i, g in enumerate(self.graphs):
                 self.start_replica(i)
+                g.io_line(RX_SLOT).request_pause()  # seen before its first step: opening takes milliseconds
             deadline = time.monotonic() + timeout
             for i in range(self.n):
                 self.wait_ready(i, deadline)
+            for g in self.graphs:
+                g.io_line(RX_SLOT).resume()
         except BaseException:
             self.stop()
             self.close()
@@ -117,6 +124,18 @@ class ReplicaSet:
         if old is not None:
             old.close()
         return child
+
+    def restart(self, i: int, timeout: float = 60.0) -> Recovery:
+        """Replica ``i``'s process died: settle its segment (:func:`~micronf.services.replica.recover`)
+        and start it again; returns what the crash cost."""
+        child = self.children[i]
+        if child is None or child.poll() is None:
+            raise RuntimeError(f"replica {i} is running: only a dead replica is recovered")
+        found = recover(self.graphs[i], len(self.tx[i].outputs), self.lost[i])
+        self.lost[i] += found.held_lost
+        self.start_replica(i)
+        self.wait_ready(i, time.monotonic() + timeout)
+        return found
 
     def wait_ready(self, i: int, deadline: float) -> None:
         g, child = self.graphs[i], self.children[i]
@@ -176,6 +195,7 @@ class ReplicaSet:
             counters={name: s.counters for name, s in nodes.items()},
             freed_inside=g.freed_inside(),
             in_flight=g.memory().pool.stats().in_use,
+            lost=self.lost[i],
         )
 
     def stats(self) -> MergedStats:
@@ -192,4 +212,5 @@ class ReplicaSet:
             counters={n: total([p.counters[n] for p in parts]) for n in parts[0].counters},
             freed_inside=sum(p.freed_inside for p in parts),
             in_flight=sum(p.in_flight for p in parts),
+            lost=sum(p.lost for p in parts),
         )

@@ -4,7 +4,8 @@ One process per deployed graph, forked by the graph's zygote, and the pool's own
 allocator). Per burst, Python calls the backend's ``recv`` once and :func:`rx_burst` once; the
 kernel allocates buffers, copies each frame into its slot (whole, never cut: see ``oversize``),
 stamps the Rx time (TSC, once per burst) and the input port, computes the flow hash (stored in
-the metadata: load balancers downstream reuse it), classifies the 5-tuple (``classify``) and sends
+the metadata: load balancers downstream reuse it; a replayed trace hands it over, computed once:
+``FrameBatch.hashes``), classifies the 5-tuple (``classify``) and sends
 accepted packets to the graph's entry — or, once the entry µNF was scaled out, to one of its
 instances by consistent hash of the flow (flow affinity). Everything else is counted and freed:
 ``unmatched``, ``rule_drop``, ``pool_empty`` (allocation failed), ``entry_full`` (the entry ring
@@ -126,11 +127,13 @@ def _journal_open(journal: I64, stats: I64, rctrl: I64, entries: I64, n_entries:
 
 @njit(cache=True, nogil=True)
 def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, journal: I64, data: U8, off: I64, length: I32,
-             n: int, rules: RuleTables, port: int, stats: I64, hbuf: U32, out: U32, rest: U32) -> int:
+             n: int, hashes: U32, rules: RuleTables, port: int, stats: I64, hbuf: U32, out: U32, rest: U32) -> int:
     """Move frames ``0..n-1`` into the graph (see the module docstring); returns packets accepted.
+    ``hashes``: the frames' flow hashes when the backend knows them (else empty: computed here).
     ``hbuf``/``out``/``rest`` are scratch arrays of at least ``n`` handles."""
     # unreferenced views (the caller keeps the arrays alive): no refcounting per helper call and frame
-    p, data, rules, hbuf = borrowed(p), borrowed(data), borrowed(rules), borrowed(hbuf)
+    p, data, rules, hbuf, hashes = borrowed(p), borrowed(data), borrowed(rules), borrowed(hbuf), borrowed(hashes)
+    known = hashes.shape[0] >= n
     rctrl, rslots = borrowed(rctrl), borrowed(rslots)
     n_entries = max(min(load_acquire(entries, 0), MAX_FANOUT), 1)
     _journal_open(journal, stats, rctrl, entries, n_entries, n)
@@ -164,7 +167,7 @@ def rx_burst(p: PoolArrays, rctrl: I64, rslots: U32, entries: I64, journal: I64,
         frame = p.data[h, start : start + ln]
         verdict = classify_frame(frame, rules)
         if verdict == ACCEPT:
-            fh = frame_flow_hash(frame)
+            fh = hashes[i] if known else frame_flow_hash(frame)
             p.words[h, M_HASH] = fh
             out[n_out] = h
             n_out += 1
@@ -224,7 +227,7 @@ def warm(segment: str) -> None:
     scratch = np.zeros(1, dtype=np.uint32)
     journal = np.zeros(J_SNAP0 + N_COUNTERS, np.int64)  # not the graph's: warming must not touch it
     rx_burst(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.seg.view("entries", np.int64), journal,
-             np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int32), 0, compile_rules([]), 0,
+             np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int32), 0, scratch, compile_rules([]), 0,
              np.zeros(64, np.int64), scratch, scratch, scratch)
     # the pcap pacer too: compiled on its first call, it held a replay back while its clock ran,
     # and then the frames due meanwhile went out at once
@@ -262,7 +265,8 @@ class RxStage:
             self.next_stats = time.monotonic() + 0.1
         if b.n:
             full = stats[R_ENTRY_FULL]
-            rx_burst(*self.args, b.data, b.off, b.length, b.n, self.rules, 0, stats, self.hbuf, self.out, self.rest)
+            rx_burst(*self.args, b.data, b.off, b.length, b.n, b.hashes, self.rules, 0, stats, self.hbuf, self.out,
+                     self.rest)
             if stats[R_ENTRY_FULL] != full:  # the graph is saturated: let it run instead of spinning on drops
                 time.sleep(BACKOFF_S)
         elif backend.exhausted:

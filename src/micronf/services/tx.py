@@ -27,7 +27,7 @@ from micronf.dataplane.atomics import cycles, prefetch
 from micronf.dataplane.borrow import borrowed
 from micronf.dataplane.control import ControlLine
 from micronf.dataplane.pool import M_DATA_OFF, M_LEN, Q_RX_TIME, PoolArrays, pool_free
-from micronf.dataplane.ring import ring_dequeue
+from micronf.dataplane.ring import HEAD, ring_dequeue
 from micronf.io.afpacket_tx import warm_tx as warm_afpacket_tx
 from micronf.io.backend import TxBackend
 from micronf.io.pcap_write import PcapWriter
@@ -105,6 +105,21 @@ def tx_release(p: PoolArrays, client: int, handles: U32, n: int, sent: int, stat
     """Count a batch (:func:`tx_count`), then free all ``n`` buffers through return ring ``client``."""
     tx_count(p, handles, n, sent, stats, no_output, hist, ns_per_cycle, stamps)
     pool_free(borrowed(p), client, handles, n)
+
+
+def tx_done(mem: GraphMemory, exits: int) -> int:
+    """Packets the Tx service counted over the first ``exits`` exits: sent, refused or without output."""
+    txv = mem.seg.view("tx.stats", np.int64).reshape(-1, TX_WORDS)[:exits]
+    return int(txv[:, [T_FRAMES, T_REFUSED, T_NO_OUTPUT]].sum())
+
+
+def counted_unfreed(mem: GraphMemory, exits: int, client: int, line: ControlLine) -> int:
+    """Buffers the Tx service (whose pool return ring is ``client``, control line ``line``) counted
+    but did not free yet: it counts a batch (:func:`tx_count`), then frees it, so its counts minus
+    the return ring's head minus what earlier crash reclaims settled on ``line`` is 0 between
+    batches, and for a killed service exactly the counted part of the buffers it held (a reclaim
+    frees them; they must not be counted again as lost)."""
+    return tx_done(mem, exits) - int(mem.pool.arrays.ret_ctrl[client, HEAD]) - line.settled
 
 
 def warm(segment: str) -> None:

@@ -30,15 +30,16 @@ AGENT_RECORD, RECORD_BYTES = "agent.record", 1 << 20  # segment region: what ado
 SEGMENT_PREFIX = "mnf-"  # a deployment's segment is SEGMENT_PREFIX + "<agent id>-" + its name (+ ".r<i>")
 
 
-def validated_layout(req: DeployRequest, spec: GraphSpec) -> tuple[GraphLayout, list[str]]:
-    """``spec`` (the request's graph, or what it becomes) planned, with the names of its exits;
-    every refusal (a bad µNF, config, backend or output name) is an :class:`InvalidDeploymentError`."""
+def validated_layout(req: DeployRequest, spec: GraphSpec, *, spare_rings: int = 64) -> tuple[GraphLayout, list[str]]:
+    """``spec`` (the request's graph, or what it becomes) planned with ``spare_rings`` for scale-out
+    instances, with the names of its exits; every refusal (a bad µNF, config, backend or output
+    name) is an :class:`InvalidDeploymentError`."""
     try:
         if req.rx is not None:
             check_rx(req.rx)
         for name, out in req.outputs.items():
             check_tx(out.backend, where=f"outputs.{name}")
-        layout = plan(spec, capture_drops=req.capture_drops, on_full=req.on_full, spare_rings=64)
+        layout = plan(spec, capture_drops=req.capture_drops, on_full=req.on_full, spare_rings=spare_rings)
     except (GraphError, NFConfigError, ValueError) as exc:
         raise InvalidDeploymentError(str(exc)) from None
     exits = [x.name for x in layout.exits]
@@ -50,9 +51,11 @@ def validated_layout(req: DeployRequest, spec: GraphSpec) -> tuple[GraphLayout, 
 
 
 def new_runtime(req: DeployRequest, layout: GraphLayout, segment: str, *, preload: tuple[str, ...],
-                detached: bool) -> GraphRuntime:
-    """The runtime of one segment of ``req``, refused before anything exists if it would not fit."""
-    runtime = GraphRuntime(layout, segment=segment, pool_slots=req.pool_slots, ring_capacity=req.ring_capacity,
+                detached: bool, ring_capacity: int | None = None) -> GraphRuntime:
+    """The runtime of one segment of ``req`` (``ring_capacity``: instead of the request's), refused
+    before anything exists if it would not fit."""
+    runtime = GraphRuntime(layout, segment=segment, pool_slots=req.pool_slots,
+                           ring_capacity=req.ring_capacity if ring_capacity is None else ring_capacity,
                            preload=preload, extra_regions={**io_regions(), AGENT_RECORD: RECORD_BYTES},
                            frame_capacity=req.frame_capacity, detached=detached)
     check_fits(runtime)  # a sparse tmpfs file would not say

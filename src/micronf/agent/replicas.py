@@ -2,7 +2,8 @@
 
 Each replica is a whole copy of the graph, independent of the others: a segment of its own
 (``mnf-<agent id>-<name>.r<i>``: pool, rings, counters, the Rx/Tx configs), built from the graph
-fused whole (``micronf.runtime.graph.fuse_whole``: every µNF in one process, chain order), a zygote
+fused whole (``micronf.services.replica.replica_spec``: every µNF in one process, chain order, batches
+of 512), rings that take a whole replica burst (``ring_capacity`` raised to 4096), a zygote
 of its own, and ONE process (the stage ``micronf.services.replica``) pinned to the replica's CPU
 that runs an Rx burst of its shard of the input, every µNF, and the Tx, and owns its pool. The
 input is sharded by flow (``RxConfig.shard``/``shards``: a replayed source replays its flows' frames,
@@ -18,13 +19,12 @@ usual rules before anything starts.
 
 Supervision: a replica process that dies is restarted on its own; nothing else pauses (the other
 replicas share nothing with it). Its segment is quiet then (the agent is the only one touching it),
-so the accounting is exact without pausing anyone: the Rx burst it was in is settled from the Rx
-journal (``micronf.services.rx.settle``: frames that had entered the graph are ``accepted``, the rest
-``@rx.lost_in_crash``), every buffer not on the free stack, in a return ring or in a ring is given
-back (``reclaim``), and what was really in flight in it — accepted, not yet counted as sent or
-dropped, not in a ring — is that replica's ``lost_in_crash``: ``accepted - done - in rings`` read
-from its monotonic counters right after the reclaim. Buffers it had already counted (µNF drops, Tx
-sends) were reclaimed too but are not counted again.
+so the accounting is exact without pausing anyone (``micronf.services.replica.recover``): the Rx
+burst it was in is settled from the Rx journal (frames that had entered the graph are ``accepted``,
+the rest ``@rx.lost_in_crash``), every buffer not on the free stack, in a return ring or in a ring is
+given back, and what was really in flight in it — accepted, not yet counted as sent or dropped, in
+no ring — is that replica's ``<µNFs>.lost_in_crash``. Buffers it had already counted (µNF drops, Tx
+sends) are reclaimed too but not counted again.
 
 Stats merge the replicas into one graph (:mod:`micronf.agent.mergestats`) with a per-replica
 breakdown. A new agent adopts a replicated deployment from all its segments at once (:meth:`adopt`).
@@ -67,17 +67,14 @@ from micronf.api.models import (
 )
 from micronf.dataplane import reclaim as reclaim_kernels
 from micronf.dataplane.control import ControlLine
-from micronf.dataplane.reclaim import reclaim
 from micronf.dataplane.segment import Segment
-from micronf.runtime.graph import GraphError, fuse_whole
+from micronf.runtime.graph import GraphError
 from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.runtime.zygote import Child, ZygoteError
 from micronf.services.config import read_rx_config
 from micronf.services.iomem import calibrate_ns_per_cycle, read_error
-from micronf.services.replica import DEFAULT_BURST
+from micronf.services.replica import DEFAULT_BURST, RX_SLOT, TX_SLOT, recover, replica_spec
 from micronf.services.replica import STAGE as REPLICA_STAGE
-from micronf.services.replicas import RX_SLOT, TX_SLOT
-from micronf.services.rx import settle
 
 log = logging.getLogger("micronf.agent")
 
@@ -163,16 +160,17 @@ class ReplicatedDeployment:
         self.sampler = ReplicaSampler()
         self.retired: list[Part] = []  # replicas removed by a scale-in: their final counters
         try:
-            spec = fuse_whole(req.graph)
+            spec = replica_spec(req.graph)
         except GraphError as exc:
             raise InvalidDeploymentError(f"mode replicas: {exc}") from None
-        self.layout, self.exit_names = validated_layout(req, spec)
+        self.layout, self.exit_names = validated_layout(req, spec, spare_rings=0)  # replicas scale by replica
+        self.ring_capacity = max(req.ring_capacity, DEFAULT_BURST)  # every ring takes a whole replica burst
         self.base = f"{SEGMENT_PREFIX}{agent_id}-{req.name}"
         self.units = [self._unit(i, c) for i, c in enumerate(replica_cpus(req) if cpus is None else cpus)]
 
     def _unit(self, index: int, cpu: int) -> Replica:
         runtime = new_runtime(self.req, self.layout, replica_segment(self.base, index), preload=(REPLICA_STAGE,),
-                              detached=self.detached)
+                              detached=self.detached, ring_capacity=self.ring_capacity)
         return Replica(index=index, cpu=cpu, runtime=runtime)
 
     @property
@@ -328,34 +326,28 @@ class ReplicatedDeployment:
 
     def _counters(self, unit: Replica) -> GraphCounters:
         # the replica moves bursts of DEFAULT_BURST (at most a ring's capacity), more than the request's burst
-        burst = min(max(self.req.burst, DEFAULT_BURST), self.req.ring_capacity)
+        burst = min(max(self.req.burst, DEFAULT_BURST), self.ring_capacity)
         return GraphCounters(unit.runtime, self.req, self.exit_names, unit.restarts, io_burst=burst)
 
     def _restart(self, unit: Replica, code: int) -> None:
         """Account for what the dead process of ``unit`` held, then start it again (see the module
         docstring); the other replicas go on untouched."""
-        g = unit.runtime
-        mem = g.memory()
-        seg = g.segment()
         t0 = time.monotonic()
-        rx_lost = settle(seg.view("rx.journal", np.int64), seg.view("rx.stats", np.int64), mem.rings.ctrl)
-        reclaimed = reclaim(mem.pool.arrays, mem.rings.ctrl, mem.rings.slots)
-        t = self._counters(unit).tally()  # quiet: nothing held, every buffer in use is in a ring
-        lost = t.accepted - t.done - (t.allocated - t.freed)
+        found = recover(unit.runtime, len(self.exit_names), sum(ev.reclaimed_buffers for ev in unit.restarts))
         t_reclaimed = time.monotonic()
         self._spawn(unit)
         deadline = time.monotonic() + 5.0
         while not unit.line.ready and time.monotonic() < deadline and unit.child is not None \
                 and unit.child.poll() is None:
             time.sleep(0.001)
-        event = restart_event(process=unit.index, nodes=[n.name for n in self.layout.nodes], code=code, lost=lost,
-                              since=t0, replica=unit.index)
+        event = restart_event(process=unit.index, nodes=[n.name for n in self.layout.nodes], code=code,
+                              lost=found.held_lost, since=t0, replica=unit.index)
         unit.restarts.append(event)
         self._save(unit)
         log.warning("deployment %s: replica %d %s; restarted in %.0f ms (reclaim %.0f ms, start %.0f ms): "
                     "%d buffers reclaimed, %d packets lost in flight, %d frames of the Rx burst lost", self.req.name,
                     unit.index, event.exit_status, event.downtime_ms, (t_reclaimed - t0) * 1e3,
-                    (time.monotonic() - t_reclaimed) * 1e3, reclaimed, lost, rx_lost)
+                    (time.monotonic() - t_reclaimed) * 1e3, found.reclaimed, found.held_lost, found.rx_lost)
 
     # -- scaling (see micronf.agent.replicascale) ----------------------------------------------
     def autoscale(self) -> None:

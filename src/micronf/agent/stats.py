@@ -46,7 +46,7 @@ CONSERVATION_READS = 3  # pairs of passes live conservation is judged on (see Gr
 
 
 @dataclass(frozen=True)
-class Tally:
+class _Tally:
     """Monotonic counters of one graph, read in one pass (see :meth:`GraphCounters._conservation`)."""
 
     accepted: int  # packets the Rx service put into the graph
@@ -80,7 +80,7 @@ class GraphCounters:
         return NodeStatsInfo(name=node.name, type=node.type, instance_of=node.instance_of, runtime=s.runtime,
                              verdicts=s.verdicts, counters=s.counters, ingress=ingress, egress=egress)
 
-    def tally(self) -> Tally:
+    def _tally(self) -> _Tally:
         """One pass over the monotonic counters live conservation is judged on (see :meth:`_conservation`)."""
         g = self.runtime
         mem = g.memory()
@@ -95,7 +95,7 @@ class GraphCounters:
         done += sum(ev.reclaimed_buffers for ev in self.restarts if ev.nodes != ["@rx"])
         p = mem.pool.arrays
         freed = int(p.ctrl[C_OWNER_FREED]) + int(p.ret_ctrl[:, HEAD].sum())
-        return Tally(accepted=accepted, sent=sent, done=done, allocated=int(p.ctrl[C_ALLOCATED]), freed=freed)
+        return _Tally(accepted=accepted, sent=sent, done=done, allocated=int(p.ctrl[C_ALLOCATED]), freed=freed)
 
     def _held_bound(self) -> int:
         """Buffers the processes may hold between counting and handing over: a burst each (the Rx
@@ -126,7 +126,7 @@ class GraphCounters:
         bound = self._held_bound()
         ok = True
         for _ in range(CONSERVATION_READS):
-            before, after = self.tally(), self.tally()
+            before, after = self._tally(), self._tally()
             ok = ok and (before.allocated - after.freed <= after.accepted - before.done + bound
                          and after.allocated - before.freed >= before.accepted - after.done)
         return Conservation(rx=after.accepted, tx=after.sent, dropped=after.done - after.sent,

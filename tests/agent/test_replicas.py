@@ -172,7 +172,7 @@ def _kill_mid_step(pid: int, mem: GraphMemory, tries: int = 2_000) -> tuple[bool
 
 
 def test_kill_9_of_one_replica_loses_only_its_in_flight_packets(tmp_path: Path) -> None:
-    spec = _spec(count=3_000_000)  # as fast as the replicas go: busy, so the kill lands inside a step
+    spec = _spec(count=20_000_000)  # as fast as the replicas go (busy: the kill lands inside a step), for seconds
     name = "rep-kill"
     with Agent(data_dir=tmp_path, monitor=False) as agent:  # the test ticks it: a downtime long enough to watch
         info = agent.deploy(_request(name, spec, {"kind": "null"}))

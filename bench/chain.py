@@ -234,7 +234,8 @@ def nf_cells(s: Settings, gkw: dict[str, Any], only: Sequence[str] | None, drive
 
 def replica_cells(ks: Sequence[int], policy: Policy, s: Settings, gkw: dict[str, Any], driver_policy: Policy,
                   cpus: Sequence[int], burst: int) -> list[Cell]:
-    """Per K: Fig. 10 (d) (all fused on core 0, the driver on the last core) and one replica per CPU."""
+    """Per K: Fig. 10 (d) (all fused on core 0, the driver on the last core) and one replica per CPU,
+    the replicas under the same policy as the µNF process of (d) (a like-for-like comparison)."""
     cells = []
     for k in ks:
         types: list[tuple[str, dict[str, Any]]] = [("IPTtlDecrementer", {})] * k
@@ -243,9 +244,9 @@ def replica_cells(ks: Sequence[int], policy: Policy, s: Settings, gkw: dict[str,
                                                                             **gkw), "udp", driver_policy, desc,
                           n_cores, 2, {"policy": policy}))
         cells.append(Cell("replicas", f"(r) {len(cpus)} replicas", k, chain(types, [s.core0] * k, [None] * k,
-                                                                              "other", **gkw), "udp", "other",
+                                                                              policy, **gkw), "udp", policy,
                           " ".join(f"cpu{c}" for c in cpus), len(cpus), len(cpus),
-                          {"replicas": len(cpus), "cpus": list(cpus), "replica_burst": burst}))
+                          {"replicas": len(cpus), "cpus": list(cpus), "replica_burst": burst, "policy": policy}))
     return cells
 
 
@@ -261,7 +262,7 @@ def run_cell(cell: Cell, traces: dict[str, Trace], s: Settings) -> None:
             cell.runs.append(run_ceiling(traces[cell.trace], s, cell.driver_policy))
         elif "replicas" in cell.extra:
             x = cell.extra
-            cell.runs.append(run_replicas(cell.spec, x["cpus"], s, x["replica_burst"], tag))
+            cell.runs.append(run_replicas(cell.spec, x["cpus"], s, x["replica_burst"], x["policy"], tag))
         else:
             cell.runs.append(run_graph(cell.spec, traces[cell.trace], s, cell.driver_policy, tag))
     except (LaunchError, OSError) as exc:

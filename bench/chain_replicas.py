@@ -5,7 +5,9 @@ its core that runs its own in-memory source (the generator, 64-byte UDP frames o
 endless; replica i replays the frames of flow shard i) → Rx (copy into its pool, classify, flow
 hash) → the K µNFs fused → Tx (a null sink that counts) → free. Nothing crosses a core. The
 previous best arrangement, Fig. 10 (d) (all K fused on one core, the bench's driver as source and
-sink on the other), is measured in the same rounds, interleaved.
+sink on the other), is measured in the same rounds, interleaved; the replicas run under the policy
+of (d)'s µNF process (``--fig10-policy``: FIFO where allowed; a replica yields and sleeps when its
+input is idle, like every loop).
 
 Figures per run: Mpps leaving the replicas (all of them) over the window; ``machine cyc/pkt`` =
 cores used x TSC rate / packet rate (what the whole machine spends per packet, the figure the
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from _common import cpu_seconds, text_table
 from chain_driver import NodeWindow, Run, Settings
-from micronf.runtime.graph import GraphSpec, plan
+from micronf.runtime.graph import GraphSpec, Policy, plan
 from micronf.services.config import RxConfig, TxConfig, TxOutput
 from micronf.services.replica import replica_spec
 from micronf.services.replicas import MergedStats, ReplicaSet
@@ -40,10 +42,10 @@ SOURCE = {"kind": "generator", "flows": 1024, "templates": 32768, "sizes": [60],
 RUNTIME_KEYS = ("rx", "full", "dropped", "cycles", "yields", "idle_polls")
 
 
-def run_replicas(spec: GraphSpec, cpus: Sequence[int], s: Settings, burst: int, tag: str) -> Run:
+def run_replicas(spec: GraphSpec, cpus: Sequence[int], s: Settings, burst: int, policy: Policy, tag: str) -> Run:
     """Run ``spec`` as one replica per CPU of ``cpus`` for warm-up + window, stop, check conservation."""
     exits = dict.fromkeys(x.name for x in plan(replica_spec(spec)).exits)
-    rx = RxConfig(name=spec.name, burst=burst, coalesce_us=0, backend=SOURCE)
+    rx = RxConfig(name=spec.name, burst=burst, coalesce_us=0, backend=SOURCE, policy=policy)
     tx = TxConfig(name=spec.name, burst=burst, coalesce_us=0, ns_per_cycle=1e9 / s.tsc_hz,
                   outputs=[TxOutput(exit=e, backend={"kind": "null"}) for e in exits])
     rs = ReplicaSet(spec, len(cpus), rx, tx, cpus=cpus, burst=burst)

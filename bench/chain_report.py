@@ -75,7 +75,7 @@ def format_report(sections: dict[str, list[Cell]], ceilings: dict[str, Cell], fa
             lines += ["", *text_table(DETAIL_HEADER, _detail_rows(cells, ceil, hz))]
         elif section == "replicas":
             lines += ["", f"## replicas: K x IPTtlDecrementer, 64 B, one run-to-completion replica per core "
-                      f"(own source shard, CFS) vs Fig. 10 (d) (policy {args.fig10_policy})"]
+                      f"(own source shard) vs Fig. 10 (d), both policy {args.fig10_policy}"]
             lines += _pivot_table(cells)
             lines += ["", *replica_report(cells)]
         elif section == "sched":

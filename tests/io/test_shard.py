@@ -143,6 +143,8 @@ def test_open_rx_and_shard_bounds(pcap: Path, frames: list[bytes]) -> None:
         Shard(2, 2)
     with pytest.raises(ValueError, match="fanout group"):
         Shard(0, 2, 70_000)
+    with pytest.raises(ValueError, match="needs a fanout group"):  # before any socket is opened
+        open_rx({"kind": "afpacket", "iface": "lo"}, Shard(0, 2))
 
 
 def test_replayed_batches_carry_each_frames_flow_hash(pcap: Path, frames: list[bytes]) -> None:

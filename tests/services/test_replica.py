@@ -11,16 +11,19 @@ from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap, wrpcap
 
 from micronf.runtime.graph import EdgeSpec, GraphSpec, NodeSpec, chain_names, plan
-from micronf.runtime.launch import LaunchError
+from micronf.runtime.launch import GraphRuntime, LaunchError
 from micronf.services.config import RxConfig, TxConfig, TxOutput
-from micronf.services.replica import replica_spec
+from micronf.services.iomem import J_IDLE, J_STATE
+from micronf.services.replica import RX_SLOT, TX_SLOT, replica_spec
 from micronf.services.replicas import MergedStats, ReplicaSet
+from micronf.services.tx import counted_unfreed
 from tests import netns
 from tests.netns import NetLab, send_frames
 from tests.shards import flow_key, multi_flow_frames, ref_shard
@@ -208,3 +211,22 @@ def test_replicas_share_an_interface_by_flow_through_packet_fanout(lab: NetLab, 
     assert sorted(got[0] + got[1]) == sorted(expect)  # every frame once, transformed byte for byte
     for part in got:
         assert part == [f for f in expect if f in set(part)]  # per replica, in the order sent
+
+
+def test_a_paused_replica_holds_nothing() -> None:
+    spec = ttl_chain(2)
+    source = {"kind": "generator", "flows": 64, "templates": 4096, "sizes": [60], "protocols": {"udp": 1.0}}
+    rx = RxConfig(name="rep", burst=1024, coalesce_us=0, backend=source)
+    with ReplicaSet(spec, 2, rx, tx_config(spec), burst=1024) as rs:
+        g = rs.graphs[0]
+        line = g.io_line(RX_SLOT)
+        for _ in range(5):
+            time.sleep(0.05)
+            assert GraphRuntime.pause([line], timeout=10) == []  # paused between two steps
+            mem = g.memory()
+            assert int(mem.seg.view("rx.journal", np.int64)[J_STATE]) == J_IDLE
+            assert mem.pool.stats().in_use == int(g.ring_occupancy().sum())  # every buffer in a ring or free
+            assert g.counted_unfreed() == [0]
+            assert counted_unfreed(mem, len(exits(spec)), g.io_client_base + TX_SLOT, g.io_line(TX_SLOT)) == 0
+            GraphRuntime.resume([line])
+        assert rs.replica_stats(0).rx["frames"] > 0

@@ -56,6 +56,8 @@ def open_rx(spec: Mapping[str, Any] | BaseModel, shard: Shard = WHOLE) -> RxBack
     if isinstance(s, PcapRxSpec):
         return PcapRx(s, shard=shard)
     assert isinstance(s, AfPacketSpec)
+    if not shard.whole and shard.fanout_group is None:  # every replica's socket would get every frame
+        raise ValueError(f"an AF_PACKET input shared by {shard.count} replicas needs a fanout group")
     return AfPacketRx(s, None if shard.whole else shard.fanout_group)
 
 

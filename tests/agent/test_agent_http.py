@@ -47,7 +47,8 @@ def test_deploy_observe_scrape_remove_over_http(agent_url: str) -> None:
             break
         assert time.monotonic() < deadline, s.conservation
         time.sleep(0.1)
-    assert s.conservation.ok and s.tx["out"]["frames"] == s.rx["accepted"] - sum(s.drops.values())
+    # every frame is out or dropped with a reason (the Rx side's, e.g. entry_full on a busy machine, included)
+    assert s.conservation.ok and s.tx["out"]["frames"] == s.rx["frames"] - sum(s.drops.values())
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{agent_url}/metrics").text)}
     rx = {(smp.labels.get("node"), smp.name): smp.value for f in families.values() for smp in f.samples
           if smp.labels.get("deployment") == "http-e2e"}

@@ -15,6 +15,13 @@ Two steps, both free of processes and clocks (the caller passes the time):
 
 ``Deployment.autoscale`` reads the counters, applies the decisions and reports each back with
 :meth:`Autoscaler.done`.
+
+A replicated graph (mode ``replicas``) is scaled by the same :class:`Autoscaler`, its replicas being
+the instances of one target, :data:`REPLICAS`: :class:`ReplicaSampler` turns the frames its input
+lost (summed over the replicas: the kernel's full socket ring, an empty pool, a full entry ring) and
+each replica process's CPU time into a :class:`Sample` of that target. ``window`` samples in a row
+with input drops add a replica (``ReplicatedDeployment`` refuses it, and the cool-down starts, when
+no CPU is free); every replica lightly loaded for ``idle_window`` samples removes the newest.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from micronf.runtime.graph import GraphLayout, NodePlan
 from micronf.runtime.loop import RC_CYCLES, RC_EG_FULL0
 
 ENTRY = ("@rx", 0)  # the counter key of the Rx service's entry (drops because the entry ring was full)
+REPLICAS = "@replicas"  # the target whose instances are a replicated graph's replicas
 
 
 @dataclass(frozen=True)
@@ -138,3 +146,28 @@ class Autoscaler:
             self.streak[decision.node] = 0
             self.idle[decision.node] = 0
         self.cooldown_until[decision.node] = now + self.spec.cooldown_s
+
+
+@dataclass
+class ReplicaSampler:
+    """Reads a replicated graph into samples of the target :data:`REPLICAS` (see the module docstring)."""
+
+    last_at: float | None = None
+    drops: int | None = None  # input drops over every replica at the previous reading
+    cpu: dict[int, float] = field(default_factory=dict)  # replica process (pid) -> CPU seconds
+
+    def due(self, now: float, interval_s: float) -> bool:
+        return self.last_at is None or now - self.last_at >= interval_s
+
+    def read(self, *, drops: int, cpu_s: list[tuple[int, float]], now: float) -> Sample:
+        """A sample from ``drops``, the frames the input lost so far (every replica), and ``cpu_s``, per
+        replica its process's pid and CPU seconds so far (a new pid, a restarted replica, starts afresh)."""
+        elapsed = now - self.last_at if self.last_at is not None else 0.0
+        self.last_at = now
+        new = drops - (drops if self.drops is None else self.drops)
+        self.drops = drops
+        names = [f"r{i}" for i in range(len(cpu_s))]
+        busy = {name: (s - self.cpu.get(pid, s)) / elapsed if elapsed > 0 else 0.0
+                for name, (pid, s) in zip(names, cpu_s, strict=True)}
+        self.cpu = dict(cpu_s)
+        return Sample(drops={REPLICAS: max(new, 0)}, instances={REPLICAS: names}, busy=busy)

@@ -1,7 +1,8 @@
 """The agent: every graph deployed on this machine, and the thread that keeps them healthy.
 
 One ``Agent`` per machine (``micronf agent`` serves it over HTTP, see ``micronf.agent.server``).
-It validates and deploys graphs (:class:`~micronf.agent.deployment.Deployment`: all or nothing),
+It validates and deploys graphs (:class:`~micronf.agent.deployment.Deployment`, or for mode
+``replicas`` :class:`~micronf.agent.replicas.ReplicatedDeployment`: all or nothing),
 removes them, reports them, and runs one monitor thread that calls every deployment's
 supervision (restart dead processes) every ``tick_s`` and its autoscaler at the deployment's own
 interval. Deploy and remove are serialized with the monitor by one lock, so the monitor never
@@ -19,8 +20,10 @@ one whose creator is dead and which live processes still map is adopted — the 
 layout, the pids and the restart events are read back from it (:meth:`Deployment.adopt`), it
 becomes the owner, starts a new zygote and resumes supervision, stats and autoscaling; one nobody
 maps any more is removed; one that cannot be read back is stopped (its processes) and removed,
-never left running. Embedded use (``micronf run``) keeps the default ``detached=False``: the
-graphs end with the process, even on kill -9 (see ``micronf.runtime.zygote``).
+never left running. A replicated deployment's segments (``mnf-<id>-<name>.r<i>``) are adopted
+together, as long as one of them is still mapped (a replica that died meanwhile is restarted).
+Embedded use (``micronf run``) keeps the default ``detached=False``: the graphs end with the
+process, even on kill -9 (see ``micronf.runtime.zygote``).
 """
 
 from __future__ import annotations
@@ -31,15 +34,19 @@ import time
 from pathlib import Path
 
 from micronf import __version__
-from micronf.agent.deployment import SEGMENT_PREFIX, Deployment
+from micronf.agent.build import SEGMENT_PREFIX
+from micronf.agent.deployment import Deployment
 from micronf.agent.files import confine
 from micronf.agent.identity import check_identity, random_identity
+from micronf.agent.replicas import ReplicatedDeployment, base_segment
 from micronf.api.errors import DeploymentExistsError, DeploymentNotFoundError
 from micronf.api.models import DeploymentInfo, DeployRequest, GraphStats, Health
 from micronf.api.statedir import agent_data_dir
 from micronf.dataplane.segment import Segment, SegmentInfo, list_segments, segment_users, stop_processes
 
 log = logging.getLogger("micronf.agent")
+
+AnyDeployment = Deployment | ReplicatedDeployment
 
 
 class Agent:
@@ -55,7 +62,7 @@ class Agent:
         self.id = check_identity(agent_id) if agent_id is not None else random_identity()
         self.started = time.monotonic()
         self.data_dir = agent_data_dir() if data_dir is None else data_dir
-        self._deployments: dict[str, Deployment] = {}
+        self._deployments: dict[str, AnyDeployment] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self.tick_s = tick_s
@@ -69,13 +76,18 @@ class Agent:
 
     def _monitor(self) -> None:
         while not self._stop.wait(self.tick_s):
-            with self._lock:
-                for dep in list(self._deployments.values()):
-                    try:
-                        dep.supervise()
-                        dep.autoscale()
-                    except Exception:  # a bug here must not stop supervision of the other graphs
-                        log.exception("deployment %s: monitor step failed", dep.req.name)
+            self.tick()
+
+    def tick(self) -> None:
+        """One step of the monitor, now: every deployment's supervision, then its autoscaler (the monitor
+        thread calls this every ``tick_s``; with ``monitor=False`` the caller does)."""
+        with self._lock:
+            for dep in list(self._deployments.values()):
+                try:
+                    dep.supervise()
+                    dep.autoscale()
+                except Exception:  # a bug here must not stop supervision of the other graphs
+                    log.exception("deployment %s: monitor step failed", dep.req.name)
 
     def adopt_running(self) -> list[str]:
         """Adopt every graph left running by an agent that is gone; remove what cannot be adopted
@@ -85,43 +97,56 @@ class Agent:
             ours = f"{SEGMENT_PREFIX}{self.id}-"  # another agent's graphs are that agent's to adopt
             stale = [i for i in list_segments() if i.valid and not i.owner_alive and i.name.startswith(ours)]
             users = segment_users(i.path for i in stale)
+            groups: dict[str, list[SegmentInfo]] = {}  # a replicated deployment: one segment per replica
             for info in stale:
-                alive = {u.pid for u in users[info.path]}
-                if not alive:
-                    log.warning("segment %s: left by pid %d, no process maps it any more: removed", info.name,
-                                info.owner_pid)
-                    info.path.unlink(missing_ok=True)
+                groups.setdefault(base_segment(info.name), []).append(info)
+            for infos in groups.values():
+                alive = {info.name: {u.pid for u in users[info.path]} for info in infos}
+                if not any(alive.values()):
+                    for info in infos:
+                        log.warning("segment %s: left by pid %d, no process maps it any more: removed", info.name,
+                                    info.owner_pid)
+                        info.path.unlink(missing_ok=True)
                     continue
-                dep = self._adopt(info, alive)
+                dep = self._adopt(infos, alive)
                 if dep is not None:
                     self._deployments[dep.req.name] = dep
                     adopted.append(dep.req.name)
         return adopted
 
-    def _adopt(self, info: SegmentInfo, alive: set[int]) -> Deployment | None:
-        """Adopt the graph of ``info`` (``alive``: the pids mapping it), or stop and remove it."""
-        seg: Segment | None = None
+    def _adopt(self, infos: list[SegmentInfo], alive: dict[str, set[int]]) -> AnyDeployment | None:
+        """Adopt the graph of the segments ``infos`` (one, or a replicated graph's, whose replica
+        segments nobody maps any more are adopted too: their replicas are restarted); ``alive``: the
+        pids mapping each; or stop and remove it."""
+        segs: list[Segment] = []
         try:
-            seg = Segment.attach(info.name)
-            dep = Deployment.adopt(seg, alive, agent_id=self.id, detached=self.detached)
+            segs = [Segment.attach(info.name) for info in infos]
+            dep: AnyDeployment
+            if len(infos) == 1 and infos[0].name == base_segment(infos[0].name):
+                dep = Deployment.adopt(segs[0], alive[infos[0].name], agent_id=self.id, detached=self.detached)
+            else:
+                dep = ReplicatedDeployment.adopt([(seg, alive[seg.name]) for seg in segs], agent_id=self.id,
+                                                 detached=self.detached)
         except Exception as exc:  # whatever is unreadable in it: it must not be left running
-            log.error("segment %s: cannot adopt its graph (%s): stopping its %d processes and removing it",
-                      info.name, exc, len(alive))
-            stop_processes(alive)
-            if seg is not None:
+            pids = set().union(*alive.values())
+            log.error("segments %s: cannot adopt their graph (%s): stopping its %d processes and removing them",
+                      ", ".join(i.name for i in infos), exc, len(pids))
+            stop_processes(pids)
+            for seg in segs:
                 seg.close()
-            info.path.unlink(missing_ok=True)
+            for info in infos:
+                info.path.unlink(missing_ok=True)
             return None
-        running = sum(c is not None and c.poll() is None for c in [*dep.runtime.procs, *dep.services])
-        log.info("deployment %s: adopted from segment %s (left by pid %d), %d processes running",
-                 dep.req.name, info.name, info.owner_pid, running)
+        log.info("deployment %s: adopted from segments %s (left by pid %d), %d processes running", dep.req.name,
+                 ", ".join(i.name for i in infos), infos[0].owner_pid, dep.running())
         return dep
 
-    def _clear_stale_segment(self, dep: Deployment) -> None:
-        """Before creating ``dep``'s segment: one of that name left by a dead creator is removed when
+    def _clear_stale_segment(self, dep: AnyDeployment) -> None:
+        """Before creating ``dep``'s segments: one of such a name left by a dead creator is removed when
         no process maps it (never under a running graph: that one is adopted at start)."""
+        names = set(dep.segment_names)
         for info in list_segments():
-            if info.name != dep.runtime.segment_name or not info.valid or info.owner_alive:
+            if info.name not in names or not info.valid or info.owner_alive:
                 continue
             users = segment_users([info.path])[info.path]
             if users:
@@ -131,7 +156,7 @@ class Agent:
             log.warning("segment %s: left by pid %d, removed before deploying again", info.name, info.owner_pid)
             info.path.unlink(missing_ok=True)
 
-    def _get(self, name: str) -> Deployment:
+    def _get(self, name: str) -> AnyDeployment:
         dep = self._deployments.get(name)
         if dep is None:
             known = ", ".join(sorted(self._deployments)) or "none"
@@ -145,7 +170,8 @@ class Agent:
                 raise DeploymentExistsError(f"a deployment named {req.name!r} is already running; remove it first")
             t0 = time.monotonic()
             with confine(req, self.data_dir) as confined:  # capture files: inside the data directory
-                dep = Deployment(confined, agent_id=self.id, detached=self.detached)
+                dep: AnyDeployment = (ReplicatedDeployment if req.mode == "replicas" else Deployment)(
+                    confined, agent_id=self.id, detached=self.detached)
                 self._clear_stale_segment(dep)
                 dep.start()
             self._deployments[req.name] = dep

@@ -31,7 +31,15 @@ from functools import partial
 import numpy as np
 
 from micronf.agent.autoscaler import Autoscaler, Decision, Sampler
-from micronf.agent.limits import check_fits
+from micronf.agent.build import (
+    SEGMENT_PREFIX,
+    new_runtime,
+    read_record,
+    restart_event,
+    save_record,
+    validated_layout,
+    write_service_configs,
+)
 from micronf.agent.stats import GraphCounters
 from micronf.api.errors import DeploymentFailedError, InvalidDeploymentError
 from micronf.api.models import (
@@ -46,21 +54,16 @@ from micronf.dataplane import reclaim as reclaim_kernels
 from micronf.dataplane.control import ControlLine
 from micronf.dataplane.reclaim import complete_sync_marks, reclaim
 from micronf.dataplane.ring import HEAD
-from micronf.dataplane.segment import Segment, read_json, write_json
-from micronf.io.specs import check_rx, check_tx
+from micronf.dataplane.segment import Segment
 from micronf.ports.base import EG_BRANCH, IN_SYNC
-from micronf.runtime.graph import GraphError, plan
-from micronf.runtime.launch import GraphRuntime, LaunchError
-from micronf.runtime.nf import NFConfigError
+from micronf.runtime.launch import LaunchError
 from micronf.runtime.scaling import scale_in, scale_out
 from micronf.runtime.zygote import Child, ZygoteError
-from micronf.services.config import RxConfig, TxConfig, TxOutput, write_config
 from micronf.services.iomem import (
     RX_INDEX,
     TX_INDEX,
     TX_WORDS,
     calibrate_ns_per_cycle,
-    io_regions,
     read_error,
 )
 
@@ -68,8 +71,6 @@ log = logging.getLogger("micronf.agent")
 
 RX_SLOT, TX_SLOT = 0, 1
 RX_STAGE, TX_STAGE = "micronf.services.rx", "micronf.services.tx"  # run by the runtime's process runner
-AGENT_RECORD, RECORD_BYTES = "agent.record", 1 << 20  # segment region: what adopting the deployment needs
-SEGMENT_PREFIX = "mnf-"  # a deployment's segment is SEGMENT_PREFIX + "<agent id>-" + its name
 
 class Deployment:
     """A graph deployed on this machine (see the module docstring)."""
@@ -83,28 +84,19 @@ class Deployment:
         self.sampler = Sampler()
         self.autoscaler = Autoscaler(req.autoscale)
         self.scale_events: list[ScaleEventInfo] = []
-        try:
-            if req.rx is not None:
-                check_rx(req.rx)
-            for name, out in req.outputs.items():
-                check_tx(out.backend, where=f"outputs.{name}")
-            layout = plan(req.graph, capture_drops=req.capture_drops, on_full=req.on_full, spare_rings=64)
-        except (GraphError, NFConfigError, ValueError) as exc:
-            raise InvalidDeploymentError(str(exc)) from None
-        exits = [x.name for x in layout.exits]
-        unknown = sorted(set(req.outputs) - set(exits))
-        if unknown:
-            raise InvalidDeploymentError(f"outputs name exits the graph does not have: {', '.join(unknown)} "
-                                         f"(exits: {', '.join(exits)})")
-        self.exit_names = list(dict.fromkeys(exits))
-        segment = f"{SEGMENT_PREFIX}{agent_id}-{req.name}"
-        self.runtime = GraphRuntime(layout, segment=segment, pool_slots=req.pool_slots,
-                                    ring_capacity=req.ring_capacity, preload=(RX_STAGE, TX_STAGE),
-                                    extra_regions={**io_regions(), AGENT_RECORD: RECORD_BYTES},
-                                    frame_capacity=req.frame_capacity, detached=detached)
-        check_fits(self.runtime)  # before anything is created: a sparse tmpfs file would not say
+        layout, self.exit_names = validated_layout(req, req.graph)
+        self.runtime = new_runtime(req, layout, f"{SEGMENT_PREFIX}{agent_id}-{req.name}", preload=(RX_STAGE, TX_STAGE),
+                                   detached=detached)
         self.services: list[Child | None] = [None, None]
         self.ns_per_cycle = 1.0
+
+    @property
+    def segment_names(self) -> list[str]:
+        return [self.runtime.segment_name]
+
+    def running(self) -> int:
+        """How many of its processes run."""
+        return sum(c is not None and c.poll() is None for c in [*self.runtime.procs, *self.services])
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> None:
@@ -114,7 +106,7 @@ class Deployment:
             reclaim_kernels.warm()
             self.ns_per_cycle = calibrate_ns_per_cycle()
             self._save()
-            self._write_service_configs()
+            write_service_configs(g.segment(), self.req, self.exit_names, self.ns_per_cycle)
             g.start(timeout)
             self._start_service(TX_SLOT)  # the exits drain before the first frame enters
             self._wait_services(timeout, (TX_SLOT,))
@@ -126,34 +118,19 @@ class Deployment:
             raise DeploymentFailedError(f"deployment {self.req.name!r} did not start: {why or exc}") from None
 
     def _save(self) -> None:
-        """Store in the segment what a new agent needs to adopt this deployment (the request, the
-        calibration, when it was created, its restarts so far)."""
-        cfg = {"request": self.req.model_dump(mode="json"), "ns_per_cycle": self.ns_per_cycle,
-               "created_at": self.created_at, "restarts": [ev.model_dump(mode="json") for ev in self.restarts]}
-        write_json(self.runtime.segment(), AGENT_RECORD, cfg)
-
-    def _write_service_configs(self) -> None:
-        """Tell the Rx and Tx services what to do (they read nothing else of the request)."""
-        req = self.req
-        common = {"name": req.name, "burst": req.burst, "coalesce_us": req.io_coalesce_us, "policy": req.io_policy}
-        outputs = [TxOutput(exit=name, backend=out.backend, next_hop_mac=out.next_hop_mac) if out is not None
-                   else TxOutput(exit=name, backend=None)
-                   for name, out in ((n, req.outputs.get(n)) for n in self.exit_names)]
-        seg = self.runtime.segment()
-        write_config(seg, RxConfig(**common, cpu=req.rx_cpu, backend=req.rx, rules=req.rules))
-        write_config(seg, TxConfig(**common, cpu=req.tx_cpu, outputs=outputs, ns_per_cycle=self.ns_per_cycle))
+        """Store in the segment what a new agent needs to adopt this deployment (see ``build.save_record``)."""
+        save_record(self.runtime.segment(), self.req, ns_per_cycle=self.ns_per_cycle, created_at=self.created_at,
+                    restarts=self.restarts)
 
     @classmethod
     def adopt(cls, seg: Segment, alive: set[int], *, agent_id: str, detached: bool = True) -> Deployment:
         """The deployment running from ``seg`` since an earlier agent (see the module docstring);
         ``alive``: the pids that map the segment. Raises if the segment cannot be read back."""
-        cfg = read_json(seg, AGENT_RECORD)
-        dep = cls(DeployRequest.model_validate(cfg["request"]), agent_id=agent_id, detached=detached)
+        rec = read_record(seg)
+        dep = cls(rec.req, agent_id=agent_id, detached=detached)
         if dep.runtime.segment_name != seg.name:
             raise InvalidDeploymentError(f"segment {seg.name!r} does not hold deployment {dep.req.name!r}")
-        dep.created_at = float(cfg["created_at"])
-        dep.ns_per_cycle = float(cfg["ns_per_cycle"])
-        dep.restarts = [RestartEventInfo.model_validate(ev) for ev in cfg["restarts"]]
+        dep.created_at, dep.ns_per_cycle, dep.restarts = rec.created_at, rec.ns_per_cycle, rec.restarts
         for ev in dep.restarts:
             dep.restart_count[ev.process] = dep.restart_count.get(ev.process, 0) + 1
         io = dep.runtime.adopt(seg, alive)
@@ -280,13 +257,11 @@ class Deployment:
                   f"start {(time.monotonic() - t_reclaimed) * 1e3:.0f} ms")
         index = line.slot
         self.restart_count[index] = self.restart_count.get(index, 0) + 1
-        status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        event = RestartEventInfo(at=time.time(), process=index, nodes=nodes, exit_status=status,
-                                 reclaimed_buffers=reclaimed, downtime_ms=(time.monotonic() - t0) * 1e3)
+        event = restart_event(process=index, nodes=nodes, code=code, lost=reclaimed, since=t0)
         self.restarts.append(event)
         self._save()
         log.warning("deployment %s: %s %s; restarted in %.0f ms (%s), %d buffers reclaimed%s", self.req.name,
-                    "/".join(nodes), status, event.downtime_ms, phases, reclaimed,
+                    "/".join(nodes), event.exit_status, event.downtime_ms, phases, reclaimed,
                     f" (processes {stuck} did not pause: no reclaim)" if stuck else "")
 
     def _tx_counted_unfreed(self) -> int:
@@ -362,7 +337,8 @@ class Deployment:
                                      cpu=self.req.rx_cpu if slot == RX_SLOT else self.req.tx_cpu,
                                      policy=self.req.io_policy, restarts=self.restart_count.get(line.slot, 0)))
         return DeploymentInfo(
-            name=self.req.name, segment=g.segment_name, state="running" if self.state == "running" else "stopping",
+            name=self.req.name, segment=g.segment_name, segments=[g.segment_name],
+            state="running" if self.state == "running" else "stopping",
             created_at=self.created_at, entry=self.req.graph.entry,
             nodes=[n.name for n in g.layout.nodes if not n.retired], exits=self.exit_names,
             outputs={k: str(v.backend.get("kind")) for k, v in self.req.outputs.items()}, processes=procs)

@@ -17,6 +17,10 @@ single process starts:
 
 :func:`confine` returns the request with every file path replaced by its absolute resolved path
 (what the Rx/Tx services open) and the outputs it created (removed again if the deployment fails).
+A replicated deployment (mode ``replicas``) writes one file per replica, ``<stem>.r<i><suffix>``
+(:func:`replica_file`): each is created under the same rules, must be a plain file of that name (a
+symlink is refused: the replicas open the name derived from the output's path), and the output's
+path in the returned request is the common one, resolved up to its directory, never created.
 Every refusal is an :class:`~micronf.api.errors.InvalidDeploymentError` (HTTP 400) naming the
 field.
 """
@@ -39,7 +43,7 @@ _CAPTURE_MAGICS = frozenset(
 ) | {b"\x0a\x0d\x0d\x0a"}
 
 
-_FILE_OUTPUTS = ("pcap", "seqcheck")  # Tx backends that write a file: a pcap, a seqcheck state file
+FILE_OUTPUTS = ("pcap", "seqcheck")  # Tx backends that write a file: a pcap, a seqcheck state file
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -131,6 +135,35 @@ def create_output(where: str, data_dir: Path, value: object, *, overwrite: bool)
     return path, new
 
 
+def replica_file(path: str, index: int) -> str:
+    """The file replica ``index`` of a replicated deployment writes for an output named ``path``:
+    ``out.pcap`` → ``out.r0.pcap`` (the suffix kept, so tools still recognise the file)."""
+    p = PurePosixPath(path)
+    return str(p.with_name(f"{p.stem}.r{index}{p.suffix}"))
+
+
+def _create_replica_outputs(where: str, data_dir: Path, name: PurePosixPath, replicas: int, *,
+                            overwrite: bool) -> tuple[Path, list[Path]]:
+    """Create the per-replica files of output ``name`` (see the module docstring); returns the
+    output's common path (its directory resolved) and the files that are new."""
+    base = _inside(where, data_dir, name.parent) / name.name
+    names = [replica_file(str(name), i) for i in range(replicas)]
+    for i, n in enumerate(names):
+        if _inside(where, data_dir, PurePosixPath(n)) != Path(replica_file(str(base), i)):
+            raise InvalidDeploymentError(f"{where}: {_short(n)} is a symlink; a replica's output must be a plain file")
+    created = []
+    try:
+        for n in names:
+            path, new = create_output(where, data_dir, n, overwrite=overwrite)
+            if new:
+                created.append(path)
+    except BaseException:
+        for p in created:
+            p.unlink(missing_ok=True)
+        raise
+    return base, created
+
+
 @contextmanager
 def confine(req: DeployRequest, data_dir: Path) -> Iterator[DeployRequest]:
     """``req`` with its capture files checked and made absolute (see the module docstring).
@@ -141,7 +174,7 @@ def confine(req: DeployRequest, data_dir: Path) -> Iterator[DeployRequest]:
     created: list[Path] = []
     rx = req.rx
     rx_file = rx is not None and rx.get("kind") == "pcap" and "path" in rx
-    files = {x: o for x, o in req.outputs.items() if o.backend.get("kind") in _FILE_OUTPUTS and "path" in o.backend}
+    files = {x: o for x, o in req.outputs.items() if o.backend.get("kind") in FILE_OUTPUTS and "path" in o.backend}
     if not rx_file and not files:
         yield req
         return
@@ -159,9 +192,14 @@ def confine(req: DeployRequest, data_dir: Path) -> Iterator[DeployRequest]:
             if path in seen:
                 raise InvalidDeploymentError(f"{where}: the same file as {seen[path]}")
             seen[path] = where
-            path, new = create_output(where, data_dir, backend["path"], overwrite=out.overwrite)
-            if new:
-                created.append(path)
+            if req.mode == "replicas":
+                path, new_files = _create_replica_outputs(where, data_dir, _name(where, backend["path"]), req.replicas,
+                                                          overwrite=out.overwrite)
+                created += new_files
+            else:
+                path, new = create_output(where, data_dir, backend["path"], overwrite=out.overwrite)
+                if new:
+                    created.append(path)
             outputs[exit_name] = out.model_copy(update={"backend": {**backend, "path": str(path)}})
         if files:
             update["outputs"] = outputs

@@ -21,6 +21,9 @@ Every series carries ``deployment``; per-µNF series also ``node``, ``type`` and
   ``micronf_pool_{free,slots}``, ``micronf_pool_{allocations,alloc_failures}_total``,
   ``micronf_rx_service_total{counter}``, ``micronf_tx_service_total{output,counter}``, ``micronf_latency_seconds``,
   ``micronf_scale_events_total{node,action}``, ``micronf_reclaimed_buffers_total``.
+* replicas (a deployment of mode ``replicas``; every family above is then the sum over its replicas):
+  ``micronf_replica_rx_service_total{replica,counter}``, ``micronf_replica_tx_service_total{replica,output,counter}``,
+  ``micronf_replica_in_flight{replica}``, ``micronf_replica_conservation_ok{replica}``.
 * processes and agent: ``micronf_process_restarts_total{process,nodes}``, ``micronf_process_alive``,
   ``micronf_agent_uptime_seconds``, ``micronf_deployments``, ``micronf_processes``, ``micronf_processes_alive``.
 
@@ -148,13 +151,7 @@ def _graph(out: _Families, s: GraphStats) -> None:
     for key, (name, doc, is_counter) in _POOL.items():
         if key in s.pool:
             (out.counter if is_counter else out.gauge)(name, doc, dep, s.pool[key])
-    for key, n in s.rx.items():
-        out.counter("micronf_rx_service", "Rx service counters of the deployment, by counter.",
-                    {**dep, "counter": key}, n)
-    for output, counters in s.tx.items():
-        for key, n in counters.items():
-            out.counter("micronf_tx_service", "Tx service counters per output of the deployment, by counter.",
-                        {**dep, "output": output, "counter": key}, n)
+    _services(out, "micronf", "the deployment", dep, s.rx, s.tx)
     out.add(latency_histogram(s.name, s.latency))
     events = Counter((e.node, e.action) for e in s.scale_events)
     scalable = sorted({n.name for n in s.nodes if n.instance_of is None} | {node for node, _ in events})
@@ -164,6 +161,31 @@ def _graph(out: _Families, s: GraphStats) -> None:
                         {**dep, "node": node, "action": action}, events[node, action])
     out.counter("micronf_reclaimed_buffers", "Buffers reclaimed from crashed processes at their restart.", dep,
                 sum(r.reclaimed_buffers for r in s.restarts))
+    _replicas(out, s)
+
+
+def _services(out: _Families, prefix: str, of: str, labels: Mapping[str, str], rx: Mapping[str, int],
+              tx: Mapping[str, Mapping[str, int]]) -> None:
+    """The Rx and Tx services' counters ``of`` the deployment or of one replica."""
+    for key, n in rx.items():
+        out.counter(f"{prefix}_rx_service", f"Rx service counters of {of}, by counter.", {**labels, "counter": key}, n)
+    for output, counters in tx.items():
+        for key, n in counters.items():
+            out.counter(f"{prefix}_tx_service", f"Tx service counters per output of {of}, by counter.",
+                        {**labels, "output": output, "counter": key}, n)
+
+
+def _replicas(out: _Families, s: GraphStats) -> None:
+    """Each running replica's own figures (the graph's families hold their sums, those of replicas a
+    scale-in removed included: a removed replica's series end)."""
+    for r in s.replicas:
+        if r.retired:
+            continue
+        rep = {"deployment": s.name, "replica": str(r.index)}
+        _services(out, "micronf_replica", "one replica", rep, r.rx, r.tx)
+        out.gauge("micronf_replica_in_flight", "Packets inside one replica.", rep, r.conservation.in_flight)
+        out.gauge("micronf_replica_conservation_ok", "1 if rx == tx + dropped + in_flight holds for one replica.",
+                  rep, 1 if r.conservation.ok else 0)
 
 
 def latency_histogram(deployment: str, lat: LatencyStats) -> HistogramMetricFamily:

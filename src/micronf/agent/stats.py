@@ -61,8 +61,9 @@ class GraphCounters:
     (whose reclaimed buffers count as ``lost_in_crash``)."""
 
     def __init__(self, runtime: GraphRuntime, req: DeployRequest, exit_names: list[str],
-                 restarts: list[RestartEventInfo]) -> None:
+                 restarts: list[RestartEventInfo], *, io_burst: int | None = None) -> None:
         self.runtime = runtime
+        self.io_burst = max(req.burst, 256) if io_burst is None else io_burst  # frames an Rx/Tx burst moves
         self.req = req
         self.exit_names = exit_names
         self.restarts = restarts
@@ -103,7 +104,7 @@ class GraphCounters:
         g = self.runtime
         live = sum(1 for k, plan_ in enumerate(g.layout.processes)
                    if not all(g.layout.nodes[i].retired for i in plan_.nodes))
-        return 2 * max(self.req.burst, 256) + live * g.layout.burst
+        return 2 * self.io_burst + live * g.layout.burst
 
     def _conservation(self) -> Conservation:
         """Whether every accepted packet is accounted for, judged live without a torn snapshot.

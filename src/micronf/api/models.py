@@ -149,6 +149,7 @@ class ProcessInfo(BaseModel):
     cpu: int | None
     policy: str
     restarts: int
+    replica: int | None = Field(None, description="mode 'replicas': the replica this process runs")
 
 
 class ScaleEventInfo(BaseModel):
@@ -164,15 +165,21 @@ class RestartEventInfo(BaseModel):
     process: int
     nodes: list[str]
     exit_status: str
-    reclaimed_buffers: int
+    reclaimed_buffers: int = Field(description="packets the dead process held that were lost (counted as "
+                                   "'<nodes>.lost_in_crash'); buffers it had already counted as sent or dropped "
+                                   "are reclaimed too but not counted again")
     downtime_ms: float
+    replica: int | None = Field(None, description="mode 'replicas': the replica whose process died")
 
 
 class DeploymentInfo(BaseModel):
     """A deployment as the agent runs it."""
 
     name: str
-    segment: str
+    segment: str = Field(description="its shared-memory segment (mode 'replicas': replica 0's)")
+    segments: list[str] = Field(default_factory=list, description="every segment of the deployment: its one, "
+                                "or (mode 'replicas') each replica's in replica order")
+    mode: Literal["pipelined", "replicas"] = "pipelined"
     state: Literal["running", "stopping"]
     created_at: float
     entry: str
@@ -234,7 +241,24 @@ class Conservation(BaseModel):
     ok: bool
 
 
+class ReplicaStats(BaseModel):
+    """One replica of a replicated graph: its own counters (the graph's are their sums)."""
+
+    index: int
+    segment: str
+    cpu: int
+    rx: dict[str, int]
+    tx: dict[str, dict[str, int]]
+    drops: dict[str, int]
+    nodes: list[NodeStatsInfo]
+    conservation: Conservation
+    retired: bool = Field(False, description="a scale-in removed it: its final figures (still in the sums)")
+
+
 class GraphStats(BaseModel):
+    """Every counter of a deployment; a replicated one reads as one graph (every counter the sum over
+    its replicas, conservation judged for each), with each replica's own in ``replicas``."""
+
     name: str
     at: float
     rx: dict[str, int]
@@ -246,6 +270,7 @@ class GraphStats(BaseModel):
     conservation: Conservation
     scale_events: list[ScaleEventInfo]
     restarts: list[RestartEventInfo]
+    replicas: list[ReplicaStats] = Field(default_factory=list, description="mode 'replicas': per replica")
 
 
 class Health(BaseModel):

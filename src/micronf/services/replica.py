@@ -150,8 +150,14 @@ class ReplicaStage:
             while self.tx.step() >= self.tx.burst:
                 pass
             got = 0
-        else:
-            got = self.rx.step()
+        else:  # a whole burst: a replayed source hands out at most one pass over its frames per call (a
+            # generator shard of 500 templates: 500), and a step that small would be moderated like a trickle
+            got = 0
+            while got < self.rx.burst:
+                n = self.rx.step(self.rx.burst - got)
+                if n == 0:
+                    break
+                got += n
         ctrl, entry = self.ctrl, self.entry
         waiting = ctrl.item(entry, HEAD) - ctrl.item(entry, TAIL)  # this burst, or what a crash left
         if waiting:

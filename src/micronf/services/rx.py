@@ -255,11 +255,12 @@ class RxStage:
         self.args = (mem.pool.arrays, mem.rings.ctrl, mem.rings.slots, mem.seg.view("entries", np.int64), journal)
         self.next_stats = 0.0
 
-    def step(self) -> int:
+    def step(self, limit: int = 0) -> int:
+        """One backend burst of at most ``limit`` frames (0: the service's burst) into the graph."""
         backend, stats = self.backend, self.stats
         if backend is None:
             return 0
-        b = backend.recv(self.burst)
+        b = backend.recv(limit or self.burst)
         if time.monotonic() >= self.next_stats:  # what the backend lost before us (e.g. a full kernel ring)
             stats[RX_INDEX["kernel_drops"]] = self.kernel_drops + backend.stats().get("kernel_drops", 0)
             self.next_stats = time.monotonic() + 0.1

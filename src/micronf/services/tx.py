@@ -33,6 +33,7 @@ from micronf.io.backend import TxBackend
 from micronf.io.pcap_write import PcapWriter
 from micronf.io.sequence import warm as warm_sequence
 from micronf.io.specs import open_tx
+from micronf.io.trace import batch_bytes
 from micronf.runtime.privileges import drop_for_service
 from micronf.runtime.process import Pacing
 from micronf.runtime.scheduling import apply_scheduling
@@ -137,6 +138,7 @@ def warm(segment: str) -> None:
     # dropped root (see the module docstring) it can neither read numba's cache nor write it.
     with PcapWriter(os.devnull) as writer:
         writer.write_pool(mem.pool.arrays, held[0], 0)
+    batch_bytes(mem.pool.arrays.words, held[0], 0)  # the pcap and null sinks' byte count
     warm_afpacket_tx(mem.pool.arrays)
     warm_sequence(mem.pool.arrays)  # the seqcheck sink
 

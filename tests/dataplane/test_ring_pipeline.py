@@ -30,7 +30,7 @@ def _pipeline() -> ModuleType:
 def test_every_packet_is_delivered_or_in_flight_and_seen_by_every_stage(stages: int, burst: int) -> None:
     rp = _pipeline()
     cfg = rp.PipelineConfig(stages=stages, burst=burst, ring_capacity=256)
-    res = rp.run_pipeline(cfg, seconds=0.3, warmup=0.1)
-    assert res.packets > 0 and res.delivered > 0
+    res = rp.run_pipeline(cfg, seconds=1.0, warmup=0.2)
+    assert res.delivered > 0  # (not a rate: on a shared machine a stage may wait for a CPU a while)
     assert res.marker_errors == 0
     assert res.allocated == res.delivered + res.in_flight

@@ -64,9 +64,9 @@ class Outcome:
 
 
 @contextmanager
-def _fused(layout: GraphLayout) -> Iterator[tuple[GraphMemory, UnfStage]]:
+def _fused(layout: GraphLayout, ring_capacity: int = 1024) -> Iterator[tuple[GraphMemory, UnfStage]]:
     """The layout's one fused process, run in this process over a fresh segment."""
-    g = GraphRuntime(layout, unprivileged=False)
+    g = GraphRuntime(layout, unprivileged=False, ring_capacity=ring_capacity)
     mem = g.create()
     try:
         yield mem, UnfStage(mem, g.line(0), 0, iters=1)
@@ -74,10 +74,11 @@ def _fused(layout: GraphLayout) -> Iterator[tuple[GraphMemory, UnfStage]]:
         g.close()
 
 
-def _run(layout: GraphLayout, batches: Sequence[Sequence[bytes]], *, hand_off: bool) -> Outcome:
+def _run(layout: GraphLayout, batches: Sequence[Sequence[bytes]], *, hand_off: bool,
+         ring_capacity: int = 1024) -> Outcome:
     """Feed each batch whole, one stage step per batch; drain the exits. ``hand_off=False`` clears
     every stage's local column, so every batch takes the per-packet routing."""
-    with _fused(layout) as (mem, stage):
+    with _fused(layout, ring_capacity) as (mem, stage):
         if not hand_off:
             stage.stages = [s._replace(local_col=np.full_like(s.local_col, -1)) for s in stage.stages]
         entry = mem.rings[layout.entry_ring]
@@ -244,3 +245,17 @@ def test_hand_off_by_a_second_label_to_a_node_of_another_type() -> None:
     assert ttl[RC_EG_SENT0 + 0] == n_expired  # egress 0: the in-process hand-off to swap
     assert swap[RC_RX] == swap[RC_TX] == n_expired and swap[RC_BATCHES] == 2
     assert fast.in_use == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_whole_batch_its_exit_ring_cannot_take_is_freed_and_counted_full() -> None:
+    """The last µNF sends a one-label batch from where it is; what the exit ring refuses (drop
+    policy) is freed and counted per egress, as the per-packet routing counts it."""
+    layout = plan(chain_spec(CHAIN, cluster="all", burst=BURST), on_full="drop")
+    batches = [[_ipv4(b * BURST + i, 64) for i in range(BURST)] for b in range(3)]
+    got = _run(layout, batches, hand_off=True, ring_capacity=BURST)  # the exits are drained only at the end
+    swap = got.rc["MacSwapper"]
+    assert len(got.exits["out"]) == BURST and got.exits["out"] == _exits_by_walk(layout, batches)["out"][:BURST]
+    assert swap[RC_RX] == 3 * BURST and swap[RC_TX] == BURST and swap[RC_FULL] == 2 * BURST
+    assert swap[RC_EG_SENT0] == BURST and swap[RC_EG_FULL0] == 2 * BURST and swap[RC_VERDICT0] == 3 * BURST
+    assert got.in_use == 0  # the refused buffers went back to the pool

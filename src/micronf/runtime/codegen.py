@@ -20,8 +20,11 @@ rx burst → kernel (with pipelined prefetch if asked) → forget the parse cach
 kernel at once (run-to-completion inside the cluster). Between fused µNFs, a batch whose verdicts
 are all the label to the next one (:func:`pass_local`: counted per batch) is handed on as it is:
 the next kernel runs on the same handles array (``h<j>`` names the array stage j's batch is in),
-no routing step (per packet ~14 cycles, more than an IPTtlDecrementer kernel). The clock is read
-once per stage, each stage's end being the next one's start. Yield when every ingress was empty
+no routing step (per packet ~14 cycles, more than an IPTtlDecrementer kernel); a mixed batch is
+routed by :func:`route_batch_call`. The last µNF routes every batch, with :func:`route_batch`
+inlined (a call copies the stage and pool tuples per batch; inlining it at every stage instead
+would cost seconds of compilation each). The clock is read once per stage, each stage's end being
+the next one's start. Yield when every ingress was empty
 (paper §VI-E), and after ``yield_every`` busy batches if asked. After ``idle_polls`` empty polls in
 a row the loop sleeps ``idle_sleep_us`` per poll instead of spinning (0 disables): an idle graph
 then costs almost no CPU on a shared machine, and sustained traffic never triggers it.
@@ -57,6 +60,7 @@ from micronf.dataplane.pool import pkt_forget_parse
 from micronf.ports.dispatch import ingress_rx
 from micronf.runtime.loop import (
     RC_BATCHES, RC_CYCLES, RC_IDLE, RC_IDLE_RUN, RC_RX, RC_YIELDS, pass_local, prefetch_range, route_batch,
+    route_batch_call,
 )
 '''
 
@@ -74,7 +78,7 @@ _FIRST_KERNEL = '''{pad}if prefetch_n > 0:  # §V-A: the frames come from anothe
 '''
 _NEXT_KERNEL = '''{pad}_K{j}(p, h{j}, n{j}, s{j}.verdicts, t{j}, s{j}.nfc)
 '''
-_ROUTE = '''{pad}n{k} = route_batch(p, rctrl, rslots, s{j}, h{j}, n{j}, {ingress}, {local_out}, client, ctl, stop_word)
+_ROUTE = '''{pad}n{k} = {route}(p, rctrl, rslots, s{j}, h{j}, n{j}, {ingress}, {local_out}, client, ctl, stop_word)
 '''
 _HAND_OFF = '''{pad}if pass_local(s{j}, n{j}, {ingress}):  # all to the next µNF: no routing, no copy
 {pad}    n{k} = n{j}
@@ -147,10 +151,12 @@ def loop_source(classes: Sequence[type[MicroNF]]) -> str:
         forget = f"{pad}pkt_forget_parse(p, h{j}, n{j})\n" if classes[j].descriptor.writes_past_l2 else ""
         kernel = (_FIRST_KERNEL if j == 0 else _NEXT_KERNEL).format(pad=pad, j=j)
         if j + 1 < m:
-            route = _ROUTE.format(pad=pad + "    ", j=j, k=j + 1, ingress=ingress, local_out=f"s{j + 1}.handles")
+            route = _ROUTE.format(pad=pad + "    ", j=j, k=j + 1, route="route_batch_call", ingress=ingress,
+                                  local_out=f"s{j + 1}.handles")
             route = _HAND_OFF.format(pad=pad, j=j, k=j + 1, ingress=ingress, route=route)
         else:
-            route = _ROUTE.format(pad=pad, j=j, k=j + 1, ingress=ingress, local_out=f"s{j}.freebuf")
+            route = _ROUTE.format(pad=pad, j=j, k=j + 1, route="route_batch", ingress=ingress,
+                                  local_out=f"s{j}.freebuf")
         body.append(_STAGE.format(pad=pad, j=j, kernel=kernel, forget=forget, route=route))
         if j + 1 < m:
             body.append(f"{pad}if n{j + 1} > 0:")

@@ -13,7 +13,7 @@ For every (policy, K, burst) the two implementations run alternately (numba, C, 
 is also checked: pool conservation (``allocated == delivered + in_flight``) and zero marker
 errors (every stage saw every packet); a violation is flagged loudly and makes the exit status 1.
 
-Target: micronf >= 0.8x C for K = 1..4 at burst 64, same policy on both sides.
+Target: micronf >= 0.9x C for K = 1..4 at burst 64, same policy on both sides (issue 14; it was 0.8x).
 
 Noise: with more stages than CPUs, stages share cores and the rate of a run depends on the order
 in which the scheduler cycles them (fixed when the run starts), so runs of *either* side are often
@@ -58,7 +58,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 C_SOURCE = BENCH_DIR / "ring_ref.c"
 SRC_DIR = BENCH_DIR.parent / "src"
 TARGET_BURST = 64
-TARGET_RATIO = 0.8
+TARGET_RATIO = 0.9
 
 
 def _ensure_micronf_importable() -> None:

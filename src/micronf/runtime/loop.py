@@ -6,7 +6,15 @@ kernel as a compile-time constant (numba caches it then); everything generic liv
 - :func:`route_batch` turns one verdict per packet into egress bursts through the ingress→egress
   mapping table (§IV-C3), applies each egress's full policy, returns dropped buffers to the pool
   and counts everything, so that at every return to Python
-  ``rx == tx + dropped + unconnected + full + bad_verdict`` holds for the stage.
+  ``rx == tx + dropped + unconnected + full + bad_verdict`` holds for the stage. It is inlined
+  into the generated loop (a process's last µNF routes every batch), and sends a batch whose
+  verdicts are all one label to a ring egress from where it is, without the per-packet pass;
+  :func:`route_batch_call` is the same as a call, for the stages before the last.
+- :func:`pass_local` is the free hand-off between fused µNFs: when every verdict of a batch is the
+  label routed to the next fused µNF (the common case in a chain), it counts the batch as
+  :func:`route_batch` would, in a few additions instead of per packet, and the generated loop runs
+  the next kernel on the same handles array (no routing, no copy). Measured on a fused chain of
+  IPTtlDecrementers: each further µNF cost ~25 cycles/packet with the per-packet routing step.
 - :func:`prefetch_range` is the §V-A cache prefetch; the generated loop pipelines it: with
   ``prefetch = k`` it prefetches the first k frames, then runs the kernel on k packets at a time
   while the next k are being fetched.
@@ -25,7 +33,16 @@ from numba import njit
 
 from micronf.dataplane.atomics import load_acquire, prefetch, sched_yield
 from micronf.dataplane.pool import DATA_OFF, PoolArrays, pool_free
-from micronf.ports.base import EG_KIND, EG_LOCAL, EG_ON_FULL, FULL_WAIT, MAX_EG, MAX_VERDICTS, ROUTE_UNCONNECTED
+from micronf.ports.base import (
+    EG_KIND,
+    EG_LOCAL,
+    EG_ON_FULL,
+    FULL_WAIT,
+    MAX_EG,
+    MAX_VERDICTS,
+    ROUTE_FREE,
+    ROUTE_UNCONNECTED,
+)
 from micronf.ports.dispatch import egress_prepare, egress_tx
 from micronf.ports.pp import RingCtrl, RingSlots
 
@@ -68,6 +85,7 @@ class StageArrays(NamedTuple):
     scratch: npt.NDArray[np.uint32]  # [MAX_FANOUT, burst] load-balancer buckets
     freebuf: Handles  # [burst]
     nfc: I64  # the µNF's own counters (shared memory)
+    local_col: I64  # [max(n_in, 1)] per ingress: the label column routed to the next fused µNF, -1 if none
 
 
 @njit(cache=True, nogil=True)
@@ -83,19 +101,61 @@ def prefetch_range(p: PoolArrays, handles: Handles, begin: int, end: int) -> Non
         prefetch(slot, DATA_OFF + 128)
 
 
-@njit(cache=True, nogil=True)
-def route_batch(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, s: StageArrays, n: int, ingress: int,
-                local_out: Handles, client: int, ctl: I64, stop_word: int) -> int:
-    """Route ``s.handles[0:n]`` by ``s.verdicts``; returns how many went to ``local_out`` (fused next µNF).
+@njit(cache=True, nogil=True, inline="always")
+def uniform_label(verdicts: npt.NDArray[np.int32], n: int, n_labels: int) -> int:
+    """The label every verdict of ``verdicts[0:n]`` is, or -1 (none: mixed, a drop, or ``n == 0``)."""
+    if n == 0:
+        return -1
+    first = verdicts[0]
+    diff = np.int32(0)
+    for i in range(n):  # no early exit: the loop vectorizes, and the common case reads every verdict anyway
+        diff |= verdicts[i] ^ first
+    return int(first) if diff == 0 and 0 <= first < n_labels else -1
 
-    The generated loop, its only caller, passes borrowed arrays (``micronf.dataplane.borrow``), so
-    the egress and ring calls made here per batch count no references."""
+
+@njit(cache=True, nogil=True, inline="always")  # a call would copy the whole stage tuple, per batch
+def pass_local(s: StageArrays, n: int, ingress: int) -> bool:
+    """True when every verdict of ``s.verdicts[0:n]`` is the label routed from ``ingress`` to the next
+    fused µNF (``s.local_col``); the batch is then counted exactly as :func:`route_batch` counts it
+    (verdict column, egress sent, tx) and the packets stay where they are, for the next kernel.
+    False (nothing counted) otherwise: the caller routes the batch with :func:`route_batch`."""
+    col = s.local_col[ingress]
+    if col < 0 or uniform_label(s.verdicts, n, s.n_labels) != col:
+        return False
     rc = s.rc
+    rc[RC_VERDICT0 + col] += n
+    rc[RC_EG_SENT0 + s.route[ingress, col]] += n
+    rc[RC_TX] += n
+    return True
+
+
+@njit(cache=True, nogil=True, inline="always")  # a call would copy the pool's and the stage's tuples, per batch
+def route_batch(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, s: StageArrays, handles: Handles, n: int,
+                ingress: int, local_out: Handles, client: int, ctl: I64, stop_word: int) -> int:
+    """Route ``handles[0:n]`` (the stage's batch: its own ``s.handles``, or the array an earlier fused
+    µNF passed on whole) by ``s.verdicts``; returns how many went to ``local_out`` (fused next µNF).
+
+    A batch whose verdicts are all one label routed to a ring egress (what a process's last µNF
+    sends, most batches) goes out from where it is: no per-packet pass, no staging copy. With the
+    inlining, a process's last µNF costs ~10 cycles/packet less (IPTtlDecrementer alone: ~25 -> ~15).
+
+    The generated loop, its only caller (directly or through :func:`route_batch_call`), passes
+    borrowed arrays (``micronf.dataplane.borrow``), so the egress and ring calls made here per
+    batch count no references."""
+    rc = s.rc
+    label = uniform_label(s.verdicts, n, s.n_labels)
+    whole = s.route[ingress, label] if label >= 0 else ROUTE_FREE
+    if whole >= 0 and s.eg_tab[whole, EG_KIND] != EG_LOCAL:
+        rc[RC_VERDICT0 + label] += n
+        nfree = _send(p, rctrl, rslots, s, whole, handles, n, ctl, stop_word, 0)
+        if nfree > 0:
+            pool_free(p, client, s.freebuf, nfree)
+        return 0
     n_cols = s.route.shape[1]
     nfree = 0
     nlocal = 0
     for i in range(n):
-        h = s.handles[i]
+        h = handles[i]
         v = np.int64(s.verdicts[i])
         col = v if v >= 0 else s.n_labels - 1 - v
         if col < 0 or col >= n_cols:
@@ -126,22 +186,40 @@ def route_batch(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, s: StageArray
         if c == 0:
             continue
         s.counts[e] = 0
-        row = s.eg_tab[e]
-        burst = s.staging[e]
-        egress_prepare(p, row, burst, c)
-        left = egress_tx(p, rctrl, rslots, row, s.cursor, e, burst, c, s.scratch)
-        if left > 0 and row[EG_ON_FULL] == FULL_WAIT:
-            while left > 0 and load_acquire(ctl, stop_word) == 0:
-                sched_yield()
-                rc[RC_YIELDS] += 1
-                left = egress_tx(p, rctrl, rslots, row, s.cursor, e, burst, left, s.scratch)
-        for j in range(left):
-            s.freebuf[nfree] = burst[j]
-            nfree += 1
-        rc[RC_FULL] += left
-        rc[RC_EG_FULL0 + e] += left
-        rc[RC_EG_SENT0 + e] += c - left
-        rc[RC_TX] += c - left
+        nfree = _send(p, rctrl, rslots, s, e, s.staging[e], c, ctl, stop_word, nfree)
     if nfree > 0:
         pool_free(p, client, s.freebuf, nfree)
     return nlocal
+
+
+@njit(cache=True, nogil=True)
+def route_batch_call(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, s: StageArrays, handles: Handles, n: int,
+                     ingress: int, local_out: Handles, client: int, ctl: I64, stop_word: int) -> int:
+    """:func:`route_batch` as a call, for the stages before a process's last: most of their batches
+    are handed on by :func:`pass_local`, and an inlined copy per stage costs seconds of compilation."""
+    nlocal: int = route_batch(p, rctrl, rslots, s, handles, n, ingress, local_out, client, ctl, stop_word)
+    return nlocal
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _send(p: PoolArrays, rctrl: RingCtrl, rslots: RingSlots, s: StageArrays, e: int, burst: Handles, c: int,
+          ctl: I64, stop_word: int, nfree: int) -> int:
+    """Send ``burst[0:c]`` on egress ``e`` with its full policy (wait, or give up what did not fit
+    into ``s.freebuf`` after the ``nfree`` already there) and count it; returns the new ``nfree``."""
+    rc = s.rc
+    row = s.eg_tab[e]
+    egress_prepare(p, row, burst, c)
+    left = egress_tx(p, rctrl, rslots, row, s.cursor, e, burst, c, s.scratch)
+    if left > 0 and row[EG_ON_FULL] == FULL_WAIT:
+        while left > 0 and load_acquire(ctl, stop_word) == 0:
+            sched_yield()
+            rc[RC_YIELDS] += 1
+            left = egress_tx(p, rctrl, rslots, row, s.cursor, e, burst, left, s.scratch)
+    for j in range(left):
+        s.freebuf[nfree] = burst[j]
+        nfree += 1
+    rc[RC_FULL] += left
+    rc[RC_EG_FULL0 + e] += left
+    rc[RC_EG_SENT0 + e] += c - left
+    rc[RC_TX] += c - left
+    return nfree

@@ -10,8 +10,8 @@ from micronf.dataplane.control import ControlBlock
 from micronf.dataplane.pool import PacketPool
 from micronf.dataplane.ring import RingTable
 from micronf.dataplane.segment import Segment, read_json, write_json
-from micronf.ports.base import MAX_EG, MAX_FANOUT, TABLE_WORDS
-from micronf.ports.table import PortTable
+from micronf.ports.base import EG_KIND, EG_LOCAL, MAX_EG, MAX_FANOUT, TABLE_WORDS
+from micronf.ports.table import PortSnapshot, PortTable
 from micronf.runtime.graph import GraphLayout, NodePlan
 from micronf.runtime.loop import RC_WORDS, StageArrays
 from micronf.runtime.nf import MicroNF, nf_class
@@ -69,14 +69,29 @@ class GraphMemory:
         return self.seg.view(f"nf{node.index}.nc", np.int64)
 
 
+def local_columns(snap: PortSnapshot, n_labels: int) -> np.ndarray:
+    """Per ingress row of ``snap``'s route table: the first label column routed to an in-process
+    (``EG_LOCAL``) egress, i.e. to the next fused µNF, or -1. The hot loop's free hand-off
+    (:func:`~micronf.runtime.loop.pass_local`) takes a batch whose verdicts are all that label."""
+    cols = np.full(snap.route.shape[0], -1, dtype=np.int64)
+    for row, routes in enumerate(snap.route):
+        for col in range(min(n_labels, routes.shape[0])):
+            e = int(routes[col])
+            if e >= 0 and snap.eg_tab[e, EG_KIND] == EG_LOCAL:
+                cols[row] = col
+                break
+    return cols
+
+
 def build_stage(mem: GraphMemory, node: NodePlan, nf: MicroNF, burst: int) -> StageArrays:
     """The hot loop's arrays for ``node`` from the current port table."""
     snap = mem.port_table(node).snapshot()
+    n_labels = len(type(nf).labels)
     return StageArrays(
         in_tab=snap.in_tab,
         eg_tab=snap.eg_tab,
         route=snap.route,
-        n_labels=len(type(nf).labels),
+        n_labels=n_labels,
         cursor=np.zeros(MAX_EG, dtype=np.int64),
         rc=mem.runtime_counters(node),
         handles=np.empty(burst, dtype=np.uint32),
@@ -86,6 +101,7 @@ def build_stage(mem: GraphMemory, node: NodePlan, nf: MicroNF, burst: int) -> St
         scratch=np.empty((MAX_FANOUT, burst), dtype=np.uint32),
         freebuf=np.empty(burst, dtype=np.uint32),
         nfc=mem.nf_counters(node),
+        local_col=local_columns(snap, n_labels),
     )
 
 

@@ -117,7 +117,7 @@ def test_the_generated_loop_forgets_after_writers_past_l2_only() -> None:
     def forgets(classes: list[type[MicroNF]]) -> list[str]:
         return [line.strip() for line in loop_source(classes).splitlines() if line.strip().startswith("pkt_forget")]
 
-    assert forgets([IPTtlDecrementer, CountUrl]) == ["pkt_forget_parse(p, s0.handles, n0)"]  # writes L3
+    assert forgets([IPTtlDecrementer, CountUrl]) == ["pkt_forget_parse(p, h0, n0)"]  # writes L3
     assert forgets([MacSwapper, HttpClassifier, CountUrl]) == []  # L2 writes move no header
 
 

@@ -25,12 +25,13 @@ def live_run(shm_dir: Path) -> Owner:
 
 
 def chain_run(shm_dir: Path, tmp: Path) -> Owner:
-    """A ``micronf chain`` of two µNF processes replaying a capture for minutes."""
+    """A ``micronf chain`` of two µNF processes (``--processes``: by default a chain runs in its own
+    process, with nothing to outlive it) replaying a capture for minutes."""
     pkts = [Ether() / IP(src="10.0.0.1", dst=f"10.0.1.{i % 200}", ttl=64) / UDP(sport=1000 + i, dport=53)
             for i in range(64)]
     wrpcap(str(tmp / "in.pcap"), pkts)
     return Owner(shm_dir, "chain", "CheckIPHeader -> IPTtlDecrementer", "--pcap", str(tmp / "in.pcap"),
-                 "--out", str(tmp / "out"), "--loop", "100000000")
+                 "--out", str(tmp / "out"), "--loop", "100000000", "--processes")
 
 
 @pytest.mark.parametrize("kind", ["run", "chain"])

@@ -19,9 +19,11 @@ from tests.procs import Owner, cmdlines, marked, wait_for
 
 pytestmark = [pytest.mark.timeout(300)]
 
-def live_run(shm_dir: Path) -> Owner:
-    """A ``micronf run`` that would go on for minutes: a paced generator and a long --seconds."""
-    return Owner(shm_dir, "run", "--packets", "10000000", "--rate", "2000", "--seconds", "600")
+def live_run(shm_dir: Path, mode: str = "pipelined") -> Owner:
+    """A ``micronf run`` that would go on for minutes: a paced generator and a long --seconds; ``mode``
+    "replicas": two replicas (two segments, each a zygote and one replica process)."""
+    arrange = ["--mode", "replicas", "--replicas", "2"] if mode == "replicas" else ["--mode", mode]
+    return Owner(shm_dir, "run", "--packets", "10000000", "--rate", "2000", "--seconds", "600", *arrange)
 
 
 def chain_run(shm_dir: Path, tmp: Path) -> Owner:
@@ -34,16 +36,18 @@ def chain_run(shm_dir: Path, tmp: Path) -> Owner:
                  "--out", str(tmp / "out"), "--loop", "100000000", "--processes")
 
 
-@pytest.mark.parametrize("kind", ["run", "chain"])
+@pytest.mark.parametrize("kind", ["run", "replicas", "chain"])
 def test_kill9_of_the_owner_ends_every_process_and_gc_removes_the_segment(shm_dir: Path, tmp_path: Path,
                                                                          kind: str) -> None:
-    owner = live_run(shm_dir) if kind == "run" else chain_run(shm_dir, tmp_path)
+    owner = chain_run(shm_dir, tmp_path) if kind == "chain" else live_run(shm_dir, kind.replace("run", "pipelined"))
+    segments = 2 if kind == "replicas" else 1
     try:
-        # run: zygote + 1 fused µNF process (2 CPUs) or more + Rx + Tx; chain: zygote + 2 µNFs
-        owner.wait_running(4 if kind == "run" else 3)
+        # run: zygote + 1 fused µNF process (2 CPUs) or more + Rx + Tx; replicas: 2 x (zygote + replica);
+        # chain: zygote + 2 µNFs
+        owner.wait_running(3 if kind == "chain" else 4)
         started = [p for p in marked(owner.mark) if p != owner.proc.pid]
         assert any("micronf.runtime.zygote" in c for c in cmdlines(started))
-        assert len(owner.segments()) == 1
+        assert len(owner.segments()) == segments
         os.kill(owner.proc.pid, signal.SIGKILL)
         owner.proc.wait()  # not communicate(): processes left behind would hold its pipes open
         took = wait_for(lambda: not marked(owner.mark), 2.0, f"{cmdlines(marked(owner.mark))} to exit")
@@ -51,7 +55,7 @@ def test_kill9_of_the_owner_ends_every_process_and_gc_removes_the_segment(shm_di
         assert took < 1.0
         gc = owner.gc()
         assert gc.returncode == 0, gc.stdout + gc.stderr
-        assert "1 segment(s) removed" in gc.stdout
+        assert f"{segments} segment(s) removed" in gc.stdout
         assert owner.segments() == []
     finally:
         owner.kill_all()

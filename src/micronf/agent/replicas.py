@@ -154,6 +154,7 @@ class ReplicatedDeployment:
         self.detached = detached
         self.created_at = time.time()
         self.state: str = "running"
+        self.input_paused = False  # set by pause_input: no autoscaling (resharding) from then on
         self.ns_per_cycle = 1.0
         self.scale_events: list[ScaleEventInfo] = []
         self.autoscaler = Autoscaler(req.autoscale)
@@ -355,7 +356,8 @@ class ReplicatedDeployment:
         autoscaler decides (one target, the replicas: see ``micronf.agent.autoscaler``)."""
         spec = self.req.autoscale
         now = time.monotonic()
-        if not spec.enabled or self.state != "running" or not self.sampler.due(now, spec.interval_s):
+        if (not spec.enabled or self.state != "running" or self.input_paused
+                or not self.sampler.due(now, spec.interval_s)):
             return
         sample = self.sampler.read(drops=input_drops([u.runtime.segment() for u in self.units]),
                                    cpu_s=[(u.line.pid, cpu_seconds(u.line.pid)) for u in self.units], now=now)
@@ -444,6 +446,7 @@ class ReplicatedDeployment:
     def pause_input(self) -> bool:
         """Pause every replica after the step in hand (an Rx burst run to completion through every
         µNF and out): True once all confirmed."""
+        self.input_paused = True  # for good: resharding would restart the replicas, input and all
         return not GraphRuntime.pause([u.line for u in self.units])
 
     def _part(self, unit: Replica, *, retired: bool = False) -> Part:

@@ -267,7 +267,8 @@ def run_live(comp: Composition, file: Path, traffic: GeneratorSpec, *, seconds: 
                     break
                 stop.wait(POLL_S)
             if not finished:
-                drained = _drain(agent, name, DRAIN_S) if agent.pause_input(name) else None
+                agent.pause_input(name)  # unconfirmed within its timeout, the request still stands: drain anyway
+                drained = _drain(agent, name, DRAIN_S)
                 s = drained or agent.stats(name)
             elapsed = max(time.monotonic() - (t_first if t_first is not None else t0), 1e-9)
         finally:

@@ -96,6 +96,9 @@ def replica_spec(spec: GraphSpec) -> GraphSpec:
     return whole.model_copy(update={"burst": max(whole.burst, BATCH)})
 
 
+GATHER_MIN = 256  # a step asks its source again only after a call that brought at least this many frames
+
+
 @dataclass(frozen=True)
 class Recovery:
     """What :func:`recover` found after a replica's death."""
@@ -152,12 +155,13 @@ class ReplicaStage:
             got = 0
         else:  # a whole burst: a replayed source hands out at most one pass over its frames per call (a
             # generator shard of 500 templates: 500), and a step that small would be moderated like a trickle
+            # (a paced source returns a few frames a call: then one call, no per-frame Python loop)
             got = 0
             while got < self.rx.burst:
                 n = self.rx.step(self.rx.burst - got)
-                if n == 0:
-                    break
                 got += n
+                if n < GATHER_MIN:
+                    break
         ctrl, entry = self.ctrl, self.entry
         waiting = ctrl.item(entry, HEAD) - ctrl.item(entry, TAIL)  # this burst, or what a crash left
         if waiting:
